@@ -1,0 +1,338 @@
+#!/usr/bin/env node
+/**
+ * Commands: serve, check, query. Argument handling and printing only; the work lives elsewhere.
+ */
+import { readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { parseArgs } from 'node:util';
+import { ConfigError, PACKAGE_ROOT, SETTINGS, resolveConfig, settingsHelp, type FlagValues } from './config.js';
+import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
+import { parseListenAddress } from './net/listen.js';
+import { guardList } from './whitelist/guard.js';
+import { WhitelistIndex } from './whitelist/index.js';
+import { prepareList, type PrepareResult } from './whitelist/prepare.js';
+import { loadSignerTrust } from './whitelist/signature.js';
+import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';
+
+const USAGE = `mssante-policyd — MSSante whitelist policy daemon (Postfix policy, Milter, Exim)
+
+Usage:
+  mssante-policyd serve [flags]                      run the daemon
+  mssante-policyd check FILE [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]]
+                                                     validate a whitelist file; exit 0 usable, 1 unusable
+  mssante-policyd query [--policy ADDR] name=value...  send one policy request, print the answer
+  mssante-policyd --version | --help | COMMAND --help
+`;
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(`${PACKAGE_ROOT}/package.json`, 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serveCommand(rest);
+    case 'check':
+      return checkCommand(rest);
+    case 'query':
+      return queryCommand(rest);
+    case '--version':
+    case '-v':
+      process.stdout.write(`${packageVersion()}\n`);
+      return 0;
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+// ---------------------------------------------------------------- serve
+
+async function serveCommand(args: string[]): Promise<number> {
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {
+    config: { type: 'string' },
+    'print-config': { type: 'boolean' },
+    help: { type: 'boolean' },
+  };
+  for (const s of SETTINGS) {
+    options[s.key] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
+  } catch (error) {
+    process.stderr.write(`serve: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  if (values['help'] === true) {
+    process.stdout.write(`mssante-policyd serve [flags]\n\n  --config FILE\n      JSON file of settings keyed by flag name (flag > env > file > default)\n  --print-config\n      print the effective configuration and exit\n${settingsHelp()}\n`);
+    return 0;
+  }
+  const flags: FlagValues = new Map();
+  for (const s of SETTINGS) {
+    const v = values[s.key];
+    if (v !== undefined) flags.set(s.key, v);
+  }
+  let config;
+  try {
+    config = resolveConfig(flags, process.env, typeof values['config'] === 'string' ? values['config'] : process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`serve: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  if (values['print-config'] === true) {
+    process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+    return 0;
+  }
+  const { serve } = await import('./daemon.js');
+  await serve(config);
+  return process.exitCode === undefined ? -1 : Number(process.exitCode);
+}
+
+// ---------------------------------------------------------------- check
+
+interface CheckReport {
+  file: string;
+  usable: boolean;
+  sha256: string;
+  failure: { reason: string; detail: string } | null;
+  signature: { verified: boolean; signer?: unknown; why?: string } | null;
+  generatedAt: string | null;
+  entries: { total: number; accepted: number; skipped: number };
+  domains: number;
+  certificates: number;
+  skipped: Array<{ index: number; domain: string | null; reason: string; detail: string }>;
+  dnSpellingVariants: Array<{ normalised: string; spellings: string[] }>;
+  guard: { against: string; verdict: string; detail?: string; dropped?: number; added?: number } | null;
+  accepted: boolean;
+}
+
+async function checkCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        signer: { type: 'string', multiple: true },
+        'allow-unsigned': { type: 'boolean' },
+        json: { type: 'boolean' },
+        'state-dir': { type: 'string' },
+        accept: { type: 'boolean' },
+        'max-shrink': { type: 'string' },
+        'max-list-entries': { type: 'string' },
+        help: { type: 'boolean' },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    process.stderr.write(`check: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const v = parsed.values;
+  if (v.help === true || parsed.positionals.length !== 1) {
+    process.stdout.write(
+      'mssante-policyd check FILE [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]] [--max-shrink PCT]\n' +
+        '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
+        '  and with --state-dir compares with the stored list (guard). --accept records this list so the\n' +
+        '  daemon lets it through the guard on its next load (SIGHUP). Exit 0: usable; 1: unusable.\n',
+    );
+    return v.help === true ? 0 : 2;
+  }
+  const file = parsed.positionals[0] as string;
+  const signers = v.signer ?? [];
+  if (signers.length === 0 && v['allow-unsigned'] !== true) {
+    process.stderr.write('check: give --signer PEM (trusted list signer or CA), or --allow-unsigned to check the content only\n');
+    return 2;
+  }
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (error) {
+    process.stderr.write(`check: cannot read ${file}: ${(error as Error).message}\n`);
+    return 1;
+  }
+  let trust = null;
+  try {
+    trust = signers.length > 0 ? loadSignerTrust(signers) : null;
+  } catch (error) {
+    process.stderr.write(`check: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const maxEntries = v['max-list-entries'] !== undefined ? Number(v['max-list-entries']) : 200_000;
+  const result: PrepareResult = prepareList(bytes, { trust, allowUnsigned: v['allow-unsigned'] === true, maxEntries });
+  const report: CheckReport = {
+    file,
+    usable: result.ok,
+    sha256: result.ok ? result.list.sha256 : result.sha256,
+    failure: result.ok ? null : { reason: result.reason, detail: result.detail },
+    signature: null,
+    generatedAt: null,
+    entries: { total: 0, accepted: 0, skipped: 0 },
+    domains: 0,
+    certificates: 0,
+    skipped: [],
+    dnSpellingVariants: [],
+    guard: null,
+    accepted: false,
+  };
+  if (result.ok) {
+    const list = result.list;
+    const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
+    report.signature = list.signature.verified ? { verified: true, signer: list.signature.signer } : { verified: false, why: list.signature.why };
+    report.generatedAt = list.generatedAt;
+    report.entries = { total: list.rawEntryCount, accepted: list.entries.length, skipped: list.rejected.length };
+    report.domains = index.domainCount;
+    report.certificates = index.certificateCount;
+    report.skipped = list.rejected.map((r) => ({ ...r }));
+    const spellings = new Map<string, Set<string>>();
+    for (const e of list.entries) {
+      const set = spellings.get(e.dnKey) ?? new Set<string>();
+      set.add(e.dnRaw);
+      spellings.set(e.dnKey, set);
+    }
+    for (const e of list.entries) {
+      const set = spellings.get(e.dnKey);
+      if (set !== undefined && set.size > 1) {
+        report.dnSpellingVariants.push({ normalised: e.dnDisplay, spellings: [...set] });
+        spellings.delete(e.dnKey);
+      }
+    }
+    const stateDir = v['state-dir'];
+    if (stateDir !== undefined) {
+      const stored = readStoredList(stateDir);
+      const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust, allowUnsigned: true, maxEntries });
+      if (storedPrepared !== null && storedPrepared.ok) {
+        const current = { index: new WhitelistIndex({ generatedAt: storedPrepared.list.generatedAt }, storedPrepared.list.entries, []), sha256: storedPrepared.list.sha256 };
+        const maxShrink = v['max-shrink'] !== undefined ? Number(v['max-shrink']) : 10;
+        const verdict = guardList(current, list, maxShrink, readAcceptedHashes(stateDir));
+        report.guard = { against: `${stateDir} (generated ${current.index.generatedAt})`, ...verdict };
+      } else {
+        report.guard = { against: stateDir, verdict: 'accept', detail: 'no stored list to compare with' };
+      }
+      if (v.accept === true) {
+        addAcceptedHash(stateDir, list.sha256);
+        report.accepted = true;
+      }
+    } else if (v.accept === true) {
+      process.stderr.write('check: --accept needs --state-dir (the daemon\'s state directory)\n');
+      return 2;
+    }
+  }
+  if (v.json === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else process.stdout.write(formatCheckReport(report));
+  return report.usable ? 0 : 1;
+}
+
+function formatCheckReport(r: CheckReport): string {
+  const lines: string[] = [`file: ${r.file}`, `sha256: ${r.sha256}`];
+  if (!r.usable) {
+    lines.push(`UNUSABLE: ${r.failure?.reason} — ${r.failure?.detail}`);
+    return `${lines.join('\n')}\n`;
+  }
+  if (r.signature?.verified) {
+    const s = r.signature.signer as { subject: string; issuer: string; validFrom: string; validTo: string; trustedBy: string };
+    lines.push(`signature: VALID (signer ${s.subject.replace(/\n/g, ', ')}; issuer ${s.issuer.replace(/\n/g, ', ')}; valid ${s.validFrom} → ${s.validTo}; trusted as ${s.trustedBy})`);
+  } else {
+    lines.push(`signature: NOT CHECKED (${r.signature?.why})`);
+  }
+  lines.push(`generated: ${r.generatedAt}`);
+  lines.push(`entries: ${r.entries.total} in file, ${r.entries.accepted} accepted, ${r.entries.skipped} skipped`);
+  lines.push(`domains: ${r.domains} distinct; certificates: ${r.certificates} distinct after normalisation`);
+  for (const s of r.skipped) lines.push(`  skipped #${s.index} ${s.domain ?? '(no name)'}: ${s.reason} — ${s.detail}`);
+  if (r.dnSpellingVariants.length > 0) {
+    lines.push(`DN spelling variants normalised: ${r.dnSpellingVariants.length} certificates written several ways`);
+    for (const group of r.dnSpellingVariants) {
+      lines.push(`  ${group.normalised}`);
+      for (const sp of group.spellings) lines.push(`    ${JSON.stringify(sp)}`);
+    }
+  }
+  if (r.guard !== null) lines.push(`guard against ${r.guard.against}: ${r.guard.verdict}${r.guard.detail ? ` — ${r.guard.detail}` : ''}`);
+  if (r.accepted) lines.push('accepted: the daemon will let this list through the guard on its next load (send SIGHUP)');
+  lines.push('USABLE');
+  return `${lines.join('\n')}\n`;
+}
+
+// ---------------------------------------------------------------- query
+
+async function queryCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { policy: { type: 'string' }, timeout: { type: 'string' }, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+  } catch (error) {
+    process.stderr.write(`query: ${(error as Error).message}\n`);
+    return 2;
+  }
+  if (parsed.values.help === true || parsed.positionals.length === 0) {
+    process.stdout.write(
+      'mssante-policyd query [--policy ADDR] [--timeout SECONDS] name=value...\n' +
+        '  Sends one Postfix policy request (request=smtpd_access_policy and protocol_state=RCPT are added\n' +
+        '  unless given) and prints the action. ADDR: host:port or unix:/path (default 127.0.0.1:10040).\n' +
+        '  Example: query encryption_protocol=TLSv1.2 ccert_subject=mx.op.fr sender=a@op.mssante.fr\n',
+    );
+    return parsed.values.help === true ? 0 : 2;
+  }
+  const attrs = new Map<string, string>([
+    ['request', 'smtpd_access_policy'],
+    ['protocol_state', 'RCPT'],
+  ]);
+  for (const p of parsed.positionals) {
+    const eq = p.indexOf('=');
+    if (eq <= 0) {
+      process.stderr.write(`query: ${JSON.stringify(p)} is not name=value\n`);
+      return 2;
+    }
+    attrs.set(p.slice(0, eq), p.slice(eq + 1));
+  }
+  const address = parseListenAddress(parsed.values.policy ?? '127.0.0.1:10040');
+  const timeoutMs = Number(parsed.values.timeout ?? '10') * 1000;
+  try {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = address.kind === 'unix' ? createConnection(address.path) : createConnection(address.port, address.host);
+      const decoder = new PolicyDecoder();
+      socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
+      socket.on('connect', () => socket.write(encodeRequest(attrs)));
+      socket.on('data', (chunk) => {
+        const replies = decoder.push(chunk);
+        const action = replies[0]?.get('action');
+        if (action !== undefined) {
+          socket.end();
+          resolve(action);
+        }
+      });
+      socket.on('error', reject);
+      socket.on('close', () => reject(new Error('connection closed without an answer (malformed request, or the daemon refused it)')));
+    });
+    process.stdout.write(`action=${answer}\n`);
+    return 0;
+  } catch (error) {
+    process.stderr.write(`query: ${(error as Error).message}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`mssante-policyd: ${(error as Error).stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  },
+);
+

@@ -1,0 +1,239 @@
+/**
+ * Every setting of `serve`, in one table: flag, environment variable, config-file key, default,
+ * validation and help text. Precedence: flag > env > file > default. Validated once, then typed.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
+
+/** The package root (holds examples/): one level above src/ or dist/. */
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const DEMO_WHITELIST = resolve(PACKAGE_ROOT, 'examples/demo-whitelist.xml');
+export const DEMO_SIGNER = resolve(PACKAGE_ROOT, 'examples/demo-signer.pem');
+
+type Kind = 'string' | 'string?' | 'list' | 'bool' | 'int' | 'seconds';
+
+interface Setting {
+  readonly key: string;
+  readonly kind: Kind;
+  readonly default: unknown;
+  readonly help: string;
+  readonly min?: number;
+  readonly max?: number;
+  readonly choices?: readonly string[];
+}
+
+export const SETTINGS = [
+  { key: 'whitelist', kind: 'string?', default: null, help: 'file path or https:// URL of the MSSante whitelist (default: the embedded demo list, signed by the demo signer)' },
+  { key: 'signer', kind: 'list', default: [], help: 'PEM file of a trusted list signer (pinned leaf) or CA; repeatable' },
+  { key: 'allow-unsigned', kind: 'bool', default: false, help: 'accept an unsigned list (demo and tests only)' },
+  { key: 'ca-file', kind: 'string?', default: null, help: 'PEM CA bundle to verify the https list source (IGC-Sante); default: system roots' },
+  { key: 'state-dir', kind: 'string', default: './var', help: 'keeps the last list that passed every check; created if missing' },
+  { key: 'refresh', kind: 'seconds', default: 3600, min: 10, max: 7 * 86400, help: 'seconds between checks of the source for a new list (SIGHUP: at once)' },
+  { key: 'max-shrink', kind: 'int', default: 10, min: 0, max: 100, help: 'refuse a new list that drops more than this percentage of the domains in force' },
+  { key: 'max-list-bytes', kind: 'int', default: 64 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, help: 'largest list accepted from the source, in bytes' },
+  { key: 'max-list-entries', kind: 'int', default: 200_000, min: 1, max: 10_000_000, help: 'most Domaine entries accepted in one list' },
+  { key: 'fetch-timeout', kind: 'seconds', default: 120, min: 1, max: 3600, help: 'total time allowed for one download of the list' },
+  { key: 'policy-listen', kind: 'string?', default: '127.0.0.1:10040', help: 'Postfix policy protocol listener: host:port or unix:/path ("off" to disable)' },
+  { key: 'milter-listen', kind: 'string?', default: null, help: 'Milter listener: host:port or unix:/path (default off)' },
+  { key: 'http-listen', kind: 'string?', default: '127.0.0.1:9464', help: 'HTTP listener for /metrics /healthz /readyz /v1/... ("off" to disable)' },
+  { key: 'max-connections', kind: 'int', default: 1000, min: 1, max: 100_000, help: 'open connections per listener; more are closed at once' },
+  { key: 'idle-timeout', kind: 'seconds', default: 330, min: 1, max: 86400, help: 'close a client connection idle this long (Postfix keeps them 300 s)' },
+  { key: 'request-timeout', kind: 'seconds', default: 110, min: 1, max: 3600, help: 'longest time for one request to arrive in full (Postfix waits 100 s)' },
+  { key: 'max-line-bytes', kind: 'int', default: 8192, min: 256, max: 1024 * 1024, help: 'longest policy request line (Postfix: 8 KiB strings)' },
+  { key: 'max-request-bytes', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024, help: 'largest policy request' },
+  { key: 'max-attributes', kind: 'int', default: 100, min: 10, max: 10_000, help: 'most attributes in one policy request' },
+  { key: 'max-milter-packet-bytes', kind: 'int', default: 65536 + 1024, min: 1024, max: 16 * 1024 * 1024, help: 'largest Milter packet' },
+  { key: 'trusted-issuer-cn', kind: 'list', default: [], help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)' },
+  { key: 'tls-profile', kind: 'string', default: 'off', choices: TLS_PROFILE_NAMES, help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7' },
+  { key: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level (info: one trace line per decision)' },
+  { key: 'log-pseudonymize', kind: 'bool', default: false, help: 'replace addresses in traces by a keyed hash (key in <state-dir>/pseudonymize.key)' },
+  { key: 'shutdown-grace', kind: 'seconds', default: 10, min: 0, max: 300, help: 'on SIGTERM, seconds to let answers in flight complete' },
+] as const satisfies readonly Setting[];
+
+export type SettingKey = (typeof SETTINGS)[number]['key'];
+
+export interface Config {
+  readonly whitelist: string;
+  readonly whitelistIsDemo: boolean;
+  readonly signer: readonly string[];
+  readonly allowUnsigned: boolean;
+  readonly caFile: string | null;
+  readonly stateDir: string;
+  readonly refreshSeconds: number;
+  readonly maxShrinkPercent: number;
+  readonly maxListBytes: number;
+  readonly maxListEntries: number;
+  readonly fetchTimeoutSeconds: number;
+  readonly policyListen: string | null;
+  readonly milterListen: string | null;
+  readonly httpListen: string | null;
+  readonly maxConnections: number;
+  readonly idleTimeoutSeconds: number;
+  readonly requestTimeoutSeconds: number;
+  readonly maxLineBytes: number;
+  readonly maxRequestBytes: number;
+  readonly maxAttributes: number;
+  readonly maxMilterPacketBytes: number;
+  readonly trustedIssuerCns: readonly string[];
+  readonly tlsProfile: TlsProfileName;
+  readonly logLevel: string;
+  readonly logPseudonymize: boolean;
+  readonly shutdownGraceSeconds: number;
+  /** Where each value came from: flag, env, file or default. */
+  readonly origins: Readonly<Record<SettingKey, 'flag' | 'env' | 'file' | 'default'>>;
+}
+
+export class ConfigError extends Error {}
+
+export function envName(key: string): string {
+  return `MSSANTE_POLICYD_${key.toUpperCase().replace(/-/g, '_')}`;
+}
+
+const BY_KEY = new Map<string, Setting>(SETTINGS.map((s) => [s.key, s]));
+
+export function isBooleanFlag(key: string): boolean {
+  return BY_KEY.get(key)?.kind === 'bool';
+}
+
+function coerce(setting: Setting, value: unknown, origin: string): unknown {
+  const where = `${setting.key} (${origin})`;
+  switch (setting.kind) {
+    case 'bool':
+      if (typeof value === 'boolean') return value;
+      if (typeof value === 'string' && /^(1|true|yes|on)$/i.test(value)) return true;
+      if (typeof value === 'string' && /^(0|false|no|off|)$/i.test(value)) return false;
+      throw new ConfigError(`${where}: expected a boolean, got ${JSON.stringify(value)}`);
+    case 'int':
+    case 'seconds': {
+      const n = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+      if (!Number.isSafeInteger(n)) throw new ConfigError(`${where}: expected a whole number, got ${JSON.stringify(value)}`);
+      if (setting.min !== undefined && n < setting.min) throw new ConfigError(`${where}: ${n} is below the minimum ${setting.min}`);
+      if (setting.max !== undefined && n > setting.max) throw new ConfigError(`${where}: ${n} is above the maximum ${setting.max}`);
+      return n;
+    }
+    case 'list': {
+      const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : null;
+      if (list === null || !list.every((v) => typeof v === 'string')) throw new ConfigError(`${where}: expected a list of strings`);
+      return (list as string[]).map((v) => v.trim()).filter((v) => v.length > 0);
+    }
+    case 'string':
+    case 'string?': {
+      if (value === null && setting.kind === 'string?') return null;
+      if (typeof value !== 'string') throw new ConfigError(`${where}: expected a string, got ${JSON.stringify(value)}`);
+      if (setting.choices !== undefined && !setting.choices.includes(value)) {
+        throw new ConfigError(`${where}: ${JSON.stringify(value)} is not one of ${setting.choices.join(', ')}`);
+      }
+      if (setting.kind === 'string?' && (value === '' || value === 'off')) return null;
+      return value;
+    }
+  }
+}
+
+/** Parsed command-line flags for serve: key → value (string for valued flags, true for booleans, string[] for repeatables). */
+export type FlagValues = Map<string, string | boolean | string[]>;
+
+/**
+ * Resolves the effective configuration. `flags` come from the command line (already split),
+ * `env` from the process, the file from `--config` (JSON object keyed by flag names).
+ */
+export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): Config {
+  let file: Record<string, unknown> = {};
+  if (configFile !== null) {
+    let text: string;
+    try {
+      text = readFileSync(configFile, 'utf8');
+    } catch (error) {
+      throw new ConfigError(`cannot read config file ${configFile}: ${(error as Error).message}`);
+    }
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not a JSON object');
+      file = parsed as Record<string, unknown>;
+    } catch (error) {
+      throw new ConfigError(`config file ${configFile}: ${(error as Error).message}`);
+    }
+    for (const key of Object.keys(file)) {
+      if (!BY_KEY.has(key)) throw new ConfigError(`config file ${configFile}: unknown setting ${JSON.stringify(key)}`);
+    }
+  }
+  const values = new Map<string, unknown>();
+  const origins: Record<string, 'flag' | 'env' | 'file' | 'default'> = {};
+  for (const setting of SETTINGS as readonly Setting[]) {
+    const e = env[envName(setting.key)];
+    if (flags.has(setting.key)) {
+      values.set(setting.key, coerce(setting, flags.get(setting.key), `--${setting.key}`));
+      origins[setting.key] = 'flag';
+    } else if (e !== undefined) {
+      values.set(setting.key, coerce(setting, e, envName(setting.key)));
+      origins[setting.key] = 'env';
+    } else if (Object.hasOwn(file, setting.key)) {
+      values.set(setting.key, coerce(setting, file[setting.key], `config file`));
+      origins[setting.key] = 'file';
+    } else {
+      values.set(setting.key, setting.default);
+      origins[setting.key] = 'default';
+    }
+  }
+  const get = <T>(key: SettingKey): T => values.get(key) as T;
+
+  const whitelistSetting = get<string | null>('whitelist');
+  const whitelistIsDemo = whitelistSetting === null;
+  let signer = get<string[]>('signer');
+  // The demo list comes with its demo signer, so `npm start` verifies a real signature.
+  if (whitelistIsDemo && signer.length === 0) signer = [DEMO_SIGNER];
+  const allowUnsigned = get<boolean>('allow-unsigned');
+  if (signer.length === 0 && !allowUnsigned) {
+    throw new ConfigError('no --signer given: name the trusted list signer(s), or pass --allow-unsigned (demo and tests only)');
+  }
+  const whitelist = whitelistSetting ?? DEMO_WHITELIST;
+  if (/^http:\/\//i.test(whitelist)) {
+    throw new ConfigError('--whitelist: plain http:// is refused; use https:// or a file path');
+  }
+  const policyListen = get<string | null>('policy-listen');
+  const milterListen = get<string | null>('milter-listen');
+  if (policyListen === null && milterListen === null) {
+    throw new ConfigError('neither --policy-listen nor --milter-listen is set: nothing would answer the MTA');
+  }
+  return Object.freeze({
+    whitelist,
+    whitelistIsDemo,
+    signer,
+    allowUnsigned,
+    caFile: get<string | null>('ca-file'),
+    stateDir: resolve(get<string>('state-dir')),
+    refreshSeconds: get<number>('refresh'),
+    maxShrinkPercent: get<number>('max-shrink'),
+    maxListBytes: get<number>('max-list-bytes'),
+    maxListEntries: get<number>('max-list-entries'),
+    fetchTimeoutSeconds: get<number>('fetch-timeout'),
+    policyListen,
+    milterListen,
+    httpListen: get<string | null>('http-listen'),
+    maxConnections: get<number>('max-connections'),
+    idleTimeoutSeconds: get<number>('idle-timeout'),
+    requestTimeoutSeconds: get<number>('request-timeout'),
+    maxLineBytes: get<number>('max-line-bytes'),
+    maxRequestBytes: get<number>('max-request-bytes'),
+    maxAttributes: get<number>('max-attributes'),
+    maxMilterPacketBytes: get<number>('max-milter-packet-bytes'),
+    trustedIssuerCns: get<string[]>('trusted-issuer-cn'),
+    tlsProfile: get<TlsProfileName>('tls-profile'),
+    logLevel: get<string>('log-level'),
+    logPseudonymize: get<boolean>('log-pseudonymize'),
+    shutdownGraceSeconds: get<number>('shutdown-grace'),
+    origins: origins as Config['origins'],
+  });
+}
+
+/** `serve --help` text, generated from the table so it cannot drift. */
+export function settingsHelp(): string {
+  return (SETTINGS as readonly Setting[])
+    .map((s) => {
+      const flag = s.kind === 'bool' ? `--${s.key}` : `--${s.key} ${s.kind === 'list' ? 'VALUE (repeatable)' : 'VALUE'}`;
+      const def = s.default === null || (Array.isArray(s.default) && s.default.length === 0) ? '' : ` [default: ${JSON.stringify(s.default)}]`;
+      return `  ${flag}\n      ${s.help}${def}\n      env ${envName(s.key)}`;
+    })
+    .join('\n');
+}

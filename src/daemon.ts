@@ -1,0 +1,219 @@
+/**
+ * `serve`: wires the parts together — list life cycle, decision service, frontends, HTTP — and owns
+ * the process life cycle (SIGHUP reloads, SIGTERM drains). No protocol and no rule lives here.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import type { Config } from './config.js';
+import { DecisionService } from './decision-service.js';
+import { factsFromRequest, traceFromRequest } from './frontends/policy/facts.js';
+import { startPolicyServer, type PolicyServer } from './frontends/policy/server.js';
+import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
+import { startHttpServer, type DomainLookup, type DryRunInput, type DryRunResult, type WhitelistStatus } from './http/server.js';
+import { createMetrics, type Metrics } from './observe/metrics.js';
+import { DecisionTracer } from './observe/trace.js';
+import { normaliseCn } from './trust/dn.js';
+import { POLICY_ACTIONS } from './trust/reasons.js';
+import { ListLifecycle } from './whitelist/lifecycle.js';
+import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
+import { ensureStateDir } from './whitelist/state.js';
+import { normaliseDomain } from './whitelist/validate.js';
+
+export function createLogger(level: string): Logger {
+  // Asynchronous writes: a trace line per decision must not block answers; flushed on exit.
+  return pino(
+    { level, base: { service: 'mssante-policyd' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
+    pino.destination({ dest: 1, sync: false }),
+  );
+}
+
+function pseudonymizeKey(config: Config): Buffer | null {
+  if (!config.logPseudonymize) return null;
+  const path = join(config.stateDir, 'pseudonymize.key');
+  try {
+    return Buffer.from(readFileSync(path, 'utf8').trim(), 'hex');
+  } catch {
+    const key = randomBytes(32);
+    writeFileSync(path, `${key.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+    return key;
+  }
+}
+
+export interface RunningDaemon {
+  readonly lifecycle: ListLifecycle;
+  readonly metrics: Metrics;
+  readonly addresses: { policy: string | null; milter: string | null; http: string | null };
+  shutdown(reason: string): Promise<void>;
+}
+
+export async function startDaemon(config: Config, logger: Logger): Promise<RunningDaemon> {
+  ensureStateDir(config.stateDir);
+  const metrics = createMetrics();
+  const source = createSource(config.whitelist, {
+    ...DEFAULT_SOURCE_OPTIONS,
+    maxBytes: config.maxListBytes,
+    totalTimeoutMs: config.fetchTimeoutSeconds * 1000,
+    caFile: config.caFile,
+  });
+  const lifecycle = new ListLifecycle(
+    {
+      sourceDescription: source.description,
+      stateDir: config.stateDir,
+      signerPaths: config.signer,
+      allowUnsigned: config.allowUnsigned,
+      maxEntries: config.maxListEntries,
+      maxShrinkPercent: config.maxShrinkPercent,
+      refreshMs: config.refreshSeconds * 1000,
+    },
+    source,
+    metrics,
+    logger.child({ component: 'whitelist' }),
+  );
+  if (config.allowUnsigned) {
+    logger.warn({ event: 'allow_unsigned' }, '--allow-unsigned: a list without a valid signature may be put in force (demo and tests only)');
+  }
+  const service = new DecisionService({
+    currentIndex: () => lifecycle.current(),
+    policy: { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) },
+    metrics,
+    tracer: new DecisionTracer(logger.child({ component: 'trace' }), pseudonymizeKey(config)),
+    logger,
+  });
+
+  await lifecycle.start();
+
+  const closers: Array<(deadlineMs: number) => Promise<void>> = [];
+  const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null };
+  try {
+    if (config.policyListen !== null) {
+      const policy: PolicyServer = await startPolicyServer(config.policyListen, {
+        limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
+        idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+        requestTimeoutMs: config.requestTimeoutSeconds * 1000,
+        maxConnections: config.maxConnections,
+        logger: logger.child({ component: 'policy' }),
+        metrics,
+        handle: (request, connection) => {
+          const started = process.hrtime.bigint();
+          const facts = factsFromRequest(request);
+          const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started);
+          return POLICY_ACTIONS[decision.reason.id];
+        },
+      });
+      addresses.policy = policy.address;
+      closers.push((ms) => policy.close(ms));
+    }
+    if (config.milterListen !== null) {
+      const milter: MilterFrontend = await startMilterFrontend(config.milterListen, {
+        maxPacketBytes: config.maxMilterPacketBytes,
+        idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+        maxConnections: config.maxConnections,
+        logger: logger.child({ component: 'milter' }),
+        metrics,
+        service,
+      });
+      addresses.milter = milter.address;
+      closers.push((ms) => milter.close(ms));
+    }
+    if (config.httpListen !== null) {
+      const http = await startHttpServer(config.httpListen, {
+        metrics,
+        logger: logger.child({ component: 'http' }),
+        readiness: () => (lifecycle.current() === null ? { ready: false, reasons: ['whitelist_unavailable'] } : { ready: true, reasons: [] }),
+        whitelistStatus: () => whitelistStatus(lifecycle),
+        lookupDomain: (name) => lookupDomain(lifecycle, name),
+        dryRun: (input) => dryRun(service, input),
+      });
+      addresses.http = http.address;
+      closers.push(() => http.close());
+    }
+  } catch (error) {
+    await Promise.allSettled(closers.map((close) => close(0)));
+    await lifecycle.stop();
+    throw error;
+  }
+  logger.info({ event: 'listening', ...addresses, whitelist: source.description, state_dir: config.stateDir }, 'mssante-policyd ready to answer');
+
+  let stopping: Promise<void> | null = null;
+  return {
+    lifecycle,
+    metrics,
+    addresses,
+    shutdown(reason: string): Promise<void> {
+      stopping ??= (async () => {
+        logger.info({ event: 'shutdown', reason, grace_s: config.shutdownGraceSeconds }, 'stopping: finishing answers in flight');
+        await Promise.allSettled(closers.map((close) => close(config.shutdownGraceSeconds * 1000)));
+        await lifecycle.stop();
+        logger.info({ event: 'stopped' }, 'stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** Runs until SIGTERM/SIGINT; SIGHUP reloads the list at once. */
+export async function serve(config: Config): Promise<void> {
+  const logger = createLogger(config.logLevel);
+  let daemon: RunningDaemon;
+  try {
+    daemon = await startDaemon(config, logger);
+  } catch (error) {
+    logger.fatal({ event: 'start_failed', err: (error as Error).message }, 'cannot start');
+    logger.flush();
+    process.exitCode = 1;
+    return;
+  }
+  process.on('SIGHUP', () => {
+    logger.info({ event: 'sighup' }, 'SIGHUP: reloading the whitelist');
+    void daemon.lifecycle.reload('sighup');
+  });
+  const stop = (signal: string): void => {
+    void daemon.shutdown(signal).then(() => {
+      logger.flush();
+      process.exit(0);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+function whitelistStatus(lifecycle: ListLifecycle): WhitelistStatus {
+  const { inForce, lastSuccessAt, lastFailure } = lifecycle.state();
+  return {
+    usable: inForce !== null,
+    source: inForce?.source ?? null,
+    generatedAt: inForce?.index.generatedAt ?? null,
+    sha256: inForce?.sha256 ?? null,
+    domains: inForce?.index.domainCount ?? 0,
+    entries: inForce?.index.entries.length ?? 0,
+    skipped: inForce === null ? [] : inForce.index.rejected.map((r) => ({ index: r.index, domain: r.domain, reason: r.reason, detail: r.detail })),
+    lastSuccessAt,
+    lastFailureAt: lastFailure?.at ?? null,
+    lastFailureReason: lastFailure?.reason ?? null,
+    lastFailureDetail: lastFailure?.detail ?? null,
+    signer: inForce?.signer ?? null,
+  };
+}
+
+function lookupDomain(lifecycle: ListLifecycle, name: string): DomainLookup | null {
+  const index = lifecycle.current();
+  const domain = normaliseDomain(name);
+  if (index === null || domain === null) return null;
+  const entries = index.entriesForDomain(domain);
+  if (entries.length === 0) return null;
+  return {
+    domain,
+    domainUnicode: entries[0]?.domainUnicode ?? domain,
+    entries: entries.map((e) => ({ dn: e.dnRaw, dnNormalised: e.dnDisplay, cn: e.cn, description: e.description, updatedAt: e.updatedAt })),
+  };
+}
+
+/** The dry run goes through the same request → Facts mapping as the policy frontend. */
+function dryRun(service: DecisionService, input: DryRunInput): DryRunResult {
+  const request = new Map<string, string>([['protocol_state', 'RCPT']]);
+  for (const [name, value] of Object.entries(input)) if (typeof value === 'string') request.set(name, value);
+  const decision = service.evaluate(factsFromRequest(request));
+  return { result: decision.reason.result, reason: decision.reason.id, action: POLICY_ACTIONS[decision.reason.id] };
+}

@@ -1,0 +1,46 @@
+/**
+ * The edge between frontends and decide(): takes Facts, gets the list in force, decides, and turns the
+ * Decision into a metric and a trace line — the same reason id in the answer, the metric and the log.
+ * A fault here never becomes a 5xx: it is an internal_error tempfail.
+ */
+import type { Logger } from 'pino';
+import { decide, type Decision, type DecisionPolicy } from './trust/decide.js';
+import type { Facts } from './trust/facts.js';
+import { POLICY_ACTIONS, REASONS } from './trust/reasons.js';
+import type { Frontend, Metrics } from './observe/metrics.js';
+import type { DecisionTracer, TraceContext } from './observe/trace.js';
+import type { WhitelistIndex } from './whitelist/index.js';
+
+const INTERNAL_ERROR: Decision = Object.freeze({ reason: REASONS.internal_error, senderDomain: null });
+
+export interface DecisionServiceDeps {
+  readonly currentIndex: () => WhitelistIndex | null;
+  readonly policy: DecisionPolicy;
+  readonly metrics: Metrics;
+  readonly tracer: DecisionTracer;
+  readonly logger: Logger;
+}
+
+export class DecisionService {
+  constructor(private readonly deps: DecisionServiceDeps) {}
+
+  /** Decides without side effects: the dry run of /v1/decide. */
+  evaluate(facts: Facts): Decision {
+    try {
+      return decide(facts, this.deps.currentIndex(), this.deps.policy);
+    } catch (error) {
+      this.deps.logger.error({ event: 'internal_error', err: error }, 'decide() failed');
+      return INTERNAL_ERROR;
+    }
+  }
+
+  /** Decides, counts and traces. `startedAt` is process.hrtime.bigint() when the request was complete. */
+  answer(frontend: Frontend, facts: Facts, context: TraceContext, startedAt: bigint): Decision {
+    const decision = this.evaluate(facts);
+    const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
+    const reason = decision.reason;
+    this.deps.metrics.countDecision(frontend, reason.result, reason.id, seconds);
+    this.deps.tracer.record(frontend, context, decision, POLICY_ACTIONS[reason.id], seconds);
+    return decision;
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The Milter adapter: a MilterTransaction (macros at MAIL FROM) → Facts → the shared DecisionService
+ * → a Milter verdict. Postfix gives `{cert_subject}` = CN of a verified certificate; Sendmail gives the
+ * full DN and `{verify}` (macros.ts sorts that out).
+ */
+import type { Logger } from 'pino';
+import type { DecisionService } from '../../decision-service.js';
+import type { Metrics } from '../../observe/metrics.js';
+import type { TraceContext } from '../../observe/trace.js';
+import type { CertIdentity, Facts } from '../../trust/facts.js';
+import { replyText } from '../../trust/reasons.js';
+import { certFromMacros, tlsFromMacros } from './macros.js';
+import { startMilterServer, type MilterTransaction, type MilterVerdict } from './server.js';
+
+export interface MilterFrontendOptions {
+  readonly maxPacketBytes: number;
+  readonly idleTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly service: DecisionService;
+}
+
+export interface MilterFrontend {
+  readonly address: string;
+  close(deadlineMs: number): Promise<void>;
+}
+
+const CONTINUE: MilterVerdict = Object.freeze({ action: 'continue' });
+
+export function factsFromTransaction(transaction: MilterTransaction): Facts {
+  const view = certFromMacros(transaction.macros);
+  const tls = tlsFromMacros(transaction.macros);
+  let cert: CertIdentity | null = null;
+  if (view.kind === 'cn' && view.subject !== null) {
+    cert = { kind: 'cn', cn: view.subject, issuerCn: view.issuer, verified: true };
+  } else if (view.kind === 'dn' && view.subject !== null) {
+    cert = { kind: 'dn', dn: view.subject, issuerCn: view.issuer, verified: view.verified };
+  }
+  return { frontend: 'milter', stage: 'mail', tlsProtocol: tls.protocol, tlsCipher: tls.cipher, cert, sender: transaction.sender };
+}
+
+function traceFromTransaction(transaction: MilterTransaction, facts: Facts): TraceContext {
+  const cert = facts.cert;
+  return {
+    stage: 'mail',
+    connectionId: transaction.connectionId,
+    queueId: transaction.macros.get('i'),
+    clientAddress: transaction.clientAddress ?? undefined,
+    clientName: transaction.clientName ?? undefined,
+    helo: transaction.helo ?? undefined,
+    certSubject: cert === null ? undefined : cert.kind === 'dn' ? cert.dn : cert.cn,
+    certIssuer: cert?.issuerCn ?? undefined,
+    tlsProtocol: facts.tlsProtocol ?? undefined,
+    tlsCipher: facts.tlsCipher ?? undefined,
+    sender: facts.sender,
+  };
+}
+
+export async function startMilterFrontend(listen: string, options: MilterFrontendOptions): Promise<MilterFrontend> {
+  const { service } = options;
+  return startMilterServer(listen, {
+    maxPacketBytes: options.maxPacketBytes,
+    idleTimeoutMs: options.idleTimeoutMs,
+    maxConnections: options.maxConnections,
+    logger: options.logger,
+    metrics: options.metrics,
+    onMailFrom: (transaction) => {
+      const started = process.hrtime.bigint();
+      const facts = factsFromTransaction(transaction);
+      const decision = service.answer('milter', facts, traceFromTransaction(transaction, facts), started);
+      const reason = decision.reason;
+      return reason.result === 'pass' ? CONTINUE : { action: 'reply', smtpCode: reason.smtpCode, text: replyText(reason) };
+    },
+  });
+}

@@ -1,0 +1,69 @@
+/**
+ * A Postfix policy request (or Exim's, with its extra attributes) → Facts + trace context.
+ * Postfix gives `ccert_subject` = CN of a chain-verified certificate only (xtext-encoded); Exim gives
+ * the full DN in `x_ccert_dn` and says in `x_ccert_verified` whether it verified the chain.
+ */
+import { decodeOpensslEscapes, decodeXtext } from '../../trust/dn.js';
+import type { CertIdentity, Facts, Stage } from '../../trust/facts.js';
+import type { TraceContext } from '../../observe/trace.js';
+
+export type PolicyRequestView = ReadonlyMap<string, string>;
+
+const STAGES: Readonly<Record<string, Stage>> = {
+  RCPT: 'rcpt',
+  MAIL: 'mail',
+  CONNECT: 'connect',
+  EHLO: 'helo',
+  HELO: 'helo',
+  DATA: 'data',
+  'END-OF-MESSAGE': 'data',
+};
+
+function nonEmpty(value: string | undefined): string | null {
+  return value === undefined || value === '' ? null : value;
+}
+
+export function certFromRequest(request: PolicyRequestView): CertIdentity | null {
+  const issuerRaw = nonEmpty(request.get('ccert_issuer'));
+  const issuerCn = issuerRaw === null ? null : decodeXtext(issuerRaw);
+  const fullDn = nonEmpty(request.get('x_ccert_dn'));
+  if (fullDn !== null) {
+    return { kind: 'dn', dn: decodeOpensslEscapes(fullDn), issuerCn, verified: request.get('x_ccert_verified') === '1' };
+  }
+  const subject = nonEmpty(request.get('ccert_subject'));
+  if (subject === null) return null;
+  return { kind: 'cn', cn: decodeXtext(subject), issuerCn, verified: true };
+}
+
+export function factsFromRequest(request: PolicyRequestView): Facts {
+  const sender = request.get('sender');
+  return {
+    frontend: 'policy',
+    stage: STAGES[(request.get('protocol_state') ?? '').toUpperCase()] ?? 'other',
+    tlsProtocol: nonEmpty(request.get('encryption_protocol')),
+    tlsCipher: nonEmpty(request.get('encryption_cipher')),
+    cert: certFromRequest(request),
+    sender: sender === undefined ? null : sender,
+  };
+}
+
+export function traceFromRequest(request: PolicyRequestView, facts: Facts, connectionId: number): TraceContext {
+  const cert = facts.cert;
+  return {
+    stage: facts.stage,
+    connectionId,
+    instance: request.get('instance'),
+    queueId: request.get('queue_id'),
+    clientAddress: request.get('client_address'),
+    clientName: request.get('client_name'),
+    helo: request.get('helo_name'),
+    certSubject: cert === null ? undefined : cert.kind === 'dn' ? cert.dn : cert.cn,
+    certIssuer: cert?.issuerCn ?? undefined,
+    certFingerprint: request.get('ccert_fingerprint'),
+    tlsProtocol: facts.tlsProtocol ?? undefined,
+    tlsCipher: facts.tlsCipher ?? undefined,
+    sender: facts.sender,
+    recipient: request.get('recipient'),
+    size: request.get('size'),
+  };
+}

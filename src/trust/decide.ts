@@ -1,0 +1,73 @@
+/**
+ * decide(facts, index, policy): the one answer every MTA gets. Pure: no I/O, no clock; the only
+ * state it touches is the memo of parsed DNs, which does not change its results.
+ * Rules: mssante-rules.md §1 (erratum §4.7.1.1 steps 3–5) and §6.
+ */
+import { normaliseCn, parseDnCached } from './dn.js';
+import type { Facts } from './facts.js';
+import { REASONS, type Reason } from './reasons.js';
+import { tlsProfileAllows, type TlsProfileName } from './tls-profile.js';
+import { normaliseDomain } from '../whitelist/validate.js';
+import type { WhitelistIndex } from '../whitelist/index.js';
+
+export interface DecisionPolicy {
+  readonly tlsProfile: TlsProfileName;
+  /** Normalised issuer CNs accepted for the client certificate; empty: no issuer check. */
+  readonly trustedIssuerCns: ReadonlySet<string>;
+}
+
+export const DEFAULT_POLICY: DecisionPolicy = Object.freeze({ tlsProfile: 'off', trustedIssuerCns: new Set<string>() });
+
+export interface Decision {
+  readonly reason: Reason;
+  /** The sender domain as compared (A-label), when one was looked up: for the trace. */
+  readonly senderDomain: string | null;
+}
+
+const decisions = {
+  notDecided: { reason: REASONS.not_decided_at_this_stage, senderDomain: null },
+  unavailable: { reason: REASONS.whitelist_unavailable, senderDomain: null },
+  tlsRequired: { reason: REASONS.tls_required, senderDomain: null },
+  tlsProfile: { reason: REASONS.tls_profile, senderDomain: null },
+  certMissing: { reason: REASONS.cert_missing, senderDomain: null },
+  issuer: { reason: REASONS.cert_issuer_not_trusted, senderDomain: null },
+  certNotListed: { reason: REASONS.cert_not_listed, senderDomain: null },
+  senderMissing: { reason: REASONS.sender_missing, senderDomain: null },
+  senderInvalid: { reason: REASONS.sender_invalid, senderDomain: null },
+  bounce: { reason: REASONS.ok_bounce, senderDomain: null },
+} as const satisfies Record<string, Decision>;
+
+export function decide(facts: Facts, index: WhitelistIndex | null, policy: DecisionPolicy = DEFAULT_POLICY): Decision {
+  if (facts.stage !== 'mail' && facts.stage !== 'rcpt') return decisions.notDecided;
+  if (index === null) return decisions.unavailable;
+  if (facts.tlsProtocol === null || facts.tlsProtocol === '') return decisions.tlsRequired;
+  if (!tlsProfileAllows(policy.tlsProfile, facts.tlsProtocol, facts.tlsCipher)) return decisions.tlsProfile;
+
+  const cert = facts.cert;
+  if (cert === null || !cert.verified) return decisions.certMissing;
+  if (policy.trustedIssuerCns.size > 0 && (cert.issuerCn === null || !policy.trustedIssuerCns.has(normaliseCn(cert.issuerCn)))) {
+    return decisions.issuer;
+  }
+
+  // The certificate's identity: a full-DN key when the MTA gave the DN, else the CN (Postfix).
+  let dnKey: string | null = null;
+  let cn: string | null = null;
+  if (cert.kind === 'dn') {
+    const parsed = parseDnCached(cert.dn);
+    if (!parsed.ok || !index.isDnListed(parsed.dn.key)) return decisions.certNotListed;
+    dnKey = parsed.dn.key;
+  } else {
+    cn = normaliseCn(cert.cn);
+    if (cn === '' || !index.isCnListed(cn)) return decisions.certNotListed;
+  }
+
+  if (facts.sender === null) return decisions.senderMissing;
+  if (facts.sender === '') return decisions.bounce;
+  const at = facts.sender.lastIndexOf('@');
+  if (at <= 0) return decisions.senderInvalid;
+  const domain = normaliseDomain(facts.sender.slice(at + 1));
+  if (domain === null) return decisions.senderInvalid;
+  if (!index.hasDomain(domain)) return { reason: REASONS.sender_domain_not_listed, senderDomain: domain };
+  const bound = dnKey !== null ? index.domainHasDn(domain, dnKey) : index.domainHasCn(domain, cn as string);
+  return { reason: bound ? REASONS.ok : REASONS.sender_cert_mismatch, senderDomain: domain };
+}

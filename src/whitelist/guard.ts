@@ -1,0 +1,39 @@
+/**
+ * The guard between a verified list and the one in force: no rollback to an older list, no sudden
+ * loss of many domains (a truncated export signed by mistake), unless the operator accepted that list.
+ */
+import type { PreparedList } from './prepare.js';
+import type { WhitelistIndex } from './index.js';
+
+export type GuardVerdict =
+  | { readonly verdict: 'accept'; readonly dropped: number; readonly added: number }
+  | { readonly verdict: 'unchanged' }
+  | { readonly verdict: 'refuse'; readonly reason: 'list_older' | 'list_shrink'; readonly detail: string };
+
+export interface GuardInput {
+  readonly index: WhitelistIndex;
+  readonly sha256: string;
+}
+
+export function guardList(current: GuardInput | null, list: PreparedList, maxShrinkPercent: number, accepted: ReadonlySet<string>): GuardVerdict {
+  if (current === null) return { verdict: 'accept', dropped: 0, added: new Set(list.entries.map((e) => e.domain)).size };
+  if (list.sha256 === current.sha256) return { verdict: 'unchanged' };
+  const forced = accepted.has(list.sha256);
+  if (Date.parse(list.generatedAt) < current.index.generatedAtMs && !forced) {
+    return { verdict: 'refuse', reason: 'list_older', detail: `list generated ${list.generatedAt} is older than the one in force (${current.index.generatedAt})` };
+  }
+  const incoming = new Set(list.entries.map((e) => e.domain));
+  let dropped = 0;
+  for (const domain of current.index.domains()) if (!incoming.has(domain)) dropped++;
+  let added = 0;
+  for (const domain of incoming) if (!current.index.hasDomain(domain)) added++;
+  const percent = current.index.domainCount === 0 ? 0 : (dropped * 100) / current.index.domainCount;
+  if (percent > maxShrinkPercent && !forced) {
+    return {
+      verdict: 'refuse',
+      reason: 'list_shrink',
+      detail: `list would drop ${dropped} of ${current.index.domainCount} domains (${percent.toFixed(1)} % > --max-shrink ${maxShrinkPercent} %); if this is intended: mssante-policyd check FILE --accept --state-dir DIR, then SIGHUP (sha256 ${list.sha256})`,
+    };
+  }
+  return { verdict: 'accept', dropped, added };
+}

@@ -1,0 +1,299 @@
+/**
+ * The list life cycle: fetch → verify → parse + validate (worker) → guard → swap → persist.
+ * Whatever fails, the list in force stays (EX_2.2_5040, incident of 2020-10-07); with none in force,
+ * decide() answers tempfail. Loads are serialised; a SIGHUP during a load queues one more.
+ */
+import type { Logger } from 'pino';
+import type { Metrics } from '../observe/metrics.js';
+import { guardList } from './guard.js';
+import { WhitelistIndex } from './index.js';
+import type { ListFailure, PreparedList } from './prepare.js';
+import { PrepareWorker, type PrepareOutcome } from './prepare-worker.js';
+import type { FetchOutcome, ListSource, SourceFailure, SourceValidators } from './source.js';
+import { persistList, readAcceptedHashes, readStoredList, type StateMeta } from './state.js';
+
+export type LoadFailure = SourceFailure | ListFailure | 'list_older' | 'list_shrink' | 'worker_failed' | 'state_unreadable';
+
+export interface LifecycleOptions {
+  readonly sourceDescription: string;
+  readonly stateDir: string;
+  readonly signerPaths: readonly string[];
+  readonly allowUnsigned: boolean;
+  readonly maxEntries: number;
+  readonly maxShrinkPercent: number;
+  readonly refreshMs: number;
+}
+
+export interface InForce {
+  readonly index: WhitelistIndex;
+  readonly sha256: string;
+  readonly source: string;
+  readonly loadedAt: string;
+  readonly signer: { readonly subject: string; readonly validTo: string } | null;
+  readonly validators: SourceValidators | null;
+}
+
+export type LoadTrigger = 'startup' | 'timer' | 'sighup' | 'admin';
+
+export type LoadResult =
+  | { readonly outcome: 'loaded'; readonly domains: number; readonly rejected: number }
+  | { readonly outcome: 'unchanged' }
+  | { readonly outcome: 'failed'; readonly reason: LoadFailure; readonly detail: string };
+
+export interface LastFailure {
+  readonly at: string;
+  readonly reason: LoadFailure;
+  readonly detail: string;
+}
+
+const RETRY_MIN_MS = 15_000;
+const RETRY_MAX_MS = 15 * 60_000;
+
+export class ListLifecycle {
+  private inForce: InForce | null = null;
+  private lastSuccessAt: string | null = null;
+  private lastFailureValue: LastFailure | null = null;
+  private consecutiveFailures = 0;
+  private running: Promise<LoadResult> | null = null;
+  private queued: Promise<LoadResult> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private readonly worker = new PrepareWorker();
+
+  constructor(
+    private readonly options: LifecycleOptions,
+    private readonly source: ListSource,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  /** The index answers use; one reference, swapped whole. */
+  current(): WhitelistIndex | null {
+    return this.inForce?.index ?? null;
+  }
+
+  state(): { readonly inForce: InForce | null; readonly lastSuccessAt: string | null; readonly lastFailure: LastFailure | null } {
+    return { inForce: this.inForce, lastSuccessAt: this.lastSuccessAt, lastFailure: this.lastFailureValue };
+  }
+
+  /** Serve the stored list first (ready before the network answers), then ask the source. */
+  async start(): Promise<void> {
+    await this.loadFromState();
+    void this.reload('startup');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running?.catch(() => undefined);
+    await this.worker.close();
+  }
+
+  /** Load from the source now. Concurrent calls share the running load, plus at most one queued after it. */
+  reload(trigger: LoadTrigger): Promise<LoadResult> {
+    if (this.running === null) {
+      this.running = this.runLoad(trigger).finally(() => {
+        this.running = null;
+      });
+      return this.running;
+    }
+    this.queued ??= this.running.then(() => {
+      this.queued = null;
+      return this.reload(trigger);
+    });
+    return this.queued;
+  }
+
+  private async loadFromState(): Promise<void> {
+    let stored;
+    try {
+      stored = readStoredList(this.options.stateDir);
+    } catch (error) {
+      this.recordFailure('state_unreadable', `cannot read ${this.options.stateDir}: ${(error as Error).message}`, 'state');
+      return;
+    }
+    if (stored === null) {
+      this.logger.info({ event: 'state_empty', state_dir: this.options.stateDir }, 'no stored list yet');
+      return;
+    }
+    const prepared = await this.prepare(stored.bytes);
+    if (!prepared.ok) {
+      this.recordFailure(prepared.reason, `stored list: ${prepared.detail}`, 'state');
+      return;
+    }
+    const meta = stored.meta !== null && stored.meta.sha256 === prepared.list.sha256 ? stored.meta : null;
+    this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state');
+  }
+
+  private async prepare(bytes: Uint8Array): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
+    const outcome: PrepareOutcome = await this.worker.run({
+      bytes,
+      signerPaths: this.options.signerPaths,
+      allowUnsigned: this.options.allowUnsigned,
+      maxEntries: this.options.maxEntries,
+    });
+    if (outcome.result === null) return { ok: false, reason: 'worker_failed', detail: outcome.error ?? 'unknown worker failure' };
+    if (!outcome.result.ok) return { ok: false, reason: outcome.result.reason, detail: outcome.result.detail };
+    this.logger.debug({ event: 'list_prepared', cpu_ms: Math.round(outcome.cpuMs), entries: outcome.result.list.entries.length }, 'list verified and parsed');
+    return { ok: true, list: outcome.result.list };
+  }
+
+  private async runLoad(trigger: LoadTrigger): Promise<LoadResult> {
+    const endTimer = this.metrics.whitelistLoadDuration.startTimer();
+    let result: LoadResult;
+    try {
+      result = await this.fetchAndApply(trigger);
+    } catch (error) {
+      result = { outcome: 'failed', reason: 'worker_failed', detail: `unexpected: ${(error as Error).message}` };
+      this.recordFailure(result.reason, result.detail, trigger);
+    } finally {
+      endTimer();
+    }
+    this.schedule();
+    return result;
+  }
+
+  private async fetchAndApply(trigger: LoadTrigger): Promise<LoadResult> {
+    const previous = this.inForce?.validators ?? null;
+    const fetched: FetchOutcome = await this.source.fetch(previous);
+    if (fetched.kind === 'failed') {
+      this.recordFailure(fetched.reason, fetched.detail, trigger);
+      return { outcome: 'failed', reason: fetched.reason, detail: fetched.detail };
+    }
+    if (fetched.kind === 'not_modified') {
+      if (this.inForce === null) {
+        // Nothing in force to keep: ask again without validators.
+        return this.failOrApply(await this.source.fetch(null), trigger);
+      }
+      this.recordUnchanged(trigger, 'source not modified');
+      return { outcome: 'unchanged' };
+    }
+    return this.failOrApply(fetched, trigger);
+  }
+
+  private async failOrApply(fetched: FetchOutcome, trigger: LoadTrigger): Promise<LoadResult> {
+    if (fetched.kind === 'failed') {
+      this.recordFailure(fetched.reason, fetched.detail, trigger);
+      return { outcome: 'failed', reason: fetched.reason, detail: fetched.detail };
+    }
+    if (fetched.kind === 'not_modified') {
+      this.recordFailure('source_http_status', 'source answered not-modified to an unconditional request', trigger);
+      return { outcome: 'failed', reason: 'source_http_status', detail: 'unexpected not-modified' };
+    }
+    const prepared = await this.prepare(fetched.body);
+    if (!prepared.ok) {
+      this.recordFailure(prepared.reason, prepared.detail, trigger);
+      return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
+    }
+    const list = prepared.list;
+    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, readAcceptedHashes(this.options.stateDir));
+    if (guard.verdict === 'unchanged') {
+      this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
+      this.recordUnchanged(trigger, 'same list (sha256)');
+      return { outcome: 'unchanged' };
+    }
+    if (guard.verdict === 'refuse') {
+      this.recordFailure(guard.reason, guard.detail, trigger);
+      return { outcome: 'failed', reason: guard.reason, detail: guard.detail };
+    }
+    this.swap(list, this.options.sourceDescription, fetched.validators, trigger);
+    this.persist(fetched.body, list, fetched.validators);
+    return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
+  }
+
+  private swap(list: PreparedList, source: string, validators: SourceValidators | null, trigger: LoadTrigger | 'state'): void {
+    const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
+    const at = this.now().toISOString();
+    this.inForce = {
+      index,
+      sha256: list.sha256,
+      source,
+      loadedAt: at,
+      signer: list.signature.verified ? { subject: list.signature.signer.subject, validTo: list.signature.signer.validTo } : null,
+      validators,
+    };
+    this.lastSuccessAt = at;
+    this.consecutiveFailures = 0;
+    const m = this.metrics;
+    m.whitelistUsable.set(1);
+    m.whitelistDomains.set(index.domainCount);
+    m.whitelistEntriesRejected.set(list.rejected.length);
+    m.whitelistGeneratedTimestamp.set(index.generatedAtMs / 1000);
+    m.whitelistLastSuccessTimestamp.set(this.now().getTime() / 1000);
+    const rejectedByReason: Record<string, number> = {};
+    for (const r of list.rejected) rejectedByReason[r.reason] = (rejectedByReason[r.reason] ?? 0) + 1;
+    this.logger.info(
+      {
+        event: 'list_loaded',
+        trigger,
+        source,
+        sha256: list.sha256,
+        generated_at: list.generatedAt,
+        domains: index.domainCount,
+        certificates: index.certificateCount,
+        entries: list.rawEntryCount,
+        entries_rejected: list.rejected.length,
+        rejected_by_reason: rejectedByReason,
+        signed: list.signature.verified,
+        signer: list.signature.verified ? list.signature.signer.subject : undefined,
+      },
+      'whitelist in force',
+    );
+    if (!list.signature.verified) {
+      this.logger.warn({ event: 'list_unsigned', why: list.signature.why }, 'the list in force was NOT signature-checked (--allow-unsigned)');
+    }
+    for (const r of list.rejected.slice(0, 50)) {
+      this.logger.warn({ event: 'entry_rejected', index: r.index, domain: r.domain, reason: r.reason, detail: r.detail }, 'whitelist entry skipped');
+    }
+  }
+
+  private persist(bytes: Uint8Array, list: PreparedList, validators: SourceValidators | null): void {
+    const meta: StateMeta = {
+      source: this.options.sourceDescription,
+      sha256: list.sha256,
+      generatedAt: list.generatedAt,
+      verifiedAt: this.now().toISOString(),
+      validators,
+    };
+    try {
+      persistList(this.options.stateDir, bytes, meta);
+    } catch (error) {
+      // The new list stays in force; only the restart copy is stale. Loud, because a restart would serve the older one.
+      this.metrics.whitelistLoadFailures.inc({ reason: 'state_write_failed' });
+      this.logger.error({ event: 'state_write_failed', state_dir: this.options.stateDir, err: (error as Error).message }, 'cannot persist the list in force');
+    }
+  }
+
+  private recordUnchanged(trigger: LoadTrigger, why: string): void {
+    this.lastSuccessAt = this.now().toISOString();
+    this.consecutiveFailures = 0;
+    this.metrics.whitelistLastSuccessTimestamp.set(this.now().getTime() / 1000);
+    this.logger.info({ event: 'list_unchanged', trigger, why }, 'whitelist unchanged');
+  }
+
+  private recordFailure(reason: LoadFailure, detail: string, trigger: LoadTrigger | 'state'): void {
+    this.consecutiveFailures++;
+    this.lastFailureValue = { at: this.now().toISOString(), reason, detail };
+    this.metrics.whitelistLoadFailures.inc({ reason });
+    this.metrics.whitelistLastFailureTimestamp.set(this.now().getTime() / 1000);
+    const keeping = this.inForce === null ? 'none: answering 451 until a list loads' : `${this.inForce.index.generatedAt} (sha256 ${this.inForce.sha256.slice(0, 12)})`;
+    this.logger[this.inForce === null ? 'error' : 'warn'](
+      { event: 'list_load_failed', trigger, reason, detail, consecutive_failures: this.consecutiveFailures, keeping },
+      'whitelist load failed; keeping the list in force',
+    );
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    // After a failure, retry sooner than the refresh interval (backoff), never later.
+    const delay =
+      this.consecutiveFailures === 0
+        ? this.options.refreshMs
+        : Math.min(this.options.refreshMs, RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(this.consecutiveFailures - 1, 10));
+    this.timer = setTimeout(() => void this.reload('timer'), delay);
+    this.timer.unref();
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * Runs prepareList() off the main thread: signature verification and parsing of a large list must
+ * never stall answers. One long-lived worker; a crash (an XML bomb hitting the memory limit) is a
+ * failed load, and the next load gets a fresh worker.
+ */
+import { Worker, isMainThread, parentPort } from 'node:worker_threads';
+import { loadSignerTrust, type SignerTrust } from './signature.js';
+import { prepareList, type PrepareResult } from './prepare.js';
+
+export interface PrepareJob {
+  readonly id: number;
+  readonly bytes: Uint8Array;
+  readonly signerPaths: readonly string[];
+  readonly allowUnsigned: boolean;
+  readonly maxEntries: number;
+}
+
+interface JobReply {
+  readonly id: number;
+  readonly result: PrepareResult | null;
+  readonly error: string | null;
+  readonly cpuMs: number;
+}
+
+if (!isMainThread && parentPort !== null) {
+  const port = parentPort;
+  let trustCache: { key: string; trust: SignerTrust } | null = null;
+  port.on('message', (job: PrepareJob) => {
+    const started = process.cpuUsage();
+    try {
+      let trust: SignerTrust | null = null;
+      if (job.signerPaths.length > 0) {
+        const key = job.signerPaths.join('\n');
+        if (trustCache === null || trustCache.key !== key) trustCache = { key, trust: loadSignerTrust(job.signerPaths) };
+        trust = trustCache.trust;
+      }
+      const result = prepareList(job.bytes, { trust, allowUnsigned: job.allowUnsigned, maxEntries: job.maxEntries });
+      const cpu = process.cpuUsage(started);
+      port.postMessage({ id: job.id, result, error: null, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
+    } catch (error) {
+      const cpu = process.cpuUsage(started);
+      port.postMessage({ id: job.id, result: null, error: (error as Error).message, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
+    }
+  });
+}
+
+export interface PrepareOutcome {
+  readonly result: PrepareResult | null;
+  /** Set when the worker itself failed (crash, memory limit, bad signer file). */
+  readonly error: string | null;
+  readonly cpuMs: number;
+}
+
+/** The main-thread side: one job at a time (the life cycle serialises loads). */
+export class PrepareWorker {
+  private worker: Worker | null = null;
+  private nextId = 1;
+
+  constructor(private readonly maxHeapMb: number = 1536) {}
+
+  private spawn(): Worker {
+    const self = import.meta.url;
+    // Under tsx (tests, dev) the module is .ts; built, it is .js. execArgv is inherited, so tsx loads it.
+    const worker = new Worker(new URL(self.endsWith('.ts') ? './prepare-worker.ts' : './prepare-worker.js', self), {
+      resourceLimits: { maxOldGenerationSizeMb: this.maxHeapMb, stackSizeMb: 8 },
+    });
+    worker.unref();
+    return worker;
+  }
+
+  run(job: Omit<PrepareJob, 'id'>): Promise<PrepareOutcome> {
+    const worker = (this.worker ??= this.spawn());
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      const cleanup = (): void => {
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+      };
+      const onMessage = (reply: JobReply): void => {
+        if (reply.id !== id) return;
+        cleanup();
+        resolve({ result: reply.result, error: reply.error, cpuMs: reply.cpuMs });
+      };
+      const onError = (error: Error): void => {
+        cleanup();
+        this.worker = null;
+        void worker.terminate();
+        resolve({ result: null, error: `list worker failed: ${error.message}`, cpuMs: 0 });
+      };
+      const onExit = (code: number): void => {
+        cleanup();
+        this.worker = null;
+        resolve({ result: null, error: `list worker exited with code ${code}`, cpuMs: 0 });
+      };
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+      // The buffer is copied, not transferred: the caller keeps it to persist.
+      worker.postMessage({ ...job, id } satisfies PrepareJob);
+    });
+  }
+
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = null;
+    if (worker !== null) await worker.terminate();
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * The state directory: the last list that passed every check, kept so that a restart with the
+ * source unreachable still serves it. Written atomically (temp file, fsync, rename, fsync dir):
+ * a crash mid-write leaves the previous copy whole.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import type { SourceValidators } from './source.js';
+
+export const STATE_LIST_FILE = 'whitelist.xml';
+export const STATE_META_FILE = 'whitelist.json';
+export const ACCEPT_FILE = 'accept-sha256';
+
+export interface StateMeta {
+  readonly source: string;
+  readonly sha256: string;
+  readonly generatedAt: string;
+  readonly verifiedAt: string;
+  readonly validators: SourceValidators | null;
+}
+
+export function ensureStateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o750 });
+}
+
+export function writeFileAtomic(dir: string, name: string, data: Uint8Array | string): void {
+  const path = join(dir, name);
+  const temp = join(dir, `.${name}.${process.pid}.tmp`);
+  const fd = openSync(temp, 'w', 0o640);
+  try {
+    const buffer = typeof data === 'string' ? Buffer.from(data) : data;
+    let offset = 0;
+    while (offset < buffer.byteLength) offset += writeSync(fd, buffer, offset, buffer.byteLength - offset);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temp, path);
+  const dirFd = openSync(dir, 'r');
+  try {
+    fsyncSync(dirFd);
+  } finally {
+    closeSync(dirFd);
+  }
+}
+
+/** List first, then its metadata: a crash between the two leaves a list whose meta says another sha (detected on load). */
+export function persistList(dir: string, bytes: Uint8Array, meta: StateMeta): void {
+  ensureStateDir(dir);
+  writeFileAtomic(dir, STATE_LIST_FILE, bytes);
+  writeFileAtomic(dir, STATE_META_FILE, `${JSON.stringify(meta, null, 2)}\n`);
+}
+
+export type StoredList = { readonly bytes: Buffer; readonly meta: StateMeta | null };
+
+/** The stored list, or null when there is none. Throws on an unreadable directory or file (the caller logs it). */
+export function readStoredList(dir: string): StoredList | null {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(join(dir, STATE_LIST_FILE));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+  let meta: StateMeta | null = null;
+  try {
+    const parsed = JSON.parse(readFileSync(join(dir, STATE_META_FILE), 'utf8')) as StateMeta;
+    if (typeof parsed.sha256 === 'string' && typeof parsed.source === 'string') meta = parsed;
+  } catch {
+    meta = null;
+  }
+  return { bytes, meta };
+}
+
+/** sha256 values of lists the operator forced through the guard (`check --accept`). */
+export function readAcceptedHashes(dir: string): Set<string> {
+  try {
+    return new Set(
+      readFileSync(join(dir, ACCEPT_FILE), 'utf8')
+        .split('\n')
+        .map((l) => l.trim().toLowerCase())
+        .filter((l) => /^[0-9a-f]{64}$/.test(l)),
+    );
+  } catch {
+    return new Set();
+  }
+}
+
+export function addAcceptedHash(dir: string, sha256: string): void {
+  ensureStateDir(dir);
+  const hashes = readAcceptedHashes(dir);
+  hashes.add(sha256.toLowerCase());
+  writeFileAtomic(dir, ACCEPT_FILE, `${[...hashes].slice(-20).join('\n')}\n`);
+}
