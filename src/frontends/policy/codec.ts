@@ -1,0 +1,243 @@
+/**
+ * Postfix policy delegation protocol, bytes ⇄ requests and replies. Pure and incremental: no socket,
+ * no clock. Framing happens on bytes (find LF), decoding after, on complete lines only, so a chunk
+ * boundary inside a UTF-8 character is harmless.
+ *
+ * Decisions (Postfix never exercises them; documented so others can rely on them):
+ * - A line ends with LF; one CR before it is dropped. Any other byte, CR included, belongs to the value.
+ * - A line is split at its first `=`; values may contain `=`. A line without `=`, or with an empty
+ *   name, is malformed.
+ * - A duplicate attribute name is an error ('duplicate_attribute'), not "last one wins": Postfix never
+ *   repeats one, so a repeat means a client smuggled a second `ccert_subject` (or the like) into a value.
+ * - An empty line with no attribute before it is malformed (an empty request is not a policy request).
+ * - At EOF (Exim's `${readsocket}` writes its request and shuts down), pending attributes form a
+ *   request even without the empty line, and a last line without LF counts as a line. A last line
+ *   with no `=` at all is reported as 'truncated'.
+ * - maxRequestBytes counts the request as it is on the wire, terminating empty line included; a
+ *   request ended by EOF counts as if that line were there.
+ */
+import { isUtf8 } from 'node:buffer';
+
+export interface PolicyLimits {
+  /** Bytes of one line, its `\r\n` or `\n` not counted. */
+  readonly maxLineBytes: number;
+  /** Bytes of one request on the wire, line ends and the terminating empty line included. */
+  readonly maxRequestBytes: number;
+  readonly maxAttributes: number;
+}
+
+/**
+ * Postfix bounds a policy attribute by its own string limits (8 KiB style lines; an SMTP command
+ * line is 2048 bytes by default, a certificate CN 64 characters, xtext-encoded at most ×3), and
+ * sends about 30 attributes in 3.7: each limit here is well above what Postfix can send.
+ */
+export const DEFAULT_POLICY_LIMITS: PolicyLimits = Object.freeze({
+  maxLineBytes: 8192,
+  maxRequestBytes: 65536,
+  maxAttributes: 100,
+});
+
+/** Attribute name → value. Names are unique (see duplicate_attribute). */
+export type PolicyRequest = ReadonlyMap<string, string>;
+
+export type PolicyCodecErrorKind =
+  | 'line_too_long'
+  | 'request_too_large'
+  | 'too_many_attributes'
+  | 'duplicate_attribute'
+  | 'malformed_line'
+  | 'invalid_utf8'
+  | 'truncated';
+
+export const POLICY_CODEC_ERROR_KINDS: readonly PolicyCodecErrorKind[] = Object.freeze([
+  'line_too_long',
+  'request_too_large',
+  'too_many_attributes',
+  'duplicate_attribute',
+  'malformed_line',
+  'invalid_utf8',
+  'truncated',
+]);
+
+/** Messages never quote the input: it is attacker-controlled and ends up in logs. */
+export class PolicyCodecError extends Error {
+  override readonly name = 'PolicyCodecError';
+  readonly kind: PolicyCodecErrorKind;
+  constructor(kind: PolicyCodecErrorKind, message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+const EQ = 0x3d;
+
+export class PolicyDecoder {
+  readonly #limits: PolicyLimits;
+  /** Holds the current unterminated line when it spans chunks: at most maxLineBytes + 1 (a CR). */
+  #lineBuf: Buffer | null = null;
+  #partialBytes = 0;
+  /** Wire bytes of the complete lines of the request being read. */
+  #requestBytes = 0;
+  #attrs = new Map<string, string>();
+  #failure: PolicyCodecError | null = null;
+  #ended = false;
+
+  constructor(limits: PolicyLimits = DEFAULT_POLICY_LIMITS) {
+    for (const key of ['maxLineBytes', 'maxRequestBytes', 'maxAttributes'] as const) {
+      const value = limits[key];
+      if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`policy limit ${key} must be a positive integer`);
+    }
+    this.#limits = limits;
+  }
+
+  /** Bytes received and not yet part of a complete request: at most maxRequestBytes + maxLineBytes. */
+  get pendingBytes(): number {
+    return this.#requestBytes + this.#partialBytes;
+  }
+
+  /** Feeds bytes; returns the requests they complete. Throws PolicyCodecError on the first violation; the decoder is then unusable. */
+  push(chunk: Buffer): PolicyRequest[] {
+    this.#checkUsable();
+    const out: PolicyRequest[] = [];
+    try {
+      let start = 0;
+      while (start < chunk.length) {
+        const lf = chunk.indexOf(LF, start);
+        if (lf === -1) {
+          this.#keepPartial(chunk, start);
+          break;
+        }
+        const lineBytes = this.#partialBytes + (lf - start);
+        // One CR may precede the LF; anything longer is over the limit whatever the last byte.
+        if (lineBytes > this.#limits.maxLineBytes + 1) throw lineTooLong(this.#limits);
+        let request: PolicyRequest | null;
+        if (this.#partialBytes === 0) {
+          request = this.#line(chunk, start, lf, lineBytes + 1);
+        } else {
+          const buf = this.#lineBuf as Buffer;
+          chunk.copy(buf, this.#partialBytes, start, lf);
+          this.#partialBytes = 0;
+          request = this.#line(buf, 0, lineBytes, lineBytes + 1);
+        }
+        if (request !== null) out.push(request);
+        start = lf + 1;
+      }
+    } catch (err) {
+      if (err instanceof PolicyCodecError) this.#failure = err;
+      throw err;
+    }
+    return out;
+  }
+
+  /** The peer shut down its side. Returns the pending request, or null when nothing is pending. */
+  end(): PolicyRequest | null {
+    this.#checkUsable();
+    this.#ended = true;
+    try {
+      if (this.#partialBytes > 0) {
+        const buf = this.#lineBuf as Buffer;
+        const bytes = this.#partialBytes;
+        const content = buf[bytes - 1] === CR ? bytes - 1 : bytes;
+        const eq = buf.indexOf(EQ);
+        if (content > 0 && (eq === -1 || eq >= content)) {
+          throw new PolicyCodecError('truncated', 'connection closed in the middle of a line');
+        }
+        this.#partialBytes = 0;
+        // Counted with the LF it lacks, like a request ended by EOF is counted with its empty line.
+        const request = this.#line(buf, 0, bytes, bytes + 1);
+        if (request !== null) return request;
+      }
+      if (this.#attrs.size === 0) return null;
+      const request = this.#attrs;
+      this.#attrs = new Map();
+      this.#requestBytes = 0;
+      return request;
+    } catch (err) {
+      if (err instanceof PolicyCodecError) this.#failure = err;
+      throw err;
+    }
+  }
+
+  #checkUsable(): void {
+    if (this.#failure !== null) throw new PolicyCodecError(this.#failure.kind, `decoder already failed: ${this.#failure.message}`);
+    if (this.#ended) throw new Error('PolicyDecoder used after end()');
+  }
+
+  #keepPartial(chunk: Buffer, start: number): void {
+    const total = this.#partialBytes + (chunk.length - start);
+    const max = this.#limits.maxLineBytes;
+    // A line may reach max + 1 bytes only if that last byte is the CR of a CRLF still to come.
+    if (total > max + 1 || (total === max + 1 && chunk[chunk.length - 1] !== CR)) throw lineTooLong(this.#limits);
+    this.#lineBuf ??= Buffer.allocUnsafe(max + 1);
+    chunk.copy(this.#lineBuf, this.#partialBytes, start);
+    this.#partialBytes = total;
+  }
+
+  /** The line buf[start, end) (LF excluded, CR kept), `wireBytes` long on the wire. Returns a request when the line ends one. */
+  #line(buf: Buffer, start: number, end: number, wireBytes: number): PolicyRequest | null {
+    const limits = this.#limits;
+    const stop = end > start && buf[end - 1] === CR ? end - 1 : end;
+    if (stop - start > limits.maxLineBytes) throw lineTooLong(limits);
+    this.#requestBytes += wireBytes;
+    if (this.#requestBytes > limits.maxRequestBytes) throw requestTooLarge(limits);
+    if (stop === start) {
+      if (this.#attrs.size === 0) throw new PolicyCodecError('malformed_line', 'empty line before any attribute');
+      const request = this.#attrs;
+      this.#attrs = new Map();
+      this.#requestBytes = 0;
+      return request;
+    }
+    // Still inside a request: it needs at least one more byte (its empty line), so it is already too large.
+    if (this.#requestBytes >= limits.maxRequestBytes) throw requestTooLarge(limits);
+    // Decoding never swallows an ASCII byte into a replacement character, so '=' survives it.
+    const text = buf.toString('utf8', start, stop);
+    const eq = text.indexOf('=');
+    if (eq === -1) throw new PolicyCodecError('malformed_line', 'line without =');
+    if (eq === 0) throw new PolicyCodecError('malformed_line', 'empty attribute name');
+    // U+FFFD is rare in real input: only then pay for the exact check (it may also be a genuine, valid U+FFFD).
+    if (text.includes('\uFFFD') && !isUtf8(buf.subarray(start, stop))) {
+      throw new PolicyCodecError('invalid_utf8', 'line is not valid UTF-8');
+    }
+    const name = text.slice(0, eq);
+    if (this.#attrs.has(name)) throw new PolicyCodecError('duplicate_attribute', 'attribute repeated in one request');
+    if (this.#attrs.size >= limits.maxAttributes) {
+      throw new PolicyCodecError('too_many_attributes', `more than ${limits.maxAttributes} attributes in one request`);
+    }
+    this.#attrs.set(name, text.slice(eq + 1));
+    return null;
+  }
+}
+
+function lineTooLong(limits: PolicyLimits): PolicyCodecError {
+  return new PolicyCodecError('line_too_long', `line longer than ${limits.maxLineBytes} bytes`);
+}
+
+function requestTooLarge(limits: PolicyLimits): PolicyCodecError {
+  return new PolicyCodecError('request_too_large', `request larger than ${limits.maxRequestBytes} bytes`);
+}
+
+// C0 controls and DEL: a CR or LF would end the reply early and let the rest pass for another attribute.
+const CONTROL = /[\x00-\x1f\x7f]/g;
+const HAS_CONTROL = /[\x00-\x1f\x7f]/;
+
+/** `action=<action>\n\n`. Control characters in `action` become spaces so that it stays one line. */
+export function encodeReply(action: string): Buffer {
+  const safe = HAS_CONTROL.test(action) ? action.replace(CONTROL, ' ') : action;
+  return Buffer.from(`action=${safe}\n\n`, 'utf8');
+}
+
+/** A request as Postfix writes it (for the query command, tests and the bench). Refuses what cannot be framed. */
+export function encodeRequest(attrs: Iterable<readonly [string, string]>): Buffer {
+  let text = '';
+  for (const [name, value] of attrs) {
+    if (name === '' || name.includes('=') || /[\r\n]/.test(name)) {
+      throw new RangeError(`invalid policy attribute name ${JSON.stringify(name)}`);
+    }
+    if (/[\r\n]/.test(value)) throw new RangeError(`policy attribute ${name}: value contains CR or LF`);
+    text += `${name}=${value}\n`;
+  }
+  if (text === '') throw new RangeError('a policy request needs at least one attribute');
+  return Buffer.from(`${text}\n`, 'utf8');
+}

@@ -1,0 +1,151 @@
+/**
+ * Listen addresses shared by every listener of the daemon (policy, Milter): `host:port`,
+ * `[v6addr]:port`, `unix:/path`. Parsing is strict so that a typo fails at start-up with a clear
+ * message instead of binding somewhere unexpected.
+ */
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import net from 'node:net';
+
+export type ListenAddress =
+  | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
+  | { readonly kind: 'unix'; readonly path: string };
+
+export class ListenAddressError extends Error {
+  override readonly name = 'ListenAddressError';
+}
+
+/** Linux sun_path holds 108 bytes including the terminating NUL. */
+const MAX_UNIX_PATH_BYTES = 107;
+
+/** Group members (e.g. postfix) may connect; others may not. Owner and group come from the service manager. */
+export const DEFAULT_UNIX_SOCKET_MODE = 0o660;
+
+export function parseListenAddress(text: string): ListenAddress {
+  const s = text.trim();
+  const bad = (why: string): ListenAddressError =>
+    new ListenAddressError(`invalid listen address ${JSON.stringify(text)}: ${why} (expected host:port, [v6addr]:port or unix:/path)`);
+  if (s.startsWith('unix:')) {
+    const path = s.slice(5);
+    if (path === '') throw bad('empty socket path');
+    if (path.includes('\0')) throw bad('NUL in socket path');
+    if (Buffer.byteLength(path) > MAX_UNIX_PATH_BYTES) throw bad(`socket path longer than ${MAX_UNIX_PATH_BYTES} bytes`);
+    return { kind: 'unix', path };
+  }
+  let host: string;
+  let portText: string;
+  if (s.startsWith('[')) {
+    const close = s.indexOf(']');
+    if (close === -1) throw bad('missing ]');
+    host = s.slice(1, close);
+    if (s[close + 1] !== ':') throw bad('missing :port after ]');
+    portText = s.slice(close + 2);
+    if (net.isIPv6(host.replace(/%.*$/, '')) === false) throw bad('not an IPv6 address inside [ ]');
+  } else {
+    const colon = s.lastIndexOf(':');
+    if (colon === -1) throw bad('missing :port');
+    host = s.slice(0, colon);
+    portText = s.slice(colon + 1);
+    if (host.includes(':')) throw bad('IPv6 addresses go in brackets, e.g. [::1]:10040, and unix: is the only prefix');
+    if (host === '') throw bad('empty host (use 0.0.0.0 or [::] to listen on every interface)');
+    if (/[\s/@]/.test(host)) throw bad('host contains a space, / or @');
+  }
+  if (!/^[0-9]{1,5}$/.test(portText)) throw bad('port must be a decimal number');
+  const port = Number(portText);
+  if (port > 65535) throw bad('port above 65535');
+  return { kind: 'tcp', host, port };
+}
+
+export function formatAddress(address: ListenAddress): string {
+  if (address.kind === 'unix') return `unix:${address.path}`;
+  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+export interface ListenOptions {
+  /** Mode of a unix socket file, default 0660. */
+  readonly unixMode?: number;
+}
+
+export interface BoundAddress {
+  /** What was actually bound: the real port when 0 was asked. */
+  readonly address: ListenAddress;
+  /** Removes the unix socket file if it is still ours (no-op for TCP). Call after server.close(). */
+  release(): Promise<void>;
+}
+
+/**
+ * Binds `server`. For a unix socket: a leftover socket file from a dead process is removed first
+ * (one that still accepts connections is left alone and reported as in use; a non-socket file is
+ * never removed), then the mode is set.
+ */
+export async function listen(server: net.Server, address: ListenAddress, options: ListenOptions = {}): Promise<BoundAddress> {
+  if (address.kind === 'tcp') {
+    await bind(server, { host: address.host, port: address.port });
+    const info = server.address();
+    const port = info !== null && typeof info === 'object' ? info.port : address.port;
+    return { address: { kind: 'tcp', host: address.host, port }, release: async () => {} };
+  }
+  await removeStaleSocket(address.path);
+  await bind(server, { path: address.path });
+  try {
+    await chmod(address.path, options.unixMode ?? DEFAULT_UNIX_SOCKET_MODE);
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+  // Remember the inode so that release() never removes a socket a newer instance has put in our place.
+  const ino = (await lstat(address.path)).ino;
+  return {
+    address,
+    release: async () => {
+      try {
+        const st = await lstat(address.path);
+        if (st.isSocket() && st.ino === ino) await unlink(address.path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    },
+  };
+}
+
+function bind(server: net.Server, options: net.ListenOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen(options, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new ListenAddressError(`${path} exists and is not a socket: refusing to replace it`);
+  if (await socketAnswers(path)) throw new ListenAddressError(`${path} is in use by another process`);
+  try {
+    await unlink(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      probe.destroy();
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
+      else reject(err);
+    });
+  });
+}

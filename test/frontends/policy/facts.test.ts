@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { factsFromRequest } from '../../../src/frontends/policy/facts.js';
+
+const base: Array<[string, string]> = [
+  ['request', 'smtpd_access_policy'],
+  ['protocol_state', 'RCPT'],
+  ['encryption_protocol', 'TLSv1.2'],
+  ['encryption_cipher', 'ECDHE-RSA-AES256-GCM-SHA384'],
+  ['sender', 'a@op1.mssante.fr'],
+];
+
+describe('policy request → Facts', () => {
+  it('takes the xtext-decoded CN of a Postfix-verified certificate', () => {
+    const f = factsFromRequest(new Map([...base, ['ccert_subject', 'mx+2Eop1.fr'], ['ccert_issuer', 'AC+20IGC-SANTE']]));
+    assert.deepEqual(f.cert, { kind: 'cn', cn: 'mx.op1.fr', issuerCn: 'AC IGC-SANTE', verified: true });
+    assert.equal(f.stage, 'rcpt');
+    assert.equal(f.tlsProtocol, 'TLSv1.2');
+  });
+
+  it('has no certificate when Postfix sends an empty ccert_subject (chain not verified)', () => {
+    const f = factsFromRequest(new Map([...base, ['ccert_subject', ''], ['ccert_fingerprint', 'AA:BB']]));
+    assert.equal(f.cert, null);
+  });
+
+  it('prefers Exim\'s full DN and its verification flag', () => {
+    const verified = factsFromRequest(new Map([...base, ['ccert_subject', 'mx.op1.fr'], ['x_ccert_dn', 'C=FR,O=OP1,CN=mx.op1.fr'], ['x_ccert_verified', '1']]));
+    assert.deepEqual(verified.cert, { kind: 'dn', dn: 'C=FR,O=OP1,CN=mx.op1.fr', issuerCn: null, verified: true });
+    const unverified = factsFromRequest(new Map([...base, ['x_ccert_dn', 'C=FR,CN=mx.op1.fr'], ['x_ccert_verified', '0']]));
+    assert.equal(unverified.cert?.verified, false);
+  });
+
+  it('decodes OpenSSL \\xHH escapes in an Exim (OpenSSL build) DN', () => {
+    const f = factsFromRequest(new Map([...base, ['x_ccert_dn', '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/CN=mx.op1.fr'], ['x_ccert_verified', '1']]));
+    assert.equal(f.cert?.kind === 'dn' && f.cert.dn, '/C=FR/ST=Bouches-du-Rhône (13)/CN=mx.op1.fr');
+  });
+
+  it('keeps the null sender apart from a missing one', () => {
+    assert.equal(factsFromRequest(new Map([...base.filter(([n]) => n !== 'sender'), ['sender', '']])).sender, '');
+    assert.equal(factsFromRequest(new Map(base.filter(([n]) => n !== 'sender'))).sender, null);
+  });
+
+  it('maps protocol states; unknown ones are not decided', () => {
+    const stage = (s: string): string => factsFromRequest(new Map([['protocol_state', s]])).stage;
+    assert.equal(stage('MAIL'), 'mail');
+    assert.equal(stage('rcpt'), 'rcpt');
+    assert.equal(stage('END-OF-MESSAGE'), 'data');
+    assert.equal(stage('VRFY'), 'other');
+    assert.equal(factsFromRequest(new Map([['protocol_state', 'RCPT'], ['encryption_protocol', '']])).tlsProtocol, null);
+  });
+});
