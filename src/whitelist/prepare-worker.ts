@@ -60,10 +60,16 @@ export class PrepareWorker {
 
   private spawn(): Worker {
     const self = import.meta.url;
-    // Under tsx (tests, dev) the module is .ts; built, it is .js. execArgv is inherited, so tsx loads it.
-    const worker = new Worker(new URL(self.endsWith('.ts') ? './prepare-worker.ts' : './prepare-worker.js', self), {
-      resourceLimits: { maxOldGenerationSizeMb: this.maxHeapMb, stackSizeMb: 8 },
-    });
+    const options = { resourceLimits: { maxOldGenerationSizeMb: this.maxHeapMb, stackSizeMb: 8 } };
+    let worker: Worker;
+    if (self.endsWith('.ts')) {
+      // Under tsx (tests, development) a worker does not inherit tsx's loader: register it first.
+      const tsxApi = import.meta.resolve('tsx/esm/api');
+      const module = new URL('./prepare-worker.ts', self).href;
+      worker = new Worker(`import(${JSON.stringify(tsxApi)}).then((t) => { t.register(); return import(${JSON.stringify(module)}); });`, { ...options, eval: true });
+    } else {
+      worker = new Worker(new URL('./prepare-worker.js', self), options);
+    }
     worker.unref();
     return worker;
   }

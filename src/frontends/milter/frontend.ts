@@ -7,9 +7,9 @@ import type { Logger } from 'pino';
 import type { DecisionService } from '../../decision-service.js';
 import type { Metrics } from '../../observe/metrics.js';
 import type { TraceContext } from '../../observe/trace.js';
-import type { CertIdentity, Facts } from '../../trust/facts.js';
+import type { Facts } from '../../trust/facts.js';
 import { replyText } from '../../trust/reasons.js';
-import { certFromMacros, tlsFromMacros } from './macros.js';
+import { certIdentityFromMacros, tlsFromMacros } from './macros.js';
 import { startMilterServer, type MilterTransaction, type MilterVerdict } from './server.js';
 
 export interface MilterFrontendOptions {
@@ -29,15 +29,15 @@ export interface MilterFrontend {
 const CONTINUE: MilterVerdict = Object.freeze({ action: 'continue' });
 
 export function factsFromTransaction(transaction: MilterTransaction): Facts {
-  const view = certFromMacros(transaction.macros);
   const tls = tlsFromMacros(transaction.macros);
-  let cert: CertIdentity | null = null;
-  if (view.kind === 'cn' && view.subject !== null) {
-    cert = { kind: 'cn', cn: view.subject, issuerCn: view.issuer, verified: true };
-  } else if (view.kind === 'dn' && view.subject !== null) {
-    cert = { kind: 'dn', dn: view.subject, issuerCn: view.issuer, verified: view.verified };
-  }
-  return { frontend: 'milter', stage: 'mail', tlsProtocol: tls.protocol, tlsCipher: tls.cipher, cert, sender: transaction.sender };
+  return {
+    frontend: 'milter',
+    stage: 'mail',
+    tlsProtocol: tls.protocol,
+    tlsCipher: tls.cipher,
+    cert: certIdentityFromMacros(transaction.macros),
+    sender: transaction.sender,
+  };
 }
 
 function traceFromTransaction(transaction: MilterTransaction, facts: Facts): TraceContext {

@@ -3,7 +3,7 @@
  * Postfix gives `ccert_subject` = CN of a chain-verified certificate only (xtext-encoded); Exim gives
  * the full DN in `x_ccert_dn` and says in `x_ccert_verified` whether it verified the chain.
  */
-import { decodeOpensslEscapes, decodeXtext } from '../../trust/dn.js';
+import { decodeXtext } from '../../trust/dn.js';
 import type { CertIdentity, Facts, Stage } from '../../trust/facts.js';
 import type { TraceContext } from '../../observe/trace.js';
 
@@ -28,7 +28,8 @@ export function certFromRequest(request: PolicyRequestView): CertIdentity | null
   const issuerCn = issuerRaw === null ? null : decodeXtext(issuerRaw);
   const fullDn = nonEmpty(request.get('x_ccert_dn'));
   if (fullDn !== null) {
-    return { kind: 'dn', dn: decodeOpensslEscapes(fullDn), issuerCn, verified: request.get('x_ccert_verified') === '1' };
+    // Escapes stay: parseDn decodes them per value, after splitting, so an escaped '/' cannot forge an RDN.
+    return { kind: 'dn', dn: fullDn, issuerCn, verified: request.get('x_ccert_verified') === '1' };
   }
   const subject = nonEmpty(request.get('ccert_subject'));
   if (subject === null) return null;

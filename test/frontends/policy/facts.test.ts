@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { factsFromRequest } from '../../../src/frontends/policy/facts.js';
+import { parseDn } from '../../../src/trust/dn.js';
 
 const base: Array<[string, string]> = [
   ['request', 'smtpd_access_policy'],
@@ -30,9 +31,14 @@ describe('policy request → Facts', () => {
     assert.equal(unverified.cert?.verified, false);
   });
 
-  it('decodes OpenSSL \\xHH escapes in an Exim (OpenSSL build) DN', () => {
+  it('leaves OpenSSL \\xHH escapes to the DN parser (an escaped "/" must not forge an RDN)', () => {
     const f = factsFromRequest(new Map([...base, ['x_ccert_dn', '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/CN=mx.op1.fr'], ['x_ccert_verified', '1']]));
-    assert.equal(f.cert?.kind === 'dn' && f.cert.dn, '/C=FR/ST=Bouches-du-Rhône (13)/CN=mx.op1.fr');
+    assert.equal(f.cert?.kind === 'dn' && f.cert.dn, '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/CN=mx.op1.fr');
+    const parsed = parseDn(f.cert?.kind === 'dn' ? f.cert.dn : '');
+    const listed = parseDn('CN=mx.op1.fr,ST=Bouches-du-Rhône (13),C=FR');
+    assert.ok(parsed.ok && listed.ok && parsed.dn.key === listed.dn.key);
+    const forged = parseDn('/C=FR/O=X\\/CN=evil/CN=mx.op1.fr');
+    assert.ok(forged.ok && forged.dn.cn === 'mx.op1.fr' && forged.dn.rdns.length === 3);
   });
 
   it('keeps the null sender apart from a missing one', () => {

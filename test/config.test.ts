@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, DEMO_SIGNER, DEMO_WHITELIST, envName, resolveConfig, settingsHelp, SETTINGS, type FlagValues } from '../src/config.js';
+
+const flags = (entries: Array<[string, string | boolean | string[]]>): FlagValues => new Map(entries);
+
+function configFile(content: unknown): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'config.json');
+  writeFileSync(path, JSON.stringify(content));
+  return path;
+}
+
+describe('resolveConfig', () => {
+  it('defaults to the demo list verified by the demo signer', () => {
+    const c = resolveConfig(flags([]), {}, null);
+    assert.equal(c.whitelist, DEMO_WHITELIST);
+    assert.deepEqual(c.signer, [DEMO_SIGNER]);
+    assert.equal(c.policyListen, '127.0.0.1:10040');
+    assert.equal(c.httpListen, '127.0.0.1:9464');
+    assert.equal(c.milterListen, null);
+    assert.equal(c.refreshSeconds, 3600);
+    assert.equal(c.idleTimeoutSeconds, 330, 'above Postfix smtpd_policy_service_max_idle (300 s)');
+    assert.equal(c.requestTimeoutSeconds, 110, 'above Postfix smtpd_policy_service_timeout (100 s)');
+    assert.equal(c.maxLineBytes, 8192);
+    assert.equal(c.maxRequestBytes, 65536);
+    assert.equal(c.maxAttributes, 100);
+  });
+
+  it('applies flag > env > file > default, and says where each value came from', () => {
+    const file = configFile({ refresh: 600, 'max-shrink': 20, 'policy-listen': '127.0.0.1:1', signer: ['/f.pem'], whitelist: '/list.xml' });
+    const env = { [envName('refresh')]: '700', [envName('policy-listen')]: '127.0.0.1:2' };
+    const c = resolveConfig(flags([['refresh', '800']]), env, file);
+    assert.equal(c.refreshSeconds, 800);
+    assert.equal(c.origins.refresh, 'flag');
+    assert.equal(c.policyListen, '127.0.0.1:2');
+    assert.equal(c.origins['policy-listen'], 'env');
+    assert.equal(c.maxShrinkPercent, 20);
+    assert.equal(c.origins['max-shrink'], 'file');
+    assert.deepEqual(c.signer, ['/f.pem']);
+    assert.equal(c.origins['idle-timeout'], 'default');
+  });
+
+  it('reads repeatable settings from env as comma lists', () => {
+    const c = resolveConfig(flags([['whitelist', '/l.xml']]), { [envName('signer')]: '/a.pem, /b.pem' }, null);
+    assert.deepEqual(c.signer, ['/a.pem', '/b.pem']);
+  });
+
+  const invalid: Array<[string, FlagValues, NodeJS.ProcessEnv, RegExp]> = [
+    ['a list without signer nor --allow-unsigned', flags([['whitelist', '/l.xml']]), {}, /no --signer/],
+    ['plain http', flags([['whitelist', 'http://x/l.xml'], ['allow-unsigned', true]]), {}, /http:\/\/ is refused/],
+    ['a refresh below the minimum', flags([['refresh', '1']]), {}, /below the minimum/],
+    ['a non-number', flags([['max-connections', '12a']]), {}, /whole number/],
+    ['an unknown TLS profile', flags([['tls-profile', 'tls9']]), {}, /not one of/],
+    ['a bad boolean in env', flags([]), { [envName('allow-unsigned')]: 'maybe' }, /boolean/],
+    ['no listener at all', flags([['policy-listen', 'off']]), {}, /nothing would answer/],
+  ];
+  for (const [name, f, env, message] of invalid) {
+    it(`refuses ${name} with a clear error`, () => {
+      assert.throws(() => resolveConfig(f, env, null), (e: unknown) => e instanceof ConfigError && message.test(e.message));
+    });
+  }
+
+  it('refuses unknown keys and broken JSON in the config file', () => {
+    assert.throws(() => resolveConfig(flags([]), {}, configFile({ refersh: 10 })), /unknown setting "refersh"/);
+    const broken = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'c.json');
+    writeFileSync(broken, '{ nope');
+    assert.throws(() => resolveConfig(flags([]), {}, broken), ConfigError);
+    assert.throws(() => resolveConfig(flags([]), {}, '/nonexistent/c.json'), /cannot read config file/);
+  });
+
+  it('documents every setting with its environment variable in --help', () => {
+    const help = settingsHelp();
+    for (const s of SETTINGS) {
+      assert.ok(help.includes(`--${s.key}`), s.key);
+      assert.ok(help.includes(envName(s.key)), s.key);
+    }
+  });
+});
