@@ -40,6 +40,7 @@ export const SETTINGS = [
   { key: 'http-listen', kind: 'string?', default: '127.0.0.1:9464', help: 'HTTP listener for /metrics /healthz /readyz /v1/... ("off" to disable)' },
   { key: 'max-connections', kind: 'int', default: 1000, min: 1, max: 100_000, help: 'open connections per listener; more are closed at once' },
   { key: 'idle-timeout', kind: 'seconds', default: 330, min: 1, max: 86400, help: 'close a client connection idle this long (Postfix keeps them 300 s)' },
+  { key: 'milter-idle-timeout', kind: 'seconds', default: 3600, min: 1, max: 86400, help: 'close a Milter connection silent this long; Postfix sends nothing between MAIL FROM and the end of a message, which may take long' },
   { key: 'request-timeout', kind: 'seconds', default: 110, min: 1, max: 3600, help: 'longest time for one request to arrive in full (Postfix waits 100 s)' },
   { key: 'max-line-bytes', kind: 'int', default: 8192, min: 256, max: 1024 * 1024, help: 'longest policy request line (Postfix: 8 KiB strings)' },
   { key: 'max-request-bytes', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024, help: 'largest policy request' },
@@ -71,6 +72,7 @@ export interface Config {
   readonly httpListen: string | null;
   readonly maxConnections: number;
   readonly idleTimeoutSeconds: number;
+  readonly milterIdleTimeoutSeconds: number;
   readonly requestTimeoutSeconds: number;
   readonly maxLineBytes: number;
   readonly maxRequestBytes: number;
@@ -213,6 +215,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     httpListen: get<string | null>('http-listen'),
     maxConnections: get<number>('max-connections'),
     idleTimeoutSeconds: get<number>('idle-timeout'),
+    milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),
     requestTimeoutSeconds: get<number>('request-timeout'),
     maxLineBytes: get<number>('max-line-bytes'),
     maxRequestBytes: get<number>('max-request-bytes'),

@@ -108,7 +108,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     if (config.milterListen !== null) {
       const milter: MilterFrontend = await startMilterFrontend(config.milterListen, {
         maxPacketBytes: config.maxMilterPacketBytes,
-        idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+        idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
         maxConnections: config.maxConnections,
         logger: logger.child({ component: 'milter' }),
         metrics,

@@ -3,7 +3,7 @@
  * error kind): never a domain, a DN or an address.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ReasonId, Result } from '../trust/reasons.js';
+import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
 
@@ -32,6 +32,10 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const registry = new Registry();
   if (options.defaultMetrics !== false) {
     collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX, eventLoopMonitoringPrecision: 10 });
+    // Gauges named *_total break `promtool check metrics`; each is the sum of its by-type twin.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      registry.removeSingleMetric(METRIC_PREFIX + name);
+    }
   }
   const p = METRIC_PREFIX;
   const decisions = new Counter({
@@ -61,6 +65,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
 
   for (const frontend of ['policy', 'milter'] as const) {
     connectionsActive.set({ frontend }, 0);
+  }
+  // Every (frontend, reason) series exists from the start at 0, so that increase() sees the first
+  // tempfail or refusal (a series born at 1 shows no increase) and dashboards show 0, not "no data".
+  for (const frontend of ['policy', 'milter'] as const) {
+    for (const reason of REASON_IDS) decisions.inc({ frontend, result: REASONS[reason].result, reason }, 0);
   }
   whitelistUsable.set(0);
   whitelistLastFailureTimestamp.set(0);
