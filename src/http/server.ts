@@ -1,0 +1,323 @@
+/**
+ * The operators' HTTP side: Prometheus metrics, liveness, readiness, the list in force and a
+ * dry-run of the decision. Read-only: nothing here changes the daemon's state.
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { formatAddress, listen, parseListenAddress, type BoundAddress } from '../net/listen.js';
+import type { Metrics } from '../observe/metrics.js';
+
+export interface HttpDeps {
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** 200 only while a usable list is in force and the event loop is healthy. */
+  readonly readiness: () => { readonly ready: boolean; readonly reasons: readonly string[] };
+  readonly whitelistStatus: () => WhitelistStatus;
+  readonly lookupDomain: (name: string) => DomainLookup | null;
+  readonly dryRun: (input: DryRunInput) => DryRunResult;
+  /** Event-loop health that /readyz adds to `readiness()`. Defaults: see EventLoopHealthOptions. */
+  readonly eventLoop?: EventLoopHealthOptions;
+}
+
+export interface WhitelistStatus {
+  usable: boolean;
+  source: string | null;
+  generatedAt: string | null;
+  sha256: string | null;
+  domains: number;
+  entries: number;
+  skipped: Array<{ index: number; domain: string | null; reason: string; detail: string }>;
+  lastSuccessAt: string | null;
+  lastFailureAt: string | null;
+  lastFailureReason: string | null;
+  lastFailureDetail: string | null;
+  signer: { subject: string; validTo: string } | null;
+}
+
+export interface DomainLookup {
+  domain: string;
+  domainUnicode: string;
+  entries: Array<{ dn: string; dnNormalised: string; cn: string; description: string; updatedAt: string | null }>;
+}
+
+export interface DryRunInput {
+  sender: string;
+  ccert_subject?: string;
+  ccert_issuer?: string;
+  x_ccert_dn?: string;
+  x_ccert_verified?: '0' | '1';
+  encryption_protocol?: string;
+  encryption_cipher?: string;
+  protocol_state?: string;
+}
+
+export interface DryRunResult {
+  result: 'pass' | 'reject' | 'tempfail';
+  reason: string;
+  /** The exact Postfix policy action. */
+  action: string;
+}
+
+/**
+ * p99 rather than max: a saturated loop (every tick late) makes the daemon unready, a single
+ * isolated stall does not — it already shows in the event-loop metrics.
+ */
+export interface EventLoopHealthOptions {
+  /** Not ready while the p99 event-loop delay of the current or last window exceeds this. Default 1000. */
+  readonly maxDelayMs?: number;
+  /** Length of a measurement window. Default 5000. */
+  readonly windowMs?: number;
+  /** Sampling resolution of the delay monitor. Default 20. */
+  readonly resolutionMs?: number;
+}
+
+export const READY_REASON_EVENT_LOOP = 'event_loop_delay';
+
+const CLOSE_GRACE_MS = 1000;
+
+export interface EventLoopHealth {
+  /** Worst p99 delay (seconds) of the current and the last completed window. */
+  p99Seconds(): number;
+  healthy(): boolean;
+  close(): void;
+}
+
+/**
+ * Delay of the event loop, as @fastify/under-pressure measures it: a sampling histogram reset
+ * every window. The previous window is kept so that a reset never hides a stall just seen.
+ */
+export function createEventLoopHealth(options: EventLoopHealthOptions = {}): EventLoopHealth {
+  const maxDelayNs = (options.maxDelayMs ?? 1000) * 1e6;
+  const histogram = monitorEventLoopDelay({ resolution: options.resolutionMs ?? 20 });
+  histogram.enable();
+  let lastWindowP99 = 0;
+  const timer = setInterval(() => {
+    lastWindowP99 = currentP99();
+    histogram.reset();
+  }, options.windowMs ?? 5000);
+  timer.unref();
+  function currentP99(): number {
+    // An empty histogram reports NaN or 0 depending on the Node version.
+    return histogram.count > 0 ? histogram.percentile(99) : 0;
+  }
+  const worst = (): number => Math.max(lastWindowP99, currentP99());
+  return {
+    p99Seconds: () => worst() / 1e9,
+    healthy: () => worst() <= maxDelayNs,
+    close() {
+      clearInterval(timer);
+      histogram.disable();
+    },
+  };
+}
+
+/** Fastify's per-request lines go to debug: the HTTP side is for scrapers and operators. */
+class DebugLogController extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const fields = { method: request.method, url: request.url, statusCode: reply.statusCode, responseTime: reply.elapsedTime };
+    if (error) reply.log.warn({ ...fields, err: error }, 'http request errored');
+    else reply.log.debug(fields, 'http request');
+  }
+
+  override defaultErrorLog(error: Error, request: FastifyRequest, reply: FastifyReply): void {
+    const fields = { method: request.method, url: request.url, statusCode: reply.statusCode };
+    if (reply.statusCode >= 500) reply.log.error({ ...fields, err: error }, 'http handler failed');
+    else reply.log.debug({ ...fields, error: error.message }, 'http client error');
+  }
+
+  override routeNotFound(request: FastifyRequest): void {
+    request.log.debug({ method: request.method, url: request.url }, 'http route not found');
+  }
+}
+
+// ---- JSON schemas: they validate input, document the output and make serialisation fast.
+
+const nullableString = { type: ['string', 'null'] } as const;
+
+const errorSchema = {
+  type: 'object',
+  properties: {
+    statusCode: { type: 'integer' },
+    code: { type: 'string' },
+    error: { type: 'string' },
+    message: { type: 'string' },
+  },
+} as const;
+
+const whitelistStatusSchema = {
+  type: 'object',
+  required: ['usable', 'source', 'generatedAt', 'sha256', 'domains', 'entries', 'skipped', 'lastSuccessAt', 'lastFailureAt', 'lastFailureReason', 'lastFailureDetail', 'signer'],
+  properties: {
+    usable: { type: 'boolean' },
+    source: nullableString,
+    generatedAt: nullableString,
+    sha256: nullableString,
+    domains: { type: 'integer' },
+    entries: { type: 'integer' },
+    skipped: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['index', 'domain', 'reason', 'detail'],
+        properties: { index: { type: 'integer' }, domain: nullableString, reason: { type: 'string' }, detail: { type: 'string' } },
+      },
+    },
+    lastSuccessAt: nullableString,
+    lastFailureAt: nullableString,
+    lastFailureReason: nullableString,
+    lastFailureDetail: nullableString,
+    signer: {
+      type: ['object', 'null'],
+      required: ['subject', 'validTo'],
+      properties: { subject: { type: 'string' }, validTo: { type: 'string' } },
+    },
+  },
+} as const;
+
+const domainLookupSchema = {
+  type: 'object',
+  required: ['domain', 'domainUnicode', 'entries'],
+  properties: {
+    domain: { type: 'string' },
+    domainUnicode: { type: 'string' },
+    entries: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['dn', 'dnNormalised', 'cn', 'description', 'updatedAt'],
+        properties: {
+          dn: { type: 'string' },
+          dnNormalised: { type: 'string' },
+          cn: { type: 'string' },
+          description: { type: 'string' },
+          updatedAt: nullableString,
+        },
+      },
+    },
+  },
+} as const;
+
+// Postfix's own attribute limit is 8 KiB per line (mssante-rules §4).
+const attribute = { type: 'string', maxLength: 8192 } as const;
+
+const dryRunInputSchema = {
+  type: 'object',
+  required: ['sender'],
+  additionalProperties: false,
+  properties: {
+    sender: attribute,
+    ccert_subject: attribute,
+    ccert_issuer: attribute,
+    x_ccert_dn: attribute,
+    x_ccert_verified: { type: 'string', enum: ['0', '1'] },
+    encryption_protocol: attribute,
+    encryption_cipher: attribute,
+    protocol_state: attribute,
+  },
+} as const;
+
+const dryRunResultSchema = {
+  type: 'object',
+  required: ['result', 'reason', 'action'],
+  properties: {
+    result: { type: 'string', enum: ['pass', 'reject', 'tempfail'] },
+    reason: { type: 'string' },
+    action: { type: 'string' },
+  },
+} as const;
+
+const readinessSchema = {
+  type: 'object',
+  required: ['status', 'reasons', 'eventLoopDelayP99Seconds'],
+  properties: {
+    status: { type: 'string', enum: ['ready', 'not_ready'] },
+    reasons: { type: 'array', items: { type: 'string' } },
+    eventLoopDelayP99Seconds: { type: 'number' },
+  },
+} as const;
+
+export async function startHttpServer(
+  listenAddress: string,
+  deps: HttpDeps,
+): Promise<{ address: string; close(): Promise<void> }> {
+  const where = parseListenAddress(listenAddress);
+  const loop = createEventLoopHealth(deps.eventLoop);
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    logController: new DebugLogController(),
+    exposeHeadRoutes: true,
+    // A scraper or a curl: nothing here needs a large body or a slow client.
+    bodyLimit: 64 * 1024,
+    requestTimeout: 30_000,
+  });
+  const { registry } = deps.metrics;
+
+  app.get('/metrics', {
+    schema: { response: { 200: { content: { [registry.contentType]: { schema: { type: 'string' } } } } } },
+  }, async (_request, reply) => {
+    const text = await registry.metrics();
+    return reply.type(registry.contentType).send(text);
+  });
+
+  app.get('/healthz', {
+    schema: { response: { 200: { type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['alive'] } } } } },
+  }, async () => ({ status: 'alive' as const }));
+
+  app.get('/readyz', { schema: { response: { 200: readinessSchema, 503: readinessSchema } } }, async (_request, reply) => {
+    const state = deps.readiness();
+    const loopHealthy = loop.healthy();
+    const reasons = loopHealthy ? [...state.reasons] : [...state.reasons, READY_REASON_EVENT_LOOP];
+    const ready = state.ready && loopHealthy;
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', reasons, eventLoopDelayP99Seconds: loop.p99Seconds() });
+  });
+
+  app.get('/v1/whitelist', { schema: { response: { 200: whitelistStatusSchema } } }, async () => deps.whitelistStatus());
+
+  app.get<{ Params: { name: string } }>('/v1/whitelist/domains/:name', {
+    schema: {
+      params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 1024 } } },
+      response: { 200: domainLookupSchema, 404: errorSchema },
+    },
+  }, async (request, reply) => {
+    const found = deps.lookupDomain(request.params.name);
+    if (found === null) {
+      return reply.code(404).send({ statusCode: 404, code: 'domain_not_listed', error: 'Not Found', message: 'domain not in the list in force' });
+    }
+    return found;
+  });
+
+  const decideResponse = { 200: dryRunResultSchema, 400: errorSchema };
+  app.post<{ Body: DryRunInput }>('/v1/decide', { schema: { body: dryRunInputSchema, response: decideResponse } }, async (request) => deps.dryRun(request.body));
+  app.get<{ Querystring: DryRunInput }>('/v1/decide', { schema: { querystring: dryRunInputSchema, response: decideResponse } }, async (request) => deps.dryRun(request.query));
+
+  let bound: BoundAddress;
+  try {
+    await app.ready();
+    // The daemon's shared binder: same address forms and stale unix socket handling as the MTA listeners.
+    bound = await listen(app.server, where);
+  } catch (err) {
+    loop.close();
+    await app.close();
+    throw err;
+  }
+  const address = formatAddress(bound.address);
+  deps.logger.info({ address }, 'http listener ready');
+  return {
+    address,
+    async close() {
+      loop.close();
+      // Requests in flight get a grace; a hung scraper must not hold the daemon's stop (10 s in all).
+      const force = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      force.unref();
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+      }
+      await bound.release();
+    },
+  };
+}
