@@ -12,7 +12,20 @@ import { PrepareWorker, type PrepareOutcome } from './prepare-worker.js';
 import type { FetchOutcome, ListSource, SourceFailure, SourceValidators } from './source.js';
 import { persistList, readAcceptedHashes, readStoredList, type StateMeta } from './state.js';
 
-export type LoadFailure = SourceFailure | ListFailure | 'list_older' | 'list_shrink' | 'worker_failed' | 'state_unreadable';
+export type LoadFailure = SourceFailure | ListFailure | 'list_older' | 'list_shrink' | 'worker_failed' | 'state_unreadable' | 'state_write_failed';
+
+/** Every load failure reason at run time: their counters start at 0, so the first failure shows as an increase. */
+export const LOAD_FAILURES = [
+  'source_unreachable', 'source_timeout', 'source_http_status', 'source_too_large', 'source_tls', 'source_io', 'source_empty',
+  'xml_malformed', 'doctype_forbidden', 'xml_not_a_whitelist', 'encoding_invalid',
+  'signature_missing', 'signature_profile', 'signature_digest_mismatch', 'signature_invalid', 'signer_untrusted',
+  'signer_not_valid_at_generation', 'generation_date_invalid', 'list_unsigned', 'list_empty', 'list_too_many_entries',
+  'list_older', 'list_shrink', 'worker_failed', 'state_unreadable', 'state_write_failed',
+] as const satisfies readonly LoadFailure[];
+// Compile-time check that the array names every member of the union.
+type Missing = Exclude<LoadFailure, (typeof LOAD_FAILURES)[number]>;
+const everyFailureListed: Missing extends never ? true : Missing = true;
+void everyFailureListed;
 
 export interface LifecycleOptions {
   readonly sourceDescription: string;
@@ -66,7 +79,9 @@ export class ListLifecycle {
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly now: () => Date = () => new Date(),
-  ) {}
+  ) {
+    for (const reason of LOAD_FAILURES) metrics.whitelistLoadFailures.inc({ reason }, 0);
+  }
 
   /** The index answers use; one reference, swapped whole. */
   current(): WhitelistIndex | null {
