@@ -7,10 +7,10 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../observe/metrics.js';
 import { guardList } from './guard.js';
 import { WhitelistIndex } from './index.js';
-import type { ListFailure, PreparedList } from './prepare.js';
+import type { ListFailure, PrepareOptions, PreparedList } from './prepare.js';
 import { PrepareWorker, type PrepareOutcome } from './prepare-worker.js';
 import type { FetchOutcome, ListSource, SourceFailure, SourceValidators } from './source.js';
-import { persistList, readAcceptedHashes, readStoredList, type StateMeta } from './state.js';
+import { persistList, readAcceptedHashes, readStoredList, trustKey, type StateMeta } from './state.js';
 
 export type LoadFailure = SourceFailure | ListFailure | 'list_older' | 'list_shrink' | 'worker_failed' | 'state_unreadable' | 'state_write_failed';
 
@@ -133,7 +133,9 @@ export class ListLifecycle {
       this.logger.info({ event: 'state_empty', state_dir: this.options.stateDir }, 'no stored list yet');
       return;
     }
-    const prepared = await this.prepare(stored.bytes);
+    const key = trustKey(this.options.signerPaths);
+    const verified = stored.meta?.signer != null && stored.meta.trustKey === key ? { sha256: stored.meta.sha256, signer: stored.meta.signer } : null;
+    const prepared = await this.prepare(stored.bytes, verified);
     if (!prepared.ok) {
       this.recordFailure(prepared.reason, `stored list: ${prepared.detail}`, 'state');
       return;
@@ -142,12 +144,13 @@ export class ListLifecycle {
     this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state');
   }
 
-  private async prepare(bytes: Uint8Array): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
+  private async prepare(bytes: Uint8Array, alreadyVerified: PrepareOptions['alreadyVerified'] = null): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
     const outcome: PrepareOutcome = await this.worker.run({
       bytes,
       signerPaths: this.options.signerPaths,
       allowUnsigned: this.options.allowUnsigned,
       maxEntries: this.options.maxEntries,
+      alreadyVerified,
     });
     if (outcome.result === null) return { ok: false, reason: 'worker_failed', detail: outcome.error ?? 'unknown worker failure' };
     if (!outcome.result.ok) return { ok: false, reason: outcome.result.reason, detail: outcome.result.detail };
@@ -271,6 +274,8 @@ export class ListLifecycle {
       generatedAt: list.generatedAt,
       verifiedAt: this.now().toISOString(),
       validators,
+      signer: list.signature.verified ? list.signature.signer : null,
+      trustKey: trustKey(this.options.signerPaths),
     };
     try {
       persistList(this.options.stateDir, bytes, meta);

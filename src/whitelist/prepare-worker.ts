@@ -5,7 +5,7 @@
  */
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { loadSignerTrust, type SignerTrust } from './signature.js';
-import { prepareList, type PrepareResult } from './prepare.js';
+import { prepareList, type PrepareOptions, type PrepareResult } from './prepare.js';
 
 export interface PrepareJob {
   readonly id: number;
@@ -13,6 +13,7 @@ export interface PrepareJob {
   readonly signerPaths: readonly string[];
   readonly allowUnsigned: boolean;
   readonly maxEntries: number;
+  readonly alreadyVerified?: PrepareOptions['alreadyVerified'];
 }
 
 interface JobReply {
@@ -34,7 +35,7 @@ if (!isMainThread && parentPort !== null) {
         if (trustCache === null || trustCache.key !== key) trustCache = { key, trust: loadSignerTrust(job.signerPaths) };
         trust = trustCache.trust;
       }
-      const result = prepareList(job.bytes, { trust, allowUnsigned: job.allowUnsigned, maxEntries: job.maxEntries });
+      const result = prepareList(job.bytes, { trust, allowUnsigned: job.allowUnsigned, maxEntries: job.maxEntries, alreadyVerified: job.alreadyVerified ?? null });
       const cpu = process.cpuUsage(started);
       port.postMessage({ id: job.id, result, error: null, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
     } catch (error) {

@@ -4,7 +4,9 @@
  * a crash mid-write leaves the previous copy whole.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import type { SignerInfo } from './signature.js';
 import type { SourceValidators } from './source.js';
 
 export const STATE_LIST_FILE = 'whitelist.xml';
@@ -17,6 +19,23 @@ export interface StateMeta {
   readonly generatedAt: string;
   readonly verifiedAt: string;
   readonly validators: SourceValidators | null;
+  /** The signer that verified this copy, and a digest of the trust configuration it was verified under. */
+  readonly signer?: SignerInfo | null;
+  readonly trustKey?: string;
+}
+
+/** Changes whenever the configured signer files change: a stored copy is re-verified then. */
+export function trustKey(signerPaths: readonly string[]): string {
+  const hash = createHash('sha256');
+  for (const path of signerPaths) {
+    hash.update(path).update('\0');
+    try {
+      hash.update(readFileSync(path));
+    } catch {
+      hash.update('unreadable');
+    }
+  }
+  return hash.digest('hex');
 }
 
 export function ensureStateDir(dir: string): void {

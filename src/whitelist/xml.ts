@@ -68,13 +68,14 @@ function text(value: unknown): string {
   return '';
 }
 
-export function parseListXml(xml: string): RawListResult {
+/** `wellFormed`: the caller already proved it (a verified signature parsed it strictly); skips the validator. */
+export function parseListXml(xml: string, wellFormed = false): RawListResult {
   if (hasDoctype(xml)) {
     return { ok: false, reason: 'doctype_forbidden', detail: 'the list declares a DOCTYPE; MSSante lists never do' };
   }
   let document: unknown;
   try {
-    const validation = XMLValidator.validate(xml);
+    const validation = wellFormed ? true : XMLValidator.validate(xml);
     if (validation !== true) {
       const { msg, line, col } = validation.err;
       return { ok: false, reason: 'xml_malformed', detail: `not well-formed XML at line ${line}, column ${col}: ${msg}` };
