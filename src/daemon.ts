@@ -153,6 +153,13 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   };
 }
 
+/** Flushes the asynchronous log destination, then exits (after 2 s at most). */
+function exitAfterFlush(logger: Logger, code: number): void {
+  const timer = setTimeout(() => process.exit(code), 2000);
+  timer.unref();
+  logger.flush(() => process.exit(code));
+}
+
 /** Runs until SIGTERM/SIGINT; SIGHUP reloads the list at once. */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel);
@@ -161,8 +168,7 @@ export async function serve(config: Config): Promise<void> {
     daemon = await startDaemon(config, logger);
   } catch (error) {
     logger.fatal({ event: 'start_failed', err: (error as Error).message }, 'cannot start');
-    logger.flush();
-    process.exitCode = 1;
+    exitAfterFlush(logger, 1);
     return;
   }
   process.on('SIGHUP', () => {
@@ -170,13 +176,15 @@ export async function serve(config: Config): Promise<void> {
     void daemon.lifecycle.reload('sighup');
   });
   const stop = (signal: string): void => {
-    void daemon.shutdown(signal).then(() => {
-      logger.flush();
-      process.exit(0);
-    });
+    void daemon.shutdown(signal).then(() => exitAfterFlush(logger, 0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  // A fault nobody caught: say so, and let the supervisor restart us; Postfix defers meanwhile (451).
+  process.on('uncaughtException', (error) => {
+    logger.fatal({ event: 'internal_error', err: error }, 'uncaught exception: exiting');
+    exitAfterFlush(logger, 70);
+  });
 }
 
 function whitelistStatus(lifecycle: ListLifecycle): WhitelistStatus {
