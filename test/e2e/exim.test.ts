@@ -445,3 +445,41 @@ function ready(t: TestContext, bin: string | null): bin is string {
   }
   return toolOrSkip(t, 'swaks') !== null;
 }
+
+describe('the daemon\'s --tls-profile, behind an Exim that lets any TLS through', () => {
+  test('ref1-v1.7 and ref1-v1.6 refuse TLS 1.1 and a CBC suite with tls_profile (v1.6 also TLS 1.3); off accepts all', async (t) => {
+    const bin = eximOrSkip(t);
+    if (bin === null || toolOrSkip(t, 'swaks') === null) return;
+    const p = makePki();
+    const whitelist = join(p.pki.dir, 'whitelist-profile.xml');
+    writeFileSync(whitelist, buildListXml([{ nom: 'operateur-a.test', dn: p.opA.subjectRfc2253 }], new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z')));
+    const sessions = {
+      tls11: { tlsProtocol: 'tlsv1_1', tlsCipher: 'DEFAULT@SECLEVEL=0' },
+      // GnuTLS's defaults offer no SHA-256 CBC suite; this SHA-1 one is outside both profiles.
+      cbc: { tlsProtocol: 'tlsv1_2', tlsCipher: 'ECDHE-RSA-AES256-SHA' },
+      gcm: { tlsProtocol: 'tlsv1_2', tlsCipher: 'ECDHE-RSA-AES128-GCM-SHA256' },
+      tls13: {},
+    } as const;
+    const expectations: Array<[string, Record<keyof typeof sessions, 'pass' | 'tls_profile'>]> = [
+      ['ref1-v1.7', { tls11: 'tls_profile', cbc: 'tls_profile', gcm: 'pass', tls13: 'pass' }],
+      ['ref1-v1.6', { tls11: 'tls_profile', cbc: 'tls_profile', gcm: 'pass', tls13: 'tls_profile' }],
+      ['off', { tls11: 'pass', cbc: 'pass', gcm: 'pass', tls13: 'pass' }],
+    ];
+    for (const [profile, expected] of expectations) {
+      const daemon = await startDaemon({ whitelist, extraArgs: ['--tls-profile', profile] });
+      const exim = await startExim({ bin, policyAddress: daemon.policyAddress, serverCert: p.server, ca: p.ca, tlsProfile: false });
+      try {
+        for (const [name, options] of Object.entries(sessions) as Array<[keyof typeof sessions, (typeof sessions)[keyof typeof sessions]]>) {
+          const run = await sendMail({ port: exim.port, from: 'alice@operateur-a.test', to: 'bob@recv.test', tls: true, cert: p.opA, ehlo: 'client.exim.test', ...options });
+          assert.notEqual(run.tlsSession, null, `${profile}/${name}: Exim without a TLS profile gives a session${why(run, exim)}`);
+          const rcpt = reply(run, 'RCPT');
+          if (expected[name] === 'pass') assert.match(rcpt, /^250 /, `${profile}/${name}${why(run, exim)}`);
+          else assert.equal(unwrapped(rcpt), POLICY_ACTIONS.tls_profile, `${profile}/${name}${why(run, exim)}`);
+        }
+      } finally {
+        await exim.stop();
+        await daemon.stop();
+      }
+    }
+  });
+});
