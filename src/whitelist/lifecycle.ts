@@ -12,7 +12,7 @@ import { PrepareWorker, type PrepareOutcome } from './prepare-worker.js';
 import type { FetchOutcome, ListSource, SourceFailure, SourceValidators } from './source.js';
 import { persistList, readAcceptedHashes, readStoredList, trustKey, type StateMeta } from './state.js';
 
-export type LoadFailure = SourceFailure | ListFailure | 'list_older' | 'list_shrink' | 'worker_failed' | 'state_unreadable' | 'state_write_failed';
+export type LoadFailure = SourceFailure | ListFailure | 'list_from_future' | 'list_older' | 'list_shrink' | 'worker_failed' | 'state_unreadable' | 'state_write_failed';
 
 /** Every load failure reason at run time: their counters start at 0, so the first failure shows as an increase. */
 export const LOAD_FAILURES = [
@@ -20,7 +20,7 @@ export const LOAD_FAILURES = [
   'xml_malformed', 'doctype_forbidden', 'xml_not_a_whitelist', 'encoding_invalid',
   'signature_missing', 'signature_profile', 'signature_digest_mismatch', 'signature_invalid', 'signer_untrusted',
   'signer_not_valid_at_generation', 'generation_date_invalid', 'list_unsigned', 'list_empty', 'list_too_many_entries',
-  'list_older', 'list_shrink', 'worker_failed', 'state_unreadable', 'state_write_failed',
+  'list_from_future', 'list_older', 'list_shrink', 'worker_failed', 'state_unreadable', 'state_write_failed',
 ] as const satisfies readonly LoadFailure[];
 // Compile-time check that the array names every member of the union.
 type Missing = Exclude<LoadFailure, (typeof LOAD_FAILURES)[number]>;
@@ -59,6 +59,14 @@ export interface LastFailure {
   readonly detail: string;
 }
 
+/**
+ * A list dated further ahead of this host's clock is refused: taken, it would win the rollback guard
+ * against every genuine list until that date. A day still takes a signer clock on local time marked Z.
+ */
+export const MAX_FUTURE_SKEW_MS = 24 * 3_600_000;
+/** Failure details can quote attacker-controlled input (parser messages): bounded in logs and /v1/whitelist. */
+const MAX_DETAIL_CHARS = 500;
+
 const RETRY_MIN_MS = 15_000;
 const RETRY_MAX_MS = 15 * 60_000;
 
@@ -71,6 +79,8 @@ export class ListLifecycle {
   private queued: Promise<LoadResult> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** The last persist failed (disk full, read-only): the next load of the same list writes the copy again. */
+  private stateStale = false;
   private readonly worker = new PrepareWorker();
 
   constructor(
@@ -206,9 +216,17 @@ export class ListLifecycle {
       return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
     }
     const list = prepared.list;
-    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, readAcceptedHashes(this.options.stateDir));
+    const accepted = readAcceptedHashes(this.options.stateDir);
+    const aheadMs = Date.parse(list.generatedAt) - this.now().getTime();
+    if (aheadMs > MAX_FUTURE_SKEW_MS && !accepted.has(list.sha256)) {
+      const detail = `list generated ${list.generatedAt} is ${(aheadMs / 3_600_000).toFixed(1)} h ahead of this host's clock (limit 24 h): a clock is wrong, here or at the signer (sha256 ${list.sha256})`;
+      this.recordFailure('list_from_future', detail, trigger);
+      return { outcome: 'failed', reason: 'list_from_future', detail };
+    }
+    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, accepted);
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
+      if (this.stateStale) this.persist(fetched.body, list, fetched.validators);
       this.recordUnchanged(trigger, 'same list (sha256)');
       return { outcome: 'unchanged' };
     }
@@ -279,7 +297,9 @@ export class ListLifecycle {
     };
     try {
       persistList(this.options.stateDir, bytes, meta);
+      this.stateStale = false;
     } catch (error) {
+      this.stateStale = true;
       // The new list stays in force; only the restart copy is stale. Loud, because a restart would serve the older one.
       this.metrics.whitelistLoadFailures.inc({ reason: 'state_write_failed' });
       this.logger.error({ event: 'state_write_failed', state_dir: this.options.stateDir, err: (error as Error).message }, 'cannot persist the list in force');
@@ -293,7 +313,8 @@ export class ListLifecycle {
     this.logger.info({ event: 'list_unchanged', trigger, why }, 'whitelist unchanged');
   }
 
-  private recordFailure(reason: LoadFailure, detail: string, trigger: LoadTrigger | 'state'): void {
+  private recordFailure(reason: LoadFailure, fullDetail: string, trigger: LoadTrigger | 'state'): void {
+    const detail = fullDetail.length > MAX_DETAIL_CHARS ? `${fullDetail.slice(0, MAX_DETAIL_CHARS)}... (${fullDetail.length} characters)` : fullDetail;
     this.consecutiveFailures++;
     this.lastFailureValue = { at: this.now().toISOString(), reason, detail };
     this.metrics.whitelistLoadFailures.inc({ reason });

@@ -3,7 +3,7 @@
  * source unreachable still serves it. Written atomically (temp file, fsync, rename, fsync dir):
  * a crash mid-write leaves the previous copy whole.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { SignerInfo } from './signature.js';
@@ -47,14 +47,24 @@ export function writeFileAtomic(dir: string, name: string, data: Uint8Array | st
   const temp = join(dir, `.${name}.${process.pid}.tmp`);
   const fd = openSync(temp, 'w', 0o640);
   try {
-    const buffer = typeof data === 'string' ? Buffer.from(data) : data;
-    let offset = 0;
-    while (offset < buffer.byteLength) offset += writeSync(fd, buffer, offset, buffer.byteLength - offset);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    try {
+      const buffer = typeof data === 'string' ? Buffer.from(data) : data;
+      let offset = 0;
+      while (offset < buffer.byteLength) offset += writeSync(fd, buffer, offset, buffer.byteLength - offset);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, path);
+  } catch (error) {
+    // A disk-full write must not leave its partial copy behind, keeping the disk full.
+    try {
+      unlinkSync(temp);
+    } catch {
+      // already gone, or the directory refuses changes
+    }
+    throw error;
   }
-  renameSync(temp, path);
   const dirFd = openSync(dir, 'r');
   try {
     fsyncSync(dirFd);
@@ -63,9 +73,38 @@ export function writeFileAtomic(dir: string, name: string, data: Uint8Array | st
   }
 }
 
+/** Temp files of processes that died mid-write (kill -9, power loss): never renamed, never read, only in the way. */
+export function removeStaleTemps(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^\..+\.(\d+)\.tmp$/.exec(name);
+    if (m === null || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
+    try {
+      unlinkSync(join(dir, name));
+    } catch {
+      // best effort
+    }
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** List first, then its metadata: a crash between the two leaves a list whose meta says another sha (detected on load). */
 export function persistList(dir: string, bytes: Uint8Array, meta: StateMeta): void {
   ensureStateDir(dir);
+  removeStaleTemps(dir);
   writeFileAtomic(dir, STATE_LIST_FILE, bytes);
   writeFileAtomic(dir, STATE_META_FILE, `${JSON.stringify(meta, null, 2)}\n`);
 }

@@ -47,6 +47,11 @@ export interface MilterServerOptions {
   readonly maxPacketBytes?: number;
   /** Close a connection silent this long. Default 330 s: see MILTER_SERVER_DEFAULTS. */
   readonly idleTimeoutMs?: number;
+  /**
+   * Longest time from the first byte of a packet to its last: bytes dribbled one at a time keep a
+   * socket from ever being idle. Default: the idle timeout, at most MILTER_SERVER_DEFAULTS.packetTimeoutMs.
+   */
+  readonly packetTimeoutMs?: number;
   /** Connections beyond this are accepted then closed at once, and counted. Default 1000. */
   readonly maxConnections?: number;
   /** Mode of a unix socket file (default 0660). */
@@ -70,6 +75,8 @@ export interface MilterServerOptions {
 export const MILTER_SERVER_DEFAULTS = Object.freeze({
   maxPacketBytes: DEFAULT_MAX_PACKET_BYTES,
   idleTimeoutMs: 330_000,
+  /** An MTA writes each packet whole; 110 s like the policy request timeout (Postfix waits 100 s there). */
+  packetTimeoutMs: 110_000,
   maxConnections: 1000,
 });
 
@@ -115,7 +122,7 @@ export interface MilterServer {
 }
 
 /** Protocol error kinds of the server itself (the codec's come from MilterCodecError). */
-export type MilterServerErrorKind = 'unexpected_command' | 'unsupported_version' | 'idle_timeout';
+export type MilterServerErrorKind = 'unexpected_command' | 'unsupported_version' | 'idle_timeout' | 'request_timeout';
 
 /** Stages whose macros live for the connection; every other stage's live for one message. */
 const CONNECTION_STAGES = new Set(['C', 'H']);
@@ -134,6 +141,8 @@ interface Connection {
   helo: string | null;
   /** After QUIT_NC: no SMTP session is using the connection. */
   betweenSessions: boolean;
+  /** Running while a packet is partly received. */
+  packetTimer: NodeJS.Timeout | null;
 }
 
 const REJECT_WARN_INTERVAL_MS = 10_000;
@@ -143,6 +152,7 @@ const INTERNAL_ERROR = encodeReplyCode(REASONS.internal_error.smtpCode, replyTex
 export async function startMilterServer(listenAddress: string, options: MilterServerOptions): Promise<MilterServer> {
   const maxPacketBytes = options.maxPacketBytes ?? MILTER_SERVER_DEFAULTS.maxPacketBytes;
   const idleTimeoutMs = options.idleTimeoutMs ?? MILTER_SERVER_DEFAULTS.idleTimeoutMs;
+  const packetTimeoutMs = options.packetTimeoutMs ?? Math.min(idleTimeoutMs, MILTER_SERVER_DEFAULTS.packetTimeoutMs);
   const maxConnections = options.maxConnections ?? MILTER_SERVER_DEFAULTS.maxConnections;
   const { logger, metrics, onMailFrom } = options;
   new MilterDecoder({ maxPacketBytes }); // validates the limit now rather than at the first connection
@@ -191,6 +201,7 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
       clientName: null,
       helo: null,
       betweenSessions: false,
+      packetTimer: null,
     };
     connections.add(conn);
     active.inc();
@@ -205,6 +216,7 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
     socket.on('close', () => {
       connections.delete(conn);
       active.dec();
+      if (conn.packetTimer !== null) clearTimeout(conn.packetTimer);
       log.debug({ conn: conn.id, remote }, 'milter connection closed');
       if (connections.size === 0) onDrained?.();
     });
@@ -230,6 +242,14 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
       if (!handle(conn, command, replies)) break;
     }
     if (conn.socket.destroyed || conn.socket.writableEnded) return;
+    // The clock runs from the first byte of the packet still incomplete: restarted when a packet completes.
+    if (conn.packetTimer !== null && (commands.length > 0 || conn.decoder.bufferedBytes === 0)) {
+      clearTimeout(conn.packetTimer);
+      conn.packetTimer = null;
+    }
+    if (conn.decoder.bufferedBytes > 0) {
+      conn.packetTimer ??= setTimeout(() => protocolError(conn, 'request_timeout', 'warn', null, { bufferedBytes: conn.decoder.bufferedBytes }), packetTimeoutMs);
+    }
     if (replies.length > 0) {
       // One write for every reply of a chunk.
       const flushed = conn.socket.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
@@ -369,6 +389,8 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
     command: string | null = null,
     extra: Record<string, unknown> = {},
   ): void {
+    // Already closed by another timer or error: one close, one count.
+    if (conn.socket.destroyed) return;
     // Structured fields only: the offending bytes are never logged.
     log[level]({ conn: conn.id, remote: conn.remote, kind, command, ...extra }, 'milter protocol error, connection closed');
     metrics.protocolErrors.inc({ frontend: 'milter', kind });

@@ -210,6 +210,8 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
 
   function onRequestTimeout(conn: Connection): void {
     conn.requestTimer = null;
+    // Closed meanwhile (idle timeout, error): its 'close' has not cleared this timer yet.
+    if (conn.socket.destroyed) return;
     const kind: PolicyServerErrorKind = 'request_timeout';
     log.warn({ conn: conn.info.id, remote: conn.info.remote, kind, pendingBytes: conn.decoder.pendingBytes }, 'policy request not completed in time, connection closed');
     metrics.protocolErrors.inc({ frontend: 'policy', kind });

@@ -1,0 +1,35 @@
+/**
+ * The list worker's heap limit: a list that makes parsing exhaust the worker's memory is a failed
+ * load (the life cycle calls it worker_failed), the main thread is untouched, and the next load gets
+ * a fresh worker. The daemon's limit (1536 MiB) is not a flag; the same class is driven here with a
+ * small one so that the limit is reached in a second rather than after gigabytes.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PrepareWorker } from '../../src/whitelist/prepare-worker.js';
+import { BASE_ENTRIES, isoDays } from '../support/faults.js';
+import { buildListXml, LIST_NS } from '../support/xmlsec.js';
+
+describe('list worker heap limit', { timeout: 60_000 }, () => {
+  it('a list that exhausts the worker heap fails as a value; the next list loads in a fresh worker', async (t) => {
+    const worker = new PrepareWorker(48);
+    // The worker is unref'd (it must never keep the daemon alive): hold the loop open meanwhile, as the daemon's sockets do.
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      // 200 000 entries of 100 bytes: ~20 MB of XML, far more once parsed into objects.
+      const domaine = '<Domaine><Nom>a.mssante.test</Nom><DNCertificatOperateur>CN=x</DNCertificatOperateur></Domaine>';
+      const bomb = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration><ListeDomaines>${domaine.repeat(200_000)}</ListeDomaines></ListeBlancheMSSante>`;
+      const crashed = await worker.run({ bytes: Buffer.from(bomb), signerPaths: [], allowUnsigned: true, maxEntries: 1_000_000 });
+      assert.equal(crashed.result, null, 'no result from a worker out of memory');
+      assert.match(crashed.error ?? '', /memory|exited/i, crashed.error ?? '');
+      t.diagnostic(`worker failure: ${crashed.error ?? ''}`);
+
+      const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), signerPaths: [], allowUnsigned: true, maxEntries: 1000 });
+      assert.ok(good.result?.ok === true, `the next list loads: ${good.error ?? ''}`);
+      assert.equal(good.result.ok && good.result.list.entries.length, BASE_ENTRIES.length);
+    } finally {
+      clearInterval(keepAlive);
+      await worker.close();
+    }
+  });
+});
