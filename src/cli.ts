@@ -214,24 +214,27 @@ async function checkCommand(args: string[]): Promise<number> {
       }
     }
     const stateDir = v['state-dir'];
+    const maxShrink = v['max-shrink'] !== undefined ? Number(v['max-shrink']) : 10;
+    let current = null;
+    let against = 'no list in force (give --state-dir to compare with the daemon\'s)';
     if (stateDir !== undefined) {
       const stored = readStoredList(stateDir);
       const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust, allowUnsigned: true, maxEntries });
       if (storedPrepared !== null && storedPrepared.ok) {
-        const current = { index: new WhitelistIndex({ generatedAt: storedPrepared.list.generatedAt }, storedPrepared.list.entries, []), sha256: storedPrepared.list.sha256 };
-        const maxShrink = v['max-shrink'] !== undefined ? Number(v['max-shrink']) : 10;
-        const verdict = guardList(current, list, maxShrink, readAcceptedHashes(stateDir));
-        report.guard = { against: `${stateDir} (generated ${current.index.generatedAt})`, ...verdict };
+        current = { index: new WhitelistIndex({ generatedAt: storedPrepared.list.generatedAt }, storedPrepared.list.entries, []), sha256: storedPrepared.list.sha256 };
+        against = `${stateDir} (generated ${current.index.generatedAt})`;
       } else {
-        report.guard = { against: stateDir, verdict: 'accept', detail: 'no stored list to compare with' };
+        against = `${stateDir} (no stored list)`;
       }
-      if (v.accept === true) {
-        addAcceptedHash(stateDir, list.sha256);
-        report.accepted = true;
+    }
+    report.guard = { against, ...guardList(current, list, maxShrink, stateDir === undefined ? new Set() : readAcceptedHashes(stateDir), Date.now()) };
+    if (v.accept === true) {
+      if (stateDir === undefined) {
+        process.stderr.write("check: --accept needs --state-dir (the daemon's state directory)\n");
+        return 2;
       }
-    } else if (v.accept === true) {
-      process.stderr.write('check: --accept needs --state-dir (the daemon\'s state directory)\n');
-      return 2;
+      await addAcceptedHash(stateDir, list.sha256);
+      report.accepted = true;
     }
   }
   if (v.json === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

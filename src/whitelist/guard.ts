@@ -8,17 +8,37 @@ import type { WhitelistIndex } from './index.js';
 export type GuardVerdict =
   | { readonly verdict: 'accept'; readonly dropped: number; readonly added: number }
   | { readonly verdict: 'unchanged' }
-  | { readonly verdict: 'refuse'; readonly reason: 'list_older' | 'list_shrink'; readonly detail: string };
+  | { readonly verdict: 'refuse'; readonly reason: 'list_from_future' | 'list_older' | 'list_shrink'; readonly detail: string };
+
+/**
+ * A list dated further ahead of this host's clock is refused: taken, it would win the rollback guard
+ * against every genuine list until that date. A day still takes a signer clock on local time marked Z.
+ */
+export const MAX_FUTURE_SKEW_MS = 24 * 3_600_000;
 
 export interface GuardInput {
   readonly index: WhitelistIndex;
   readonly sha256: string;
 }
 
-export function guardList(current: GuardInput | null, list: PreparedList, maxShrinkPercent: number, accepted: ReadonlySet<string>): GuardVerdict {
+export function guardList(
+  current: GuardInput | null,
+  list: PreparedList,
+  maxShrinkPercent: number,
+  accepted: ReadonlySet<string>,
+  nowMs: number,
+): GuardVerdict {
+  const forced = accepted.has(list.sha256);
+  const aheadMs = Date.parse(list.generatedAt) - nowMs;
+  if (aheadMs > MAX_FUTURE_SKEW_MS && !forced) {
+    return {
+      verdict: 'refuse',
+      reason: 'list_from_future',
+      detail: `list generated ${list.generatedAt} is ${(aheadMs / 3_600_000).toFixed(1)} h ahead of this host's clock (limit 24 h): a clock is wrong, here or at the signer (sha256 ${list.sha256})`,
+    };
+  }
   if (current === null) return { verdict: 'accept', dropped: 0, added: new Set(list.entries.map((e) => e.domain)).size };
   if (list.sha256 === current.sha256) return { verdict: 'unchanged' };
-  const forced = accepted.has(list.sha256);
   if (Date.parse(list.generatedAt) < current.index.generatedAtMs && !forced) {
     return { verdict: 'refuse', reason: 'list_older', detail: `list generated ${list.generatedAt} is older than the one in force (${current.index.generatedAt})` };
   }

@@ -59,11 +59,6 @@ export interface LastFailure {
   readonly detail: string;
 }
 
-/**
- * A list dated further ahead of this host's clock is refused: taken, it would win the rollback guard
- * against every genuine list until that date. A day still takes a signer clock on local time marked Z.
- */
-export const MAX_FUTURE_SKEW_MS = 24 * 3_600_000;
 /** Failure details can quote attacker-controlled input (parser messages): bounded in logs and /v1/whitelist. */
 const MAX_DETAIL_CHARS = 500;
 
@@ -154,8 +149,17 @@ export class ListLifecycle {
     this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state');
   }
 
+  /** One worker per load, ended after it: the DOM of a large list (hundreds of MiB of heap) is not kept between loads. */
+  private async runInWorker(job: Parameters<PrepareWorker['run']>[0]): Promise<PrepareOutcome> {
+    try {
+      return await this.worker.run(job);
+    } finally {
+      await this.worker.close();
+    }
+  }
+
   private async prepare(bytes: Uint8Array, alreadyVerified: PrepareOptions['alreadyVerified'] = null): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
-    const outcome: PrepareOutcome = await this.worker.run({
+    const outcome: PrepareOutcome = await this.runInWorker({
       bytes,
       signerPaths: this.options.signerPaths,
       allowUnsigned: this.options.allowUnsigned,
@@ -216,17 +220,10 @@ export class ListLifecycle {
       return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
     }
     const list = prepared.list;
-    const accepted = readAcceptedHashes(this.options.stateDir);
-    const aheadMs = Date.parse(list.generatedAt) - this.now().getTime();
-    if (aheadMs > MAX_FUTURE_SKEW_MS && !accepted.has(list.sha256)) {
-      const detail = `list generated ${list.generatedAt} is ${(aheadMs / 3_600_000).toFixed(1)} h ahead of this host's clock (limit 24 h): a clock is wrong, here or at the signer (sha256 ${list.sha256})`;
-      this.recordFailure('list_from_future', detail, trigger);
-      return { outcome: 'failed', reason: 'list_from_future', detail };
-    }
-    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, accepted);
+    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, readAcceptedHashes(this.options.stateDir), this.now().getTime());
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
-      if (this.stateStale) this.persist(fetched.body, list, fetched.validators);
+      if (this.stateStale) await this.persist(fetched.body, list, fetched.validators);
       this.recordUnchanged(trigger, 'same list (sha256)');
       return { outcome: 'unchanged' };
     }
@@ -235,7 +232,7 @@ export class ListLifecycle {
       return { outcome: 'failed', reason: guard.reason, detail: guard.detail };
     }
     this.swap(list, this.options.sourceDescription, fetched.validators, trigger);
-    this.persist(fetched.body, list, fetched.validators);
+    await this.persist(fetched.body, list, fetched.validators);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
   }
 
@@ -285,7 +282,7 @@ export class ListLifecycle {
     }
   }
 
-  private persist(bytes: Uint8Array, list: PreparedList, validators: SourceValidators | null): void {
+  private async persist(bytes: Uint8Array, list: PreparedList, validators: SourceValidators | null): Promise<void> {
     const meta: StateMeta = {
       source: this.options.sourceDescription,
       sha256: list.sha256,
@@ -296,7 +293,7 @@ export class ListLifecycle {
       trustKey: trustKey(this.options.signerPaths),
     };
     try {
-      persistList(this.options.stateDir, bytes, meta);
+      await persistList(this.options.stateDir, bytes, meta);
       this.stateStale = false;
     } catch (error) {
       this.stateStale = true;

@@ -3,7 +3,8 @@
  * source unreachable still serves it. Written atomically (temp file, fsync, rename, fsync dir):
  * a crash mid-write leaves the previous copy whole.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { SignerInfo } from './signature.js';
@@ -42,34 +43,32 @@ export function ensureStateDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o750 });
 }
 
-export function writeFileAtomic(dir: string, name: string, data: Uint8Array | string): void {
+/**
+ * Temp file, write, fsync, rename, fsync the directory. Asynchronous: the writes and fsyncs run on
+ * libuv's thread pool, so a slow disk never makes answers wait.
+ */
+export async function writeFileAtomic(dir: string, name: string, data: Uint8Array | string): Promise<void> {
   const path = join(dir, name);
   const temp = join(dir, `.${name}.${process.pid}.tmp`);
-  const fd = openSync(temp, 'w', 0o640);
   try {
+    const file = await open(temp, 'w', 0o640);
     try {
-      const buffer = typeof data === 'string' ? Buffer.from(data) : data;
-      let offset = 0;
-      while (offset < buffer.byteLength) offset += writeSync(fd, buffer, offset, buffer.byteLength - offset);
-      fsyncSync(fd);
+      await file.writeFile(data);
+      await file.sync();
     } finally {
-      closeSync(fd);
+      await file.close();
     }
-    renameSync(temp, path);
+    await rename(temp, path);
   } catch (error) {
     // A disk-full write must not leave its partial copy behind, keeping the disk full.
-    try {
-      unlinkSync(temp);
-    } catch {
-      // already gone, or the directory refuses changes
-    }
+    await unlink(temp).catch(() => undefined);
     throw error;
   }
-  const dirFd = openSync(dir, 'r');
+  const directory = await open(dir, 'r');
   try {
-    fsyncSync(dirFd);
+    await directory.sync();
   } finally {
-    closeSync(dirFd);
+    await directory.close();
   }
 }
 
@@ -102,11 +101,11 @@ function pidAlive(pid: number): boolean {
 }
 
 /** List first, then its metadata: a crash between the two leaves a list whose meta says another sha (detected on load). */
-export function persistList(dir: string, bytes: Uint8Array, meta: StateMeta): void {
+export async function persistList(dir: string, bytes: Uint8Array, meta: StateMeta): Promise<void> {
   ensureStateDir(dir);
   removeStaleTemps(dir);
-  writeFileAtomic(dir, STATE_LIST_FILE, bytes);
-  writeFileAtomic(dir, STATE_META_FILE, `${JSON.stringify(meta, null, 2)}\n`);
+  await writeFileAtomic(dir, STATE_LIST_FILE, bytes);
+  await writeFileAtomic(dir, STATE_META_FILE, `${JSON.stringify(meta, null, 2)}\n`);
 }
 
 export type StoredList = { readonly bytes: Buffer; readonly meta: StateMeta | null };
@@ -144,9 +143,9 @@ export function readAcceptedHashes(dir: string): Set<string> {
   }
 }
 
-export function addAcceptedHash(dir: string, sha256: string): void {
+export async function addAcceptedHash(dir: string, sha256: string): Promise<void> {
   ensureStateDir(dir);
   const hashes = readAcceptedHashes(dir);
   hashes.add(sha256.toLowerCase());
-  writeFileAtomic(dir, ACCEPT_FILE, `${[...hashes].slice(-20).join('\n')}\n`);
+  await writeFileAtomic(dir, ACCEPT_FILE, `${[...hashes].slice(-20).join('\n')}\n`);
 }

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
+import { startDaemonUnready, waitFor } from '../support/faults.js';
 import { runCli } from '../support/cli.js';
 import { startHttpsListServer, type HttpsListServer } from '../support/https-server.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
@@ -200,17 +201,24 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     await daemon?.stop();
     daemon = null;
     server.setBehaviour({ kind: 'status', status: 500 });
-    const good = sign(BASE, '2026-02-01T00:00:00Z');
-    // startDaemon waits for /readyz: it can only return once a list is in force, so serve one after a delay.
-    const started = startDaemon({ whitelist: server.url, extraArgs: ['--signer', signer.certPath, '--ca-file', server.caFile, '--fetch-timeout', '2'] });
-    // While nothing is in force: probe the policy port from the logs' address once it listens.
-    await sleep(3000);
-    server.setBehaviour({ kind: 'serve', body: good, etag: '"late"' });
-    daemon = await started.catch(async (e: Error) => {
-      throw e;
+    const stateDir = mkdtempSync(join(tmpdir(), 'unready-'));
+    const unready = await startDaemonUnready({ whitelist: server.url, stateDir, extraArgs: ['--signer', signer.certPath, '--ca-file', server.caFile, '--fetch-timeout', '2'] });
+    const answer = await waitFor('a tempfail answer', async () => {
+      try {
+        const c = await PolicyClient.connect(unready.policyAddress);
+        try {
+          return await c.ask(postfixRequest('mx.op1.test', 'a@op1.mssante.test'));
+        } finally {
+          c.close();
+        }
+      } catch {
+        return null;
+      }
     });
-    const tempfails = daemon.logs.filter((l) => l.includes('"event":"list_load_failed"'));
-    assert.ok(tempfails.length >= 1, 'the first loads failed and were logged');
+    assert.match(answer, /^451 4\.3\.0 /, 'no list in force: deferred, never refused');
+    server.setBehaviour({ kind: 'serve', body: sign(BASE, '2026-02-01T00:00:00Z'), etag: '"late"' });
+    process.kill(await unready.pid(), 'SIGHUP');
+    daemon = await unready.ready;
     const c = await PolicyClient.connect(daemon.policyAddress);
     assert.equal(await c.ask(postfixRequest('mx.op1.test', 'a@op1.mssante.test')), 'DUNNO');
     c.close();
