@@ -109,6 +109,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       const milter: MilterFrontend = await startMilterFrontend(config.milterListen, {
         maxPacketBytes: config.maxMilterPacketBytes,
         idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
+        packetTimeoutMs: config.requestTimeoutSeconds * 1000,
         maxConnections: config.maxConnections,
         logger: logger.child({ component: 'milter' }),
         metrics,

@@ -15,6 +15,8 @@ import { startMilterServer, type MilterTransaction, type MilterVerdict } from '.
 export interface MilterFrontendOptions {
   readonly maxPacketBytes: number;
   readonly idleTimeoutMs: number;
+  /** A packet begun must arrive whole within this (slowloris). */
+  readonly packetTimeoutMs: number;
   readonly maxConnections: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -62,6 +64,7 @@ export async function startMilterFrontend(listen: string, options: MilterFronten
   return startMilterServer(listen, {
     maxPacketBytes: options.maxPacketBytes,
     idleTimeoutMs: options.idleTimeoutMs,
+    packetTimeoutMs: options.packetTimeoutMs,
     maxConnections: options.maxConnections,
     logger: options.logger,
     metrics: options.metrics,
