@@ -21,12 +21,20 @@ import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
 import { ensureStateDir } from './whitelist/state.js';
 import { normaliseDomain } from './whitelist/validate.js';
 
-export function createLogger(level: string): Logger {
+export interface Logging {
+  readonly logger: Logger;
+  /** Raw line writer on the same asynchronous destination, for the hand-serialised trace lines. */
+  readonly writeLine: (line: string) => void;
+}
+
+export function createLogging(level: string): Logging {
   // Asynchronous writes: a trace line per decision must not block answers; flushed on exit.
-  return pino(
+  const destination = pino.destination({ dest: 1, sync: false });
+  const logger = pino(
     { level, base: { service: 'mssante-policyd' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
-    pino.destination({ dest: 1, sync: false }),
+    destination,
   );
+  return { logger, writeLine: (line) => void destination.write(line) };
 }
 
 function pseudonymizeKey(config: Config): Buffer | null {
@@ -48,7 +56,8 @@ export interface RunningDaemon {
   shutdown(reason: string): Promise<void>;
 }
 
-export async function startDaemon(config: Config, logger: Logger): Promise<RunningDaemon> {
+export async function startDaemon(config: Config, logging: Logging): Promise<RunningDaemon> {
+  const { logger } = logging;
   ensureStateDir(config.stateDir);
   const metrics = createMetrics();
   const source = createSource(config.whitelist, {
@@ -78,7 +87,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     currentIndex: () => lifecycle.current(),
     policy: { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) },
     metrics,
-    tracer: new DecisionTracer(logger.child({ component: 'trace' }), pseudonymizeKey(config)),
+    tracer: new DecisionTracer(logger, pseudonymizeKey(config), logging.writeLine),
     logger,
   });
 
@@ -163,10 +172,11 @@ function exitAfterFlush(logger: Logger, code: number): void {
 
 /** Runs until SIGTERM/SIGINT; SIGHUP reloads the list at once. */
 export async function serve(config: Config): Promise<void> {
-  const logger = createLogger(config.logLevel);
+  const logging = createLogging(config.logLevel);
+  const { logger } = logging;
   let daemon: RunningDaemon;
   try {
-    daemon = await startDaemon(config, logger);
+    daemon = await startDaemon(config, logging);
   } catch (error) {
     logger.fatal({ event: 'start_failed', err: (error as Error).message }, 'cannot start');
     exitAfterFlush(logger, 1);

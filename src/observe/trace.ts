@@ -35,10 +35,29 @@ function clip(value: string | undefined | null): string | undefined {
   return value.length > MAX_FIELD ? `${value.slice(0, MAX_FIELD)}…` : value;
 }
 
+/** Where finished trace lines go: the daemon's asynchronous log destination. */
+export type LineSink = (line: string) => void;
+
+/** JSON string literal of an optional field, or '' to leave the field out. */
+function field(name: string, value: string | undefined): string {
+  return value === undefined ? '' : `,"${name}":${JSON.stringify(value)}`;
+}
+
 export class DecisionTracer {
   private readonly key: Buffer | null;
+  private lastMs = 0;
+  private lastIso = '';
 
-  constructor(private readonly logger: Logger, pseudonymizeKey: Buffer | null) {
+  /**
+   * The trace line is written by hand, not through pino's generic serialiser: it is one line per
+   * decision on the hot path (a sixth of the CPU per request when it went through pino). Same shape as
+   * the daemon's pino lines: level label, ISO time, service, component, event, msg.
+   */
+  constructor(
+    private readonly logger: Logger,
+    pseudonymizeKey: Buffer | null,
+    private readonly sink: LineSink,
+  ) {
     this.key = pseudonymizeKey;
   }
 
@@ -57,36 +76,39 @@ export class DecisionTracer {
     return `h:${createHmac('sha256', this.key).update(value).digest('base64url').slice(0, 16)}`;
   }
 
+  private isoNow(): string {
+    const now = Date.now();
+    if (now !== this.lastMs) {
+      this.lastMs = now;
+      this.lastIso = new Date(now).toISOString();
+    }
+    return this.lastIso;
+  }
+
   record(frontend: Frontend, context: TraceContext, decision: Decision, action: string, latencySeconds: number): void {
     const reason = decision.reason;
     const level = reason.result === 'tempfail' ? 'warn' : 'info';
     if (!this.logger.isLevelEnabled(level)) return;
-    this.logger[level](
-      {
-        event: 'decision',
-        frontend,
-        stage: context.stage,
-        result: reason.result,
-        reason: reason.id,
-        action,
-        latency_us: Math.round(latencySeconds * 1e6),
-        connection: context.connectionId,
-        instance: clip(context.instance),
-        queue_id: clip(context.queueId),
-        client_address: this.pseudonymizeHost(context.clientAddress),
-        client_name: clip(context.clientName),
-        helo: clip(context.helo),
-        cert_subject: clip(context.certSubject),
-        cert_issuer: clip(context.certIssuer),
-        cert_fingerprint: clip(context.certFingerprint),
-        tls_protocol: clip(context.tlsProtocol),
-        tls_cipher: clip(context.tlsCipher),
-        sender: this.pseudonymizeAddress(context.sender),
-        sender_domain: decision.senderDomain ?? undefined,
-        recipient: this.pseudonymizeAddress(context.recipient),
-        size: clip(context.size),
-      },
-      'decision',
-    );
+    const line =
+      `{"level":"${level}","time":"${this.isoNow()}","service":"mssante-policyd","component":"trace","event":"decision"` +
+      `,"frontend":"${frontend}","stage":${JSON.stringify(context.stage)},"result":"${reason.result}","reason":"${reason.id}"` +
+      `,"action":${JSON.stringify(action)},"latency_us":${Math.round(latencySeconds * 1e6)}` +
+      (context.connectionId === undefined ? '' : `,"connection":${context.connectionId}`) +
+      field('instance', clip(context.instance)) +
+      field('queue_id', clip(context.queueId)) +
+      field('client_address', this.pseudonymizeHost(context.clientAddress)) +
+      field('client_name', clip(context.clientName)) +
+      field('helo', clip(context.helo)) +
+      field('cert_subject', clip(context.certSubject)) +
+      field('cert_issuer', clip(context.certIssuer)) +
+      field('cert_fingerprint', clip(context.certFingerprint)) +
+      field('tls_protocol', clip(context.tlsProtocol)) +
+      field('tls_cipher', clip(context.tlsCipher)) +
+      field('sender', this.pseudonymizeAddress(context.sender)) +
+      field('sender_domain', decision.senderDomain ?? undefined) +
+      field('recipient', this.pseudonymizeAddress(context.recipient)) +
+      field('size', clip(context.size)) +
+      ',"msg":"decision"}\n';
+    this.sink(line);
   }
 }

@@ -30,7 +30,7 @@ describe('/v1/decide and the policy protocol agree', () => {
       {},
       null,
     );
-    daemon = await startDaemon(config, pino({ level: 'silent' }));
+    daemon = await startDaemon(config, { logger: pino({ level: 'silent' }), writeLine: () => undefined });
     for (let i = 0; i < 100 && daemon.lifecycle.current() === null; i++) await new Promise((r) => setTimeout(r, 50));
     assert.ok(daemon.lifecycle.current() !== null, 'the demo list is in force');
     client = await PolicyClient.connect(daemon.addresses.policy!);

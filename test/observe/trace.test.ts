@@ -1,15 +1,18 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 import { DecisionTracer } from '../../src/observe/trace.js';
 import { REASONS } from '../../src/trust/reasons.js';
 
-function capture(): { logger: pino.Logger; lines: () => Array<Record<string, unknown>>; raw: () => string } {
+/** A tracer whose lines are kept, and its logger at info (the daemon's default level). */
+function capture(level = 'info'): { tracer: (key?: Buffer | null) => DecisionTracer; lines: () => Array<Record<string, unknown>>; raw: () => string } {
   let text = '';
-  const stream = new Writable({ write(chunk, _enc, done) { text += chunk.toString(); done(); } });
-  const logger = pino({ level: 'info' }, stream);
-  return { logger, raw: () => text, lines: () => text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+  const logger = pino({ level });
+  return {
+    tracer: (key = null) => new DecisionTracer(logger, key, (line) => { text += line; }),
+    raw: () => text,
+    lines: () => text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
 const context = {
@@ -31,8 +34,8 @@ const context = {
 
 describe('DecisionTracer', () => {
   it('records the fields the référentiel asks for, one line per decision', () => {
-    const { logger, lines } = capture();
-    new DecisionTracer(logger, null).record('policy', context, { reason: REASONS.sender_cert_mismatch, senderDomain: 'op1.mssante.fr' }, '550 5.7.1 x', 0.000321);
+    const { tracer, lines } = capture();
+    tracer().record('policy', context, { reason: REASONS.sender_cert_mismatch, senderDomain: 'op1.mssante.fr' }, '550 5.7.1 x', 0.000321);
     const [line] = lines();
     assert.ok(line);
     for (const [field, value] of Object.entries({
@@ -43,21 +46,23 @@ describe('DecisionTracer', () => {
     })) {
       assert.equal(line[field], value, field);
     }
-    assert.equal(typeof line['time'], 'number');
+    assert.ok(!Number.isNaN(Date.parse(String(line['time']))));
+    assert.equal(line['level'], 'info');
+    assert.equal(line['service'], 'mssante-policyd');
   });
 
   it('keeps attacker-controlled CR/LF inside one JSON line', () => {
-    const { logger, raw, lines } = capture();
-    new DecisionTracer(logger, null).record('policy', { ...context, helo: 'evil\r\n{"reason":"ok"}', sender: 'a%s%n\n@x.fr' }, { reason: REASONS.cert_not_listed, senderDomain: null }, 'x', 0);
+    const { tracer, raw, lines } = capture();
+    tracer().record('policy', { ...context, helo: 'evil\r\n{"reason":"ok"}', sender: 'a%s%n\n@x.fr' }, { reason: REASONS.cert_not_listed, senderDomain: null }, 'x', 0);
     assert.equal(raw().trim().split('\n').length, 1);
     assert.equal(lines()[0]?.['helo'], 'evil\r\n{"reason":"ok"}');
     assert.equal(lines()[0]?.['reason'], 'cert_not_listed');
   });
 
   it('pseudonymises addresses with a keyed hash, keeping the domain', () => {
-    const { logger, lines } = capture();
+    const { tracer: make, lines } = capture();
     const key = Buffer.alloc(32, 7);
-    const tracer = new DecisionTracer(logger, key);
+    const tracer = make(key);
     tracer.record('milter', context, { reason: REASONS.ok, senderDomain: 'op1.mssante.fr' }, 'DUNNO', 0);
     const line = lines()[0]!;
     assert.match(String(line['sender']), /^h:[A-Za-z0-9_-]{16}@op1\.mssante\.fr$/);
@@ -66,12 +71,18 @@ describe('DecisionTracer', () => {
     assert.ok(!JSON.stringify(line).includes('dr.x'));
     // Same key, same pseudonym: traces stay joinable.
     assert.equal(tracer.pseudonymizeAddress('dr.x@op1.mssante.fr'), line['sender']);
-    assert.notEqual(new DecisionTracer(logger, Buffer.alloc(32, 8)).pseudonymizeAddress('dr.x@op1.mssante.fr'), line['sender']);
+    assert.notEqual(make(Buffer.alloc(32, 8)).pseudonymizeAddress('dr.x@op1.mssante.fr'), line['sender']);
   });
 
   it('logs tempfails at warn so they stand out', () => {
-    const { logger, lines } = capture();
-    new DecisionTracer(logger, null).record('policy', context, { reason: REASONS.whitelist_unavailable, senderDomain: null }, '451 4.3.0 x', 0);
-    assert.equal(lines()[0]?.['level'], 40);
+    const { tracer, lines } = capture();
+    tracer().record('policy', context, { reason: REASONS.whitelist_unavailable, senderDomain: null }, '451 4.3.0 x', 0);
+    assert.equal(lines()[0]?.['level'], 'warn');
+  });
+
+  it('writes nothing below the configured level', () => {
+    const { tracer, raw } = capture('warn');
+    tracer().record('policy', context, { reason: REASONS.ok, senderDomain: 'op1.mssante.fr' }, 'DUNNO', 0);
+    assert.equal(raw(), '');
   });
 });
