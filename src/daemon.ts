@@ -27,9 +27,13 @@ export interface Logging {
   readonly writeLine: (line: string) => void;
 }
 
-export function createLogging(level: string): Logging {
+/** Log lines buffered while stdout is slow (journald, a full pipe): bounded, drops counted. */
+export const LOG_BUFFER_MAX_BYTES = 32 * 1024 * 1024;
+
+export function createLogging(level: string, onDrop: () => void = () => undefined): Logging {
   // Asynchronous writes: a trace line per decision must not block answers; flushed on exit.
-  const destination = pino.destination({ dest: 1, sync: false });
+  const destination = pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_MAX_BYTES });
+  destination.on('drop', onDrop);
   const logger = pino(
     { level, base: { service: 'mssante-policyd' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
     destination,
@@ -172,7 +176,8 @@ function exitAfterFlush(logger: Logger, code: number): void {
 
 /** Runs until SIGTERM/SIGINT; SIGHUP reloads the list at once. */
 export async function serve(config: Config): Promise<void> {
-  const logging = createLogging(config.logLevel);
+  let countDrop = (): void => undefined;
+  const logging = createLogging(config.logLevel, () => countDrop());
   const { logger } = logging;
   let daemon: RunningDaemon;
   try {
@@ -182,6 +187,7 @@ export async function serve(config: Config): Promise<void> {
     exitAfterFlush(logger, 1);
     return;
   }
+  countDrop = () => daemon.metrics.logLinesDropped.inc();
   process.on('SIGHUP', () => {
     logger.info({ event: 'sighup' }, 'SIGHUP: reloading the whitelist');
     void daemon.lifecycle.reload('sighup');

@@ -24,6 +24,7 @@ export interface Metrics {
   readonly connectionsActive: Gauge<'frontend'>;
   readonly connectionsRejected: Counter<'frontend'>;
   readonly protocolErrors: Counter<'frontend' | 'kind'>;
+  readonly logLinesDropped: Counter;
   /** Pre-bound children: the hot path does no label lookup. */
   countDecision(frontend: Frontend, result: Result, reason: ReasonId, seconds: number): void;
 }
@@ -63,6 +64,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const connectionsRejected = new Counter({ name: `${p}connections_rejected_total`, help: 'Connections refused because the connection limit was reached', labelNames: ['frontend'] as const, registers: [registry] });
   const protocolErrors = new Counter({ name: `${p}protocol_errors_total`, help: 'Connections closed for a protocol error, by frontend and kind', labelNames: ['frontend', 'kind'] as const, registers: [registry] });
 
+  const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
+
   for (const frontend of ['policy', 'milter'] as const) {
     connectionsActive.set({ frontend }, 0);
   }
@@ -94,6 +97,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     connectionsActive,
     connectionsRejected,
     protocolErrors,
+    logLinesDropped,
     countDecision(frontend, result, reason, seconds) {
       const key = `${frontend}|${reason}`;
       let child = decisionChildren.get(key);
