@@ -337,9 +337,13 @@ export function normaliseValue(value: string): string {
   return canonicalText(unescapeRfc(inner ?? trimmed));
 }
 
-/** A bare CN (Postfix `ccert_subject`, after xtext decoding) is compared as a value. */
+/**
+ * A bare CN as an MTA hands it (Postfix `ccert_subject` after xtext decoding): the certificate's
+ * value itself, never DN text — so no quote stripping and no escape decoding, which would let a
+ * certificate whose CN is `"mx.victim.fr"` or `mx\2evictim.fr` pass for `mx.victim.fr`.
+ */
 export function normaliseCn(cn: string): string {
-  return normaliseValue(cn);
+  return canonicalText(cn);
 }
 
 function escapeKeyValue(v: string): string {

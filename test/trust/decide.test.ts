@@ -41,6 +41,8 @@ const cases: Array<[string, Partial<Facts>, ReasonId]> = [
   ['no certificate', { cert: null }, 'cert_missing'],
   ['unverified full DN (Exim)', { cert: dn(OP1, false) }, 'cert_missing'],
   ['unlisted CN', { cert: cn('mx.evil.fr') }, 'cert_not_listed'],
+  ['CN look-alike with quotes (a raw CN is not DN text)', { cert: cn('"mx.op1.fr"') }, 'cert_not_listed'],
+  ['CN look-alike with a DN escape', { cert: cn('mx\\2eop1.fr') }, 'cert_not_listed'],
   ['unlisted domain', { sender: 'a@unknown.mssante.fr' }, 'sender_domain_not_listed'],
   ['child of a listed parent only', { cert: cn('smtp.op2.fr'), sender: 'a@child.parent.mssante.fr' }, 'sender_domain_not_listed'],
   ['parent of a listed sub-domain', { sender: 'a@mssante.fr' }, 'sender_domain_not_listed'],

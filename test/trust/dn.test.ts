@@ -319,6 +319,10 @@ describe('decoders', () => {
     ];
     for (const [input, expected] of rows) assert.equal(normaliseValue(input), expected, JSON.stringify(input));
     assert.equal(normaliseCn(' MSS.Example.FR '), 'mss.example.fr');
+    // A raw CN is a value, not DN text: quotes and escapes are part of it (a look-alike must not match).
+    for (const lookalike of ['"mss.example.fr"', 'mss\\2eexample.fr', 'mss\\.example.fr', 'mss.example.fr\\']) {
+      assert.notEqual(normaliseCn(lookalike), 'mss.example.fr', lookalike);
+    }
   });
 });
 
