@@ -34,6 +34,7 @@ export const SETTINGS = [
   { key: 'max-shrink', kind: 'int', default: 10, min: 0, max: 100, help: 'refuse a new list that drops more than this percentage of the domains in force' },
   { key: 'max-list-bytes', kind: 'int', default: 64 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, help: 'largest list accepted from the source, in bytes' },
   { key: 'max-list-entries', kind: 'int', default: 200_000, min: 1, max: 10_000_000, help: 'most Domaine entries accepted in one list' },
+  { key: 'prepare-timeout', kind: 'seconds', default: 120, min: 5, max: 3600, help: 'longest signature check + parsing of one list (the real list takes ~1 s); past it the load fails' },
   { key: 'fetch-timeout', kind: 'seconds', default: 120, min: 1, max: 3600, help: 'total time allowed for one download of the list' },
   { key: 'policy-listen', kind: 'string?', default: '127.0.0.1:10040', help: 'Postfix policy protocol listener: host:port or unix:/path ("off" to disable)' },
   { key: 'milter-listen', kind: 'string?', default: null, help: 'Milter listener: host:port or unix:/path (default off)' },
@@ -67,6 +68,7 @@ export interface Config {
   readonly maxListBytes: number;
   readonly maxListEntries: number;
   readonly fetchTimeoutSeconds: number;
+  readonly prepareTimeoutSeconds: number;
   readonly policyListen: string | null;
   readonly milterListen: string | null;
   readonly httpListen: string | null;
@@ -183,9 +185,13 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   const whitelistSetting = get<string | null>('whitelist');
   const whitelistIsDemo = whitelistSetting === null;
   let signer = get<string[]>('signer');
-  // The demo list comes with its demo signer, so `npm start` verifies a real signature.
-  if (whitelistIsDemo && signer.length === 0) signer = [DEMO_SIGNER];
   const allowUnsigned = get<boolean>('allow-unsigned');
+  if (signer.length > 0 && allowUnsigned) {
+    // With both, a list whose Signature element was stripped would be taken: the signer would protect nothing.
+    throw new ConfigError('--signer and --allow-unsigned together would accept a list stripped of its signature: choose one');
+  }
+  // The demo list comes with its demo signer, so `npm start` verifies a real signature.
+  if (whitelistIsDemo && signer.length === 0 && !allowUnsigned) signer = [DEMO_SIGNER];
   if (signer.length === 0 && !allowUnsigned) {
     throw new ConfigError('no --signer given: name the trusted list signer(s), or pass --allow-unsigned (demo and tests only)');
   }
@@ -210,6 +216,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     maxListBytes: get<number>('max-list-bytes'),
     maxListEntries: get<number>('max-list-entries'),
     fetchTimeoutSeconds: get<number>('fetch-timeout'),
+    prepareTimeoutSeconds: get<number>('prepare-timeout'),
     policyListen,
     milterListen,
     httpListen: get<string | null>('http-listen'),

@@ -18,6 +18,7 @@ import { normaliseCn } from './trust/dn.js';
 import { POLICY_ACTIONS } from './trust/reasons.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
+import { loadSignerTrust } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
 import { normaliseDomain } from './whitelist/validate.js';
 
@@ -44,13 +45,18 @@ export function createLogging(level: string, onDrop: () => void = () => undefine
 function pseudonymizeKey(config: Config): Buffer | null {
   if (!config.logPseudonymize) return null;
   const path = join(config.stateDir, 'pseudonymize.key');
+  let key: Buffer | null = null;
   try {
-    return Buffer.from(readFileSync(path, 'utf8').trim(), 'hex');
-  } catch {
-    const key = randomBytes(32);
-    writeFileSync(path, `${key.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
-    return key;
+    key = Buffer.from(readFileSync(path, 'utf8').trim(), 'hex');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
+  // An empty or damaged key would make pseudonyms a plain hash anyone can recompute: make a new one.
+  if (key === null || key.length < 16) {
+    key = randomBytes(32);
+    writeFileSync(path, `${key.toString('hex')}\n`, { mode: 0o600 });
+  }
+  return key;
 }
 
 export interface RunningDaemon {
@@ -62,6 +68,8 @@ export interface RunningDaemon {
 
 export async function startDaemon(config: Config, logging: Logging): Promise<RunningDaemon> {
   const { logger } = logging;
+  // An unreadable or invalid signer file is a start-up error, not a 451 for every mail later.
+  loadSignerTrust(config.signer);
   ensureStateDir(config.stateDir);
   const metrics = createMetrics();
   const source = createSource(config.whitelist, {
@@ -79,6 +87,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
       maxEntries: config.maxListEntries,
       maxShrinkPercent: config.maxShrinkPercent,
       refreshMs: config.refreshSeconds * 1000,
+      prepareTimeoutMs: config.prepareTimeoutSeconds * 1000,
     },
     source,
     metrics,

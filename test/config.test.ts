@@ -56,6 +56,7 @@ describe('resolveConfig', () => {
     ['an unknown TLS profile', flags([['tls-profile', 'tls9']]), {}, /not one of/],
     ['a bad boolean in env', flags([]), { [envName('allow-unsigned')]: 'maybe' }, /boolean/],
     ['no listener at all', flags([['policy-listen', 'off']]), {}, /nothing would answer/],
+    ['--signer with --allow-unsigned (a stripped signature would pass)', flags([['whitelist', '/l.xml'], ['signer', ['/s.pem']], ['allow-unsigned', true]]), {}, /stripped of its signature/],
   ];
   for (const [name, f, env, message] of invalid) {
     it(`refuses ${name} with a clear error`, () => {

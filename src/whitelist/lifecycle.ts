@@ -35,6 +35,8 @@ export interface LifecycleOptions {
   readonly maxEntries: number;
   readonly maxShrinkPercent: number;
   readonly refreshMs: number;
+  /** Longest verification + parsing of one list; past it the worker is ended and the load failed. */
+  readonly prepareTimeoutMs: number;
 }
 
 export interface InForce {
@@ -63,6 +65,10 @@ export interface LastFailure {
 const MAX_DETAIL_CHARS = 500;
 
 const RETRY_MIN_MS = 15_000;
+/** Failures that another try may not meet. */
+const TRANSIENT_FAILURES: ReadonlySet<LoadFailure> = new Set<LoadFailure>([
+  'source_unreachable', 'source_timeout', 'source_http_status', 'source_tls', 'source_io', 'source_empty', 'worker_failed', 'state_unreadable',
+]);
 const RETRY_MAX_MS = 15 * 60_000;
 
 export class ListLifecycle {
@@ -74,6 +80,7 @@ export class ListLifecycle {
   private queued: Promise<LoadResult> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
+  private readonly abort = new AbortController();
   /** The last persist failed (disk full, read-only): the next load of the same list writes the copy again. */
   private stateStale = false;
   private readonly worker = new PrepareWorker();
@@ -103,16 +110,19 @@ export class ListLifecycle {
     void this.reload('startup');
   }
 
+  /** Stops at once: an unfinished download is aborted and the worker ended, so SIGTERM never waits on a load. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    await this.running?.catch(() => undefined);
+    this.abort.abort();
     await this.worker.close();
+    await this.running?.catch(() => undefined);
   }
 
   /** Load from the source now. Concurrent calls share the running load, plus at most one queued after it. */
   reload(trigger: LoadTrigger): Promise<LoadResult> {
+    if (this.stopped) return Promise.resolve({ outcome: 'failed', reason: 'worker_failed', detail: 'stopping' });
     if (this.running === null) {
       this.running = this.runLoad(trigger).finally(() => {
         this.running = null;
@@ -149,10 +159,20 @@ export class ListLifecycle {
     this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state');
   }
 
+  /** Lists the operator accepted; an unreadable file is said loudly (the override would silently do nothing). */
+  private acceptedHashes(): Set<string> {
+    try {
+      return readAcceptedHashes(this.options.stateDir);
+    } catch (error) {
+      this.logger.error({ event: 'accept_file_unreadable', state_dir: this.options.stateDir, err: (error as Error).message }, 'cannot read the accepted-lists file: check --accept has no effect');
+      return new Set();
+    }
+  }
+
   /** One worker per load, ended after it: the DOM of a large list (hundreds of MiB of heap) is not kept between loads. */
   private async runInWorker(job: Parameters<PrepareWorker['run']>[0]): Promise<PrepareOutcome> {
     try {
-      return await this.worker.run(job);
+      return await this.worker.run(job, this.options.prepareTimeoutMs);
     } finally {
       await this.worker.close();
     }
@@ -189,7 +209,7 @@ export class ListLifecycle {
 
   private async fetchAndApply(trigger: LoadTrigger): Promise<LoadResult> {
     const previous = this.inForce?.validators ?? null;
-    const fetched: FetchOutcome = await this.source.fetch(previous);
+    const fetched: FetchOutcome = await this.source.fetch(previous, this.abort.signal);
     if (fetched.kind === 'failed') {
       this.recordFailure(fetched.reason, fetched.detail, trigger);
       return { outcome: 'failed', reason: fetched.reason, detail: fetched.detail };
@@ -197,7 +217,7 @@ export class ListLifecycle {
     if (fetched.kind === 'not_modified') {
       if (this.inForce === null) {
         // Nothing in force to keep: ask again without validators.
-        return this.failOrApply(await this.source.fetch(null), trigger);
+        return this.failOrApply(await this.source.fetch(null, this.abort.signal), trigger);
       }
       this.recordUnchanged(trigger, 'source not modified');
       return { outcome: 'unchanged' };
@@ -220,7 +240,7 @@ export class ListLifecycle {
       return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
     }
     const list = prepared.list;
-    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, readAcceptedHashes(this.options.stateDir), this.now().getTime());
+    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, this.acceptedHashes(), this.now().getTime());
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
       if (this.stateStale) await this.persist(fetched.body, list, fetched.validators);
@@ -326,11 +346,13 @@ export class ListLifecycle {
   private schedule(): void {
     if (this.stopped) return;
     if (this.timer !== null) clearTimeout(this.timer);
-    // After a failure, retry sooner than the refresh interval (backoff), never later.
-    const delay =
-      this.consecutiveFailures === 0
-        ? this.options.refreshMs
-        : Math.min(this.options.refreshMs, RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(this.consecutiveFailures - 1, 10));
+    // After a failure that may pass (network, worker), or while nothing is in force, retry sooner than
+    // the refresh interval (backoff). A list refused for its content (signature, guard, entries) will
+    // not change in minutes: downloading it again every 15 min would only load the source.
+    const soon = this.consecutiveFailures > 0 && (this.inForce === null || this.lastFailureValue === null || TRANSIENT_FAILURES.has(this.lastFailureValue.reason));
+    const delay = soon
+      ? Math.min(this.options.refreshMs, RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(this.consecutiveFailures - 1, 10))
+      : this.options.refreshMs;
     this.timer = setTimeout(() => void this.reload('timer'), delay);
     this.timer.unref();
   }

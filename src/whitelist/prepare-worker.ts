@@ -91,11 +91,22 @@ export class PrepareWorker {
     return worker;
   }
 
-  run(job: Omit<PrepareJob, 'id'>): Promise<PrepareOutcome> {
+  /** Runs one job; past `timeoutMs` the worker is ended (a pathological document must not hold the loads). */
+  run(job: Omit<PrepareJob, 'id'>, timeoutMs = 0): Promise<PrepareOutcome> {
     const worker = (this.worker ??= this.spawn());
     const id = this.nextId++;
     return new Promise((resolve) => {
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              cleanup();
+              this.worker = null;
+              void worker.terminate();
+              resolve({ result: null, error: `verification and parsing took longer than ${timeoutMs / 1000} s`, cpuMs: 0 });
+            }, timeoutMs)
+          : null;
       const cleanup = (): void => {
+        if (timer !== null) clearTimeout(timer);
         worker.off('message', onMessage);
         worker.off('error', onError);
         worker.off('exit', onExit);

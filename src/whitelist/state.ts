@@ -47,11 +47,11 @@ export function ensureStateDir(dir: string): void {
  * Temp file, write, fsync, rename, fsync the directory. Asynchronous: the writes and fsyncs run on
  * libuv's thread pool, so a slow disk never makes answers wait.
  */
-export async function writeFileAtomic(dir: string, name: string, data: Uint8Array | string): Promise<void> {
+export async function writeFileAtomic(dir: string, name: string, data: Uint8Array | string, mode = 0o640): Promise<void> {
   const path = join(dir, name);
   const temp = join(dir, `.${name}.${process.pid}.tmp`);
   try {
-    const file = await open(temp, 'w', 0o640);
+    const file = await open(temp, 'w', mode);
     try {
       await file.writeFile(data);
       await file.sync();
@@ -129,23 +129,27 @@ export function readStoredList(dir: string): StoredList | null {
   return { bytes, meta };
 }
 
-/** sha256 values of lists the operator forced through the guard (`check --accept`). */
+/** sha256 values of lists the operator forced through the guard (`check --accept`). Throws unless the file is readable or absent. */
 export function readAcceptedHashes(dir: string): Set<string> {
+  let text: string;
   try {
-    return new Set(
-      readFileSync(join(dir, ACCEPT_FILE), 'utf8')
-        .split('\n')
-        .map((l) => l.trim().toLowerCase())
-        .filter((l) => /^[0-9a-f]{64}$/.test(l)),
-    );
-  } catch {
-    return new Set();
+    text = readFileSync(join(dir, ACCEPT_FILE), 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new Set();
+    throw error;
   }
+  return new Set(
+    text
+      .split('\n')
+      .map((l) => l.trim().toLowerCase())
+      .filter((l) => /^[0-9a-f]{64}$/.test(l)),
+  );
 }
 
 export async function addAcceptedHash(dir: string, sha256: string): Promise<void> {
   ensureStateDir(dir);
   const hashes = readAcceptedHashes(dir);
   hashes.add(sha256.toLowerCase());
-  await writeFileAtomic(dir, ACCEPT_FILE, `${[...hashes].slice(-20).join('\n')}\n`);
+  // World-readable: root writes it (check --accept) for a daemon that runs as another user; hashes are no secret.
+  await writeFileAtomic(dir, ACCEPT_FILE, `${[...hashes].slice(-20).join('\n')}\n`, 0o644);
 }

@@ -23,6 +23,7 @@ const EVIDENCE: Readonly<Record<string, readonly string[]>> = {
   'max-list-bytes': ['maxBytes', 'source_too_large'],
   'max-list-entries': ['maxEntries', 'list_too_many_entries'],
   'fetch-timeout': ['totalTimeoutMs', 'source_timeout'],
+  'prepare-timeout': ['prepareTimeoutMs', 'took longer than'],
   'max-shrink': ['list_shrink'],
   refresh: ['refreshSeconds'],
   'shutdown-grace': ['shutdownGrace'],

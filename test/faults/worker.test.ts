@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { join } from 'node:path';
 import { PrepareWorker } from '../../src/whitelist/prepare-worker.js';
+import { REPO_ROOT } from '../support/fixtures.js';
 import { BASE_ENTRIES, isoDays } from '../support/faults.js';
 import { buildListXml, LIST_NS } from '../support/xmlsec.js';
 
@@ -27,6 +29,33 @@ describe('list worker heap limit', { timeout: 60_000 }, () => {
       const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), signerPaths: [], allowUnsigned: true, maxEntries: 1000 });
       assert.ok(good.result?.ok === true, `the next list loads: ${good.error ?? ''}`);
       assert.equal(good.result.ok && good.result.list.entries.length, BASE_ENTRIES.length);
+    } finally {
+      clearInterval(keepAlive);
+      await worker.close();
+    }
+  });
+
+  it('a document that is merely slow to parse (nested namespace declarations) is cut by prepareTimeoutMs (--prepare-timeout)', async () => {
+    const worker = new PrepareWorker();
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      // Each level declares a namespace: xmldom's cost grows with depth × declarations (review: 0.9 MB took 14 s).
+      const depth = 20_000;
+      let open = '';
+      let close = '';
+      for (let i = 0; i < depth; i++) {
+        open += `<a xmlns:p${i}="u${i}">`;
+        close += '</a>';
+      }
+      const slow = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration>${open}${close}<ListeDomaines/><Signature xmlns="http://www.w3.org/2000/09/xmldsig#"/></ListeBlancheMSSante>`;
+      const started = Date.now();
+      const cut = await worker.run({ bytes: Buffer.from(slow), signerPaths: [join(REPO_ROOT, 'examples', 'demo-signer.pem')], allowUnsigned: false, maxEntries: 1000 }, 1500);
+      assert.equal(cut.result, null);
+      assert.match(cut.error ?? '', /took longer than 1\.5 s/);
+      assert.ok(Date.now() - started < 10_000, 'the deadline, not the document, ended the job');
+
+      const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), signerPaths: [], allowUnsigned: true, maxEntries: 1000 }, 30_000);
+      assert.ok(good.result?.ok === true, `the next list loads in a fresh worker: ${good.error ?? ''}`);
     } finally {
       clearInterval(keepAlive);
       await worker.close();
