@@ -23,17 +23,42 @@ function nonEmpty(value: string | undefined): string | null {
   return value === undefined || value === '' ? null : value;
 }
 
+/**
+ * A copy of `s` that does not share the memory of a larger string. The codec's values are slices of
+ * the whole chunk they came in (up to 64 KiB): whatever outlives the request (a cache key) is detached.
+ */
+function detached(s: string): string {
+  return (' ' + s).slice(1);
+}
+
+/** decodeXtext for the same few issuers (and the rare encoded subject) every request: ~0.5 µs saved each. */
+const XTEXT_CACHE_MAX = 64;
+const xtextCache = new Map<string, string>();
+
+function xtext(value: string): string {
+  if (!value.includes('+')) return value;
+  let decoded = xtextCache.get(value);
+  if (decoded === undefined) {
+    decoded = decodeXtext(value);
+    // Cleared rather than evicted one by one: distinct values sent on purpose cannot grow it.
+    if (xtextCache.size >= XTEXT_CACHE_MAX) xtextCache.clear();
+    xtextCache.set(detached(value), decoded);
+  }
+  return decoded;
+}
+
 export function certFromRequest(request: PolicyRequestView): CertIdentity | null {
   const issuerRaw = nonEmpty(request.get('ccert_issuer'));
-  const issuerCn = issuerRaw === null ? null : decodeXtext(issuerRaw);
+  const issuerCn = issuerRaw === null ? null : xtext(issuerRaw);
   const fullDn = nonEmpty(request.get('x_ccert_dn'));
   if (fullDn !== null) {
     // Escapes stay: parseDn decodes them per value, after splitting, so an escaped '/' cannot forge an RDN.
-    return { kind: 'dn', dn: fullDn, issuerCn, verified: request.get('x_ccert_verified') === '1' };
+    // Detached: the DN becomes a key of parseDnCached's LRU.
+    return { kind: 'dn', dn: detached(fullDn), issuerCn, verified: request.get('x_ccert_verified') === '1' };
   }
   const subject = nonEmpty(request.get('ccert_subject'));
   if (subject === null) return null;
-  return { kind: 'cn', cn: decodeXtext(subject), issuerCn, verified: true };
+  return { kind: 'cn', cn: xtext(subject), issuerCn, verified: true };
 }
 
 export function factsFromRequest(request: PolicyRequestView): Facts {

@@ -181,11 +181,16 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
       socket.destroy();
       return;
     }
-    const replies: Buffer[] = [];
-    for (const request of requests) replies.push(encodeReply(decide(conn, request)));
-    // One write for every reply of a chunk.
-    const flushed = socket.write(replies.length === 1 ? (replies[0] as Buffer) : Buffer.concat(replies));
-    if (!flushed) socket.pause();
+    let reply: Buffer;
+    if (requests.length === 1) {
+      reply = encodeReply(decide(conn, requests[0] as PolicyRequest));
+    } else {
+      const replies: Buffer[] = [];
+      for (const request of requests) replies.push(encodeReply(decide(conn, request)));
+      reply = Buffer.concat(replies);
+    }
+    // One write for every reply of a chunk. encodeReply's Buffers are shared: written, never modified.
+    if (!socket.write(reply)) socket.pause();
   }
 
   function decide(conn: Connection, request: PolicyRequest): string {

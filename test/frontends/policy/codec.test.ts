@@ -259,6 +259,45 @@ describe('policy codec: malformed input', () => {
   });
 });
 
+describe('policy codec: ASCII and non-ASCII lines in one chunk', () => {
+  // The hot path decodes a chunk once as latin1 and cuts ASCII lines from that string; a line with a
+  // byte ≥ 0x80 is decoded on its own as UTF-8. These mix both kinds in one chunk, in either order.
+  const MIXED: Attrs = [
+    ['request', 'smtpd_access_policy'],
+    ['x_ccert_dn', 'CN=mssanté.chu-exemple.fr,O=CHU de Saint-Étienne,C=FR'],
+    ['sender', 'a@b.fr'],
+    ['helo_name', '日本-😀'],
+    ['recipient', 'c@d.fr'],
+  ];
+
+  it('keeps every value exact, in one chunk, several requests per chunk and any slicing', () => {
+    const expected = MIXED.map(([n, v]) => [n, v]);
+    const two = Buffer.concat([wire(MIXED), wire(MIXED, '\r\n')]);
+    for (const size of [1, 2, 3, 5, 16, two.length]) {
+      assert.deepEqual(feed(slices(two, size)).requests, [expected, expected], `slice size ${size}`);
+    }
+  });
+
+  it('reports invalid UTF-8 after ASCII lines, and an error on an ASCII line after a non-ASCII one', () => {
+    const invalidLate = Buffer.concat([Buffer.from('a=1\nb=2\n'), Buffer.from([0x63, 0x3d, 0xc3, 0x28, 0x0a]), Buffer.from('d=4\n\n')]);
+    assert.equal(feed([invalidLate]).error, 'invalid_utf8');
+    assert.equal(feed([Buffer.from('a=é\nb=ü\ngarbage\n\n')]).error, 'malformed_line');
+    assert.equal(feed([Buffer.from('a=é\nb=1\nb=2\n\n')]).error, 'duplicate_attribute');
+  });
+
+  it('finds a duplicate whichever path each of its two lines took', () => {
+    assert.equal(feed([Buffer.from('a=1\na=é\n\n')]).error, 'duplicate_attribute');
+    assert.equal(feed([Buffer.from('a=é\na=1\n\n')]).error, 'duplicate_attribute');
+    assert.equal(feed([Buffer.from('a=1\nb'), Buffer.from('=2\nb=3\n\n')]).error, 'duplicate_attribute');
+  });
+
+  it('reports the first error of the stream when a later line breaks another rule', () => {
+    // malformed first, then a UTF-8 error, then a line far too long: the first one wins, as line by line.
+    const bytes = Buffer.concat([Buffer.from('a=1\njunk\n'), Buffer.from([0x62, 0x3d, 0xff, 0x0a]), Buffer.from(`c=${'x'.repeat(9000)}\n\n`)]);
+    assert.equal(feed([bytes]).error, 'malformed_line');
+  });
+});
+
 describe('policy codec: limits, at the limit and one byte over', () => {
   const L = DEFAULT_POLICY_LIMITS;
 
@@ -339,6 +378,15 @@ describe('policy codec: encoders', () => {
     assert.equal(text.indexOf('\n'), text.length - 2);
     assert.ok(text.startsWith('action=DUNNO'));
     assert.doesNotMatch(text, /\r/);
+  });
+
+  it('hands back the same bytes for the same action, and stays right past its cache bound', () => {
+    assert.equal(encodeReply('DUNNO'), encodeReply('DUNNO'));
+    for (let i = 0; i < 200; i++) assert.equal(encodeReply(`550 5.7.1 n${i}`).toString(), `action=550 5.7.1 n${i}\n\n`);
+    assert.equal(encodeReply('DUNNO').toString(), 'action=DUNNO\n\n');
+    assert.equal(encodeReply('a\nb').toString(), 'action=a b\n\n');
+    assert.equal(encodeReply('a\nb').toString(), 'action=a b\n\n');
+    assert.equal(encodeReply('refusé').toString('utf8'), 'action=refusé\n\n');
   });
 
   it('encodes a request the decoder reads back, in order', () => {

@@ -54,4 +54,23 @@ describe('policy request → Facts', () => {
     assert.equal(stage('VRFY'), 'other');
     assert.equal(factsFromRequest(new Map([['protocol_state', 'RCPT'], ['encryption_protocol', '']])).tlsProtocol, null);
   });
+
+  it('decodes xtext the same on every request, whatever values came before', () => {
+    const issuerOf = (raw: string): string | null | undefined => factsFromRequest(new Map([...base, ['ccert_subject', 'mx.op1.fr'], ['ccert_issuer', raw]])).cert?.issuerCn;
+    for (let round = 0; round < 3; round++) {
+      assert.equal(issuerOf('AC+20IGC-SANTE'), 'AC IGC-SANTE');
+      // More distinct encoded values than any bound of a memo of decoded values.
+      for (let i = 0; i < 150; i++) assert.equal(issuerOf(`AC+20${i}+2B`), `AC ${i}+`);
+    }
+    assert.equal(issuerOf('AC+zz+2'), 'AC+zz+2');
+    assert.equal(issuerOf('plain'), 'plain');
+    const cn = factsFromRequest(new Map([...base, ['ccert_subject', 'mx+20Sant+C3+A9']])).cert;
+    assert.deepEqual(cn, { kind: 'cn', cn: 'mx Santé', issuerCn: null, verified: true });
+  });
+
+  it('gives the DN as sent, xtext and all (only Postfix values are xtext)', () => {
+    const dn = `CN=mx.op1.fr,O=A+20B,ST=${'x'.repeat(40)}`;
+    const f = factsFromRequest(new Map([...base, ['x_ccert_dn', dn], ['ccert_issuer', 'AC+20X']]));
+    assert.deepEqual(f.cert, { kind: 'dn', dn, issuerCn: 'AC X', verified: false });
+  });
 });

@@ -210,6 +210,16 @@ describe('policy server', () => {
     c.socket.destroy();
   });
 
+  it('answers a burst of requests from a few repeated actions, every reply intact (reply bytes are shared)', async () => {
+    const actions = ['DUNNO', '550 5.7.1 refus / refused', '451 4.3.0 retry'];
+    const h = await start({ handle: (r) => actions[Number(r.get('seq')) % actions.length] ?? 'DUNNO' });
+    const c = new Client(h.server.address);
+    c.send(Array.from({ length: 300 }, (_, i) => request(i)).join(''));
+    const replies = await c.waitReplies(300);
+    assert.deepEqual(replies, Array.from({ length: 300 }, (_, i) => `action=${actions[i % actions.length]}`));
+    c.socket.destroy();
+  });
+
   it('serves Exim readsocket: request without the empty line, half-close, one reply then EOF', async () => {
     const h = await start();
     for (const body of ['request=smtpd_access_policy\nseq=exim\n', 'request=smtpd_access_policy\nseq=exim']) {
