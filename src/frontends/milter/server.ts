@@ -11,6 +11,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../observe/metrics.js';
 import { REASONS, replyText } from '../../trust/reasons.js';
+import { createAdmission } from '../../net/admission.js';
 import { formatAddress, listen, parseListenAddress, type ListenOptions } from '../../net/listen.js';
 import {
   DEFAULT_MAX_PACKET_BYTES,
@@ -145,7 +146,6 @@ interface Connection {
   packetTimer: NodeJS.Timeout | null;
 }
 
-const REJECT_WARN_INTERVAL_MS = 10_000;
 const CONTINUE = encodeContinue();
 const INTERNAL_ERROR = encodeReplyCode(REASONS.internal_error.smtpCode, replyText(REASONS.internal_error));
 
@@ -160,16 +160,15 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
   const parsed = parseListenAddress(listenAddress);
   const log = logger.child({ frontend: 'milter' });
   const active = metrics.connectionsActive.labels({ frontend: 'milter' });
-  const rejected = metrics.connectionsRejected.labels({ frontend: 'milter' });
   const connections = new Set<Connection>();
   let nextId = 0;
   let closing: Promise<void> | null = null;
   let draining = false;
   /** Set by close(): resolves once the last connection has emitted 'close'. */
   let onDrained: (() => void) | null = null;
-  let lastRejectWarn = -Infinity;
 
   const server = net.createServer();
+  const admission = createAdmission('milter', maxConnections, parsed.kind === 'unix', metrics, log);
   server.on('connection', onConnection);
   // Accept errors (EMFILE...) must not kill the daemon.
   server.on('error', (err) => log.error({ err }, 'milter listener error'));
@@ -179,17 +178,8 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
   log.info({ address }, 'milter listener ready');
 
   function onConnection(socket: net.Socket): void {
-    if (connections.size >= maxConnections) {
-      rejected.inc();
-      const now = Date.now();
-      if (now - lastRejectWarn >= REJECT_WARN_INTERVAL_MS) {
-        lastRejectWarn = now;
-        log.warn({ maxConnections }, 'milter connection limit reached, refusing connections');
-      }
-      socket.destroy();
-      return;
-    }
-    const remote = parsed.kind === 'unix' ? 'unix' : formatRemote(socket.remoteAddress ?? 'unknown', socket.remotePort);
+    if (!admission.admit(socket, connections.size)) return;
+    const remote = admission.remoteOf(socket);
     const conn: Connection = {
       id: ++nextId,
       remote,
@@ -446,7 +436,3 @@ export function senderAddress(arg: string): string {
   return s;
 }
 
-function formatRemote(ip: string, port: number | undefined): string {
-  const host = ip.includes(':') ? `[${ip}]` : ip;
-  return port === undefined ? host : `${host}:${port}`;
-}

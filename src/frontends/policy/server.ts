@@ -11,6 +11,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../observe/metrics.js';
 import { POLICY_ACTIONS } from '../../trust/reasons.js';
+import { createAdmission } from '../../net/admission.js';
 import { formatAddress, listen, parseListenAddress, type ListenOptions } from '../../net/listen.js';
 import { DEFAULT_POLICY_LIMITS, PolicyCodecError, PolicyDecoder, encodeReply, type PolicyLimits, type PolicyRequest } from './codec.js';
 
@@ -68,7 +69,6 @@ interface Connection {
   draining: boolean;
 }
 
-const REJECT_WARN_INTERVAL_MS = 10_000;
 
 export async function startPolicyServer(listenAddress: string, options: PolicyServerOptions): Promise<PolicyServer> {
   const limits = options.limits ?? POLICY_SERVER_DEFAULTS.limits;
@@ -81,14 +81,13 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
   const parsed = parseListenAddress(listenAddress);
   const log = logger.child({ frontend: 'policy' });
   const active = metrics.connectionsActive.labels({ frontend: 'policy' });
-  const rejected = metrics.connectionsRejected.labels({ frontend: 'policy' });
   const connections = new Set<Connection>();
   let nextId = 0;
   let closing: Promise<void> | null = null;
   let onLastConnectionGone: (() => void) | null = null;
-  let lastRejectWarn = -Infinity;
 
   const server = net.createServer({ allowHalfOpen: true });
+  const admission = createAdmission('policy', maxConnections, parsed.kind === 'unix', metrics, log);
   server.on('connection', onConnection);
   // Accept errors (EMFILE...) must not kill the daemon.
   server.on('error', (err) => log.error({ err }, 'policy listener error'));
@@ -98,17 +97,8 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
   log.info({ address }, 'policy listener ready');
 
   function onConnection(socket: net.Socket): void {
-    if (connections.size >= maxConnections) {
-      rejected.inc();
-      const now = Date.now();
-      if (now - lastRejectWarn >= REJECT_WARN_INTERVAL_MS) {
-        lastRejectWarn = now;
-        log.warn({ maxConnections }, 'policy connection limit reached, refusing connections');
-      }
-      socket.destroy();
-      return;
-    }
-    const remote = parsed.kind === 'unix' ? 'unix' : formatRemote(socket.remoteAddress ?? 'unknown', socket.remotePort);
+    if (!admission.admit(socket, connections.size)) return;
+    const remote = admission.remoteOf(socket);
     const conn: Connection = {
       info: Object.freeze({ id: ++nextId, remote }),
       socket,
@@ -261,7 +251,3 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
   return { address, close };
 }
 
-function formatRemote(ip: string, port: number | undefined): string {
-  const host = ip.includes(':') ? `[${ip}]` : ip;
-  return port === undefined ? host : `${host}:${port}`;
-}
