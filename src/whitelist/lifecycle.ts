@@ -1,5 +1,5 @@
 /**
- * The list life cycle: fetch → verify → parse + validate (worker) → guard → swap → persist.
+ * The list life cycle: fetch → verify → parse + validate (worker) → guard → persist → swap.
  * Whatever fails, the list in force stays (EX_2.2_5040, incident of 2020-10-07); with none in force,
  * decide() answers tempfail. Loads are serialised; a SIGHUP during a load queues one more.
  */
@@ -251,8 +251,10 @@ export class ListLifecycle {
       this.recordFailure(guard.reason, guard.detail, trigger);
       return { outcome: 'failed', reason: guard.reason, detail: guard.detail };
     }
-    this.swap(list, this.options.sourceDescription, fetched.validators, trigger);
+    // Written first, then put in force: once a load reports success, the restart copy is that list
+    // (a failed write is logged and counted, and the list is put in force all the same).
     await this.persist(fetched.body, list, fetched.validators);
+    this.swap(list, this.options.sourceDescription, fetched.validators, trigger);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
   }
 

@@ -243,7 +243,8 @@ describe('state directory faults (running daemon, file source, signed lists)', {
         if (point.startsWith('fsync')) {
           await waitFor('the temp file of the new list', () => temps(stateDir).some((n) => readFileSync(join(stateDir, n)).length === Buffer.byteLength(b)), 15_000, 5);
         } else {
-          await waitFor('the new list renamed into place', () => existsSync(join(stateDir, STATE_LIST)) && stored(stateDir) === b, 15_000, 5);
+          // Held in the metadata's rename: the new list is in place and the metadata's temp file written.
+          await waitFor('the new list renamed into place, the metadata temp file written', () => existsSync(join(stateDir, STATE_LIST)) && stored(stateDir) === b && temps(stateDir).length === 1, 15_000, 5);
         }
         await d.stop('SIGKILL');
       } finally {
