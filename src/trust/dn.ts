@@ -170,34 +170,48 @@ function decodeBytes(bytes: readonly number[], raw: readonly string[]): string {
   return out;
 }
 
-/** RFC 3461 xtext: `+XX` → byte; byte runs are read as UTF-8; anything invalid is left as is. */
-export function decodeXtext(s: string): string {
-  if (!s.includes('+')) return s;
+/** Two hex digits at `at` and `at + 1`. */
+function hexPairAt(s: string, at: number): boolean {
+  return at + 1 < s.length && hexVal(s.charCodeAt(at)) >= 0 && hexVal(s.charCodeAt(at + 1)) >= 0;
+}
+
+/**
+ * The loop the escape decoders share. `byteWidth(i)`: how many characters at `i` write one escaped
+ * byte, its two hex digits last (0: none). `literalSkip(i)`: how many escape characters precede a
+ * literal character at `i` (0 or 1). Runs of escaped bytes are read as UTF-8; an invalid run stays
+ * as written.
+ */
+function decodeEscapes(s: string, byteWidth: (i: number) => number, literalSkip: (i: number) => number): string {
   let out = '';
   const bytes: number[] = [];
   const raw: string[] = [];
+  const n = s.length;
   let i = 0;
-  while (i < s.length) {
-    if (s.charCodeAt(i) === 0x2b && i + 2 < s.length) {
-      const h = hexVal(s.charCodeAt(i + 1));
-      const l = hexVal(s.charCodeAt(i + 2));
-      if (h >= 0 && l >= 0) {
-        bytes.push(h * 16 + l);
-        raw.push(s.slice(i, i + 3));
-        i += 3;
-        continue;
-      }
+  while (i < n) {
+    const width = byteWidth(i);
+    if (width > 0) {
+      bytes.push(hexVal(s.charCodeAt(i + width - 2)) * 16 + hexVal(s.charCodeAt(i + width - 1)));
+      raw.push(s.slice(i, i + width));
+      i += width;
+      continue;
     }
     if (bytes.length > 0) {
       out += decodeBytes(bytes, raw);
       bytes.length = 0;
       raw.length = 0;
     }
-    out += s[i];
-    i++;
+    const skip = literalSkip(i);
+    if (i + skip < n) out += s[i + skip];
+    i += skip + 1;
   }
   if (bytes.length > 0) out += decodeBytes(bytes, raw);
   return out;
+}
+
+/** RFC 3461 xtext: `+XX` → byte; byte runs are read as UTF-8; anything invalid is left as is. */
+export function decodeXtext(s: string): string {
+  if (!s.includes('+')) return s;
+  return decodeEscapes(s, (i) => (s.charCodeAt(i) === 0x2b && hexPairAt(s, i + 1) ? 3 : 0), () => 0);
 }
 
 /**
@@ -206,39 +220,15 @@ export function decodeXtext(s: string): string {
  */
 export function decodeOpensslEscapes(s: string): string {
   if (!s.includes('\\')) return s;
-  let out = '';
-  const bytes: number[] = [];
-  const raw: string[] = [];
-  let i = 0;
-  const n = s.length;
-  while (i < n) {
-    if (s.charCodeAt(i) === 0x5c && i + 3 < n && (s.charCodeAt(i + 1) | 0x20) === 0x78) {
-      const h = hexVal(s.charCodeAt(i + 2));
-      const l = hexVal(s.charCodeAt(i + 3));
-      if (h >= 0 && l >= 0) {
-        bytes.push(h * 16 + l);
-        raw.push(s.slice(i, i + 4));
-        i += 4;
-        continue;
-      }
-    }
-    if (bytes.length > 0) {
-      out += decodeBytes(bytes, raw);
-      bytes.length = 0;
-      raw.length = 0;
-    }
-    const c = s.charCodeAt(i);
-    const next = i + 1 < n ? s.charCodeAt(i + 1) : -1;
-    if (c === 0x5c && (next === 0x5c || next === 0x2f || next === 0x2b)) {
-      out += s[i + 1];
-      i += 2;
-    } else {
-      out += s[i];
-      i++;
-    }
-  }
-  if (bytes.length > 0) out += decodeBytes(bytes, raw);
-  return out;
+  const isHexEscape = (i: number): boolean => s.charCodeAt(i) === 0x5c && (s.charCodeAt(i + 1) | 0x20) === 0x78 && hexPairAt(s, i + 2);
+  return decodeEscapes(
+    s,
+    (i) => (isHexEscape(i) ? 4 : 0),
+    (i) => {
+      const next = s.charCodeAt(i + 1);
+      return s.charCodeAt(i) === 0x5c && (next === 0x5c || next === 0x2f || next === 0x2b) ? 1 : 0;
+    },
+  );
 }
 
 /**
@@ -248,43 +238,15 @@ export function decodeOpensslEscapes(s: string): string {
  */
 function unescapeRfc(s: string): string {
   if (!s.includes('\\')) return s;
-  let out = '';
-  const bytes: number[] = [];
-  const raw: string[] = [];
-  let i = 0;
-  const n = s.length;
-  while (i < n) {
-    if (s.charCodeAt(i) === 0x5c) {
-      let h = i + 1 < n ? hexVal(s.charCodeAt(i + 1)) : -1;
-      let l = i + 2 < n ? hexVal(s.charCodeAt(i + 2)) : -1;
-      let width = 3;
-      if ((h < 0 || l < 0) && i + 3 < n && (s.charCodeAt(i + 1) | 0x20) === 0x78) {
-        h = hexVal(s.charCodeAt(i + 2));
-        l = hexVal(s.charCodeAt(i + 3));
-        width = 4;
-      }
-      if (h >= 0 && l >= 0) {
-        bytes.push(h * 16 + l);
-        raw.push(s.slice(i, i + width));
-        i += width;
-        continue;
-      }
-    }
-    if (bytes.length > 0) {
-      out += decodeBytes(bytes, raw);
-      bytes.length = 0;
-      raw.length = 0;
-    }
-    if (s.charCodeAt(i) === 0x5c) {
-      if (i + 1 < n) out += s[i + 1];
-      i += 2;
-    } else {
-      out += s[i];
-      i++;
-    }
-  }
-  if (bytes.length > 0) out += decodeBytes(bytes, raw);
-  return out;
+  return decodeEscapes(
+    s,
+    (i) => {
+      if (s.charCodeAt(i) !== 0x5c) return 0;
+      if (hexPairAt(s, i + 1)) return 3;
+      return (s.charCodeAt(i + 1) | 0x20) === 0x78 && hexPairAt(s, i + 2) ? 4 : 0;
+    },
+    (i) => (s.charCodeAt(i) === 0x5c ? 1 : 0),
+  );
 }
 
 /** If `s` is exactly one quoted string (`"..."`, inner quotes escaped), its inside; else null. */
