@@ -2,13 +2,14 @@
  * The guard between a verified list and the one in force: no rollback to an older list, no sudden
  * loss of many domains (a truncated export signed by mistake), unless the operator accepted that list.
  */
+import type { LoadFailureAt } from './failures.js';
 import type { PreparedList } from './prepare.js';
 import type { WhitelistIndex } from './index.js';
 
 export type GuardVerdict =
   | { readonly verdict: 'accept'; readonly dropped: number; readonly added: number }
   | { readonly verdict: 'unchanged' }
-  | { readonly verdict: 'refuse'; readonly reason: 'list_from_future' | 'list_older' | 'list_shrink'; readonly detail: string };
+  | { readonly verdict: 'refuse'; readonly reason: LoadFailureAt<'guard'>; readonly detail: string };
 
 /**
  * A list dated further ahead of this host's clock is refused: taken, it would win the rollback guard

@@ -5,27 +5,13 @@
  */
 import type { Logger } from 'pino';
 import type { Metrics } from '../observe/metrics.js';
+import { LOAD_FAILURES, TRANSIENT_FAILURES, type LoadFailure } from './failures.js';
 import { guardList } from './guard.js';
 import { WhitelistIndex } from './index.js';
-import type { ListFailure, PrepareOptions, PreparedList } from './prepare.js';
+import type { PrepareOptions, PreparedList } from './prepare.js';
 import { PrepareWorker, type PrepareOutcome } from './prepare-worker.js';
-import type { FetchOutcome, ListSource, SourceFailure, SourceValidators } from './source.js';
+import type { FetchOutcome, ListSource, SourceValidators } from './source.js';
 import { persistList, readAcceptedHashes, readStoredList, trustKey, type StateMeta } from './state.js';
-
-export type LoadFailure = SourceFailure | ListFailure | 'list_from_future' | 'list_older' | 'list_shrink' | 'worker_failed' | 'state_unreadable' | 'state_write_failed';
-
-/** Every load failure reason at run time: their counters start at 0, so the first failure shows as an increase. */
-export const LOAD_FAILURES = [
-  'source_unreachable', 'source_timeout', 'source_http_status', 'source_too_large', 'source_tls', 'source_io', 'source_empty',
-  'xml_malformed', 'doctype_forbidden', 'xml_not_a_whitelist', 'encoding_invalid',
-  'signature_missing', 'signature_profile', 'signature_digest_mismatch', 'signature_invalid', 'signer_untrusted',
-  'signer_not_valid_at_generation', 'generation_date_invalid', 'list_unsigned', 'list_empty', 'list_too_many_entries',
-  'list_from_future', 'list_older', 'list_shrink', 'worker_failed', 'state_unreadable', 'state_write_failed',
-] as const satisfies readonly LoadFailure[];
-// Compile-time check that the array names every member of the union.
-type Missing = Exclude<LoadFailure, (typeof LOAD_FAILURES)[number]>;
-const everyFailureListed: Missing extends never ? true : Missing = true;
-void everyFailureListed;
 
 export interface LifecycleOptions {
   readonly sourceDescription: string;
@@ -65,10 +51,6 @@ export interface LastFailure {
 const MAX_DETAIL_CHARS = 500;
 
 const RETRY_MIN_MS = 15_000;
-/** Failures that another try may not meet. */
-const TRANSIENT_FAILURES: ReadonlySet<LoadFailure> = new Set<LoadFailure>([
-  'source_unreachable', 'source_timeout', 'source_http_status', 'source_tls', 'source_io', 'source_empty', 'worker_failed', 'state_unreadable',
-]);
 const RETRY_MAX_MS = 15 * 60_000;
 
 export class ListLifecycle {

@@ -4,18 +4,12 @@
  * the signature covers the whole document (Reference URI="") and the same string is parsed.
  */
 import { createHash } from 'node:crypto';
-import { isSigned, verifyListSignature, type SignatureFailure, type SignerInfo, type SignerTrust } from './signature.js';
+import type { LoadFailureAt } from './failures.js';
+import { isSigned, verifyListSignature, type SignerInfo, type SignerTrust } from './signature.js';
 import { validateEntries, type RejectedEntry, type ValidEntry } from './validate.js';
-import { parseListXml, type XmlFailure } from './xml.js';
+import { parseListXml } from './xml.js';
 
-export type ListFailure =
-  | XmlFailure
-  | SignatureFailure
-  | 'encoding_invalid'
-  | 'list_unsigned'
-  | 'generation_date_invalid'
-  | 'list_empty'
-  | 'list_too_many_entries';
+export type ListFailure = LoadFailureAt<'document' | 'signature' | 'entries'>;
 
 export interface PrepareOptions {
   /** null: no signer configured (only with allowUnsigned). */

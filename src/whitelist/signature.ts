@@ -12,6 +12,7 @@ import { createHash, createVerify, timingSafeEqual, X509Certificate } from 'node
 import { readFileSync } from 'node:fs';
 import { DOMParser, type Document, type Element, type Node } from '@xmldom/xmldom';
 import { ExclusiveCanonicalization } from 'xml-crypto';
+import type { LoadFailureAt } from './failures.js';
 
 export interface SignerTrust {
   readonly certificates: readonly X509Certificate[];
@@ -26,16 +27,8 @@ export interface SignerInfo {
   readonly trustedBy: 'pinned' | 'ca';
 }
 
-export type SignatureFailure =
-  | 'xml_malformed'
-  | 'doctype_forbidden'
-  | 'signature_missing'
-  | 'signature_profile'
-  | 'signature_digest_mismatch'
-  | 'signature_invalid'
-  | 'signer_untrusted'
-  | 'signer_not_valid_at_generation'
-  | 'generation_date_invalid';
+/** The document checks come first: the signature is verified on the tree it parses itself. */
+export type SignatureFailure = LoadFailureAt<'document' | 'signature'>;
 
 export type SignatureVerdict =
   | { readonly ok: true; readonly signer: SignerInfo; readonly generatedAt: Date }

@@ -10,15 +10,9 @@ import { request } from 'node:https';
 import { resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createGunzip, type Gunzip } from 'node:zlib';
+import type { LoadFailureAt } from './failures.js';
 
-export type SourceFailure =
-  | 'source_unreachable'
-  | 'source_timeout'
-  | 'source_http_status'
-  | 'source_too_large'
-  | 'source_tls'
-  | 'source_io'
-  | 'source_empty';
+export type SourceFailure = LoadFailureAt<'source'>;
 
 export interface SourceValidators {
   readonly etag: string | null;

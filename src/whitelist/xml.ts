@@ -3,6 +3,7 @@
  * ignored, a DOCTYPE is refused, and a file that is not well-formed (a truncated download) is unusable.
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import type { LoadFailureAt } from './failures.js';
 
 export const LIST_NAMESPACE = 'https://listeblanche.mssante.fr/schema';
 
@@ -23,7 +24,7 @@ export interface RawList {
   readonly entries: readonly RawEntry[];
 }
 
-export type XmlFailure = 'xml_malformed' | 'doctype_forbidden' | 'xml_not_a_whitelist';
+export type XmlFailure = LoadFailureAt<'document'>;
 
 export type RawListResult =
   | { readonly ok: true; readonly list: RawList }
