@@ -9,7 +9,7 @@ import { LOAD_FAILURES, TRANSIENT_FAILURES, type LoadFailure } from './failures.
 import { guardList } from './guard.js';
 import { WhitelistIndex } from './index.js';
 import type { PrepareOptions, PreparedList } from './prepare.js';
-import { PrepareWorker, type PrepareOutcome } from './prepare-worker.js';
+import { PrepareWorker, type PrepareJob, type PrepareOutcome } from './prepare-worker.js';
 import type { FetchOutcome, ListSource, SourceValidators } from './source.js';
 import { persistList, readAcceptedHashes, readStoredList, trustKey, type StateMeta } from './state.js';
 
@@ -50,8 +50,36 @@ export interface LastFailure {
 /** Failure details can quote attacker-controlled input (parser messages): bounded in logs and /v1/whitelist. */
 const MAX_DETAIL_CHARS = 500;
 
-const RETRY_MIN_MS = 15_000;
-const RETRY_MAX_MS = 15 * 60_000;
+export const RETRY_MIN_MS = 15_000;
+export const RETRY_MAX_MS = 15 * 60_000;
+
+/**
+ * Verifies and parses a list off the answering thread: the real one is a PrepareWorker; tests give a
+ * fake to drive the life cycle in-process. close() ends whatever run() started (called after each load).
+ */
+export interface ListPreparer {
+  run(job: Omit<PrepareJob, 'id'>, timeoutMs?: number): Promise<PrepareOutcome>;
+  close(): Promise<void>;
+}
+
+export interface RetryInput {
+  readonly consecutiveFailures: number;
+  readonly lastFailure: LoadFailure | null;
+  readonly listInForce: boolean;
+  readonly refreshMs: number;
+}
+
+/**
+ * Delay before the next load. After a failure that may pass (network, worker), or while nothing is in
+ * force, retry sooner than the refresh interval: 15 s, doubling, capped at 15 min and by the refresh.
+ * A list refused for its content (signature, guard, entries) will not change in minutes: downloading it
+ * again every 15 s would only load the source.
+ */
+export function nextLoadDelay({ consecutiveFailures, lastFailure, listInForce, refreshMs }: RetryInput): number {
+  const soon = consecutiveFailures > 0 && (!listInForce || lastFailure === null || TRANSIENT_FAILURES.has(lastFailure));
+  if (!soon) return refreshMs;
+  return Math.min(refreshMs, RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(consecutiveFailures - 1, 10));
+}
 
 export class ListLifecycle {
   private inForce: InForce | null = null;
@@ -65,7 +93,6 @@ export class ListLifecycle {
   private readonly abort = new AbortController();
   /** The last persist failed (disk full, read-only): the next load of the same list writes the copy again. */
   private stateStale = false;
-  private readonly worker = new PrepareWorker();
 
   constructor(
     private readonly options: LifecycleOptions,
@@ -73,6 +100,7 @@ export class ListLifecycle {
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly now: () => Date = () => new Date(),
+    private readonly worker: ListPreparer = new PrepareWorker(),
   ) {
     for (const reason of LOAD_FAILURES) metrics.whitelistLoadFailures.inc({ reason }, 0);
   }
@@ -118,6 +146,11 @@ export class ListLifecycle {
     return this.queued;
   }
 
+  /** Resolves once no load is running or queued (a timer may start the next one later). */
+  async settled(): Promise<void> {
+    while (this.running !== null || this.queued !== null) await (this.queued ?? this.running)?.catch(() => undefined);
+  }
+
   private async loadFromState(): Promise<void> {
     let stored;
     try {
@@ -152,7 +185,7 @@ export class ListLifecycle {
   }
 
   /** One worker per load, ended after it: the DOM of a large list (hundreds of MiB of heap) is not kept between loads. */
-  private async runInWorker(job: Parameters<PrepareWorker['run']>[0]): Promise<PrepareOutcome> {
+  private async runInWorker(job: Omit<PrepareJob, 'id'>): Promise<PrepareOutcome> {
     try {
       return await this.worker.run(job, this.options.prepareTimeoutMs);
     } finally {
@@ -190,7 +223,8 @@ export class ListLifecycle {
   }
 
   private async fetchAndApply(trigger: LoadTrigger): Promise<LoadResult> {
-    const previous = this.inForce?.validators ?? null;
+    // A copy owed to the state dir needs the body: an unchanged source would answer not-modified forever.
+    const previous = this.stateStale ? null : (this.inForce?.validators ?? null);
     const fetched: FetchOutcome = await this.source.fetch(previous, this.abort.signal);
     if (fetched.kind === 'failed') {
       this.recordFailure(fetched.reason, fetched.detail, trigger);
@@ -330,13 +364,12 @@ export class ListLifecycle {
   private schedule(): void {
     if (this.stopped) return;
     if (this.timer !== null) clearTimeout(this.timer);
-    // After a failure that may pass (network, worker), or while nothing is in force, retry sooner than
-    // the refresh interval (backoff). A list refused for its content (signature, guard, entries) will
-    // not change in minutes: downloading it again every 15 min would only load the source.
-    const soon = this.consecutiveFailures > 0 && (this.inForce === null || this.lastFailureValue === null || TRANSIENT_FAILURES.has(this.lastFailureValue.reason));
-    const delay = soon
-      ? Math.min(this.options.refreshMs, RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(this.consecutiveFailures - 1, 10))
-      : this.options.refreshMs;
+    const delay = nextLoadDelay({
+      consecutiveFailures: this.consecutiveFailures,
+      lastFailure: this.lastFailureValue?.reason ?? null,
+      listInForce: this.inForce !== null,
+      refreshMs: this.options.refreshMs,
+    });
     this.timer = setTimeout(() => void this.reload('timer'), delay);
     this.timer.unref();
   }
