@@ -253,7 +253,7 @@ async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, 
   try {
     readyMs = await waitReady(http, 60_000, child, t0);
   } catch (error) {
-    throw new Error(`${error.message}\n${readFileSync(stderrFile, 'utf8').slice(0, 2000)}`);
+    throw new Error(`${error.message}\n${readFileSync(stderrFile, 'utf8').slice(0, 2000)}`, { cause: error });
   }
   return { child, pid: child.pid, policyPort, milterPort, http, readyMs, traceFile, stateDir };
 }

@@ -106,7 +106,7 @@ async function serveCommand(args: string[]): Promise<number> {
 
 // ---------------------------------------------------------------- check
 
-interface CheckReport {
+export interface CheckReport {
   file: string;
   usable: boolean;
   sha256: string;
@@ -167,7 +167,7 @@ async function checkCommand(args: string[]): Promise<number> {
     process.stderr.write(`check: cannot read ${file}: ${(error as Error).message}\n`);
     return 1;
   }
-  let trust = null;
+  let trust: ReturnType<typeof loadSignerTrust> | null;
   try {
     trust = signers.length > 0 ? loadSignerTrust(signers) : null;
   } catch (error) {

@@ -120,7 +120,7 @@ function coerce(setting: Setting, value: unknown, origin: string): unknown {
     case 'list': {
       const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : null;
       if (list === null || !list.every((v) => typeof v === 'string')) throw new ConfigError(`${where}: expected a list of strings`);
-      return (list as string[]).map((v) => v.trim()).filter((v) => v.length > 0);
+      return list.map((v) => v.trim()).filter((v) => v.length > 0);
     }
     case 'string':
     case 'string?': {

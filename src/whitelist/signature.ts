@@ -80,7 +80,7 @@ export function loadSignerTrust(pemPaths: readonly string[]): SignerTrust {
     try {
       pem = readFileSync(path, 'utf8');
     } catch (error) {
-      throw new Error(`--signer ${path}: cannot read the file (${(error as Error).message})`);
+      throw new Error(`--signer ${path}: cannot read the file (${(error as Error).message})`, { cause: error });
     }
     const blocks = pem.match(PEM_CERTIFICATE) ?? [];
     if (blocks.length === 0) throw new Error(`--signer ${path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file`);
@@ -88,7 +88,7 @@ export function loadSignerTrust(pemPaths: readonly string[]): SignerTrust {
       try {
         certificates.push(new X509Certificate(block));
       } catch (error) {
-        throw new Error(`--signer ${path}: certificate #${i + 1} is not a valid X.509 certificate (${(error as Error).message})`);
+        throw new Error(`--signer ${path}: certificate #${i + 1} is not a valid X.509 certificate (${(error as Error).message})`, { cause: error });
       }
     });
   }
@@ -142,12 +142,12 @@ function verify(xml: string, trust: SignerTrust): SignatureVerdict {
 
   const c14n = new ExclusiveCanonicalization();
   // Canonicalised in place, before the Signature leaves the tree (see signedInfoOptions).
-  const signedInfoCanon = c14n.process(parts.signedInfo as never, signedInfoOptions(parts.signedInfo));
+  const signedInfoCanon = c14n.process(parts.signedInfo, signedInfoOptions(parts.signedInfo));
 
   // The enveloped-signature transform, then exc-c14n of the root. URI="" is the whole document; the
   // prolog holds no processing instruction (checkProlog), so its c14n is the root element's.
   root.removeChild(signature);
-  const documentCanon = c14n.process(root as never, { defaultNsForPrefix: { ds: DSIG }, ancestorNamespaces: [] });
+  const documentCanon = c14n.process(root, { defaultNsForPrefix: { ds: DSIG }, ancestorNamespaces: [] });
   const digest = createHash('sha256').update(documentCanon, 'utf8').digest();
   if (!timingSafeEqual(digest, parts.digest)) {
     refuse('signature_digest_mismatch', 'the signed content was modified: its SHA-256 differs from DigestValue');

@@ -92,7 +92,7 @@ export function createSource(location: string, options: SourceOptions): ListSour
     try {
       pem = readFileSync(options.caFile, 'utf8');
     } catch (e) {
-      throw new Error(`CA bundle ${options.caFile} cannot be read: ${errorText(e)}`);
+      throw new Error(`CA bundle ${options.caFile} cannot be read: ${errorText(e)}`, { cause: e });
     }
     if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error(`CA bundle ${options.caFile} holds no PEM certificate`);
   }

@@ -96,7 +96,7 @@ export function parseListXml(xml: string, wellFormed = false): RawListResult {
   }
   const list = lists[0];
   const domaines = typeof list === 'object' && list !== null ? ((list as Record<string, unknown>)['Domaine'] as unknown[] | undefined) ?? [] : [];
-  const entries: RawEntry[] = new Array(domaines.length);
+  const entries: RawEntry[] = new Array<RawEntry>(domaines.length);
   for (let index = 0; index < domaines.length; index++) {
     const d = domaines[index];
     const o = typeof d === 'object' && d !== null ? (d as Record<string, unknown>) : {};

@@ -46,7 +46,7 @@ describe('demo list and the query command (README examples)', () => {
   it('serve --print-config shows the effective configuration and its origins', () => {
     const r = runCli(['serve', '--print-config', '--refresh', '600'], { env: { MSSANTE_POLICYD_MAX_SHRINK: '25' } });
     assert.equal(r.code, 0);
-    const config = JSON.parse(r.stdout);
+    const config = JSON.parse(r.stdout) as { refreshSeconds: number; maxShrinkPercent: number; whitelistIsDemo: boolean; origins: Record<string, string> };
     assert.equal(config.refreshSeconds, 600);
     assert.equal(config.origins.refresh, 'flag');
     assert.equal(config.maxShrinkPercent, 25);

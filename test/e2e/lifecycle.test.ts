@@ -4,7 +4,7 @@
  * answered 5xx, and requests are answered during every reload (issue 3's acceptance sequence).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
 import { startDaemonUnready, waitFor } from '../support/faults.js';
@@ -41,11 +41,6 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
   let server: HttpsListServer;
   let daemon: DaemonHandle | null = null;
   let skipped = false;
-
-  before(async (t) => {
-    // `before` has no skip: the tests check `skipped`.
-    void t;
-  });
 
   after(async () => {
     await daemon?.stop();

@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { encodeRequest } from '../../src/frontends/policy/codec.js';
 import { startDaemon } from '../support/daemon.js';
-import { startPrometheus, type PrometheusHandle } from '../support/prometheus.js';
+import { startPrometheus } from '../support/prometheus.js';
 import { toolOrSkip } from '../support/tools.js';
 import { buildListXml } from '../support/xmlsec.js';
 
@@ -127,11 +127,10 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
   t.after(async () => {
     await daemon.stop();
   });
-  let prom: PrometheusHandle | undefined;
+  const prom = await startPrometheus({ binary: prometheusBin, job: JOB, targets: [daemon.httpAddress], ruleFiles: [ALERTS] });
   t.after(async () => {
-    await prom?.stop();
+    await prom.stop();
   });
-  prom = await startPrometheus({ binary: prometheusBin, job: JOB, targets: [daemon.httpAddress], ruleFiles: [ALERTS] });
   const p = prom;
   const inst = `instance="${daemon.httpAddress}"`;
 

@@ -104,7 +104,7 @@ describe('protocol abuse on both frontends (running daemon, small limits)', { ti
     const [policyErrors, milterErrors] = [await errors('policy'), await errors('milter')];
     const seeds = Array.from({ length: 30 }, (_, i) => 0x9e3779b9 + i * 7919);
     const conns = await Promise.all(
-      seeds.flatMap((seed) => [
+      seeds.flatMap(() => [
         connectRaw(d.policyAddress).then((c) => ({ c, frontend: 'policy' })),
         connectRaw(d.milterAddress!).then((c) => ({ c, frontend: 'milter' })),
       ]),

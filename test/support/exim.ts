@@ -215,7 +215,7 @@ export async function startExim(options: EximOptions): Promise<RunningExim> {
   } catch (err) {
     const e = err as { stdout?: Buffer; stderr?: Buffer };
     rmSync(dir, { recursive: true, force: true });
-    throw new Error(`exim rejects its config: ${String(e.stderr ?? '')}${String(e.stdout ?? '')}`);
+    throw new Error(`exim rejects its config: ${String(e.stderr ?? '')}${String(e.stdout ?? '')}`, { cause: err });
   }
 
   const child: ChildProcess = spawn(bin, ['-C', configPath, '-bdf'], { stdio: ['ignore', 'pipe', 'pipe'] });

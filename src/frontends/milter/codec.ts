@@ -205,7 +205,7 @@ export class MilterDecoder {
         chunk.copy(packet, this.packetFill, pos, pos + take);
         // Refuse an unknown command as soon as its byte arrives, not after its data.
         if (this.packetFill === 0 && take > 0 && !KNOWN_COMMANDS.has(packet[0]!)) {
-          throw new MilterCodecError('unknown_command', `unknown command byte 0x${packet[0]!.toString(16)}`, packet[0]!);
+          throw new MilterCodecError('unknown_command', `unknown command byte 0x${packet[0]!.toString(16)}`, packet[0]);
         }
         this.packetFill += take;
         pos += take;

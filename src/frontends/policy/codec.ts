@@ -75,6 +75,7 @@ const LF = 0x0a;
 const CR = 0x0d;
 const EQ = 0x3d;
 /** Global for lastIndex: finds the next byte ≥ 0x80 in a latin1-decoded chunk. */
+// eslint-disable-next-line no-control-regex -- the range starts at NUL on purpose: every ASCII byte
 const NON_ASCII = /[^\x00-\x7f]/g;
 
 export class PolicyDecoder {
@@ -282,8 +283,10 @@ function requestTooLarge(limits: PolicyLimits): PolicyCodecError {
 }
 
 // C0 controls and DEL: a CR or LF would end the reply early and let the rest pass for another attribute.
+/* eslint-disable no-control-regex -- matching control characters is their purpose */
 const CONTROL = /[\x00-\x1f\x7f]/g;
 const HAS_CONTROL = /[\x00-\x1f\x7f]/;
+/* eslint-enable no-control-regex */
 
 /** Actions come from a fixed set of precomputed strings: a few dozen distinct ones at most. */
 const REPLY_CACHE_MAX = 64;
