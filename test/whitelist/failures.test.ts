@@ -32,13 +32,12 @@ function readmeTable(): Map<string, DocRow> {
 
 describe('load-failure registry', () => {
   it('derives the transient set from the registry flag', () => {
-    assert.deepEqual(
-      [...TRANSIENT_FAILURES].sort(),
-      LOAD_FAILURES.filter((id) => LOAD_FAILURE_INFO[id].transient).sort(),
-    );
+    assert.deepEqual([...TRANSIENT_FAILURES].sort(), LOAD_FAILURES.filter((id) => LOAD_FAILURE_INFO[id].transient).sort());
     // Content refusals must not be retried every 15 s: the same bytes would be refused again.
-    for (const id of ['signature_invalid', 'list_shrink', 'list_older', 'source_too_large'] as const) assert.equal(TRANSIENT_FAILURES.has(id), false, id);
-    for (const id of ['source_unreachable', 'source_timeout', 'worker_failed'] as const) assert.equal(TRANSIENT_FAILURES.has(id), true, id);
+    for (const id of ['signature_invalid', 'list_shrink', 'list_older', 'source_too_large'] as const)
+      assert.equal(TRANSIENT_FAILURES.has(id), false, id);
+    for (const id of ['source_unreachable', 'source_timeout', 'worker_failed'] as const)
+      assert.equal(TRANSIENT_FAILURES.has(id), true, id);
   });
 
   it('names source failures source_* and only those', () => {
@@ -52,7 +51,11 @@ describe('load-failure registry', () => {
       const info = LOAD_FAILURE_INFO[id];
       const expected = `| \`${id}\` | ${info.stage} | ${info.transient ? 'yes' : 'no'} | ${info.summary} |`;
       const row = rows.get(id)!;
-      assert.deepEqual(row, { stage: info.stage, retried: info.transient ? 'yes' : 'no', summary: info.summary }, `README row should be: ${expected}`);
+      assert.deepEqual(
+        row,
+        { stage: info.stage, retried: info.transient ? 'yes' : 'no', summary: info.summary },
+        `README row should be: ${expected}`,
+      );
     }
   });
 

@@ -14,7 +14,14 @@ import { pino } from 'pino';
 import { createMetrics, type Metrics } from '../../src/observe/metrics.js';
 import { LOAD_FAILURES, TRANSIENT_FAILURES, type LoadFailure } from '../../src/whitelist/failures.js';
 import { MAX_FUTURE_SKEW_MS } from '../../src/whitelist/guard.js';
-import { ListLifecycle, nextLoadDelay, RETRY_MAX_MS, RETRY_MIN_MS, type LifecycleOptions, type ListPreparer } from '../../src/whitelist/lifecycle.js';
+import {
+  ListLifecycle,
+  nextLoadDelay,
+  RETRY_MAX_MS,
+  RETRY_MIN_MS,
+  type LifecycleOptions,
+  type ListPreparer,
+} from '../../src/whitelist/lifecycle.js';
 import type { ListFailure, PreparedList } from '../../src/whitelist/prepare.js';
 import type { PrepareJob, PrepareOutcome } from '../../src/whitelist/prepare-worker.js';
 import type { FetchOutcome, ListSource, SourceValidators } from '../../src/whitelist/source.js';
@@ -28,7 +35,8 @@ const NOW = Date.parse('2026-06-01T12:00:00Z');
 const DN = 'CN=mx.op1.fr,OU=1,O=OP1,C=FR';
 
 /** What the fake preparer makes of a body: a list of `domains` domains dated `generatedAt`, or a refusal. */
-type ListSpec = { readonly generatedAt: string; readonly domains: number; readonly tag?: string } | { readonly refuse: ListFailure };
+type ListSpec =
+  { readonly generatedAt: string; readonly domains: number; readonly tag?: string } | { readonly refuse: ListFailure };
 
 const body = (spec: ListSpec): Buffer => Buffer.from(JSON.stringify(spec));
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
@@ -46,7 +54,12 @@ class FakePreparer implements ListPreparer {
     if (this.crash !== null) return { result: null, error: this.crash, cpuMs: 0 };
     const bytes = Buffer.from(job.bytes);
     const spec = JSON.parse(bytes.toString('utf8')) as ListSpec;
-    if ('refuse' in spec) return { result: { ok: false, reason: spec.refuse, detail: `fake refusal ${spec.refuse}`, sha256: sha256(bytes) }, error: null, cpuMs: 0 };
+    if ('refuse' in spec)
+      return {
+        result: { ok: false, reason: spec.refuse, detail: `fake refusal ${spec.refuse}`, sha256: sha256(bytes) },
+        error: null,
+        cpuMs: 0,
+      };
     const raws = Array.from({ length: spec.domains }, (_, i) => rawEntry(i, `d${i}.mssante.fr`, DN));
     const { entries, rejected } = validateEntries(raws);
     const list: PreparedList = {
@@ -55,7 +68,14 @@ class FakePreparer implements ListPreparer {
       generatedAt: spec.generatedAt,
       signature: {
         verified: true,
-        signer: { subject: 'CN=fake signer', issuer: 'CN=fake CA', validFrom: '2025-01-01T00:00:00Z', validTo: '2030-01-01T00:00:00Z', fingerprint256: 'AA', trustedBy: 'pinned' },
+        signer: {
+          subject: 'CN=fake signer',
+          issuer: 'CN=fake CA',
+          validFrom: '2025-01-01T00:00:00Z',
+          validTo: '2030-01-01T00:00:00Z',
+          fingerprint256: 'AA',
+          trustedBy: 'pinned',
+        },
       },
       rawEntryCount: raws.length,
       entries,
@@ -73,7 +93,10 @@ class FakePreparer implements ListPreparer {
 class FakeSource implements ListSource {
   readonly description = 'fake://list';
   readonly calls: Array<SourceValidators | null> = [];
-  private outcome: { kind: 'body'; bytes: Buffer } | { kind: 'fail'; reason: LoadFailure & `source_${string}` } | { kind: 'not_modified' } = { kind: 'not_modified' };
+  private outcome:
+    { kind: 'body'; bytes: Buffer } | { kind: 'fail'; reason: LoadFailure & `source_${string}` } | { kind: 'not_modified' } = {
+    kind: 'not_modified',
+  };
   private gate: Promise<void> | null = null;
 
   serve(spec: ListSpec): Buffer {
@@ -108,8 +131,18 @@ class FakeSource implements ListSource {
     if (this.gate !== null) await this.gate;
     const o = this.outcome;
     if (o.kind === 'fail') return { kind: 'failed', reason: o.reason, detail: `fake ${o.reason}`, attempts: 1 };
-    if (o.kind === 'not_modified') return { kind: 'not_modified', validators: previous ?? { etag: null, lastModified: null, mtimeMs: null, size: null }, attempts: 1 };
-    const validators: SourceValidators = { etag: `"${sha256(o.bytes).slice(0, 16)}"`, lastModified: null, mtimeMs: null, size: o.bytes.length };
+    if (o.kind === 'not_modified')
+      return {
+        kind: 'not_modified',
+        validators: previous ?? { etag: null, lastModified: null, mtimeMs: null, size: null },
+        attempts: 1,
+      };
+    const validators: SourceValidators = {
+      etag: `"${sha256(o.bytes).slice(0, 16)}"`,
+      lastModified: null,
+      mtimeMs: null,
+      size: o.bytes.length,
+    };
     if (previous !== null && previous.etag === validators.etag) return { kind: 'not_modified', validators, attempts: 1 };
     return { kind: 'fetched', body: o.bytes, validators, attempts: 1 };
   }
@@ -159,12 +192,6 @@ async function failures(metrics: Metrics, reason: LoadFailure): Promise<number> 
   return (await metrics.whitelistLoadFailures.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
 }
 
-/** Advances the mocked timers by `ms`, then waits for the load the timer started, if any. */
-async function advance(w: World, ms: number): Promise<void> {
-  mock.timers.tick(ms);
-  await w.lifecycle.settled();
-}
-
 /** Checks the next timer load happens exactly `ms` after the last one ended, and lets it run. */
 async function expectNextLoadAfter(w: World, ms: number): Promise<void> {
   const before = w.source.calls.length;
@@ -196,7 +223,9 @@ describe('nextLoadDelay', () => {
   });
 
   it('retries a transient failure from 15 s, doubling, capped at 15 min and by --refresh', () => {
-    const delays = [1, 2, 3, 4, 5, 6, 7, 8, 30].map((n) => nextLoadDelay({ ...base, consecutiveFailures: n, lastFailure: 'source_unreachable' }));
+    const delays = [1, 2, 3, 4, 5, 6, 7, 8, 30].map((n) =>
+      nextLoadDelay({ ...base, consecutiveFailures: n, lastFailure: 'source_unreachable' }),
+    );
     assert.deepEqual(delays, [15_000, 30_000, 60_000, 120_000, 240_000, 480_000, RETRY_MAX_MS, RETRY_MAX_MS, RETRY_MAX_MS]);
     assert.equal(nextLoadDelay({ ...base, consecutiveFailures: 5, lastFailure: 'source_timeout', refreshMs: 60_000 }), 60_000);
   });
@@ -209,7 +238,8 @@ describe('nextLoadDelay', () => {
   });
 
   it('backs off for every transient id of the registry', () => {
-    for (const id of TRANSIENT_FAILURES) assert.equal(nextLoadDelay({ ...base, consecutiveFailures: 1, lastFailure: id }), RETRY_MIN_MS, id);
+    for (const id of TRANSIENT_FAILURES)
+      assert.equal(nextLoadDelay({ ...base, consecutiveFailures: 1, lastFailure: id }), RETRY_MIN_MS, id);
   });
 });
 
@@ -234,7 +264,10 @@ describe('ListLifecycle (in-process, mock timers)', { timeout: 120_000 }, () => 
     const first = w.lifecycle.reload('sighup');
     const others = Array.from({ length: 50 }, () => w.lifecycle.reload('sighup'));
     assert.equal(w.source.calls.length, 1, 'one fetch running');
-    assert.ok(others.every((p) => p === others[0]), 'every call during the load shares one queued load');
+    assert.ok(
+      others.every((p) => p === others[0]),
+      'every call during the load shares one queued load',
+    );
     assert.notEqual(others[0], first);
     release();
     assert.equal((await first).outcome, 'loaded');
@@ -250,7 +283,8 @@ describe('ListLifecycle (in-process, mock timers)', { timeout: 120_000 }, () => 
     await w.lifecycle.reload('startup');
     w.source.fail('source_unreachable');
     await expectNextLoadAfter(w, REFRESH_MS);
-    for (const ms of [15_000, 30_000, 60_000, 120_000, 240_000, 480_000, RETRY_MAX_MS, RETRY_MAX_MS]) await expectNextLoadAfter(w, ms);
+    for (const ms of [15_000, 30_000, 60_000, 120_000, 240_000, 480_000, RETRY_MAX_MS, RETRY_MAX_MS])
+      await expectNextLoadAfter(w, ms);
     assert.equal(await failures(w.metrics, 'source_unreachable'), 9);
     assert.equal(w.lifecycle.current()?.domainCount, 20, 'the list in force stays');
     w.source.serve({ generatedAt: '2026-05-01T00:00:00Z', domains: 20 });
