@@ -16,7 +16,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Frontend, Metrics } from '../observe/metrics.js';
-import { createAdmission } from './admission.js';
+import { createAdmission, type Admission } from './admission.js';
 import { formatAddress, listen, parseListenAddress, type ListenOptions } from './listen.js';
 
 export interface StreamLimits {
@@ -101,38 +101,65 @@ interface Connection extends StreamConnection {
 }
 
 export async function startStreamServer(listenAddress: string, options: StreamServerOptions): Promise<StreamServer> {
-  const { frontend, limits, metrics } = options;
+  const { limits } = options;
   for (const key of ['maxConnections', 'idleTimeoutMs', 'requestTimeoutMs', 'maxConnectionBytes', 'heapWatermarkPercent'] as const) {
     if (!Number.isSafeInteger(limits[key]) || limits[key] < 1) throw new RangeError(`${key} must be a positive integer, got ${limits[key]}`);
   }
   const parsed = parseListenAddress(listenAddress);
-  const log = options.logger.child({ frontend });
-  const active = metrics.connectionsActive.labels({ frontend });
-  const connections = new Set<Connection>();
-  let nextId = 0;
-  let draining = false;
-  let closing: Promise<void> | null = null;
-  let onLastConnectionGone: (() => void) | null = null;
-
   const server = net.createServer({ allowHalfOpen: options.allowHalfOpen === true });
-  const admission = createAdmission(frontend, limits.maxConnections, parsed.kind === 'unix', metrics, log, {
-    heapWatermarkPercent: limits.heapWatermarkPercent,
-  });
-  server.on('connection', onConnection);
+  const listener = new Listener(options, parsed.kind === 'unix');
+  server.on('connection', (socket: net.Socket) => listener.accept(socket));
   // Accept errors (EMFILE...) must not kill the daemon.
-  server.on('error', (err) => log.error({ err }, `${frontend} listener error`));
-
+  server.on('error', (err) => listener.log.error({ err }, `${options.frontend} listener error`));
   const bound = await listen(server, parsed, { unixMode: options.unixMode });
   const address = formatAddress(bound.address);
-  log.info({ address }, `${frontend} listener ready`);
+  listener.log.info({ address }, `${options.frontend} listener ready`);
+  let closing: Promise<void> | null = null;
+  return {
+    address,
+    close(deadlineMs) {
+      closing ??= (async () => {
+        const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        try {
+          await Promise.all([listenerClosed, listener.drain(deadlineMs)]);
+        } finally {
+          await bound.release();
+        }
+        listener.log.info({ address }, `${options.frontend} listener closed`);
+      })();
+      return closing;
+    },
+  };
+}
 
-  function onConnection(socket: net.Socket): void {
-    if (!admission.admit(socket, connections.size)) return;
+/** The connections of one listener and what happens to them; the net.Server itself stays outside. */
+class Listener {
+  readonly log: Logger;
+  private readonly connections = new Set<Connection>();
+  private readonly admission: Admission;
+  private readonly active: ReturnType<Metrics['connectionsActive']['labels']>;
+  private nextId = 0;
+  private draining = false;
+  private onLastConnectionGone: (() => void) | null = null;
+
+  constructor(
+    private readonly options: StreamServerOptions,
+    unix: boolean,
+  ) {
+    const { frontend, limits, metrics } = options;
+    this.log = options.logger.child({ frontend });
+    this.active = metrics.connectionsActive.labels({ frontend });
+    this.admission = createAdmission(frontend, limits.maxConnections, unix, metrics, this.log, { heapWatermarkPercent: limits.heapWatermarkPercent });
+  }
+
+  accept(socket: net.Socket): void {
+    if (!this.admission.admit(socket, this.connections.size)) return;
+    const { frontend, limits, metrics } = this.options;
     const conn: Connection = {
-      id: ++nextId,
-      remote: admission.remoteOf(socket),
+      id: ++this.nextId,
+      remote: this.admission.remoteOf(socket),
       socket,
-      draining,
+      draining: this.draining,
       session: null,
       requestTimer: null,
       write(bytes) {
@@ -141,42 +168,36 @@ export async function startStreamServer(listenAddress: string, options: StreamSe
       end() {
         if (!socket.writableEnded) socket.end();
       },
-      fail: (kind, level = 'warn', fields = {}) => fail(conn, kind, level, fields),
+      fail: (kind, level = 'warn', fields = {}) => this.fail(conn, kind, level, fields),
       count: (kind) => metrics.protocolErrors.inc({ frontend, kind }),
     };
-    connections.add(conn);
-    active.inc();
+    this.connections.add(conn);
+    this.active.inc();
     socket.setNoDelay(true);
-    if (options.keepAliveMs !== undefined) socket.setKeepAlive(true, options.keepAliveMs);
+    if (this.options.keepAliveMs !== undefined) socket.setKeepAlive(true, this.options.keepAliveMs);
     socket.setTimeout(limits.idleTimeoutMs);
-    socket.on('data', (chunk: Buffer) => onData(conn, chunk));
-    socket.on('end', () => onEnd(conn));
-    socket.on('timeout', () => onIdle(conn));
+    socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
+    socket.on('end', () => this.onEnd(conn));
+    socket.on('timeout', () => this.onIdle(conn));
     // A peer that does not read our replies: stop reading until they are flushed.
     socket.on('drain', () => socket.resume());
-    socket.on('error', (err: NodeJS.ErrnoException) => log.debug({ conn: conn.id, remote: conn.remote, code: err.code }, `${frontend} connection error`));
-    socket.on('close', () => {
-      connections.delete(conn);
-      active.dec();
-      stopRequestTimer(conn);
-      log.debug({ conn: conn.id, remote: conn.remote }, `${frontend} connection closed`);
-      if (connections.size === 0) onLastConnectionGone?.();
-    });
+    socket.on('error', (err: NodeJS.ErrnoException) => this.log.debug({ conn: conn.id, remote: conn.remote, code: err.code }, `${frontend} connection error`));
+    socket.on('close', () => this.onClose(conn));
     try {
-      conn.session = options.createSession(conn);
+      conn.session = this.options.createSession(conn);
     } catch (err) {
-      crash(conn, err);
+      this.crash(conn, err);
       return;
     }
-    log.debug({ conn: conn.id, remote: conn.remote }, `${frontend} connection opened`);
+    this.log.debug({ conn: conn.id, remote: conn.remote }, `${frontend} connection opened`);
   }
 
-  function onData(conn: Connection, chunk: Buffer): void {
+  private onData(conn: Connection, chunk: Buffer): void {
     const { socket, session } = conn;
     if (socket.destroyed || session === null) return;
     if (socket.writableEnded) {
       // We ended this connection (QUIT, or idle while draining) and the peer sent more: it will retry elsewhere.
-      log.debug({ conn: conn.id, remote: conn.remote }, `${frontend} data after our end, dropped`);
+      this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} data after our end, dropped`);
       socket.destroy();
       return;
     }
@@ -184,102 +205,105 @@ export async function startStreamServer(listenAddress: string, options: StreamSe
     try {
       progressed = session.onData(chunk);
     } catch (err) {
-      crash(conn, err);
+      this.crash(conn, err);
       return;
     }
     if (socket.destroyed) return;
     const held = session.heldBytes();
-    if (held > limits.maxConnectionBytes) {
-      fail(conn, 'connection_budget_exceeded', 'warn', { heldBytes: held, maxConnectionBytes: limits.maxConnectionBytes });
+    const { maxConnectionBytes, requestTimeoutMs } = this.options.limits;
+    if (held > maxConnectionBytes) {
+      this.fail(conn, 'connection_budget_exceeded', 'warn', { heldBytes: held, maxConnectionBytes });
       return;
     }
     if (socket.writableEnded) return;
     // The clock runs from the first byte of the request still incomplete: restarted when one completes.
-    if (progressed || session.pendingBytes() === 0) stopRequestTimer(conn);
+    if (progressed || session.pendingBytes() === 0) this.stopRequestTimer(conn);
     if (session.pendingBytes() > 0) {
-      conn.requestTimer ??= setTimeout(() => onRequestTimeout(conn), limits.requestTimeoutMs);
+      conn.requestTimer ??= setTimeout(() => this.onRequestTimeout(conn), requestTimeoutMs);
     } else if (conn.draining && session.idle()) {
       socket.end();
     }
   }
 
-  function onEnd(conn: Connection): void {
+  private onEnd(conn: Connection): void {
     if (conn.socket.destroyed || conn.session === null) return;
-    stopRequestTimer(conn);
+    this.stopRequestTimer(conn);
     try {
       if (conn.session.onEnd !== undefined) conn.session.onEnd();
       else conn.end();
     } catch (err) {
-      crash(conn, err);
+      this.crash(conn, err);
     }
   }
 
-  function onIdle(conn: Connection): void {
+  private onIdle(conn: Connection): void {
     if (conn.socket.destroyed) return;
     if (conn.session?.onIdleTimeout !== undefined) {
       conn.session.onIdleTimeout();
       return;
     }
-    log.debug({ conn: conn.id, remote: conn.remote }, `${frontend} connection idle, closing`);
+    this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} connection idle, closing`);
     conn.socket.destroy();
   }
 
-  function onRequestTimeout(conn: Connection): void {
+  private onRequestTimeout(conn: Connection): void {
     conn.requestTimer = null;
     // Closed meanwhile (idle timeout, error): its 'close' has not cleared this timer yet.
     if (conn.socket.destroyed) return;
-    fail(conn, 'request_timeout', 'warn', { pendingBytes: conn.session?.pendingBytes() ?? 0 });
+    this.fail(conn, 'request_timeout', 'warn', { pendingBytes: conn.session?.pendingBytes() ?? 0 });
   }
 
-  function stopRequestTimer(conn: Connection): void {
+  private onClose(conn: Connection): void {
+    this.connections.delete(conn);
+    this.active.dec();
+    this.stopRequestTimer(conn);
+    this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} connection closed`);
+    if (this.connections.size === 0) this.onLastConnectionGone?.();
+  }
+
+  private stopRequestTimer(conn: Connection): void {
     if (conn.requestTimer !== null) {
       clearTimeout(conn.requestTimer);
       conn.requestTimer = null;
     }
   }
 
-  function fail(conn: Connection, kind: string, level: 'warn' | 'info', fields: Record<string, unknown>): void {
+  private fail(conn: Connection, kind: string, level: 'warn' | 'info', fields: Record<string, unknown>): void {
     // Already closed by another timer or error: one close, one count.
     if (conn.socket.destroyed) return;
+    const { frontend, metrics } = this.options;
     // Structured fields only: the offending bytes are never logged.
-    log[level]({ conn: conn.id, remote: conn.remote, kind, ...fields }, `${frontend} protocol error, connection closed`);
+    this.log[level]({ conn: conn.id, remote: conn.remote, kind, ...fields }, `${frontend} protocol error, connection closed`);
     metrics.protocolErrors.inc({ frontend, kind });
     conn.socket.destroy();
   }
 
-  function crash(conn: Connection, err: unknown): void {
-    log.error({ conn: conn.id, remote: conn.remote, err }, `${frontend} connection failed, closed`);
+  private crash(conn: Connection, err: unknown): void {
+    this.log.error({ conn: conn.id, remote: conn.remote, err }, `${this.options.frontend} connection failed, closed`);
     conn.socket.destroy();
   }
 
-  function close(deadlineMs: number): Promise<void> {
-    closing ??= (async () => {
-      draining = true;
-      const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // Our own bookkeeping (gauge, timers) runs in each socket's 'close': wait for it too.
-      const connectionsGone = new Promise<void>((resolve) => {
-        onLastConnectionGone = resolve;
-        if (connections.size === 0) resolve();
-      });
-      for (const conn of connections) {
-        conn.draining = true;
-        // Idle: FIN now (the MTA reconnects for its next question). Busy: onData ends it once idle.
-        if (conn.session?.idle() === true && !conn.socket.writableEnded) conn.socket.end();
-      }
-      const deadline = setTimeout(() => {
-        if (connections.size > 0) log.warn({ connections: connections.size }, `${frontend} drain deadline reached, destroying connections`);
-        for (const conn of connections) conn.socket.destroy();
-      }, deadlineMs);
-      try {
-        await Promise.all([listenerClosed, connectionsGone]);
-      } finally {
-        clearTimeout(deadline);
-        await bound.release();
-      }
-      log.info({ address }, `${frontend} listener closed`);
-    })();
-    return closing;
+  /** Ends idle connections now, the others once idle; destroys what is left after deadlineMs. Resolves when none is left. */
+  async drain(deadlineMs: number): Promise<void> {
+    this.draining = true;
+    // Our own bookkeeping (gauge, timers) runs in each socket's 'close': wait for it.
+    const gone = new Promise<void>((resolve) => {
+      this.onLastConnectionGone = resolve;
+      if (this.connections.size === 0) resolve();
+    });
+    for (const conn of this.connections) {
+      conn.draining = true;
+      // Idle: FIN now (the MTA reconnects for its next question). Busy: onData ends it once idle.
+      if (conn.session?.idle() === true && !conn.socket.writableEnded) conn.socket.end();
+    }
+    const deadline = setTimeout(() => {
+      if (this.connections.size > 0) this.log.warn({ connections: this.connections.size }, `${this.options.frontend} drain deadline reached, destroying connections`);
+      for (const conn of this.connections) conn.socket.destroy();
+    }, deadlineMs);
+    try {
+      await gone;
+    } finally {
+      clearTimeout(deadline);
+    }
   }
-
-  return { address, close };
 }
