@@ -121,12 +121,16 @@ describe('memory under 1 000 hostile Milter connections', { timeout: 300_000 }, 
     }
     const sentMs = Date.now() - t0;
     // Every connection's dropped stages are counted: the daemon has read them all.
-    await waitFor(
+    const outcome = await waitFor(
       'every hostile packet read',
-      async () => (await metricNow(d, 'protocol_errors_total', { frontend: 'milter', kind: 'macro_stage_ignored' })) >= CONNECTIONS * DROPPED_STAGES.length,
+      async () => {
+        if (!isAlive(d.pid)) return 'died';
+        return (await metricNow(d, 'protocol_errors_total', { frontend: 'milter', kind: 'macro_stage_ignored' })) >= CONNECTIONS * DROPPED_STAGES.length && 'read';
+      },
       120_000,
       500,
     );
+    assert.equal(outcome, 'read', `the daemon died:\n${d.logs.filter((l) => l.startsWith('stderr:')).slice(-8).join('\n')}`);
     assert.equal(await metricNow(d, 'connections_active', { frontend: 'milter' }), CONNECTIONS, 'every hostile connection is held, none went over budget');
     assert.equal(await metricNow(d, 'protocol_errors_total', { frontend: 'milter', kind: 'connection_budget_exceeded' }), 0);
 
