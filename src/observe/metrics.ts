@@ -64,7 +64,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const connectionsActive = new Gauge({ name: `${p}connections_active`, help: 'Open client connections by frontend', labelNames: ['frontend'] as const, registers: [registry] });
   const connectionsRejected = new Counter({ name: `${p}connections_rejected_total`, help: 'Connections refused because the connection limit was reached', labelNames: ['frontend'] as const, registers: [registry] });
   const connectionsRejectedMemory = new Counter({ name: `${p}connections_rejected_memory_total`, help: 'Connections refused because the heap was above --heap-watermark', labelNames: ['frontend'] as const, registers: [registry] });
-  const protocolErrors = new Counter({ name: `${p}protocol_errors_total`, help: 'Connections closed for a protocol error, by frontend and kind', labelNames: ['frontend', 'kind'] as const, registers: [registry] });
+  const protocolErrors = new Counter({ name: `${p}protocol_errors_total`, help: 'Protocol errors by frontend and kind: the connection is closed, except for macro_stage_ignored (the macros are dropped)', labelNames: ['frontend', 'kind'] as const, registers: [registry] });
 
   const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
 
