@@ -8,10 +8,16 @@
  * Usage:
  *   const server = await startStreamServer('127.0.0.1:10040', {
  *     frontend: 'policy', logger, metrics,
- *     limits: { maxConnections, idleTimeoutMs, requestTimeoutMs, maxConnectionBytes },
- *     createSession: (conn) => ({ onData(chunk) { ...conn.write(reply)...; return completed > 0 }, ... }),
+ *     limits: { maxConnections, idleTimeoutMs, requestTimeoutMs, maxConnectionBytes, heapWatermarkPercent },
+ *     createSession: (conn) => ({
+ *       onData(chunk) { const done = decoder.push(chunk); for (...) conn.write(reply); return done.length > 0 },
+ *       pendingBytes: () => decoder.pendingBytes, heldBytes: () => decoder.pendingBytes, idle: () => decoder.pendingBytes === 0,
+ *     }),
  *   });
  *   await server.close(deadlineMs);
+ * A codec error becomes `conn.fail(err.kind)`; anything a session throws is logged as an error and
+ * closes that connection only. `frontend` labels the metrics and log lines (a new frontend adds its
+ * name to `Frontend` in observe/metrics.ts).
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
