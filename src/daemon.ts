@@ -115,6 +115,8 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         idleTimeoutMs: config.idleTimeoutSeconds * 1000,
         requestTimeoutMs: config.requestTimeoutSeconds * 1000,
         maxConnections: config.maxConnections,
+        maxConnectionBytes: config.maxConnectionBytes,
+        heapWatermarkPercent: config.heapWatermarkPercent,
         logger: logger.child({ component: 'policy' }),
         metrics,
         handle: (request, connection) => {
@@ -133,6 +135,8 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
         packetTimeoutMs: config.requestTimeoutSeconds * 1000,
         maxConnections: config.maxConnections,
+        maxConnectionBytes: config.maxConnectionBytes,
+        heapWatermarkPercent: config.heapWatermarkPercent,
         logger: logger.child({ component: 'milter' }),
         metrics,
         service,

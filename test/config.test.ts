@@ -56,6 +56,9 @@ describe('resolveConfig', () => {
     ['an unknown TLS profile', flags([['tls-profile', 'tls9']]), {}, /not one of/],
     ['a bad boolean in env', flags([]), { [envName('allow-unsigned')]: 'maybe' }, /boolean/],
     ['no listener at all', flags([['policy-listen', 'off']]), {}, /nothing would answer/],
+    ['a --max-connection-bytes smaller than one Milter packet', flags([['max-connection-bytes', '65536']]), {}, /--max-connection-bytes must hold/],
+    ['a --max-connection-bytes smaller than one policy request', flags([['max-connection-bytes', '70000'], ['max-milter-packet-bytes', '2048']]), {}, /--max-connection-bytes must hold/],
+    ['a --heap-watermark above 95 %', flags([['heap-watermark', '99']]), {}, /above the maximum/],
     ['--signer with --allow-unsigned (a stripped signature would pass)', flags([['whitelist', '/l.xml'], ['signer', ['/s.pem']], ['allow-unsigned', true]]), {}, /stripped of its signature/],
   ];
   for (const [name, f, env, message] of invalid) {

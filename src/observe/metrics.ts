@@ -23,6 +23,7 @@ export interface Metrics {
   readonly whitelistUsable: Gauge;
   readonly connectionsActive: Gauge<'frontend'>;
   readonly connectionsRejected: Counter<'frontend'>;
+  readonly connectionsRejectedMemory: Counter<'frontend'>;
   readonly protocolErrors: Counter<'frontend' | 'kind'>;
   readonly logLinesDropped: Counter;
   /** Pre-bound children: the hot path does no label lookup. */
@@ -62,7 +63,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const whitelistUsable = new Gauge({ name: `${p}whitelist_usable`, help: '1 while a usable list is in force, else 0', registers: [registry] });
   const connectionsActive = new Gauge({ name: `${p}connections_active`, help: 'Open client connections by frontend', labelNames: ['frontend'] as const, registers: [registry] });
   const connectionsRejected = new Counter({ name: `${p}connections_rejected_total`, help: 'Connections refused because the connection limit was reached', labelNames: ['frontend'] as const, registers: [registry] });
-  const protocolErrors = new Counter({ name: `${p}protocol_errors_total`, help: 'Connections closed for a protocol error, by frontend and kind', labelNames: ['frontend', 'kind'] as const, registers: [registry] });
+  const connectionsRejectedMemory = new Counter({ name: `${p}connections_rejected_memory_total`, help: 'Connections refused because the heap was above --heap-watermark', labelNames: ['frontend'] as const, registers: [registry] });
+  const protocolErrors = new Counter({ name: `${p}protocol_errors_total`, help: 'Protocol errors by frontend and kind: the connection is closed, except for macro_stage_ignored (the macros are dropped)', labelNames: ['frontend', 'kind'] as const, registers: [registry] });
 
   const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
 
@@ -96,6 +98,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     whitelistUsable,
     connectionsActive,
     connectionsRejected,
+    connectionsRejectedMemory,
     protocolErrors,
     logLinesDropped,
     countDecision(frontend, result, reason, seconds) {

@@ -20,6 +20,8 @@ const EVIDENCE: Readonly<Record<string, readonly string[]>> = {
   'idle-timeout': ['idleTimeoutMs'],
   'milter-idle-timeout': ['idleTimeoutMs', 'idle_timeout'],
   'max-connections': ['maxConnections', 'connections_rejected'],
+  'max-connection-bytes': ['maxConnectionBytes', 'connection_budget_exceeded'],
+  'heap-watermark': ['heapWatermarkPercent', 'connections_rejected_memory'],
   'max-list-bytes': ['maxBytes', 'source_too_large'],
   'max-list-entries': ['maxEntries', 'list_too_many_entries'],
   'fetch-timeout': ['totalTimeoutMs', 'source_timeout'],

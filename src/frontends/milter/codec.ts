@@ -180,6 +180,14 @@ export class MilterDecoder {
     return this.headerFill + this.packetFill;
   }
 
+  /**
+   * Memory held for the packet not yet complete: the whole packet is allocated when its length
+   * arrives, so this is its announced size (plus the 4-byte header), not what has been received.
+   */
+  get heldBytes(): number {
+    return 4 + (this.packet === null ? 0 : this.packet.length);
+  }
+
   push(chunk: Buffer): MilterCommand[] {
     if (this.failure !== null) throw this.failure;
     const out: MilterCommand[] = [];

@@ -18,6 +18,8 @@ export interface MilterFrontendOptions {
   /** A packet begun must arrive whole within this (slowloris). */
   readonly packetTimeoutMs: number;
   readonly maxConnections: number;
+  readonly maxConnectionBytes: number;
+  readonly heapWatermarkPercent: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly service: DecisionService;
@@ -66,6 +68,8 @@ export async function startMilterFrontend(listen: string, options: MilterFronten
     idleTimeoutMs: options.idleTimeoutMs,
     packetTimeoutMs: options.packetTimeoutMs,
     maxConnections: options.maxConnections,
+    maxConnectionBytes: options.maxConnectionBytes,
+    heapWatermarkPercent: options.heapWatermarkPercent,
     logger: options.logger,
     metrics: options.metrics,
     onMailFrom: (transaction) => {

@@ -7,6 +7,10 @@
  * - Sendmail: `{cert_subject}` / `{cert_issuer}` are full DNs in OpenSSL slash form (certificate
  *   order, `\xHH` for non-ASCII bytes), xtext-encoded; they are set whether or not the chain
  *   verified, and `{verify}` says (`OK` only when it did).
+ * A `{cert_subject}` without `{verify}` that is a full DN (slash or comma form) cannot be Postfix's
+ * CN: it is a Sendmail whose `{verify}` was not asked for, and nothing says the chain verified, so
+ * it is taken as unverified (`cert_missing`). A Postfix CN that merely looks like a DN is refused the
+ * same way: the mistake can only cost a refusal, never a pass.
  */
 import type { CertIdentity } from '../../trust/facts.js';
 import { decodeXtext, parseDnCached } from '../../trust/dn.js';
@@ -46,7 +50,17 @@ export function certFromMacros(macros: ReadonlyMap<string, string>): MilterCertV
     };
   }
   if (subject === null) return NONE;
+  if (looksLikeFullDn(subject)) {
+    return { kind: 'dn', subject: decodeXtext(subject), issuer: issuer === null ? null : decodeXtext(issuer), verified: false };
+  }
   return { kind: 'cn', subject, issuer, verified: true };
+}
+
+/** `type=` first (slash form `/C=FR/...`, comma form `CN=x,O=y`, an OID type), raw or xtext-encoded (`+3D`). */
+const DN_START = /^\s*\/?\s*(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)\s*(?:=|\+3D)/i;
+
+export function looksLikeFullDn(subject: string): boolean {
+  return DN_START.test(subject);
 }
 
 export function tlsFromMacros(macros: ReadonlyMap<string, string>): { protocol: string | null; cipher: string | null } {

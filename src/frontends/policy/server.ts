@@ -1,18 +1,17 @@
 /**
- * Postfix policy listener: sockets, limits and timeouts around the codec, nothing else. Bytes are
- * parsed by codec.ts only; the answer comes from `handle`, synchronously, so replies leave in request
+ * Postfix policy listener: the shared stream skeleton (net/stream-server.ts) around the codec,
+ * nothing else. Bytes are parsed by codec.ts only; the answer comes from `handle`, synchronously, so replies leave in request
  * order by construction.
  *
  * Exim's `${readsocket}` writes its request, shuts down its side and reads to EOF: sockets are
  * half-open capable, and at EOF the pending request (with or without its empty line) is answered
  * before the socket is ended.
  */
-import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../observe/metrics.js';
 import { POLICY_ACTIONS } from '../../trust/reasons.js';
-import { createAdmission } from '../../net/admission.js';
-import { formatAddress, listen, parseListenAddress, type ListenOptions } from '../../net/listen.js';
+import type { ListenOptions } from '../../net/listen.js';
+import { startStreamServer, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
 import { DEFAULT_POLICY_LIMITS, PolicyCodecError, PolicyDecoder, encodeReply, type PolicyLimits, type PolicyRequest } from './codec.js';
 
 export interface ConnectionInfo {
@@ -29,6 +28,10 @@ export interface PolicyServerOptions {
   readonly requestTimeoutMs?: number;
   /** Connections beyond this are accepted then closed at once, and counted. */
   readonly maxConnections?: number;
+  /** Most bytes one connection may make the daemon keep (the request being received). */
+  readonly maxConnectionBytes?: number;
+  /** New connections are refused while the heap is above this percentage of its limit. */
+  readonly heapWatermarkPercent?: number;
   /** Mode of a unix socket file (default 0660). */
   readonly unixMode?: ListenOptions['unixMode'];
   readonly logger: Logger;
@@ -46,6 +49,8 @@ export const POLICY_SERVER_DEFAULTS = Object.freeze({
   idleTimeoutMs: 330_000,
   requestTimeoutMs: 110_000,
   maxConnections: 1000,
+  maxConnectionBytes: 131_072,
+  heapWatermarkPercent: 70,
 });
 
 export interface PolicyServer {
@@ -58,196 +63,82 @@ export interface PolicyServer {
   close(deadlineMs: number): Promise<void>;
 }
 
-/** Extra protocol error kind of the server (the codec's kinds come from PolicyCodecError). */
-export type PolicyServerErrorKind = 'request_timeout';
-
-interface Connection {
-  readonly info: ConnectionInfo;
-  readonly socket: net.Socket;
-  readonly decoder: PolicyDecoder;
-  requestTimer: NodeJS.Timeout | null;
-  draining: boolean;
-}
-
+/** Extra protocol error kinds of the server (the codec's kinds come from PolicyCodecError). */
+export type PolicyServerErrorKind = 'request_timeout' | 'connection_budget_exceeded';
 
 export async function startPolicyServer(listenAddress: string, options: PolicyServerOptions): Promise<PolicyServer> {
   const limits = options.limits ?? POLICY_SERVER_DEFAULTS.limits;
-  const idleTimeoutMs = options.idleTimeoutMs ?? POLICY_SERVER_DEFAULTS.idleTimeoutMs;
-  const requestTimeoutMs = options.requestTimeoutMs ?? POLICY_SERVER_DEFAULTS.requestTimeoutMs;
-  const maxConnections = options.maxConnections ?? POLICY_SERVER_DEFAULTS.maxConnections;
-  const { logger, metrics, handle } = options;
+  const maxConnectionBytes = options.maxConnectionBytes ?? POLICY_SERVER_DEFAULTS.maxConnectionBytes;
   new PolicyDecoder(limits); // validates the limits now rather than at the first connection
-
-  const parsed = parseListenAddress(listenAddress);
-  const log = logger.child({ frontend: 'policy' });
-  const active = metrics.connectionsActive.labels({ frontend: 'policy' });
-  const connections = new Set<Connection>();
-  let nextId = 0;
-  let closing: Promise<void> | null = null;
-  let onLastConnectionGone: (() => void) | null = null;
-
-  const server = net.createServer({ allowHalfOpen: true });
-  const admission = createAdmission('policy', maxConnections, parsed.kind === 'unix', metrics, log);
-  server.on('connection', onConnection);
-  // Accept errors (EMFILE...) must not kill the daemon.
-  server.on('error', (err) => log.error({ err }, 'policy listener error'));
-
-  const bound = await listen(server, parsed, { unixMode: options.unixMode });
-  const address = formatAddress(bound.address);
-  log.info({ address }, 'policy listener ready');
-
-  function onConnection(socket: net.Socket): void {
-    if (!admission.admit(socket, connections.size)) return;
-    const remote = admission.remoteOf(socket);
-    const conn: Connection = {
-      info: Object.freeze({ id: ++nextId, remote }),
-      socket,
-      decoder: new PolicyDecoder(limits),
-      requestTimer: null,
-      draining: false,
-    };
-    connections.add(conn);
-    active.inc();
-    socket.setNoDelay(true);
-    socket.setTimeout(idleTimeoutMs);
-    socket.on('data', (chunk: Buffer) => onData(conn, chunk));
-    socket.on('end', () => onEnd(conn));
-    socket.on('timeout', () => {
-      log.debug({ conn: conn.info.id, remote }, 'policy connection idle, closing');
-      socket.destroy();
-    });
-    // A reader that does not keep up: stop reading until our replies are flushed.
-    socket.on('drain', () => socket.resume());
-    socket.on('error', (err: NodeJS.ErrnoException) => log.debug({ conn: conn.info.id, remote, code: err.code }, 'policy connection error'));
-    socket.on('close', () => {
-      connections.delete(conn);
-      active.dec();
-      stopRequestTimer(conn);
-      if (connections.size === 0) onLastConnectionGone?.();
-    });
-    log.debug({ conn: conn.info.id, remote }, 'policy connection opened');
+  if (limits.maxRequestBytes + limits.maxLineBytes > maxConnectionBytes) {
+    throw new RangeError(`maxConnectionBytes (${maxConnectionBytes}) must hold one request (maxRequestBytes + maxLineBytes = ${limits.maxRequestBytes + limits.maxLineBytes})`);
   }
+  const { logger, handle } = options;
+  return startStreamServer(listenAddress, {
+    frontend: 'policy',
+    limits: {
+      maxConnections: options.maxConnections ?? POLICY_SERVER_DEFAULTS.maxConnections,
+      idleTimeoutMs: options.idleTimeoutMs ?? POLICY_SERVER_DEFAULTS.idleTimeoutMs,
+      requestTimeoutMs: options.requestTimeoutMs ?? POLICY_SERVER_DEFAULTS.requestTimeoutMs,
+      maxConnectionBytes,
+      heapWatermarkPercent: options.heapWatermarkPercent ?? POLICY_SERVER_DEFAULTS.heapWatermarkPercent,
+    },
+    logger,
+    metrics: options.metrics,
+    allowHalfOpen: true,
+    unixMode: options.unixMode,
+    createSession: (conn) => policySession(conn, limits, handle, logger),
+  });
+}
 
-  function onData(conn: Connection, chunk: Buffer): void {
-    if (conn.socket.destroyed) return;
-    let requests: PolicyRequest[];
+const FAILED = Symbol('codec error');
+
+function policySession(conn: StreamConnection, limits: PolicyLimits, handle: PolicyServerOptions['handle'], logger: Logger): StreamSession {
+  const decoder = new PolicyDecoder(limits);
+  const info: ConnectionInfo = Object.freeze({ id: conn.id, remote: conn.remote });
+
+  function decide(request: PolicyRequest): string {
     try {
-      requests = conn.decoder.push(chunk);
+      return handle(request, info);
     } catch (err) {
-      fail(conn, err);
-      return;
-    }
-    if (requests.length > 0) {
-      stopRequestTimer(conn);
-      answer(conn, requests);
-    }
-    if (conn.decoder.pendingBytes > 0) {
-      conn.requestTimer ??= setTimeout(() => onRequestTimeout(conn), requestTimeoutMs);
-    } else if (conn.draining && !conn.socket.writableEnded) {
-      conn.socket.end();
-    }
-  }
-
-  function onEnd(conn: Connection): void {
-    if (conn.socket.destroyed) return;
-    stopRequestTimer(conn);
-    let request: PolicyRequest | null;
-    try {
-      request = conn.decoder.end();
-    } catch (err) {
-      fail(conn, err);
-      return;
-    }
-    if (request !== null) answer(conn, [request]);
-    // Flushes the reply, then FIN; the socket closes as the peer has already ended its side.
-    if (!conn.socket.writableEnded) conn.socket.end();
-  }
-
-  function answer(conn: Connection, requests: PolicyRequest[]): void {
-    const { socket } = conn;
-    if (socket.writableEnded) {
-      // We ended an idle connection while draining and the peer sent one more request: it will retry elsewhere.
-      log.debug({ conn: conn.info.id, remote: conn.info.remote }, 'policy request after shutdown, dropped');
-      socket.destroy();
-      return;
-    }
-    let reply: Buffer;
-    if (requests.length === 1) {
-      reply = encodeReply(decide(conn, requests[0] as PolicyRequest));
-    } else {
-      const replies: Buffer[] = [];
-      for (const request of requests) replies.push(encodeReply(decide(conn, request)));
-      reply = Buffer.concat(replies);
-    }
-    // One write for every reply of a chunk. encodeReply's Buffers are shared: written, never modified.
-    if (!socket.write(reply)) socket.pause();
-  }
-
-  function decide(conn: Connection, request: PolicyRequest): string {
-    try {
-      return handle(request, conn.info);
-    } catch (err) {
-      log.error({ conn: conn.info.id, remote: conn.info.remote, err }, 'policy handler failed, answering internal_error');
+      logger.error({ frontend: 'policy', conn: conn.id, remote: conn.remote, err }, 'policy handler failed, answering internal_error');
       return POLICY_ACTIONS.internal_error;
     }
   }
 
-  function fail(conn: Connection, err: unknown): void {
-    if (err instanceof PolicyCodecError) {
-      // Structured fields only: the offending bytes are never logged.
-      log.warn({ conn: conn.info.id, remote: conn.info.remote, kind: err.kind }, 'policy protocol error, connection closed');
-      metrics.protocolErrors.inc({ frontend: 'policy', kind: err.kind });
-    } else {
-      log.error({ conn: conn.info.id, remote: conn.info.remote, err }, 'policy connection failed, closed');
-    }
-    conn.socket.destroy();
+  /** One write for every reply of a chunk. encodeReply's Buffers are shared: written, never modified. */
+  function answer(requests: PolicyRequest[]): void {
+    if (requests.length === 1) conn.write(encodeReply(decide(requests[0]!)));
+    else conn.write(Buffer.concat(requests.map((request) => encodeReply(decide(request)))));
   }
 
-  function onRequestTimeout(conn: Connection): void {
-    conn.requestTimer = null;
-    // Closed meanwhile (idle timeout, error): its 'close' has not cleared this timer yet.
-    if (conn.socket.destroyed) return;
-    const kind: PolicyServerErrorKind = 'request_timeout';
-    log.warn({ conn: conn.info.id, remote: conn.info.remote, kind, pendingBytes: conn.decoder.pendingBytes }, 'policy request not completed in time, connection closed');
-    metrics.protocolErrors.inc({ frontend: 'policy', kind });
-    conn.socket.destroy();
-  }
-
-  function stopRequestTimer(conn: Connection): void {
-    if (conn.requestTimer !== null) {
-      clearTimeout(conn.requestTimer);
-      conn.requestTimer = null;
+  /** A codec error closes the connection as a protocol error; anything else is the skeleton's to log. */
+  function decode<T>(step: () => T): T | typeof FAILED {
+    try {
+      return step();
+    } catch (err) {
+      if (!(err instanceof PolicyCodecError)) throw err;
+      conn.fail(err.kind, 'warn');
+      return FAILED;
     }
   }
 
-  function close(deadlineMs: number): Promise<void> {
-    closing ??= (async () => {
-      const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // Our own bookkeeping (metrics, timers) runs in each socket's 'close': wait for it too.
-      const connectionsGone = new Promise<void>((resolve) => {
-        onLastConnectionGone = resolve;
-        if (connections.size === 0) resolve();
-      });
-      for (const conn of connections) {
-        conn.draining = true;
-        // Idle: FIN now (Postfix reconnects on its next request). Mid-request: onData ends it once answered.
-        if (conn.decoder.pendingBytes === 0 && !conn.socket.writableEnded) conn.socket.end();
-      }
-      const deadline = setTimeout(() => {
-        if (connections.size > 0) log.warn({ connections: connections.size }, 'policy drain deadline reached, destroying connections');
-        for (const conn of connections) conn.socket.destroy();
-      }, deadlineMs);
-      try {
-        await Promise.all([listenerClosed, connectionsGone]);
-      } finally {
-        clearTimeout(deadline);
-        await bound.release();
-      }
-      log.info({ address }, 'policy listener closed');
-    })();
-    return closing;
-  }
-
-  return { address, close };
+  return {
+    onData(chunk) {
+      const requests = decode(() => decoder.push(chunk));
+      if (requests === FAILED || requests.length === 0) return false;
+      answer(requests);
+      return true;
+    },
+    onEnd() {
+      const request = decode(() => decoder.end());
+      if (request === FAILED) return;
+      if (request !== null) answer([request]);
+      // Flushes the reply, then FIN; the socket closes as the peer has already ended its side.
+      conn.end();
+    },
+    pendingBytes: () => decoder.pendingBytes,
+    heldBytes: () => decoder.pendingBytes,
+    idle: () => decoder.pendingBytes === 0,
+  };
 }
-

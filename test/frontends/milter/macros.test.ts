@@ -61,6 +61,28 @@ describe('milter certificate macros', () => {
     assert.deepEqual(parsed.dn.rdns.map((r) => r.type), ['C', 'O', 'CN']);
   });
 
+  it('a full DN without {verify} (Sendmail not asked for it) is unverified, in slash, comma, OID or xtext form', () => {
+    const forms = [
+      SENDMAIL_SUBJECT,
+      LIST_DN,
+      ' /CN=mx.ch-exemple.fr/O=X',
+      'cn = mx.ch-exemple.fr, o=X',
+      '2.5.4.3=mx.ch-exemple.fr,O=X',
+      '/C+3DFR/CN+3Dmx.ch-exemple.fr',
+    ];
+    for (const subject of forms) {
+      const view = certFromMacros(m({ '{cert_subject}': subject, '{cert_issuer}': '/C=FR/O=ASIP-SANTE/CN=TEST+20AC' }));
+      assert.equal(view.kind, 'dn', subject);
+      assert.equal(view.verified, false, subject);
+      assert.equal(certIdentityFromMacros(m({ '{cert_subject}': subject }))?.verified, false, subject);
+    }
+    assert.equal(certFromMacros(m({ '{cert_subject}': SENDMAIL_SUBJECT })).subject, '/C=FR/ST=Paris (75)/O=CENTRE HOSPITALIER EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr');
+    // Postfix CNs, including odd ones, stay verified CNs.
+    for (const cn of ['mx.ch-exemple.fr', 'smtp-1.op2.fr', 'MX SERVEUR 1', 'x.fr/other', 'mx.a.fr,b']) {
+      assert.deepEqual(certFromMacros(m({ '{cert_subject}': cn })), { kind: 'cn', subject: cn, issuer: null, verified: true }, cn);
+    }
+  });
+
   it('Sendmail: {verify} without a subject is no certificate', () => {
     assert.deepEqual(certFromMacros(m({ '{verify}': 'NONE' })), { kind: 'none', subject: null, issuer: null, verified: false });
   });

@@ -219,9 +219,8 @@ describe('milter session', () => {
     assert.equal(t1.clientAddress, '192.0.2.25');
     assert.equal(t1.clientName, 'mx.ch-exemple.fr');
     assert.equal(t1.helo, 'mx.ch-exemple.fr');
+    // Only the macros the decision and the trace read are kept: `j` and `{daemon_name}` are dropped.
     assert.deepEqual(Object.fromEntries(t1.macros), {
-      j: 'mx.chu-exemple.fr',
-      '{daemon_name}': 'mx.chu-exemple.fr',
       ...Object.fromEntries(POSTFIX_TLS_HELO),
       i: 'A1',
       '{mail_addr}': 'reject@ch-exemple.mssante.fr',
@@ -423,6 +422,37 @@ describe('milter protocol errors and limits', () => {
     const { client } = await negotiated(h);
     await client.closed();
     assert.equal(await counter(h.metrics, 'protocolErrors', { frontend: 'milter', kind: 'idle_timeout' }), 1);
+  });
+
+  it('closes a connection whose kept macros exceed maxConnectionBytes, and keeps answering the others', async () => {
+    const h = await start({ maxPacketBytes: 2000, maxConnectionBytes: 4000 });
+    const { client: good } = await negotiated(h);
+    const { client: greedy } = await negotiated(h);
+    // Each costs 2 × 1514 + 64 = 3092 bytes kept: one fits beside a 2004-byte packet buffer, two do not.
+    greedy.send(encodeMacro('H', [['{cert_subject}', 'x'.repeat(1500)]]), encodeHelo('h'), encodeMail(['<a@x.fr>']));
+    assert.equal((await greedy.readPacket()).command, 'c', 'within the budget: answered');
+    greedy.send(encodeMacro('M', [['{mail_addr}', 'y'.repeat(1500)]]));
+    await greedy.closed();
+    assert.equal(await counter(h.metrics, 'protocolErrors', { frontend: 'milter', kind: 'connection_budget_exceeded' }), 1);
+    const warn = h.logs().find((l) => l.kind === 'connection_budget_exceeded');
+    assert.ok(warn !== undefined && typeof warn.heldBytes === 'number' && warn.heldBytes > 4000, 'a structured warn line with the bytes held');
+    good.send(encodeMail(['<a@x.fr>']));
+    assert.equal((await good.readPacket()).command, 'c');
+    good.destroy();
+  });
+
+  it('refuses a maxConnectionBytes that cannot hold one packet', async () => {
+    await assert.rejects(start({ maxPacketBytes: 2000, maxConnectionBytes: 2003 }), /maxConnectionBytes/);
+  });
+
+  it('drops macros of stages the decision does not read, counts them, and goes on', async () => {
+    const h = await start();
+    const { client } = await negotiated(h);
+    client.send(encodeMacro('E', [['{msg_id}', '<1@x.fr>']]), encodeMacro('R', [['{rcpt_addr}', 'b@y.fr']]), encodeMail(['<a@x.fr>']));
+    assert.equal((await client.readPacket()).command, 'c');
+    assert.equal(await counter(h.metrics, 'protocolErrors', { frontend: 'milter', kind: 'macro_stage_ignored' }), 2);
+    assert.deepEqual([...(h.seen[0]?.macros.keys() ?? [])], []);
+    client.destroy();
   });
 
   it('derives its defaults from the MTA: idle beyond Postfix milter_content_timeout (300 s), packets fit a 64 KiB body chunk', () => {

@@ -1,0 +1,315 @@
+/**
+ * The one listener skeleton of every stream frontend (policy, Milter, socketmap): admission
+ * (connection limit, heap watermark), the connection set and its gauge, the idle and request timers,
+ * the per-connection byte budget, protocol errors (logged with structured fields, counted, socket
+ * destroyed) and the draining close. A frontend brings a codec and a session; it never touches a
+ * net.Server.
+ *
+ * Usage:
+ *   const server = await startStreamServer('127.0.0.1:10040', {
+ *     frontend: 'policy', logger, metrics,
+ *     limits: { maxConnections, idleTimeoutMs, requestTimeoutMs, maxConnectionBytes, heapWatermarkPercent },
+ *     createSession: (conn) => ({
+ *       onData(chunk) { const done = decoder.push(chunk); for (...) conn.write(reply); return done.length > 0 },
+ *       pendingBytes: () => decoder.pendingBytes, heldBytes: () => decoder.pendingBytes, idle: () => decoder.pendingBytes === 0,
+ *     }),
+ *   });
+ *   await server.close(deadlineMs);
+ * A codec error becomes `conn.fail(err.kind)`; anything a session throws is logged as an error and
+ * closes that connection only. `frontend` labels the metrics and log lines (a new frontend adds its
+ * name to `Frontend` in observe/metrics.ts).
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { Frontend, Metrics } from '../observe/metrics.js';
+import { createAdmission, type Admission } from './admission.js';
+import { formatAddress, listen, parseListenAddress, type ListenOptions } from './listen.js';
+
+export interface StreamLimits {
+  /** Connections beyond this are accepted then closed at once, and counted. */
+  readonly maxConnections: number;
+  /** Close a connection silent this long (socket inactivity). */
+  readonly idleTimeoutMs: number;
+  /** Longest time from the first byte of a request (packet, netstring) to its end. */
+  readonly requestTimeoutMs: number;
+  /**
+   * Most bytes a connection may make the daemon keep (its session's heldBytes()), checked after
+   * every chunk: past it the connection is closed as `connection_budget_exceeded`.
+   */
+  readonly maxConnectionBytes: number;
+  /** Refuse new connections while the V8 heap is above this percentage of its limit (see admission.ts). */
+  readonly heapWatermarkPercent: number;
+}
+
+/** What a session may do with its connection. */
+export interface StreamConnection {
+  /** 1, 2, ... per listener. */
+  readonly id: number;
+  /** `ip:port`, `[v6]:port` or `unix`. */
+  readonly remote: string;
+  /** True once close() has begun: finish what is in flight, then end. */
+  readonly draining: boolean;
+  /** Writes (stops reading until flushed when the peer does not read). */
+  write(bytes: Buffer): void;
+  /** Flushes what is written, then FIN. Data the peer sends afterwards destroys the connection. */
+  end(): void;
+  /** Protocol error: logged (structured fields only), counted in protocol_errors_total{frontend,kind}, destroyed. */
+  fail(kind: string, level?: 'warn' | 'info', fields?: Record<string, unknown>): void;
+  /** Counts a protocol anomaly in protocol_errors_total{frontend,kind} without closing. */
+  count(kind: string): void;
+}
+
+/** One connection's protocol: a codec plus its state. Thrown errors close the connection (logged as errors). */
+export interface StreamSession {
+  /** A chunk of bytes. Returns true when at least one request completed (restarts the request clock). */
+  onData(chunk: Buffer): boolean;
+  /** The peer ended its side (only with allowHalfOpen). Default: end ours. */
+  onEnd?(): void;
+  /** Bytes of a request received but not complete: while > 0 the request timer runs. */
+  pendingBytes(): number;
+  /** Everything this connection makes the daemon keep (buffers, partial frames, kept state). */
+  heldBytes(): number;
+  /** True when ending the connection now loses nothing (used when draining). */
+  idle(): boolean;
+  /** The idle timeout fired. Default: a debug line, then the socket is destroyed (not counted). */
+  onIdleTimeout?(): void;
+}
+
+export interface StreamServerOptions {
+  readonly frontend: Frontend;
+  readonly limits: StreamLimits;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly createSession: (connection: StreamConnection) => StreamSession;
+  /** Keep reading after the peer's FIN (Exim's readsocket shuts down its side, then reads). Default false. */
+  readonly allowHalfOpen?: boolean;
+  /** TCP keep-alive probe delay; off when absent. */
+  readonly keepAliveMs?: number;
+  /** Mode of a unix socket file (default 0660). */
+  readonly unixMode?: ListenOptions['unixMode'];
+}
+
+export interface StreamServer {
+  /** `host:port` actually bound (the real port when 0 was asked), or `unix:/path`. */
+  readonly address: string;
+  /**
+   * Stops accepting, ends the connections whose session is idle (the others when they become idle),
+   * destroys what is left after `deadlineMs`, removes the unix socket file.
+   */
+  close(deadlineMs: number): Promise<void>;
+}
+
+interface Connection extends StreamConnection {
+  draining: boolean;
+  readonly socket: net.Socket;
+  session: StreamSession | null;
+  requestTimer: NodeJS.Timeout | null;
+}
+
+export async function startStreamServer(listenAddress: string, options: StreamServerOptions): Promise<StreamServer> {
+  const { limits } = options;
+  for (const key of ['maxConnections', 'idleTimeoutMs', 'requestTimeoutMs', 'maxConnectionBytes', 'heapWatermarkPercent'] as const) {
+    if (!Number.isSafeInteger(limits[key]) || limits[key] < 1) throw new RangeError(`${key} must be a positive integer, got ${limits[key]}`);
+  }
+  const parsed = parseListenAddress(listenAddress);
+  const server = net.createServer({ allowHalfOpen: options.allowHalfOpen === true });
+  const listener = new Listener(options, parsed.kind === 'unix');
+  server.on('connection', (socket: net.Socket) => listener.accept(socket));
+  // Accept errors (EMFILE...) must not kill the daemon.
+  server.on('error', (err) => listener.log.error({ err }, `${options.frontend} listener error`));
+  const bound = await listen(server, parsed, { unixMode: options.unixMode });
+  const address = formatAddress(bound.address);
+  listener.log.info({ address }, `${options.frontend} listener ready`);
+  let closing: Promise<void> | null = null;
+  return {
+    address,
+    close(deadlineMs) {
+      closing ??= (async () => {
+        const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        try {
+          await Promise.all([listenerClosed, listener.drain(deadlineMs)]);
+        } finally {
+          await bound.release();
+        }
+        listener.log.info({ address }, `${options.frontend} listener closed`);
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The connections of one listener and what happens to them; the net.Server itself stays outside. */
+class Listener {
+  readonly log: Logger;
+  private readonly connections = new Set<Connection>();
+  private readonly admission: Admission;
+  private readonly active: ReturnType<Metrics['connectionsActive']['labels']>;
+  private nextId = 0;
+  private draining = false;
+  private onLastConnectionGone: (() => void) | null = null;
+
+  constructor(
+    private readonly options: StreamServerOptions,
+    unix: boolean,
+  ) {
+    const { frontend, limits, metrics } = options;
+    this.log = options.logger.child({ frontend });
+    this.active = metrics.connectionsActive.labels({ frontend });
+    this.admission = createAdmission(frontend, limits.maxConnections, unix, metrics, this.log, { heapWatermarkPercent: limits.heapWatermarkPercent });
+  }
+
+  accept(socket: net.Socket): void {
+    if (!this.admission.admit(socket, this.connections.size)) return;
+    const { frontend, limits, metrics } = this.options;
+    const conn: Connection = {
+      id: ++this.nextId,
+      remote: this.admission.remoteOf(socket),
+      socket,
+      draining: this.draining,
+      session: null,
+      requestTimer: null,
+      write(bytes) {
+        if (!socket.write(bytes)) socket.pause();
+      },
+      end() {
+        if (!socket.writableEnded) socket.end();
+      },
+      fail: (kind, level = 'warn', fields = {}) => this.fail(conn, kind, level, fields),
+      count: (kind) => metrics.protocolErrors.inc({ frontend, kind }),
+    };
+    this.connections.add(conn);
+    this.active.inc();
+    socket.setNoDelay(true);
+    if (this.options.keepAliveMs !== undefined) socket.setKeepAlive(true, this.options.keepAliveMs);
+    socket.setTimeout(limits.idleTimeoutMs);
+    socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
+    socket.on('end', () => this.onEnd(conn));
+    socket.on('timeout', () => this.onIdle(conn));
+    // A peer that does not read our replies: stop reading until they are flushed.
+    socket.on('drain', () => socket.resume());
+    socket.on('error', (err: NodeJS.ErrnoException) => this.log.debug({ conn: conn.id, remote: conn.remote, code: err.code }, `${frontend} connection error`));
+    socket.on('close', () => this.onClose(conn));
+    try {
+      conn.session = this.options.createSession(conn);
+    } catch (err) {
+      this.crash(conn, err);
+      return;
+    }
+    this.log.debug({ conn: conn.id, remote: conn.remote }, `${frontend} connection opened`);
+  }
+
+  private onData(conn: Connection, chunk: Buffer): void {
+    const { socket, session } = conn;
+    if (socket.destroyed || session === null) return;
+    if (socket.writableEnded) {
+      // We ended this connection (QUIT, or idle while draining) and the peer sent more: it will retry elsewhere.
+      this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} data after our end, dropped`);
+      socket.destroy();
+      return;
+    }
+    let progressed: boolean;
+    try {
+      progressed = session.onData(chunk);
+    } catch (err) {
+      this.crash(conn, err);
+      return;
+    }
+    if (socket.destroyed) return;
+    const held = session.heldBytes();
+    const { maxConnectionBytes, requestTimeoutMs } = this.options.limits;
+    if (held > maxConnectionBytes) {
+      this.fail(conn, 'connection_budget_exceeded', 'warn', { heldBytes: held, maxConnectionBytes });
+      return;
+    }
+    if (socket.writableEnded) return;
+    // The clock runs from the first byte of the request still incomplete: restarted when one completes.
+    if (progressed || session.pendingBytes() === 0) this.stopRequestTimer(conn);
+    if (session.pendingBytes() > 0) {
+      conn.requestTimer ??= setTimeout(() => this.onRequestTimeout(conn), requestTimeoutMs);
+    } else if (conn.draining && session.idle()) {
+      socket.end();
+    }
+  }
+
+  private onEnd(conn: Connection): void {
+    if (conn.socket.destroyed || conn.session === null) return;
+    this.stopRequestTimer(conn);
+    try {
+      if (conn.session.onEnd !== undefined) conn.session.onEnd();
+      else conn.end();
+    } catch (err) {
+      this.crash(conn, err);
+    }
+  }
+
+  private onIdle(conn: Connection): void {
+    if (conn.socket.destroyed) return;
+    if (conn.session?.onIdleTimeout !== undefined) {
+      conn.session.onIdleTimeout();
+      return;
+    }
+    this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} connection idle, closing`);
+    conn.socket.destroy();
+  }
+
+  private onRequestTimeout(conn: Connection): void {
+    conn.requestTimer = null;
+    // Closed meanwhile (idle timeout, error): its 'close' has not cleared this timer yet.
+    if (conn.socket.destroyed) return;
+    this.fail(conn, 'request_timeout', 'warn', { pendingBytes: conn.session?.pendingBytes() ?? 0 });
+  }
+
+  private onClose(conn: Connection): void {
+    this.connections.delete(conn);
+    this.active.dec();
+    this.stopRequestTimer(conn);
+    this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} connection closed`);
+    if (this.connections.size === 0) this.onLastConnectionGone?.();
+  }
+
+  private stopRequestTimer(conn: Connection): void {
+    if (conn.requestTimer !== null) {
+      clearTimeout(conn.requestTimer);
+      conn.requestTimer = null;
+    }
+  }
+
+  private fail(conn: Connection, kind: string, level: 'warn' | 'info', fields: Record<string, unknown>): void {
+    // Already closed by another timer or error: one close, one count.
+    if (conn.socket.destroyed) return;
+    const { frontend, metrics } = this.options;
+    // Structured fields only: the offending bytes are never logged.
+    this.log[level]({ conn: conn.id, remote: conn.remote, kind, ...fields }, `${frontend} protocol error, connection closed`);
+    metrics.protocolErrors.inc({ frontend, kind });
+    conn.socket.destroy();
+  }
+
+  private crash(conn: Connection, err: unknown): void {
+    this.log.error({ conn: conn.id, remote: conn.remote, err }, `${this.options.frontend} connection failed, closed`);
+    conn.socket.destroy();
+  }
+
+  /** Ends idle connections now, the others once idle; destroys what is left after deadlineMs. Resolves when none is left. */
+  async drain(deadlineMs: number): Promise<void> {
+    this.draining = true;
+    // Our own bookkeeping (gauge, timers) runs in each socket's 'close': wait for it.
+    const gone = new Promise<void>((resolve) => {
+      this.onLastConnectionGone = resolve;
+      if (this.connections.size === 0) resolve();
+    });
+    for (const conn of this.connections) {
+      conn.draining = true;
+      // Idle: FIN now (the MTA reconnects for its next question). Busy: onData ends it once idle.
+      if (conn.session?.idle() === true && !conn.socket.writableEnded) conn.socket.end();
+    }
+    const deadline = setTimeout(() => {
+      if (this.connections.size > 0) this.log.warn({ connections: this.connections.size }, `${this.options.frontend} drain deadline reached, destroying connections`);
+      for (const conn of this.connections) conn.socket.destroy();
+    }, deadlineMs);
+    try {
+      await gone;
+    } finally {
+      clearTimeout(deadline);
+    }
+  }
+}
