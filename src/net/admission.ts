@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { Frontend, Metrics } from '../observe/metrics.js';
+import type { ListenerFrontend, Metrics } from '../observe/metrics.js';
 
 const REJECT_WARN_INTERVAL_MS = 10_000;
 
@@ -16,7 +16,7 @@ export interface Admission {
   remoteOf(socket: Socket): string;
 }
 
-export function createAdmission(frontend: Frontend, maxConnections: number, unix: boolean, metrics: Metrics, log: Logger): Admission {
+export function createAdmission(frontend: ListenerFrontend, maxConnections: number, unix: boolean, metrics: Metrics, log: Logger): Admission {
   const rejected = metrics.connectionsRejected.labels({ frontend });
   let lastWarn = -Infinity;
   return {

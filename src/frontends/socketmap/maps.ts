@@ -20,13 +20,13 @@ import { domainToASCII } from 'node:url';
 import { RECIPIENT_DOMAIN_NOT_LISTED, REASONS } from '../../trust/reasons.js';
 import type { WhitelistIndex } from '../../whitelist/index.js';
 import { normaliseDomain } from '../../whitelist/validate.js';
+import type { SocketmapMapLabel, SocketmapResultLabel } from '../../observe/metrics.js';
 import type { SocketmapReply } from './codec.js';
 
 export const SOCKETMAP_MAPS = ['mssante-domain', 'mssante-tls-policy', 'mssante-transport', 'mssante-recipient-access'] as const;
 export type SocketmapMap = (typeof SOCKETMAP_MAPS)[number];
-/** Metric label of a lookup: a map name, or `unknown` for any other (bounded, never the client's text). */
-export type SocketmapMapLabel = SocketmapMap | 'unknown';
-export type SocketmapResultLabel = 'ok' | 'notfound' | 'temp' | 'perm';
+// Metric label of a lookup: a map name, or `unknown` for any other (bounded, never the client's text).
+export type { SocketmapMapLabel, SocketmapResultLabel } from '../../observe/metrics.js';
 
 export interface SocketmapValues {
   /** OK value of mssante-tls-policy (a Postfix TLS policy: level and attributes). */
