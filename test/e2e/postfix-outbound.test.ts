@@ -7,13 +7,14 @@
  * down it defers (4xx) and never bounces.
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RECIPIENT_DOMAIN_NOT_LISTED } from '../../src/trust/reasons.js';
 import { freePort, startDaemon, type DaemonHandle } from '../support/daemon.js';
 import { operatorSubject, TestPki, type Issued } from '../support/pki.js';
-import { startPostfix, type PostfixInstance } from '../support/postfix.js';
+import { REPO_ROOT } from '../support/fixtures.js';
+import { POSTFIX_DEPLOY_DIR, startPostfix, type PostfixInstance } from '../support/postfix.js';
 import { startRelay, type RelayInstance } from '../support/postfix-relay.js';
 import { postfixE2eMissing } from '../support/postfix-scenarios.js';
 import { sendMail, type SendResult } from '../support/swaks.js';
@@ -133,3 +134,14 @@ if (missing !== null && process.env.CI === 'true') {
     });
   });
 }
+
+test('README "Outbound (sending side)" shows the lines of the deploy files as shipped', () => {
+  const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+  const section = readme.split(/^## /m).find((s) => s.startsWith('Outbound (sending side)'));
+  assert.ok(section !== undefined, 'README has the section');
+  const block = /```\n([\s\S]*?)```/.exec(section)?.[1] ?? '';
+  const shipped = ['main.cf.outbound', 'master.cf.outbound'].map((f) => readFileSync(join(POSTFIX_DEPLOY_DIR, f), 'utf8').split('\n')).flat();
+  const lines = block.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('#') && l.trim() !== '...');
+  assert.ok(lines.length >= 10);
+  for (const line of lines) assert.ok(shipped.includes(line), `README line not in deploy/postfix: ${JSON.stringify(line)}`);
+});
