@@ -280,7 +280,7 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
     assert.equal(stale.labels.instance, daemon.httpAddress);
     assert.ok(Number(stale.value) > 2.9 * 86_400, `the alert carries the list age (${stale.value} s)`);
     // A usable list, no tempfail, daemon up: those stay quiet.
-    for (const quiet of ['MssantePolicydWhitelistUnusable', 'MssantePolicydTempfail', 'MssantePolicydDown', 'MssantePolicydAbsent']) {
+    for (const quiet of ['MssantePolicydWhitelistUnusable', 'MssantePolicydTempfail', 'MssantePolicydDown', 'MssantePolicydAbsent', 'MssantePolicydSocketmapTempPerm']) {
       assert.equal(await state(quiet), 'inactive', quiet);
     }
   });
