@@ -337,6 +337,10 @@ async function exportCommand(args: string[]): Promise<number> {
     return 2;
   }
   const maxEntries = v['max-list-entries'] !== undefined ? Number(v['max-list-entries']) : 200_000;
+  if (!Number.isSafeInteger(maxEntries) || maxEntries < 1) {
+    process.stderr.write('export: --max-list-entries must be a positive whole number\n');
+    return 2;
+  }
   const result = prepareList(bytes, { trust, allowUnsigned: false, maxEntries });
   if (!result.ok) {
     process.stderr.write(`export: ${file} is unusable: ${result.reason} — ${result.detail}\n`);

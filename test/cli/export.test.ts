@@ -69,6 +69,9 @@ describe('mssante-policyd export --format postfix', () => {
     assert.equal(runCli(['export', '--format', 'postfix', '--out', out, DEMO_WHITELIST]).code, 2);
     assert.equal(runCli(['export', '--format', 'postfix', '--out', out, DEMO_WHITELIST, '--allow-unsigned']).code, 2);
     assert.equal(runCli(['export', '--format', 'csv', '--out', out, DEMO_WHITELIST, '--signer', DEMO_SIGNER]).code, 2);
+    assert.equal(runCli(['export', '--format', 'postfix', '--out', out, DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--max-list-entries', 'many']).code, 2);
+    assert.equal(runCli(['export', '--format', 'postfix', '--out', out, DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--tls-policy-value', 'a\nb']).code, 2);
+    assert.equal(existsSync(out), false);
   });
 
   it('replaces files atomically: no temporary file is left, an old file is replaced whole', () => {
