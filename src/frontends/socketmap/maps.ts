@@ -56,7 +56,7 @@ export class SocketmapTables {
   readonly #tls: SocketmapLookup;
   readonly #transport: SocketmapLookup;
   readonly #reject: SocketmapLookup;
-  readonly #unknown: SocketmapLookup = freeze('unknown', 'perm', { status: 'PERM', text: 'unknown map name (maps: mssante-domain, mssante-tls-policy, mssante-transport, mssante-recipient-access)' });
+  readonly #unknown: SocketmapLookup = freeze('unknown', 'perm', { status: 'PERM', text: `unknown map name (maps: ${SOCKETMAP_MAPS.join(', ')})` });
   /** CN answers and parent-domain sets, per list: dropped with the list. */
   readonly #perIndex = new WeakMap<WhitelistIndex, { cns: Map<string, SocketmapLookup>; parents: Set<string> | null }>();
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { RECIPIENT_REJECT_VALUE, SocketmapTables, parentDomains, type SocketmapLookup } from '../../../src/frontends/socketmap/maps.js';
+import { RECIPIENT_REJECT_VALUE, SOCKETMAP_MAPS, SocketmapTables, parentDomains, type SocketmapLookup } from '../../../src/frontends/socketmap/maps.js';
+import { createMetrics } from '../../../src/observe/metrics.js';
 import { buildIndex } from '../../support/index-builder.js';
 
 const DN_A = 'CN=mx.operateur-a.fr,OU=318310021300028,O=OPERATEUR A,ST=Paris (75),C=FR';
@@ -164,6 +165,15 @@ describe('socketmap tables: errors and no list', () => {
   it('refuses an empty or multi-line configured value', () => {
     assert.throws(() => new SocketmapTables({ tlsPolicy: '', transport: 'smtp:' }), RangeError);
     assert.throws(() => new SocketmapTables({ tlsPolicy: 'secure', transport: 'smtp:\n' }), RangeError);
+  });
+
+  it('metrics pre-create a series for every map (and unknown) and every result, at 0', async () => {
+    const json = await createMetrics({ defaultMetrics: false }).registry.getMetricsAsJSON();
+    const series = json.find((m) => m.name === 'mssante_policyd_socketmap_lookups_total')?.values ?? [];
+    const maps = new Set(series.map((v) => String(v.labels.map)));
+    assert.deepEqual([...maps].sort(), [...SOCKETMAP_MAPS, 'unknown'].sort());
+    assert.equal(series.length, maps.size * 4);
+    assert.ok(series.every((v) => v.value === 0));
   });
 
   it('parentDomains lists every proper suffix, down to the top-level label', () => {
