@@ -22,7 +22,8 @@ import { buildListXml } from '../support/xmlsec.js';
 
 const RECIPIENT = 'dr.martin@destinataire.mssante.test';
 const SENDER = 'alice@op1.mssante.test';
-const MX_NAME = 'mx.destinataire.mssante.test';
+/** The MX certificate names the host of the operator that hosts the domain, not a name under the domain. */
+const MX_NAME = 'mx.hebergeur-sante.test';
 /** Safety net for Postfix's own queue runs on a loaded machine, not a timing assertion. */
 const DELIVERY_WAIT_MS = 90_000;
 
@@ -69,8 +70,9 @@ if (missing !== null && process.env.CI === 'true') {
           // The default transport value (smtp-mssante:, next hop = the recipient domain, so that
           // smtp_tls_policy_maps is asked for that domain). No DNS in tests, hence no MX lookup:
           // the TLS policy pins the MX certificate name that match=hostname checks in production.
-          // Were the policy table not used, the transport's own "secure" (match=nexthop) would
-          // refuse this certificate and nothing would be delivered.
+          // Were the policy table not used, the transport's own "secure" (match=nexthop:dot-nexthop,
+          // and MX_NAME is not under the recipient domain) would refuse this certificate and
+          // nothing would be delivered.
           '--tls-policy-value', `secure match=${MX_NAME}`,
         ],
       });
