@@ -262,3 +262,29 @@ export function corpusFile(protocol, transactions) {
   const wire = transactions.map((t) => (protocol === 'milter' ? milterTransaction(t) : policyRequest(t)).toString('base64'));
   return { protocol, expect: transactions.map((t) => t.expect), kinds: transactions.map((t) => t.kind), wire };
 }
+
+/** A socketmap request netstring `<len>:<map> <key>,` (what Postfix's dict_sockmap writes). */
+function socketmapRequest(map, key) {
+  const payload = Buffer.from(`${map} ${key}`, 'utf8');
+  return Buffer.concat([Buffer.from(`${payload.length}:`), payload, Buffer.from(',')]);
+}
+
+/**
+ * Socketmap lookups as a sending relay makes them, per recipient: transport, TLS policy and the
+ * recipient check, for listed domains (plain ones only) and for domains outside the list. `expect` is
+ * the reply's status word, except that a recipient-access refusal is `REJECT` (its value's first word).
+ */
+export function socketmapCorpus(scan, count) {
+  const listed = [...scan.allDomains].filter((d) => CLEAN_DOMAIN.test(d) && !scan.murkyDomains.has(d));
+  const random = rng(20250228);
+  const items = [];
+  for (let i = 0; i < count; i++) {
+    const inList = random() < 0.8 && listed.length > 0;
+    const domain = inList ? listed[Math.floor(random() * listed.length)] : `hors-liste-${i % 211}.example.org`;
+    const pick = i % 3;
+    if (pick === 0) items.push({ kind: inList ? 'transport_listed' : 'transport_unlisted', expect: inList ? 'OK' : 'NOTFOUND', wire: socketmapRequest('mssante-transport', domain) });
+    else if (pick === 1) items.push({ kind: inList ? 'tls_listed' : 'tls_unlisted', expect: inList ? 'OK' : 'NOTFOUND', wire: socketmapRequest('mssante-tls-policy', domain) });
+    else items.push({ kind: inList ? 'rcpt_listed' : 'rcpt_unlisted', expect: inList ? 'NOTFOUND' : 'REJECT', wire: socketmapRequest('mssante-recipient-access', `dr.x${i % 53}@${domain}`) });
+  }
+  return { protocol: 'socketmap', expect: items.map((t) => t.expect), kinds: items.map((t) => t.kind), wire: items.map((t) => t.wire.toString('base64')) };
+}

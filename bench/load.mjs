@@ -17,7 +17,7 @@ import { createHistogram } from 'node:perf_hooks';
 const DEFAULTS = {
   host: '127.0.0.1',
   port: 0,
-  /** policy | milter */
+  /** policy | milter | socketmap */
   protocol: 'policy',
   /** persistent | newconn */
   mode: 'persistent',
@@ -128,6 +128,14 @@ function policyWord(buf) {
   return buf.latin1Slice(7, end);
 }
 
+/** Socketmap reply payload → its status word; `OK REJECT ...` → REJECT (a recipient refusal). */
+function socketmapWord(payload) {
+  const text = payload.latin1Slice(0, Math.min(payload.length, 16));
+  if (text.startsWith('OK REJECT')) return 'REJECT';
+  const space = text.indexOf(' ');
+  return space < 0 ? text : text.slice(0, space);
+}
+
 /** Milter reply packet → the policy-style first word (CONTINUE = DUNNO). */
 function milterWord(pkt) {
   const cmd = pkt[4];
@@ -185,6 +193,15 @@ function persistent(index) {
         return;
       }
       complete(milterWord(pkt));
+    } else if (config.protocol === 'socketmap') {
+      const colon = buf.indexOf(0x3a);
+      if (colon < 0) return;
+      const len = Number(buf.latin1Slice(0, colon));
+      if (buf.length < colon + len + 2) return;
+      const reply = buf;
+      buf = null;
+      if (reply.length > colon + len + 2) recordFailure('more than one reply');
+      complete(socketmapWord(reply.subarray(colon + 1, colon + 1 + len)));
     } else {
       if (buf.length < 2 || buf[buf.length - 1] !== 0x0a || buf[buf.length - 2] !== 0x0a) return;
       const reply = buf;

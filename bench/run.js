@@ -7,7 +7,7 @@
  *
  *   npm run bench                      (builds, then: node bench/run.js)
  *   node bench/run.js --seconds 4      (shorter rows)
- *   node bench/run.js --only floor,daemon,startup,big,postfwd
+ *   node bench/run.js --only floor,daemon,startup,big,postfwd,socketmap
  *   BENCH_CLI=/path/to/other/dist/cli.js node bench/run.js --only daemon   (A/B a change)
  *   node bench/run.js --soak MINUTES   (issue 6: mixed traffic, a list reload every 10 s)
  */
@@ -15,7 +15,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, rea
 import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildTransactions, corpusFile, milterOptneg, MILTER_END_OF_SESSION, scanList } from './corpus.mjs';
+import { buildTransactions, corpusFile, milterOptneg, MILTER_END_OF_SESSION, scanList, socketmapCorpus } from './corpus.mjs';
 import { buildSyntheticList } from './lists.mjs';
 import { postfwdAvailable, startPostfwd, writePostfwdRules } from './postfwd.mjs';
 import { HAS_TASKSET, cpuSeconds, freePorts, killAllChildren, memoryMiB, scrape, sleep, spawnPinned, stopChild, waitReady } from './procs.mjs';
@@ -92,6 +92,7 @@ async function main() {
   // The start-up section restarts from the state dir this one fills.
   if (runs('daemon') || runs('startup')) await daemonSection(lists, stateDir, rows, facts);
   if (runs('startup')) await startupSection(lists, stateDir, rows, facts);
+  if (runs('socketmap')) await socketmapSection(lists, rows);
   if (runs('big')) {
     const big = await bigListRun();
     rows.push(big.row);
@@ -137,6 +138,18 @@ async function daemonSection(lists, stateDir, rows, facts) {
   await stopChild(d.child);
 }
 
+/** Sending side: socketmap lookups (transport, TLS policy, recipient check), same list, fresh daemon. */
+async function socketmapSection(lists, rows) {
+  const d = await startDaemon({ lists, stateDir: join(tmp, 'state-socketmap'), trace: 'file' });
+  await settle(d);
+  const corpus = lists.socketmapCorpus;
+  rows.push(await loadRow('socketmap', 'daemon, socketmap lookups', d, { connections: 16, protocol: 'socketmap', corpus, port: d.socketmapPort }));
+  rows.push(await loadRow('socketmap', 'daemon, socketmap lookups', d, { connections: 100, protocol: 'socketmap', corpus, port: d.socketmapPort }));
+  // The yardstick of the goal: the policy frontend of the same daemon, right after.
+  rows.push(await loadRow('socketmap-yardstick', 'same daemon, policy frontend (socketmap yardstick)', d, { connections: 100, corpus: lists.policyCorpus }));
+  await stopChild(d.child);
+}
+
 /** Three restarts from the filled state dir (median time to ready), then a row with the trace to /dev/null. */
 async function startupSection(lists, stateDir, rows, facts) {
   facts.readyFromStateMs = [];
@@ -177,6 +190,8 @@ async function prepareLists() {
   const transactions = buildTransactions(scan, 4000);
   const policyCorpus = writeCorpus('policy', transactions);
   const milterCorpus = writeCorpus('milter', transactions);
+  const socketmapCorpusFile = join(tmp, 'corpus-socketmap.json');
+  writeFileSync(socketmapCorpusFile, JSON.stringify(socketmapCorpus(scan, 4000)));
   const postfwdCorpus = writeCorpus('policy', transactions.slice(0, 1000), 'postfwd');
   const sizes = corpusFile('policy', transactions.slice(0, 200)).wire.map((w) => Buffer.from(w, 'base64').length);
   const description = real
@@ -191,6 +206,7 @@ async function prepareLists() {
     scan,
     policyCorpus,
     milterCorpus,
+    socketmapCorpus: socketmapCorpusFile,
     postfwdCorpus,
     requestBytes: Math.round(sizes.reduce((a, b) => a + b, 0) / sizes.length),
     description,
@@ -229,7 +245,7 @@ async function startFloor() {
 }
 
 async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, signer = lists.signer }) {
-  const [policyPort, milterPort, httpPort] = await freePorts(3);
+  const [policyPort, milterPort, httpPort, socketmapPort] = await freePorts(4);
   const traceFile = join(tmp, `trace-${Date.now()}.log`);
   const stdout = trace === 'file' ? openSync(traceFile, 'w') : 'ignore';
   const stderrFile = join(tmp, `daemon-stderr-${Date.now()}.log`);
@@ -242,6 +258,7 @@ async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, 
     '--state-dir', stateDir,
     '--policy-listen', `127.0.0.1:${policyPort}`,
     '--milter-listen', `127.0.0.1:${milterPort}`,
+    '--socketmap-listen', `127.0.0.1:${socketmapPort}`,
     '--http-listen', http,
     '--log-level', 'info',
   ];
@@ -255,7 +272,7 @@ async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, 
   } catch (error) {
     throw new Error(`${error.message}\n${readFileSync(stderrFile, 'utf8').slice(0, 2000)}`, { cause: error });
   }
-  return { child, pid: child.pid, policyPort, milterPort, http, readyMs, traceFile, stateDir };
+  return { child, pid: child.pid, policyPort, milterPort, socketmapPort, http, readyMs, traceFile, stateDir };
 }
 
 /** Waits until the start-up load from the source has finished, so rows do not measure it. */
@@ -615,6 +632,11 @@ function report(rows, facts, lists) {
   if (facts.readyFromStateMs) {
     const readyState = median(facts.readyFromStateMs) / 1000;
     goal(`start-up to ready from the state dir, ${listName(lists)} (median of 3)`, `≤ ${GOALS.startup} s`, `${f2(readyState)} s (${facts.readyFromStateMs.map((v) => f2(v / 1000)).join(', ')}; empty state dir: ${f2(facts.readyColdMs / 1000)} s)`, realOnly(readyState <= GOALS.startup));
+  }
+  const sm100 = rows.find((r) => r.kind === 'socketmap' && r.connections === 100);
+  if (sm100) {
+    const x = ratio(sm100.rps, rows.find((r) => r.kind === 'socketmap-yardstick')?.rps);
+    goal('socketmap lookups (100 conns): throughput vs the policy frontend, wrong answers', '≥ 1 ×, 0 wrong', `${f2(x)} × (${f0(sm100.rps)} lookups/s, p99 ${f2(sm100.p99)} ms), ${sm100.wrong} wrong / ${sm100.failed} failed`, judged(x >= 1 && sm100.wrong + sm100.failed === 0, x));
   }
   if (milter) goal('Milter frontend, same decisions (100 conns)', '0 wrong', `${f0(milter.rps)} tx/s, p99 ${f2(milter.p99)} ms, ${milter.wrong} wrong / ${milter.failed} failed`, milter.wrong + milter.failed === 0);
 

@@ -7,6 +7,8 @@ import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError, PACKAGE_ROOT, SETTINGS, resolveConfig, settingsHelp, type FlagValues } from './config.js';
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
+import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
+import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
 import { WhitelistIndex } from './whitelist/index.js';
@@ -21,6 +23,8 @@ Usage:
   mssante-policyd check FILE [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]]
                                                      validate a whitelist file; exit 0 usable, 1 unusable
   mssante-policyd query [--policy ADDR] name=value...  send one policy request, print the answer
+  mssante-policyd export --format postfix --out DIR FILE --signer PEM...
+                                                     write the socketmap tables as files for postmap
   mssante-policyd --version | --help | COMMAND --help
 `;
 
@@ -41,6 +45,8 @@ async function main(argv: string[]): Promise<number> {
       return checkCommand(rest);
     case 'query':
       return queryCommand(rest);
+    case 'export':
+      return exportCommand(rest);
     case '--version':
     case '-v':
       process.stdout.write(`${packageVersion()}\n`);
@@ -269,6 +275,85 @@ function formatCheckReport(r: CheckReport): string {
   if (r.accepted) lines.push('accepted: the daemon will let this list through the guard on its next load (send SIGHUP)');
   lines.push('USABLE');
   return `${lines.join('\n')}\n`;
+}
+
+// ---------------------------------------------------------------- export
+
+const EXPORT_HELP = `mssante-policyd export --format postfix --out DIR FILE --signer PEM... [--tls-policy-value V] [--transport-value V]
+  Verifies FILE like check and serve do (signature required: there is no --allow-unsigned here), then
+  writes into DIR, each file atomically: mssante-domain, mssante-tls-policy, mssante-transport (for
+  postmap) and mssante-recipient-access.regexp (a regexp: table). Exit 0 written; 1 list unusable.
+`;
+
+async function exportCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        format: { type: 'string' },
+        out: { type: 'string' },
+        signer: { type: 'string', multiple: true },
+        'tls-policy-value': { type: 'string' },
+        'transport-value': { type: 'string' },
+        'max-list-entries': { type: 'string' },
+        help: { type: 'boolean' },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    process.stderr.write(`export: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const v = parsed.values;
+  if (v.help === true || parsed.positionals.length !== 1 || v.out === undefined) {
+    process.stdout.write(EXPORT_HELP);
+    return v.help === true ? 0 : 2;
+  }
+  if (v.format !== 'postfix') {
+    process.stderr.write('export: --format postfix is the only format\n');
+    return 2;
+  }
+  const signers = v.signer ?? [];
+  if (signers.length === 0) {
+    process.stderr.write('export: give --signer PEM: the tables are written from a verified list only\n');
+    return 2;
+  }
+  const file = parsed.positionals[0] as string;
+  let bytes: Buffer;
+  let tables: SocketmapTables;
+  let trust;
+  try {
+    bytes = readFileSync(file);
+    trust = loadSignerTrust(signers);
+    const defaults = (key: string): string => String(SETTINGS.find((s) => s.key === key)?.default);
+    tables = new SocketmapTables({
+      tlsPolicy: v['tls-policy-value'] ?? defaults('tls-policy-value'),
+      transport: v['transport-value'] ?? defaults('transport-value'),
+    });
+  } catch (error) {
+    process.stderr.write(`export: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const maxEntries = v['max-list-entries'] !== undefined ? Number(v['max-list-entries']) : 200_000;
+  if (!Number.isSafeInteger(maxEntries) || maxEntries < 1) {
+    process.stderr.write('export: --max-list-entries must be a positive whole number\n');
+    return 2;
+  }
+  const result = prepareList(bytes, { trust, allowUnsigned: false, maxEntries });
+  if (!result.ok) {
+    process.stderr.write(`export: ${file} is unusable: ${result.reason} — ${result.detail}\n`);
+    return 1;
+  }
+  const list = result.list;
+  const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
+  const header = `Written by mssante-policyd export from ${file}\nsha256 ${list.sha256}, generated ${list.generatedAt}, ${index.domainCount} domains; do not edit`;
+  const written = writeTablesAtomically(v.out, postfixTables(index, tables.values, header));
+  for (const path of written) process.stdout.write(`${path}\n`);
+  const signer = list.signature.verified ? list.signature.signer.subject.replace(/\n/g, ', ') : 'nobody';
+  process.stdout.write(`${index.domainCount} domains, list generated ${list.generatedAt}, signed by ${signer}\n`);
+  return 0;
 }
 
 // ---------------------------------------------------------------- query

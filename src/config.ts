@@ -38,6 +38,10 @@ export const SETTINGS = [
   { key: 'fetch-timeout', kind: 'seconds', default: 120, min: 1, max: 3600, help: 'total time allowed for one download of the list' },
   { key: 'policy-listen', kind: 'string?', default: '127.0.0.1:10040', help: 'Postfix policy protocol listener: host:port or unix:/path ("off" to disable)' },
   { key: 'milter-listen', kind: 'string?', default: null, help: 'Milter listener: host:port or unix:/path (default off)' },
+  { key: 'socketmap-listen', kind: 'string?', default: null, help: 'Postfix socketmap tables for the sending side (mssante-domain, -tls-policy, -transport, -recipient-access): host:port or unix:/path (default off)' },
+  { key: 'max-socketmap-request-bytes', kind: 'int', default: 100_000, min: 256, max: 1024 * 1024, help: 'largest socketmap request (Postfix sends 100 000 bytes at most)' },
+  { key: 'tls-policy-value', kind: 'string', default: 'secure match=hostname:nexthop:dot-nexthop', help: 'answer of the mssante-tls-policy table for a listed domain (a Postfix TLS policy; see README "Outbound")' },
+  { key: 'transport-value', kind: 'string', default: 'smtp-mssante:', help: 'answer of the mssante-transport table for a listed domain (a Postfix transport:nexthop)' },
   { key: 'http-listen', kind: 'string?', default: '127.0.0.1:9464', help: 'HTTP listener for /metrics /healthz /readyz /v1/... ("off" to disable)' },
   { key: 'max-connections', kind: 'int', default: 1000, min: 1, max: 100_000, help: 'open connections per listener; more are closed at once' },
   { key: 'idle-timeout', kind: 'seconds', default: 330, min: 1, max: 86400, help: 'close a client connection idle this long (Postfix keeps them 300 s)' },
@@ -74,6 +78,10 @@ export interface Config {
   readonly policyListen: string | null;
   readonly milterListen: string | null;
   readonly httpListen: string | null;
+  readonly socketmapListen: string | null;
+  readonly maxSocketmapRequestBytes: number;
+  readonly tlsPolicyValue: string;
+  readonly transportValue: string;
   readonly maxConnections: number;
   readonly idleTimeoutSeconds: number;
   readonly milterIdleTimeoutSeconds: number;
@@ -205,8 +213,13 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   }
   const policyListen = get<string | null>('policy-listen');
   const milterListen = get<string | null>('milter-listen');
-  if (policyListen === null && milterListen === null) {
-    throw new ConfigError('neither --policy-listen nor --milter-listen is set: nothing would answer the MTA');
+  const socketmapListen = get<string | null>('socketmap-listen');
+  if (policyListen === null && milterListen === null && socketmapListen === null) {
+    throw new ConfigError('none of --policy-listen, --milter-listen, --socketmap-listen is set: nothing would answer the MTA');
+  }
+  for (const key of ['tls-policy-value', 'transport-value'] as const) {
+    // eslint-disable-next-line no-control-regex
+    if (get<string>(key).trim() === '' || /[\x00-\x1f\x7f]/.test(get<string>(key))) throw new ConfigError(`--${key}: must be non-empty text on one line`);
   }
   const maxConnectionBytes = get<number>('max-connection-bytes');
   if (get<number>('max-milter-packet-bytes') + 4 > maxConnectionBytes || get<number>('max-request-bytes') + get<number>('max-line-bytes') > maxConnectionBytes) {
@@ -228,6 +241,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     policyListen,
     milterListen,
     httpListen: get<string | null>('http-listen'),
+    socketmapListen,
+    maxSocketmapRequestBytes: get<number>('max-socketmap-request-bytes'),
+    tlsPolicyValue: get<string>('tls-policy-value'),
+    transportValue: get<string>('transport-value'),
     maxConnections: get<number>('max-connections'),
     idleTimeoutSeconds: get<number>('idle-timeout'),
     milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),

@@ -11,6 +11,8 @@ import { DecisionService } from './decision-service.js';
 import { factsFromRequest, traceFromRequest } from './frontends/policy/facts.js';
 import { startPolicyServer, type PolicyServer } from './frontends/policy/server.js';
 import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
+import { SocketmapTables } from './frontends/socketmap/maps.js';
+import { startSocketmapServer } from './frontends/socketmap/server.js';
 import { startHttpServer, type DomainLookup, type DryRunInput, type DryRunResult, type WhitelistStatus } from './http/server.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
 import { DecisionTracer } from './observe/trace.js';
@@ -62,7 +64,7 @@ function pseudonymizeKey(config: Config): Buffer | null {
 export interface RunningDaemon {
   readonly lifecycle: ListLifecycle;
   readonly metrics: Metrics;
-  readonly addresses: { policy: string | null; milter: string | null; http: string | null };
+  readonly addresses: { policy: string | null; milter: string | null; http: string | null; socketmap: string | null };
   shutdown(reason: string): Promise<void>;
 }
 
@@ -107,7 +109,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   await lifecycle.start();
 
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
-  const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null };
+  const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null, socketmap: null };
   try {
     if (config.policyListen !== null) {
       const policy: PolicyServer = await startPolicyServer(config.policyListen, {
@@ -143,6 +145,20 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
       });
       addresses.milter = milter.address;
       closers.push((ms) => milter.close(ms));
+    }
+    if (config.socketmapListen !== null) {
+      const socketmap = await startSocketmapServer(config.socketmapListen, {
+        limits: { maxRequestBytes: config.maxSocketmapRequestBytes },
+        idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+        requestTimeoutMs: config.requestTimeoutSeconds * 1000,
+        maxConnections: config.maxConnections,
+        logger: logger.child({ component: 'socketmap' }),
+        metrics,
+        tables: new SocketmapTables({ tlsPolicy: config.tlsPolicyValue, transport: config.transportValue }),
+        currentIndex: () => lifecycle.current(),
+      });
+      addresses.socketmap = socketmap.address;
+      closers.push((ms) => socketmap.close(ms));
     }
     if (config.httpListen !== null) {
       const http = await startHttpServer(config.httpListen, {

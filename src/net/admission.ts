@@ -10,7 +10,7 @@
 import type { Socket } from 'node:net';
 import { getHeapStatistics } from 'node:v8';
 import type { Logger } from 'pino';
-import type { Frontend, Metrics } from '../observe/metrics.js';
+import type { ListenerFrontend, Metrics } from '../observe/metrics.js';
 
 const REJECT_WARN_INTERVAL_MS = 10_000;
 
@@ -35,7 +35,7 @@ export function heapUsedRatio(): number {
 }
 
 export function createAdmission(
-  frontend: Frontend,
+  frontend: ListenerFrontend,
   maxConnections: number,
   unix: boolean,
   metrics: Metrics,

@@ -17,11 +17,11 @@
  *   await server.close(deadlineMs);
  * A codec error becomes `conn.fail(err.kind)`; anything a session throws is logged as an error and
  * closes that connection only. `frontend` labels the metrics and log lines (a new frontend adds its
- * name to `Frontend` in observe/metrics.ts).
+ * name to `ListenerFrontend` in observe/metrics.ts).
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import type { Frontend, Metrics } from '../observe/metrics.js';
+import type { ListenerFrontend, Metrics } from '../observe/metrics.js';
 import { createAdmission, type Admission } from './admission.js';
 import { formatAddress, listen, parseListenAddress, type ListenOptions } from './listen.js';
 
@@ -76,7 +76,7 @@ export interface StreamSession {
 }
 
 export interface StreamServerOptions {
-  readonly frontend: Frontend;
+  readonly frontend: ListenerFrontend;
   readonly limits: StreamLimits;
   readonly logger: Logger;
   readonly metrics: Metrics;

@@ -8,6 +8,12 @@ import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reason
 export const METRIC_PREFIX = 'mssante_policyd_';
 
 export type Frontend = 'policy' | 'milter';
+/** Frontends that hold connections: the deciding ones, and the sending side's table lookups. */
+export type ListenerFrontend = Frontend | 'socketmap';
+const SOCKETMAP_MAP_LABELS = ['mssante-domain', 'mssante-tls-policy', 'mssante-transport', 'mssante-recipient-access', 'unknown'] as const;
+const SOCKETMAP_RESULT_LABELS = ['ok', 'notfound', 'temp', 'perm'] as const;
+export type SocketmapMapLabel = (typeof SOCKETMAP_MAP_LABELS)[number];
+export type SocketmapResultLabel = (typeof SOCKETMAP_RESULT_LABELS)[number];
 
 export interface Metrics {
   readonly registry: Registry;
@@ -26,6 +32,8 @@ export interface Metrics {
   readonly connectionsRejectedMemory: Counter<'frontend'>;
   readonly protocolErrors: Counter<'frontend' | 'kind'>;
   readonly logLinesDropped: Counter;
+  readonly socketmapLookups: Counter<'map' | 'result'>;
+  countSocketmapLookup(map: SocketmapMapLabel, result: SocketmapResultLabel): void;
   /** Pre-bound children: the hot path does no label lookup. */
   countDecision(frontend: Frontend, result: Result, reason: ReasonId, seconds: number): void;
 }
@@ -68,7 +76,17 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
 
   const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
 
-  for (const frontend of ['policy', 'milter'] as const) {
+  const socketmapLookups = new Counter({ name: `${p}socketmap_lookups_total`, help: 'Socketmap table lookups (sending side), by map and answer (ok, notfound, temp, perm)', labelNames: ['map', 'result'] as const, registers: [registry] });
+  const socketmapChildren = new Map<string, Counter.Internal>();
+  for (const map of SOCKETMAP_MAP_LABELS) {
+    for (const result of SOCKETMAP_RESULT_LABELS) {
+      const child = socketmapLookups.labels({ map, result });
+      child.inc(0);
+      socketmapChildren.set(`${map}|${result}`, child);
+    }
+  }
+
+  for (const frontend of ['policy', 'milter', 'socketmap'] as const) {
     connectionsActive.set({ frontend }, 0);
   }
   // Every (frontend, reason) series exists from the start at 0, so that increase() sees the first
@@ -101,6 +119,10 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     connectionsRejectedMemory,
     protocolErrors,
     logLinesDropped,
+    socketmapLookups,
+    countSocketmapLookup(map, result) {
+      socketmapChildren.get(`${map}|${result}`)?.inc();
+    },
     countDecision(frontend, result, reason, seconds) {
       const key = `${frontend}|${reason}`;
       let child = decisionChildren.get(key);

@@ -69,3 +69,14 @@ export function policyAction(r: Reason): string {
 export const POLICY_ACTIONS: Readonly<Record<ReasonId, string>> = Object.freeze(
   Object.fromEntries(REASON_IDS.map((id) => [id, policyAction(REASONS[id])])) as Record<ReasonId, string>,
 );
+
+/**
+ * The sending side's refusal (socketmap `mssante-recipient-access`): not a decide() outcome, so it stays
+ * out of REASON_IDS and decisions_total; the relay's smtpd answers it as `554 5.7.1 <fr> / <en>`.
+ */
+export const RECIPIENT_DOMAIN_NOT_LISTED = Object.freeze({
+  id: 'recipient_domain_not_listed',
+  enhancedCode: '5.7.1',
+  fr: 'Domaine destinataire hors espace de confiance MSSante',
+  en: 'recipient domain outside the MSSante trust space',
+} as const);

@@ -13,8 +13,9 @@ import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { encodeRequest } from '../../src/frontends/policy/codec.js';
-import { startDaemon } from '../support/daemon.js';
-import { startPrometheus } from '../support/prometheus.js';
+import { encodeRequest as encodeSocketmapRequest } from '../../src/frontends/socketmap/codec.js';
+import { freePort, startDaemon } from '../support/daemon.js';
+import { startPrometheus, type PrometheusHandle } from '../support/prometheus.js';
 import { toolOrSkip } from '../support/tools.js';
 import { buildListXml } from '../support/xmlsec.js';
 
@@ -48,6 +49,28 @@ function isoSeconds(d: Date): string {
 }
 
 /** One connection, requests in order, the `action=` line of each answer. */
+/** Socketmap requests on one connection; the status words and values of the replies. */
+async function socketmapExchange(address: string, requests: readonly Buffer[]): Promise<string[]> {
+  const [host, port] = splitAddress(address);
+  const socket = net.connect({ host, port });
+  let buffered = '';
+  const answers: string[] = [];
+  await new Promise<void>((ok, fail) => {
+    socket.on('error', fail);
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      for (let m = /^(\d+):/.exec(buffered); m !== null && buffered.length >= m[0].length + Number(m[1]) + 1; m = /^(\d+):/.exec(buffered)) {
+        answers.push(buffered.slice(m[0].length, m[0].length + Number(m[1])));
+        buffered = buffered.slice(m[0].length + Number(m[1]) + 1);
+      }
+      if (answers.length === requests.length) ok();
+    });
+    socket.on('connect', () => socket.write(Buffer.concat(requests)));
+  });
+  socket.destroy();
+  return answers.map((a) => (a.startsWith('OK REJECT') ? 'OK REJECT' : a));
+}
+
 async function policyExchange(address: string, requests: readonly Buffer[]): Promise<string[]> {
   const [host, port] = splitAddress(address);
   const socket = net.connect({ host, port });
@@ -120,9 +143,10 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
       generatedAt,
     ),
   );
+  const socketmapAddress = `127.0.0.1:${await freePort()}`;
   const daemon = await startDaemon({
     whitelist: listPath,
-    extraArgs: ['--allow-unsigned', '--refresh', '10', '--max-connections', String(MAX_CONNECTIONS)],
+    extraArgs: ['--allow-unsigned', '--refresh', '10', '--max-connections', String(MAX_CONNECTIONS), '--socketmap-listen', socketmapAddress],
   });
   t.after(async () => {
     await daemon.stop();
@@ -155,6 +179,13 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
   for (const a of answers) assert.match(a, /^action=(DUNNO|550 5\.7\.1 |451 4\.3\.0 )/);
   assert.ok(answers.some((a) => a === 'action=DUNNO'), 'the listed sender with its own certificate passes');
   assert.ok(answers.some((a) => a.startsWith('action=550 ')), 'the others are refused');
+
+  // Sending side: socketmap lookups (a listed domain, a recipient outside the list), answered in order.
+  const lookups = await socketmapExchange(socketmapAddress, [
+    encodeSocketmapRequest('mssante-transport', 'hopital-a.mssante.fr'),
+    encodeSocketmapRequest('mssante-recipient-access', 'x@inconnu.fr'),
+  ]);
+  assert.deepEqual(lookups, ['OK smtp-mssante:', 'OK REJECT'], 'socketmap answers');
 
   // A protocol error: a line that is not name=value.
   const bad = await connect(daemon.policyAddress);
@@ -248,7 +279,7 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
     assert.equal(stale.labels.instance, daemon.httpAddress);
     assert.ok(Number(stale.value) > 2.9 * 86_400, `the alert carries the list age (${stale.value} s)`);
     // A usable list, no tempfail, daemon up: those stay quiet.
-    for (const quiet of ['MssantePolicydWhitelistUnusable', 'MssantePolicydTempfail', 'MssantePolicydDown', 'MssantePolicydAbsent']) {
+    for (const quiet of ['MssantePolicydWhitelistUnusable', 'MssantePolicydTempfail', 'MssantePolicydDown', 'MssantePolicydAbsent', 'MssantePolicydSocketmapTempPerm']) {
       assert.equal(await state(quiet), 'inactive', quiet);
     }
   });

@@ -15,6 +15,7 @@ const EVIDENCE: Readonly<Record<string, readonly string[]>> = {
   'max-line-bytes': ['maxLineBytes', 'line_too_long'],
   'max-request-bytes': ['maxRequestBytes', 'request_too_large'],
   'max-attributes': ['maxAttributes', 'too_many_attributes'],
+  'max-socketmap-request-bytes': ['maxRequestBytes', 'request_too_large'],
   'max-milter-packet-bytes': ['maxPacketBytes', 'packet_too_large'],
   'request-timeout': ['requestTimeoutMs', 'request_timeout'],
   'idle-timeout': ['idleTimeoutMs'],

@@ -284,7 +284,7 @@ function mailboxPath(address: string): string {
  * Waits for smtpd's 220 banner. smtpd reads most of main.cf when a connection arrives, so a bad
  * setting shows here as a connection closed without banner and a "fatal:" log line.
  */
-async function waitForBanner(port: number, timeoutMs: number, readLog: () => string): Promise<void> {
+export async function waitForBanner(port: number, timeoutMs: number, readLog: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const banner = await new Promise<string>((ok) => {
@@ -310,7 +310,7 @@ async function waitForBanner(port: number, timeoutMs: number, readLog: () => str
   throw new Error(`no 220 banner from Postfix smtpd on 127.0.0.1:${port} after ${timeoutMs} ms\n${readLog()}`);
 }
 
-async function waitForMasterExit(pidFile: string, timeoutMs: number): Promise<void> {
+export async function waitForMasterExit(pidFile: string, timeoutMs: number): Promise<void> {
   if (!existsSync(pidFile)) return;
   const pid = Number(readFileSync(pidFile, 'utf8').trim());
   if (!Number.isInteger(pid) || pid <= 0) return;
