@@ -25,8 +25,13 @@ export interface Metrics {
   readonly connectionsRejected: Counter<'frontend'>;
   readonly protocolErrors: Counter<'frontend' | 'kind'>;
   readonly logLinesDropped: Counter;
+  readonly operatorTransactions: Counter<'operator' | 'result'>;
   /** Pre-bound children: the hot path does no label lookup. */
   countDecision(frontend: Frontend, result: Result, reason: ReasonId, seconds: number): void;
+  /** One message of a sending operator (a listed certificate identity or `unlisted`): pre-bound children too. */
+  countOperator(operator: string, result: string): void;
+  /** Operators that left the list in force: their series go, so label values stay bounded by the list. */
+  forgetOperators(operators: readonly string[]): void;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -66,6 +71,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
 
   const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
 
+  const operatorTransactions = new Counter({
+    name: `${p}operator_transactions_total`,
+    help: 'Messages by sending operator (listed certificate identity, or unlisted) and result (pass, reject, tempfail, throttled), counted once per message',
+    labelNames: ['operator', 'result'] as const,
+    registers: [registry],
+  });
+
   for (const frontend of ['policy', 'milter'] as const) {
     connectionsActive.set({ frontend }, 0);
   }
@@ -78,6 +90,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   whitelistLastFailureTimestamp.set(0);
 
   const decisionChildren = new Map<string, Counter.Internal>();
+  const operatorChildren = new Map<string, Map<string, Counter.Internal>>();
   const durationChildren = {
     policy: decisionDuration.labels({ frontend: 'policy' }),
     milter: decisionDuration.labels({ frontend: 'milter' }),
@@ -98,6 +111,28 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     connectionsRejected,
     protocolErrors,
     logLinesDropped,
+    operatorTransactions,
+    countOperator(operator, result) {
+      let byResult = operatorChildren.get(operator);
+      if (byResult === undefined) {
+        byResult = new Map();
+        operatorChildren.set(operator, byResult);
+      }
+      let child = byResult.get(result);
+      if (child === undefined) {
+        child = operatorTransactions.labels({ operator, result });
+        byResult.set(result, child);
+      }
+      child.inc();
+    },
+    forgetOperators(operators) {
+      for (const operator of operators) {
+        const byResult = operatorChildren.get(operator);
+        if (byResult === undefined) continue;
+        for (const result of byResult.keys()) operatorTransactions.remove({ operator, result });
+        operatorChildren.delete(operator);
+      }
+    },
     countDecision(frontend, result, reason, seconds) {
       const key = `${frontend}|${reason}`;
       let child = decisionChildren.get(key);
