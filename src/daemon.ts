@@ -152,6 +152,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         whitelistStatus: () => whitelistStatus(lifecycle),
         lookupDomain: (name) => lookupDomain(lifecycle, name),
         dryRun: (input) => dryRun(service, input),
+        operators: () => operators.snapshot(),
       });
       addresses.http = http.address;
       closers.push(() => http.close());
