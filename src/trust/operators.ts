@@ -95,7 +95,8 @@ class Slot {
   overSinceLog = 0;
 
   constructor(readonly label: string, readonly exempt: boolean, now: number) {
-    this.windowStart = now;
+    // Windows aligned on the clock, the same for every operator, so that shares compare like with like.
+    this.windowStart = now - (now % RATE_WINDOW_MS);
   }
 
   tick(now: number): void {

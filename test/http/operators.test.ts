@@ -21,7 +21,7 @@ function facts(cn: string, sender: string): Facts {
 }
 
 describe('GET /v1/operators', () => {
-  let now = 5_000_000;
+  let now = 100 * 60_000;
   const metrics = createMetrics({ defaultMetrics: false });
   const ledger = new OperatorLedger(
     { rate: 5, burst: 10, mode: 'enforce', exempt: [] },

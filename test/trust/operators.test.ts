@@ -57,7 +57,7 @@ class RecordingSink implements OperatorSink {
 }
 
 function ledger(settings: Partial<OperatorRateSettings> = {}, messageMemory?: number) {
-  let now = 1_000_000;
+  let now = 20 * RATE_WINDOW_MS;
   const sink = new RecordingSink();
   const l = new OperatorLedger({ rate: 0, burst: 0, mode: 'enforce', exempt: [], ...settings }, sink, () => now, messageMemory);
   l.setList(index);
