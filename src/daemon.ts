@@ -221,11 +221,12 @@ export async function serve(config: Config): Promise<void> {
 function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger): OperatorLedger {
   const settings = { rate: config.operatorRate, burst: config.operatorBurst, mode: config.operatorRateMode, exempt: config.operatorRateExempt };
   if (settings.rate > 0) logger.info({ event: 'operator_rate', ...settings }, 'per-operator throttle on');
-  return new OperatorLedger(settings, {
-    count: (operator, result) => metrics.countOperator(operator, result),
+  const ledger = new OperatorLedger(settings, {
     forget: (labels) => metrics.forgetOperators(labels),
     overRate: (operator, messages) => logger.warn({ event: 'operator_over_rate', operator, messages, mode: 'observe' }, 'operator over --operator-rate (observe mode: let through)'),
   });
+  metrics.readOperatorCounts(() => ledger.counts());
+  return ledger;
 }
 
 function whitelistStatus(lifecycle: ListLifecycle): WhitelistStatus {

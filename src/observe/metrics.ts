@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
+import { OPERATOR_RESULTS } from '../trust/operators.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
 
@@ -28,8 +29,11 @@ export interface Metrics {
   readonly operatorTransactions: Counter<'operator' | 'result'>;
   /** Pre-bound children: the hot path does no label lookup. */
   countDecision(frontend: Frontend, result: Result, reason: ReasonId, seconds: number): void;
-  /** One message of a sending operator (a listed certificate identity or `unlisted`): pre-bound children too. */
-  countOperator(operator: string, result: string): void;
+  /**
+   * Where operator_transactions_total reads its values at each scrape: the messages counted so far
+   * by (operator, result), totals that only grow while an operator stays listed.
+   */
+  readOperatorCounts(source: () => Iterable<readonly [string, string, number]>): void;
   /** Operators that left the list in force: their series go, so label values stay bounded by the list. */
   forgetOperators(operators: readonly string[]): void;
 }
@@ -71,11 +75,25 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
 
   const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
 
+  let operatorSource: (() => Iterable<readonly [string, string, number]>) | null = null;
+  /** `operator\nresult` → the total already added to the counter. */
+  const operatorReported = new Map<string, number>();
   const operatorTransactions = new Counter({
     name: `${p}operator_transactions_total`,
     help: 'Messages by sending operator (listed certificate identity, or unlisted) and result (pass, reject, tempfail, throttled), counted once per message',
     labelNames: ['operator', 'result'] as const,
     registers: [registry],
+    collect(this: Counter<'operator' | 'result'>) {
+      if (operatorSource === null) return;
+      for (const [operator, result, count] of operatorSource()) {
+        const key = `${operator}\n${result}`;
+        const before = operatorReported.get(key) ?? 0;
+        if (count > before) {
+          this.inc({ operator, result }, count - before);
+          operatorReported.set(key, count);
+        }
+      }
+    },
   });
 
   for (const frontend of ['policy', 'milter'] as const) {
@@ -90,7 +108,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   whitelistLastFailureTimestamp.set(0);
 
   const decisionChildren = new Map<string, Counter.Internal>();
-  const operatorChildren = new Map<string, Map<string, Counter.Internal>>();
   const durationChildren = {
     policy: decisionDuration.labels({ frontend: 'policy' }),
     milter: decisionDuration.labels({ frontend: 'milter' }),
@@ -112,25 +129,15 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     protocolErrors,
     logLinesDropped,
     operatorTransactions,
-    countOperator(operator, result) {
-      let byResult = operatorChildren.get(operator);
-      if (byResult === undefined) {
-        byResult = new Map();
-        operatorChildren.set(operator, byResult);
-      }
-      let child = byResult.get(result);
-      if (child === undefined) {
-        child = operatorTransactions.labels({ operator, result });
-        byResult.set(result, child);
-      }
-      child.inc();
+    readOperatorCounts(source) {
+      operatorSource = source;
     },
     forgetOperators(operators) {
       for (const operator of operators) {
-        const byResult = operatorChildren.get(operator);
-        if (byResult === undefined) continue;
-        for (const result of byResult.keys()) operatorTransactions.remove({ operator, result });
-        operatorChildren.delete(operator);
+        for (const result of OPERATOR_RESULTS) {
+          operatorTransactions.remove({ operator, result });
+          operatorReported.delete(`${operator}\n${result}`);
+        }
       }
     },
     countDecision(frontend, result, reason, seconds) {

@@ -25,10 +25,11 @@ describe('GET /v1/operators', () => {
   const metrics = createMetrics({ defaultMetrics: false });
   const ledger = new OperatorLedger(
     { rate: 5, burst: 10, mode: 'enforce', exempt: [] },
-    { count: (o, r) => metrics.countOperator(o, r), forget: (l) => metrics.forgetOperators(l), overRate: () => undefined },
+    { forget: (l) => metrics.forgetOperators(l), overRate: () => undefined },
     () => now,
   );
   ledger.setList(index);
+  metrics.readOperatorCounts(() => ledger.counts());
   const deps: HttpDeps = {
     metrics,
     logger: pino({ level: 'silent' }),

@@ -38,12 +38,12 @@ const unlisted = decide(facts(cn('mx.evil.fr'), 'e@op1.mssante.fr'), index);
 const notDecided = decide(facts(cn('mx.op1.fr'), 'a@op1.mssante.fr', 'data'), index);
 
 class RecordingSink implements OperatorSink {
-  readonly counts = new Map<string, number>();
+  ledger: OperatorLedger | null = null;
   readonly forgotten: string[] = [];
   readonly overRates: Array<[string, number]> = [];
-  count(label: string, result: OperatorResult): void {
-    const key = `${label}|${result}`;
-    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+  /** What the metric would export now: `label|result` → count. */
+  get counts(): Map<string, number> {
+    return new Map([...(this.ledger?.counts() ?? [])].map(([label, result, count]) => [`${label}|${result}`, count]));
   }
   forget(labels: readonly string[]): void {
     this.forgotten.push(...labels);
@@ -60,6 +60,7 @@ function ledger(settings: Partial<OperatorRateSettings> = {}, messageMemory?: nu
   let now = 20 * RATE_WINDOW_MS;
   const sink = new RecordingSink();
   const l = new OperatorLedger({ rate: 0, burst: 0, mode: 'enforce', exempt: [], ...settings }, sink, () => now, messageMemory);
+  sink.ledger = l;
   l.setList(index);
   return { l, sink, advance: (ms: number) => (now += ms) };
 }
