@@ -40,8 +40,6 @@ export interface OperatorRateSettings {
   readonly exempt: readonly string[];
 }
 
-export const OPERATOR_RATE_OFF: OperatorRateSettings = Object.freeze({ rate: 0, burst: 0, mode: 'enforce', exempt: [] });
-
 /**
  * Messages whose verdict is remembered (Postfix `instance`). What must fit: the messages in flight
  * at once, at most one per smtpd process (default_process_limit 100): 10 000 leaves a wide margin.

@@ -18,7 +18,7 @@ export interface Reply {
 
 export interface MessageOutcome {
   readonly testId: string;
-  /** 'delivered': end of data got 250; 'deferred': every RCPT got a 4xx (then RSET). */
+  /** 'accepted': end of data got 250; 'deferred' / 'refused': a RCPT got a 4xx / 5xx (then RSET). */
   readonly outcome: 'accepted' | 'deferred' | 'refused';
   /** The reply to each RCPT TO, in order. */
   readonly rcpt: readonly Reply[];
