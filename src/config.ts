@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
+import { validateExemptions, type OperatorRateMode } from './trust/operators.js';
 
 /** The package root (holds examples/): one level above src/ or dist/. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -57,6 +58,10 @@ export const SETTINGS = [
   { key: 'tls-profile', kind: 'string', default: 'off', choices: TLS_PROFILE_NAMES, help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7' },
   { key: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level (info: one trace line per decision)' },
   { key: 'log-pseudonymize', kind: 'bool', default: false, help: 'replace addresses in traces by a keyed hash (key in <state-dir>/pseudonymize.key)' },
+  { key: 'operator-rate', kind: 'int', default: 0, min: 0, max: 1_000_000, help: 'per sending operator (listed certificate), messages per second beyond which mail is deferred (451 4.7.1); 0: off (accounting only)' },
+  { key: 'operator-burst', kind: 'int', default: 0, min: 0, max: 10_000_000, help: 'messages an operator may send at once after a quiet spell (token bucket size); 0: one second of --operator-rate' },
+  { key: 'operator-rate-mode', kind: 'string', default: 'enforce', choices: ['enforce', 'observe'], help: 'enforce: defer the excess; observe: only log and count it (operator_transactions_total{result="throttled"})' },
+  { key: 'operator-rate-exempt', kind: 'list', default: [], help: 'operator never throttled: certificate CN (also its DNs) or full DN; repeatable' },
   { key: 'shutdown-grace', kind: 'seconds', default: 10, min: 0, max: 300, help: 'on SIGTERM, seconds to let answers in flight complete' },
 ] as const satisfies readonly Setting[];
 
@@ -97,6 +102,10 @@ export interface Config {
   readonly logLevel: string;
   readonly logPseudonymize: boolean;
   readonly shutdownGraceSeconds: number;
+  readonly operatorRate: number;
+  readonly operatorBurst: number;
+  readonly operatorRateMode: OperatorRateMode;
+  readonly operatorRateExempt: readonly string[];
   /** Where each value came from: flag, env, file or default. */
   readonly origins: Readonly<Record<SettingKey, 'flag' | 'env' | 'file' | 'default'>>;
 }
@@ -225,6 +234,12 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   if (get<number>('max-milter-packet-bytes') + 4 > maxConnectionBytes || get<number>('max-request-bytes') + get<number>('max-line-bytes') > maxConnectionBytes) {
     throw new ConfigError('--max-connection-bytes must hold one --max-milter-packet-bytes packet (+4) and one --max-request-bytes request (+ --max-line-bytes)');
   }
+  const operatorRateExempt = get<string[]>('operator-rate-exempt');
+  try {
+    validateExemptions(operatorRateExempt);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
   return Object.freeze({
     whitelist,
     whitelistIsDemo,
@@ -260,6 +275,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     logLevel: get<string>('log-level'),
     logPseudonymize: get<boolean>('log-pseudonymize'),
     shutdownGraceSeconds: get<number>('shutdown-grace'),
+    operatorRate: get<number>('operator-rate'),
+    operatorBurst: get<number>('operator-burst'),
+    operatorRateMode: get<OperatorRateMode>('operator-rate-mode'),
+    operatorRateExempt,
     origins: origins as Config['origins'],
   });
 }

@@ -18,6 +18,7 @@ import { createMetrics, type Metrics } from './observe/metrics.js';
 import { DecisionTracer } from './observe/trace.js';
 import { normaliseCn } from './trust/dn.js';
 import { POLICY_ACTIONS } from './trust/reasons.js';
+import { OperatorLedger } from './trust/operators.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
 import { loadSignerTrust } from './whitelist/signature.js';
@@ -98,12 +99,15 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   if (config.allowUnsigned) {
     logger.warn({ event: 'allow_unsigned' }, '--allow-unsigned: a list without a valid signature may be put in force (demo and tests only)');
   }
+  const operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }));
+  lifecycle.onSwap((index) => operators.setList(index));
   const service = new DecisionService({
     currentIndex: () => lifecycle.current(),
     policy: { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) },
     metrics,
     tracer: new DecisionTracer(logger, pseudonymizeKey(config), logging.writeLine),
     logger,
+    operators,
   });
 
   await lifecycle.start();
@@ -168,6 +172,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         whitelistStatus: () => whitelistStatus(lifecycle),
         lookupDomain: (name) => lookupDomain(lifecycle, name),
         dryRun: (input) => dryRun(service, input),
+        operators: () => operators.snapshot(),
       });
       addresses.http = http.address;
       closers.push(() => http.close());
@@ -231,6 +236,17 @@ export async function serve(config: Config): Promise<void> {
     logger.fatal({ event: 'internal_error', err: error }, 'uncaught exception: exiting');
     exitAfterFlush(logger, 70);
   });
+}
+
+function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger): OperatorLedger {
+  const settings = { rate: config.operatorRate, burst: config.operatorBurst, mode: config.operatorRateMode, exempt: config.operatorRateExempt };
+  if (settings.rate > 0) logger.info({ event: 'operator_rate', ...settings }, 'per-operator throttle on');
+  const ledger = new OperatorLedger(settings, {
+    forget: (labels) => metrics.forgetOperators(labels),
+    overRate: (operator, messages) => logger.warn({ event: 'operator_over_rate', operator, messages, mode: 'observe' }, 'operator over --operator-rate (observe mode: let through)'),
+  });
+  metrics.readOperatorCounts(() => ledger.counts());
+  return ledger;
 }
 
 function whitelistStatus(lifecycle: ListLifecycle): WhitelistStatus {

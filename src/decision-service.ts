@@ -9,9 +9,10 @@ import type { Facts } from './trust/facts.js';
 import { POLICY_ACTIONS, REASONS } from './trust/reasons.js';
 import type { Frontend, Metrics } from './observe/metrics.js';
 import type { DecisionTracer, TraceContext } from './observe/trace.js';
+import type { OperatorLedger } from './trust/operators.js';
 import type { WhitelistIndex } from './whitelist/index.js';
 
-const INTERNAL_ERROR: Decision = Object.freeze({ reason: REASONS.internal_error, senderDomain: null });
+const INTERNAL_ERROR: Decision = Object.freeze({ reason: REASONS.internal_error, senderDomain: null, operator: null });
 
 export interface DecisionServiceDeps {
   readonly currentIndex: () => WhitelistIndex | null;
@@ -19,6 +20,8 @@ export interface DecisionServiceDeps {
   readonly metrics: Metrics;
   readonly tracer: DecisionTracer;
   readonly logger: Logger;
+  /** Per-operator accounting and throttle; absent: neither. */
+  readonly operators?: OperatorLedger;
 }
 
 export class DecisionService {
@@ -36,7 +39,11 @@ export class DecisionService {
 
   /** Decides, counts and traces. `startedAt` is process.hrtime.bigint() when the request was complete. */
   answer(frontend: Frontend, facts: Facts, context: TraceContext, startedAt: bigint): Decision {
-    const decision = this.evaluate(facts);
+    let decision = this.evaluate(facts);
+    // Counted once per message (Postfix: per `instance`); the throttle only ever turns a pass into a 451.
+    if (this.deps.operators?.admit(decision, context.instance) === true) {
+      decision = { reason: REASONS.operator_rate_limited, senderDomain: decision.senderDomain, operator: decision.operator ?? null };
+    }
     const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
     const reason = decision.reason;
     this.deps.metrics.countDecision(frontend, reason.result, reason.id, seconds);

@@ -14,6 +14,22 @@ function configFile(content: unknown): string {
 }
 
 describe('resolveConfig', () => {
+  it('per-operator throttle: off by default; --operator-rate, --operator-burst, mode and exemptions typed and checked', () => {
+    const off = resolveConfig(flags([]), {}, null);
+    assert.equal(off.operatorRate, 0);
+    assert.equal(off.operatorBurst, 0);
+    assert.equal(off.operatorRateMode, 'enforce');
+    assert.deepEqual(off.operatorRateExempt, []);
+    const on = resolveConfig(flags([['operator-rate', '5'], ['operator-burst', '10'], ['operator-rate-mode', 'observe'], ['operator-rate-exempt', ['mx.op1.fr', 'CN=a.fr,O=X,C=FR']]]), {}, null);
+    assert.equal(on.operatorRate, 5);
+    assert.equal(on.operatorBurst, 10);
+    assert.equal(on.operatorRateMode, 'observe');
+    assert.deepEqual(on.operatorRateExempt, ['mx.op1.fr', 'CN=a.fr,O=X,C=FR']);
+    assert.throws(() => resolveConfig(flags([['operator-rate-mode', 'drop']]), {}, null), ConfigError);
+    assert.throws(() => resolveConfig(flags([['operator-rate', '-1']]), {}, null), ConfigError);
+    assert.throws(() => resolveConfig(flags([['operator-rate-exempt', ['=broken']]]), {}, null), /neither a CN nor a DN/);
+  });
+
   it('defaults to the demo list verified by the demo signer', () => {
     const c = resolveConfig(flags([]), {}, null);
     assert.equal(c.whitelist, DEMO_WHITELIST);

@@ -7,6 +7,7 @@ import Fastify, { LogController, type FastifyReply, type FastifyRequest } from '
 import type { Logger } from 'pino';
 import { formatAddress, listen, parseListenAddress, type BoundAddress } from '../net/listen.js';
 import type { Metrics } from '../observe/metrics.js';
+import type { OperatorsSnapshot } from '../trust/operators.js';
 
 export interface HttpDeps {
   readonly metrics: Metrics;
@@ -16,6 +17,8 @@ export interface HttpDeps {
   readonly whitelistStatus: () => WhitelistStatus;
   readonly lookupDomain: (name: string) => DomainLookup | null;
   readonly dryRun: (input: DryRunInput) => DryRunResult;
+  /** Per-operator rate, share and throttled count (GET /v1/operators); absent: the route 404s. */
+  readonly operators?: () => OperatorsSnapshot;
   /** Event-loop health that /readyz adds to `readiness()`. Defaults: see EventLoopHealthOptions. */
   readonly eventLoop?: EventLoopHealthOptions;
 }
@@ -239,6 +242,33 @@ const readinessSchema = {
   },
 } as const;
 
+const operatorsSchema = {
+  type: 'object',
+  required: ['mode', 'rate', 'burst', 'windowSeconds', 'totalRate', 'operators'],
+  properties: {
+    mode: { type: 'string', enum: ['off', 'enforce', 'observe'] },
+    rate: { type: 'number' },
+    burst: { type: 'number' },
+    windowSeconds: { type: 'number' },
+    totalRate: { type: 'number' },
+    operators: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['operator', 'rate', 'share', 'transactions', 'throttled', 'exempt'],
+        properties: {
+          operator: { type: 'string' },
+          rate: { type: 'number' },
+          share: { type: 'number' },
+          transactions: { type: 'integer' },
+          throttled: { type: 'integer' },
+          exempt: { type: 'boolean' },
+        },
+      },
+    },
+  },
+} as const;
+
 export async function startHttpServer(
   listenAddress: string,
   deps: HttpDeps,
@@ -292,6 +322,9 @@ export async function startHttpServer(
   const decideResponse = { 200: dryRunResultSchema, 400: errorSchema };
   app.post<{ Body: DryRunInput }>('/v1/decide', { schema: { body: dryRunInputSchema, response: decideResponse } }, async (request) => deps.dryRun(request.body));
   app.get<{ Querystring: DryRunInput }>('/v1/decide', { schema: { querystring: dryRunInputSchema, response: decideResponse } }, async (request) => deps.dryRun(request.query));
+
+  const operators = deps.operators;
+  if (operators !== undefined) app.get('/v1/operators', { schema: { response: { 200: operatorsSchema } } }, async () => operators());
 
   let bound: BoundAddress;
   try {

@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
+import { OPERATOR_RESULTS } from '../trust/operators.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
 
@@ -34,8 +35,16 @@ export interface Metrics {
   readonly logLinesDropped: Counter;
   readonly socketmapLookups: Counter<'map' | 'result'>;
   countSocketmapLookup(map: SocketmapMapLabel, result: SocketmapResultLabel): void;
+  readonly operatorTransactions: Counter<'operator' | 'result'>;
   /** Pre-bound children: the hot path does no label lookup. */
   countDecision(frontend: Frontend, result: Result, reason: ReasonId, seconds: number): void;
+  /**
+   * Where operator_transactions_total reads its values at each scrape: the messages counted so far
+   * by (operator, result), totals that only grow while an operator stays listed.
+   */
+  readOperatorCounts(source: () => Iterable<readonly [string, string, number]>): void;
+  /** Operators that left the list in force: their series go, so label values stay bounded by the list. */
+  forgetOperators(operators: readonly string[]): void;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -86,6 +95,27 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }
   }
 
+  let operatorSource: (() => Iterable<readonly [string, string, number]>) | null = null;
+  /** `operator\nresult` → the total already added to the counter. */
+  const operatorReported = new Map<string, number>();
+  const operatorTransactions = new Counter({
+    name: `${p}operator_transactions_total`,
+    help: 'Messages by sending operator (listed certificate identity, or unlisted) and result (pass, reject, tempfail, throttled), counted once per message',
+    labelNames: ['operator', 'result'] as const,
+    registers: [registry],
+    collect(this: Counter<'operator' | 'result'>) {
+      if (operatorSource === null) return;
+      for (const [operator, result, count] of operatorSource()) {
+        const key = `${operator}\n${result}`;
+        const before = operatorReported.get(key) ?? 0;
+        if (count > before) {
+          this.inc({ operator, result }, count - before);
+          operatorReported.set(key, count);
+        }
+      }
+    },
+  });
+
   for (const frontend of ['policy', 'milter', 'socketmap'] as const) {
     connectionsActive.set({ frontend }, 0);
   }
@@ -122,6 +152,18 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     socketmapLookups,
     countSocketmapLookup(map, result) {
       socketmapChildren.get(`${map}|${result}`)?.inc();
+    },
+    operatorTransactions,
+    readOperatorCounts(source) {
+      operatorSource = source;
+    },
+    forgetOperators(operators) {
+      for (const operator of operators) {
+        for (const result of OPERATOR_RESULTS) {
+          operatorTransactions.remove({ operator, result });
+          operatorReported.delete(`${operator}\n${result}`);
+        }
+      }
     },
     countDecision(frontend, result, reason, seconds) {
       const key = `${frontend}|${reason}`;

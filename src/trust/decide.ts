@@ -22,19 +22,21 @@ export interface Decision {
   readonly reason: Reason;
   /** The sender domain as compared (A-label), when one was looked up: for the trace. */
   readonly senderDomain: string | null;
+  /**
+   * The listed certificate identity the decision matched — the normalised CN (the MTA gave a CN) or
+   * the DN key (it gave a full DN) — once the certificate was found listed; else null. For accounting.
+   */
+  readonly operator?: string | null;
 }
 
 const decisions = {
-  notDecided: { reason: REASONS.not_decided_at_this_stage, senderDomain: null },
-  unavailable: { reason: REASONS.whitelist_unavailable, senderDomain: null },
-  tlsRequired: { reason: REASONS.tls_required, senderDomain: null },
-  tlsProfile: { reason: REASONS.tls_profile, senderDomain: null },
-  certMissing: { reason: REASONS.cert_missing, senderDomain: null },
-  issuer: { reason: REASONS.cert_issuer_not_trusted, senderDomain: null },
-  certNotListed: { reason: REASONS.cert_not_listed, senderDomain: null },
-  senderMissing: { reason: REASONS.sender_missing, senderDomain: null },
-  senderInvalid: { reason: REASONS.sender_invalid, senderDomain: null },
-  bounce: { reason: REASONS.ok_bounce, senderDomain: null },
+  notDecided: { reason: REASONS.not_decided_at_this_stage, senderDomain: null, operator: null },
+  unavailable: { reason: REASONS.whitelist_unavailable, senderDomain: null, operator: null },
+  tlsRequired: { reason: REASONS.tls_required, senderDomain: null, operator: null },
+  tlsProfile: { reason: REASONS.tls_profile, senderDomain: null, operator: null },
+  certMissing: { reason: REASONS.cert_missing, senderDomain: null, operator: null },
+  issuer: { reason: REASONS.cert_issuer_not_trusted, senderDomain: null, operator: null },
+  certNotListed: { reason: REASONS.cert_not_listed, senderDomain: null, operator: null },
 } as const satisfies Record<string, Decision>;
 
 export function decide(facts: Facts, index: WhitelistIndex | null, policy: DecisionPolicy = DEFAULT_POLICY): Decision {
@@ -61,13 +63,14 @@ export function decide(facts: Facts, index: WhitelistIndex | null, policy: Decis
     if (cn === '' || !index.isCnListed(cn)) return decisions.certNotListed;
   }
 
-  if (facts.sender === null) return decisions.senderMissing;
-  if (facts.sender === '') return decisions.bounce;
+  const operator = dnKey ?? (cn as string);
+  if (facts.sender === null) return { reason: REASONS.sender_missing, senderDomain: null, operator };
+  if (facts.sender === '') return { reason: REASONS.ok_bounce, senderDomain: null, operator };
   const at = facts.sender.lastIndexOf('@');
-  if (at <= 0) return decisions.senderInvalid;
+  if (at <= 0) return { reason: REASONS.sender_invalid, senderDomain: null, operator };
   const domain = normaliseDomain(facts.sender.slice(at + 1));
-  if (domain === null) return decisions.senderInvalid;
-  if (!index.hasDomain(domain)) return { reason: REASONS.sender_domain_not_listed, senderDomain: domain };
+  if (domain === null) return { reason: REASONS.sender_invalid, senderDomain: null, operator };
+  if (!index.hasDomain(domain)) return { reason: REASONS.sender_domain_not_listed, senderDomain: domain, operator };
   const bound = dnKey !== null ? index.domainHasDn(domain, dnKey) : index.domainHasCn(domain, cn as string);
-  return { reason: bound ? REASONS.ok : REASONS.sender_cert_mismatch, senderDomain: domain };
+  return { reason: bound ? REASONS.ok : REASONS.sender_cert_mismatch, senderDomain: domain, operator };
 }

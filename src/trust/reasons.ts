@@ -30,7 +30,8 @@ export type ReasonId =
   | 'sender_domain_not_listed'
   | 'sender_cert_mismatch'
   | 'whitelist_unavailable'
-  | 'internal_error';
+  | 'internal_error'
+  | 'operator_rate_limited';
 
 function reason(id: ReasonId, result: Result, smtpCode: string, enhancedCode: string, fr: string, en: string): Reason {
   return Object.freeze({ id, result, smtpCode, enhancedCode, fr, en });
@@ -51,6 +52,7 @@ export const REASONS: Readonly<Record<ReasonId, Reason>> = Object.freeze({
   sender_cert_mismatch: reason('sender_cert_mismatch', 'reject', '550', '5.7.1', 'Domaine expediteur non rattache au certificat presente', 'sender domain not bound to the presented certificate'),
   whitelist_unavailable: reason('whitelist_unavailable', 'tempfail', '451', '4.3.0', 'Liste blanche MSSante indisponible, reessayez plus tard', 'MSSante whitelist unavailable, try again later'),
   internal_error: reason('internal_error', 'tempfail', '451', '4.3.0', 'Erreur interne temporaire, reessayez plus tard', 'temporary internal error, try again later'),
+  operator_rate_limited: reason('operator_rate_limited', 'tempfail', '451', '4.7.1', 'Debit de l operateur emetteur temporairement limite', 'sending operator temporarily rate limited'),
 });
 
 export const REASON_IDS = Object.keys(REASONS) as ReasonId[];

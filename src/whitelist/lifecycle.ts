@@ -93,6 +93,7 @@ export class ListLifecycle {
   private readonly abort = new AbortController();
   /** The last persist failed (disk full, read-only): the next load of the same list writes the copy again. */
   private stateStale = false;
+  private readonly swapListeners: Array<(index: WhitelistIndex) => void> = [];
 
   constructor(
     private readonly options: LifecycleOptions,
@@ -103,6 +104,11 @@ export class ListLifecycle {
     private readonly worker: ListPreparer = new PrepareWorker(),
   ) {
     for (const reason of LOAD_FAILURES) metrics.whitelistLoadFailures.inc({ reason }, 0);
+  }
+
+  /** `listener` gets each index as it is put in force, synchronously, before any answer uses it. */
+  onSwap(listener: (index: WhitelistIndex) => void): void {
+    this.swapListeners.push(listener);
   }
 
   /** The index answers use; one reference, swapped whole. */
@@ -285,6 +291,7 @@ export class ListLifecycle {
       signer: list.signature.verified ? { subject: list.signature.signer.subject, validTo: list.signature.signer.validTo } : null,
       validators,
     };
+    for (const listener of this.swapListeners) listener(index);
     this.lastSuccessAt = at;
     this.consecutiveFailures = 0;
     const m = this.metrics;

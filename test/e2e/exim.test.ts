@@ -59,7 +59,7 @@ function createPki(): Pki {
 const REQUEST_ATTRIBUTES = new Set([
   '', 'request', 'protocol_state', 'protocol_name', 'client_address', 'client_port', 'client_name', 'helo_name',
   'sender', 'recipient', 'recipient_count', 'queue_id', 'encryption_protocol', 'encryption_cipher',
-  'encryption_keysize', 'x_ccert_dn', 'x_ccert_verified',
+  'encryption_keysize', 'x_ccert_dn', 'x_ccert_verified', 'instance',
 ]);
 
 /** GnuTLS (Exim's $tls_in_peerdn) writes the subject in certificate order, comma separated. */
@@ -185,6 +185,21 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.equal(req.get('x_ccert_verified'), '1');
     assert.equal(req.get('x_ccert_dn'), gnutlsDn(p.opA));
     assert.deepEqual([...req.keys()].filter((k) => !REQUEST_ATTRIBUTES.has(k)), []);
+  });
+
+  test('the recipients of one message share an instance, the next message gets another (per-operator accounting)', async (t) => {
+    if (!ready(t, bin)) return;
+    responder.answer = 'DUNNO';
+    responder.requests.length = 0;
+    const first = await send(exim.port, 'alice@operateur-a.test', 'bob@recv.test,carol@recv.test', p.opA);
+    assert.match(reply(first, '.'), /^250 /, why(first, exim));
+    const second = await send(exim.port, 'alice@operateur-a.test', 'bob@recv.test', p.opA);
+    assert.match(reply(second, '.'), /^250 /, why(second, exim));
+    const instances = responder.requests.map((r) => r.get('instance') ?? '');
+    assert.equal(instances.length, 3);
+    assert.match(instances[0]!, /^exim\.\d+\.\d+\.\d+$/);
+    assert.equal(instances[1], instances[0], 'both recipients of the first message');
+    assert.notEqual(instances[2], instances[0], 'the second message');
   });
 
   test('a certificate from an untrusted CA is sent as not verified', async (t) => {

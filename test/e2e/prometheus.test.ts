@@ -249,6 +249,14 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
     t.diagnostic(`${checked} dashboard queries checked`);
   });
 
+  await t.test('the operator panels see each sending certificate once per message, and unlisted', async () => {
+    // No `instance` attribute in these requests: each one is its own message.
+    const data = await p.query(`sum by (operator, result) (mssante_policyd_operator_transactions_total{${inst}})`);
+    assert.ok(data.resultType === 'vector');
+    const seen = Object.fromEntries(data.result.map((s) => [`${s.metric.operator}|${s.metric.result}`, Number(s.value[1])]));
+    assert.deepEqual(seen, { 'mx.hopital-a.fr|pass': 5, 'smtp.clinique-b.fr|reject': 5, 'unlisted|reject': 10 });
+  });
+
   await t.test('every alert rule loads, evaluates cleanly and sees its metrics', async () => {
     const { groups } = await p.api<{ groups: RuleGroup[] }>('rules', { type: 'alert' });
     const rules = groups.filter((g) => g.file === ALERTS).flatMap((g) => g.rules);

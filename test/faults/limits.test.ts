@@ -30,6 +30,8 @@ const EVIDENCE: Readonly<Record<string, readonly string[]>> = {
   'max-shrink': ['list_shrink'],
   refresh: ['refreshSeconds'],
   'shutdown-grace': ['shutdownGrace'],
+  'operator-rate': ['operatorRate', 'OperatorLedger'],
+  'operator-burst': ['operatorBurst', 'TokenBucket'],
 };
 
 interface Row {

@@ -50,7 +50,7 @@ export function postfixE2eMissing(): string | null {
   return null;
 }
 
-interface Pki {
+export interface Pki {
   readonly ca: Issued;
   readonly server: Issued;
   readonly op1: Issued;
@@ -62,7 +62,7 @@ interface Pki {
   readonly dir: string;
 }
 
-function makePki(): Pki {
+export function makePki(): Pki {
   const pki = new TestPki();
   const ca = pki.createCa('igc-sante-test', [
     ['C', 'FR'],
