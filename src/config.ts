@@ -39,6 +39,9 @@ export const SETTINGS = [
   { key: 'policy-listen', kind: 'string?', default: '127.0.0.1:10040', help: 'Postfix policy protocol listener: host:port or unix:/path ("off" to disable)' },
   { key: 'milter-listen', kind: 'string?', default: null, help: 'Milter listener: host:port or unix:/path (default off)' },
   { key: 'http-listen', kind: 'string?', default: '127.0.0.1:9464', help: 'HTTP listener for /metrics /healthz /readyz /v1/... ("off" to disable)' },
+  { key: 'socket-mode', kind: 'string', default: '0660', help: 'mode of unix: socket files, octal (0660: owner and group may connect)' },
+  { key: 'socket-owner', kind: 'string?', default: null, help: 'owner of unix: socket files, user name or uid (needs root; default: the daemon\'s user)' },
+  { key: 'socket-group', kind: 'string?', default: null, help: 'group of unix: socket files, e.g. postfix for a chrooted Postfix (default: the daemon\'s group)' },
   { key: 'max-connections', kind: 'int', default: 1000, min: 1, max: 100_000, help: 'open connections per listener; more are closed at once' },
   { key: 'idle-timeout', kind: 'seconds', default: 330, min: 1, max: 86400, help: 'close a client connection idle this long (Postfix keeps them 300 s)' },
   { key: 'milter-idle-timeout', kind: 'seconds', default: 3600, min: 1, max: 86400, help: 'close a Milter connection silent this long; Postfix sends nothing between MAIL FROM and the end of a message, which may take long' },
@@ -72,6 +75,10 @@ export interface Config {
   readonly policyListen: string | null;
   readonly milterListen: string | null;
   readonly httpListen: string | null;
+  /** Mode, owner and group of unix: socket files (policy and Milter listeners). */
+  readonly socketMode: number;
+  readonly socketOwner: string | null;
+  readonly socketGroup: string | null;
   readonly maxConnections: number;
   readonly idleTimeoutSeconds: number;
   readonly milterIdleTimeoutSeconds: number;
@@ -204,6 +211,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   if (policyListen === null && milterListen === null) {
     throw new ConfigError('neither --policy-listen nor --milter-listen is set: nothing would answer the MTA');
   }
+  const socketModeText = get<string>('socket-mode');
+  if (!/^0?[0-7]{3}$/.test(socketModeText)) {
+    throw new ConfigError(`--socket-mode: ${JSON.stringify(socketModeText)} is not an octal mode like 0660 (no setuid, setgid or sticky bit)`);
+  }
   return Object.freeze({
     whitelist,
     whitelistIsDemo,
@@ -220,6 +231,9 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     policyListen,
     milterListen,
     httpListen: get<string | null>('http-listen'),
+    socketMode: parseInt(socketModeText, 8),
+    socketOwner: get<string | null>('socket-owner'),
+    socketGroup: get<string | null>('socket-group'),
     maxConnections: get<number>('max-connections'),
     idleTimeoutSeconds: get<number>('idle-timeout'),
     milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),

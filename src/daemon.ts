@@ -108,6 +108,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
 
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
   const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null };
+  const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
   try {
     if (config.policyListen !== null) {
       const policy: PolicyServer = await startPolicyServer(config.policyListen, {
@@ -115,6 +116,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         idleTimeoutMs: config.idleTimeoutSeconds * 1000,
         requestTimeoutMs: config.requestTimeoutSeconds * 1000,
         maxConnections: config.maxConnections,
+        unixSocket,
         logger: logger.child({ component: 'policy' }),
         metrics,
         handle: (request, connection) => {
@@ -133,6 +135,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
         packetTimeoutMs: config.requestTimeoutSeconds * 1000,
         maxConnections: config.maxConnections,
+        unixSocket,
         logger: logger.child({ component: 'milter' }),
         metrics,
         service,

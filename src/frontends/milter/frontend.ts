@@ -10,6 +10,7 @@ import type { TraceContext } from '../../observe/trace.js';
 import type { Facts } from '../../trust/facts.js';
 import { replyText } from '../../trust/reasons.js';
 import { certIdentityFromMacros, tlsFromMacros } from './macros.js';
+import type { ListenOptions } from '../../net/listen.js';
 import { startMilterServer, type MilterTransaction, type MilterVerdict } from './server.js';
 
 export interface MilterFrontendOptions {
@@ -18,6 +19,8 @@ export interface MilterFrontendOptions {
   /** A packet begun must arrive whole within this (slowloris). */
   readonly packetTimeoutMs: number;
   readonly maxConnections: number;
+  /** Mode, owner and group of a unix socket file. */
+  readonly unixSocket?: ListenOptions;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly service: DecisionService;
@@ -66,6 +69,7 @@ export async function startMilterFrontend(listen: string, options: MilterFronten
     idleTimeoutMs: options.idleTimeoutMs,
     packetTimeoutMs: options.packetTimeoutMs,
     maxConnections: options.maxConnections,
+    unixSocket: options.unixSocket,
     logger: options.logger,
     metrics: options.metrics,
     onMailFrom: (transaction) => {

@@ -55,8 +55,8 @@ export interface MilterServerOptions {
   readonly packetTimeoutMs?: number;
   /** Connections beyond this are accepted then closed at once, and counted. Default 1000. */
   readonly maxConnections?: number;
-  /** Mode of a unix socket file (default 0660). */
-  readonly unixMode?: ListenOptions['unixMode'];
+  /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
+  readonly unixSocket?: ListenOptions;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /**
@@ -173,7 +173,7 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
   // Accept errors (EMFILE...) must not kill the daemon.
   server.on('error', (err) => log.error({ err }, 'milter listener error'));
 
-  const bound = await listen(server, parsed, { unixMode: options.unixMode });
+  const bound = await listen(server, parsed, options.unixSocket);
   const address = formatAddress(bound.address);
   log.info({ address }, 'milter listener ready');
 

@@ -29,8 +29,8 @@ export interface PolicyServerOptions {
   readonly requestTimeoutMs?: number;
   /** Connections beyond this are accepted then closed at once, and counted. */
   readonly maxConnections?: number;
-  /** Mode of a unix socket file (default 0660). */
-  readonly unixMode?: ListenOptions['unixMode'];
+  /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
+  readonly unixSocket?: ListenOptions;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** The action for one request (`DUNNO`, `550 5.7.1 ...`). If it throws: logged, answered with the internal_error action. */
@@ -92,7 +92,7 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
   // Accept errors (EMFILE...) must not kill the daemon.
   server.on('error', (err) => log.error({ err }, 'policy listener error'));
 
-  const bound = await listen(server, parsed, { unixMode: options.unixMode });
+  const bound = await listen(server, parsed, options.unixSocket);
   const address = formatAddress(bound.address);
   log.info({ address }, 'policy listener ready');
 
