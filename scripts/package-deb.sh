@@ -76,6 +76,7 @@ gzip -9n -c deploy/debian/mssante-policyd.1 >"$ROOT/usr/share/man/man1/$NAME.1.g
 install -m 0644 deploy/systemd/mssante-policyd.service "$ROOT/lib/systemd/system/"
 install -m 0644 "$CONFIG" "$ROOT/etc/$NAME/config.json"
 install -m 0644 "$CA_DIR"/*.pem "$ROOT/usr/share/$NAME/igc-sante/"
+install -m 0755 scripts/lab.sh "$ROOT/usr/share/$NAME/lab.sh"
 
 echo "== documentation"
 cp README.md SECURITY.md "$DOC/"
@@ -94,7 +95,8 @@ $NAME ($VERSION) unstable; urgency=medium
 EOF
 gzip -9n -c "$WORK/changelog" >"$DOC/changelog.gz"
 # Documentation above 4 KiB is compressed (Debian policy 12.3).
-find "$DOC" -type f -size +4k ! -name '*.gz' ! -name copyright ! -name '*.json' ! -name '*.pem' ! -name '*.xml' -exec gzip -9n {} +
+# Not the Postfix files: scripts/lab.sh reads them as they are.
+find "$DOC" -type f -size +4k ! -path '*/deploy/postfix/*' ! -name '*.gz' ! -name copyright ! -name '*.json' ! -name '*.pem' ! -name '*.xml' -exec gzip -9n {} +
 {
   cat <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -172,7 +174,7 @@ find "$ROOT" -type d -exec chmod 0755 {} +
 find "$ROOT" -type f ! -path "$ROOT/DEBIAN/*" -exec chmod 0644 {} +
 # Scripts keep their executable bit (a #! line): the CLI and the modules' own command-line tools.
 grep -rlZ --include='*.js' -m1 '^#!' "$LIB" | xargs -0 -r chmod 0755
-chmod 0755 "$ROOT/usr/bin/$NAME" "$ROOT/DEBIAN/postinst" "$ROOT/DEBIAN/prerm" "$ROOT/DEBIAN/postrm"
+chmod 0755 "$ROOT/usr/share/$NAME/lab.sh" "$ROOT/usr/bin/$NAME" "$ROOT/DEBIAN/postinst" "$ROOT/DEBIAN/prerm" "$ROOT/DEBIAN/postrm"
 chmod 0644 "$ROOT/DEBIAN/conffiles"
 (cd "$ROOT" && find . -path ./DEBIAN -prune -o -type f -print0 | sort -z | xargs -0 md5sum | sed 's| \./| |') >"$ROOT/DEBIAN/md5sums"
 chmod 0644 "$ROOT/DEBIAN/md5sums"
