@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LOG_FORMATS, type LogFormat } from './observe/journal.js';
 import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
 
 /** The package root (holds examples/): one level above src/ or dist/. */
@@ -53,6 +54,7 @@ export const SETTINGS = [
   { key: 'trusted-issuer-cn', kind: 'list', default: [], help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)' },
   { key: 'tls-profile', kind: 'string', default: 'off', choices: TLS_PROFILE_NAMES, help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7' },
   { key: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level (info: one trace line per decision)' },
+  { key: 'log-format', kind: 'string', default: 'auto', choices: LOG_FORMATS, help: 'json: one JSON line per record; journal: each line prefixed with its syslog priority <N> for journald (journalctl -p); auto: journal when stdout is journald (JOURNAL_STREAM), else json' },
   { key: 'log-pseudonymize', kind: 'bool', default: false, help: 'replace addresses in traces by a keyed hash (key in <state-dir>/pseudonymize.key)' },
   { key: 'shutdown-grace', kind: 'seconds', default: 10, min: 0, max: 300, help: 'on SIGTERM, seconds to let answers in flight complete' },
 ] as const satisfies readonly Setting[];
@@ -90,6 +92,7 @@ export interface Config {
   readonly trustedIssuerCns: readonly string[];
   readonly tlsProfile: TlsProfileName;
   readonly logLevel: string;
+  readonly logFormat: LogFormat;
   readonly logPseudonymize: boolean;
   readonly shutdownGraceSeconds: number;
   /** Where each value came from: flag, env, file or default. */
@@ -245,6 +248,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     trustedIssuerCns: get<string[]>('trusted-issuer-cn'),
     tlsProfile: get<TlsProfileName>('tls-profile'),
     logLevel: get<string>('log-level'),
+    logFormat: get<LogFormat>('log-format'),
     logPseudonymize: get<boolean>('log-pseudonymize'),
     shutdownGraceSeconds: get<number>('shutdown-grace'),
     origins: origins as Config['origins'],

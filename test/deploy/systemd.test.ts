@@ -114,6 +114,10 @@ test('reload is SIGHUP, and stop leaves the daemon its drain time', () => {
   const stopSec = Number(one(unit, 'TimeoutStopSec'));
   // systemd sends SIGKILL at TimeoutStopSec: it must come after the daemon's own drain deadline.
   assert.ok(stopSec > (grace as number), `TimeoutStopSec=${stopSec} must exceed --shutdown-grace ${String(grace)}`);
+  // Trace lines reach journald whole and with their priority (the daemon's <N> prefix).
+  assert.equal(one(unit, 'LogRateLimitIntervalSec'), '0');
+  assert.equal(one(unit, 'SyslogLevelPrefix'), 'yes');
+  assert.equal(SETTINGS.find((s) => s.key === 'log-format')?.default, 'auto');
   // Node's JIT needs W+X pages: this setting would kill the daemon at start.
   assert.equal(unit.get('MemoryDenyWriteExecute'), undefined);
 });
