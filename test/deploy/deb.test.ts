@@ -125,6 +125,9 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
       `./usr/share/doc/${NAME}/grafana/mssante-policyd.json`,
       `./usr/share/doc/${NAME}/deploy/prometheus/`,
       `./usr/share/doc/${NAME}/deploy/postfix/main.cf.policy`,
+      `./usr/share/doc/${NAME}/deploy/postfix/test-instance/main.cf`,
+      `./usr/share/${NAME}/lab.sh`,
+      `./usr/share/man/man1/${NAME}.1.gz`,
     ]) {
       assert.match(files, new RegExp(` ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'), `${path} in the package`);
     }
@@ -188,6 +191,20 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
     } finally {
       await daemon.stop();
       rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  await t.test('the installed lab kit finds the packaged Postfix files and the installed command', async (t) => {
+    if (toolOrSkip(t, 'openssl') === null || toolOrSkip(t, 'xmlsec1') === null) return;
+    const lab = join(mkdtempSync(join(tmpdir(), 'mssante-deb-lab-')), 'lab');
+    try {
+      const res = await mustRun(`/usr/share/${NAME}/lab.sh`, [lab, '--port', '10925'], { MSSANTE_POLICYD_CMD: '', MSSANTE_DEPLOY_DIR: '' });
+      assert.match(res.stdout, new RegExp(`^   ${NAME} serve --whitelist ${lab}/whitelist.xml`, 'm'));
+      assert.match(readFileSync(join(lab, 'postfix', 'main.cf'), 'utf8'), /^mssante_policy_service = unix:private\/mssante-policyd$/m);
+      const check = await mustRun(`/usr/bin/${NAME}`, ['check', join(lab, 'whitelist.xml'), '--signer', join(lab, 'signer.pem')]);
+      assert.match(check.stdout, /^USABLE$/m);
+    } finally {
+      rmSync(join(lab, '..'), { recursive: true, force: true });
     }
   });
 
