@@ -6,11 +6,15 @@
 # dpkg already knows a nodejs >= 20. If /usr/bin/node is missing, the shim ships it as a symlink to
 # the machine's node (the package's /usr/bin/mssante-policyd runs /usr/bin/node).
 #   bash scripts/ci-nodejs-shim.sh            prints the shim's package name when it installed one
+#   bash scripts/ci-nodejs-shim.sh --build-only DIR   builds it into DIR whatever dpkg knows, installs
+#                                             nothing, prints the .deb's path (for its own test)
 # Remove it afterwards with: dpkg --purge mssante-policyd-ci-nodejs-shim
 set -euo pipefail
 
+BUILD_ONLY=""
+if [ "${1:-}" = --build-only ]; then BUILD_ONLY=${2:?--build-only DIR}; fi
 installed=$(dpkg-query -W -f '${Status} ${Version}' nodejs 2>/dev/null || true)
-if [[ "$installed" == "install ok installed "* ]] && dpkg --compare-versions "${installed##* }" ge 20; then
+if [ -z "$BUILD_ONLY" ] && [[ "$installed" == "install ok installed "* ]] && dpkg --compare-versions "${installed##* }" ge 20; then
   exit 0
 fi
 NODE=$(command -v node) || { echo "ci-nodejs-shim: no node on PATH" >&2; exit 1; }
@@ -37,6 +41,11 @@ Description: CI only: declares the machine's Node.js $VERSION to dpkg
  Built by mssante-policyd's scripts/ci-nodejs-shim.sh so that the package's
  Depends: nodejs (>= 20) is satisfied by a Node.js not installed with dpkg.
 CONTROL
+if [ -n "$BUILD_ONLY" ]; then
+  dpkg-deb --root-owner-group --build "$WORK/root" "$BUILD_ONLY/$NAME.deb" >/dev/null
+  echo "$BUILD_ONLY/$NAME.deb"
+  exit 0
+fi
 dpkg-deb --root-owner-group --build "$WORK/root" "$WORK/$NAME.deb" >/dev/null
 dpkg -i "$WORK/$NAME.deb" >/dev/null
 echo "$NAME"

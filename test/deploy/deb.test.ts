@@ -145,6 +145,15 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
     assert.equal(res.code, 0, res.stderr);
   });
 
+  await t.test('the CI-only nodejs shim declares this machine\'s Node to dpkg, and satisfies Depends: nodejs (>= 20)', async () => {
+    const shimDeb = (await mustRun('bash', ['scripts/ci-nodejs-shim.sh', '--build-only', out])).stdout.trim();
+    const field = async (name: string): Promise<string> => (await mustRun('dpkg-deb', ['-f', shimDeb, name])).stdout.trim();
+    assert.equal(await field('Package'), SHIM);
+    assert.equal(await field('Provides'), `nodejs (= ${process.versions.node})`);
+    // dpkg's own comparison: the provided version meets the package's dependency.
+    await mustRun('dpkg', ['--compare-versions', process.versions.node, 'ge', '20']);
+  });
+
   await t.test('apt-get install ./….deb (Depends: nodejs >= 20 met by dpkg, or by the CI-only shim)', async () => {
     const shim = await mustRun('bash', ['scripts/ci-nodejs-shim.sh']);
     shimInstalled = shim.stdout.trim() === SHIM;
