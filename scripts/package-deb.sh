@@ -189,7 +189,6 @@ Depends: nodejs (>= 20)
 Suggests: postfix | exim4
 Section: mail
 Priority: optional
-Homepage: https://espacedeconfiance.mssante.fr/
 Description: $DESCRIPTION
  Answers Postfix policy delegation and Milter requests, and Exim readsocket
  queries, from the signed MSSante whitelist published by the ANS: mail from
