@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LOG_FORMATS, type LogFormat } from './observe/journal.js';
 import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
 import { validateExemptions, type OperatorRateMode } from './trust/operators.js';
 
@@ -44,6 +45,9 @@ export const SETTINGS = [
   { key: 'tls-policy-value', kind: 'string', default: 'secure match=hostname:nexthop:dot-nexthop', help: 'answer of the mssante-tls-policy table for a listed domain (a Postfix TLS policy; see README "Outbound")' },
   { key: 'transport-value', kind: 'string', default: 'smtp-mssante:', help: 'answer of the mssante-transport table for a listed domain (a Postfix transport:nexthop)' },
   { key: 'http-listen', kind: 'string?', default: '127.0.0.1:9464', help: 'HTTP listener for /metrics /healthz /readyz /v1/... ("off" to disable)' },
+  { key: 'socket-mode', kind: 'string', default: '0660', help: 'mode of unix: socket files, octal (0660: owner and group may connect)' },
+  { key: 'socket-owner', kind: 'string?', default: null, help: 'owner of unix: socket files, user name or uid (needs root; default: the daemon\'s user)' },
+  { key: 'socket-group', kind: 'string?', default: null, help: 'group of unix: socket files, e.g. postfix for a chrooted Postfix (default: the daemon\'s group)' },
   { key: 'max-connections', kind: 'int', default: 1000, min: 1, max: 100_000, help: 'open connections per listener; more are closed at once' },
   { key: 'idle-timeout', kind: 'seconds', default: 330, min: 1, max: 86400, help: 'close a client connection idle this long (Postfix keeps them 300 s)' },
   { key: 'milter-idle-timeout', kind: 'seconds', default: 3600, min: 1, max: 86400, help: 'close a Milter connection silent this long; Postfix sends nothing between MAIL FROM and the end of a message, which may take long' },
@@ -57,6 +61,7 @@ export const SETTINGS = [
   { key: 'trusted-issuer-cn', kind: 'list', default: [], help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)' },
   { key: 'tls-profile', kind: 'string', default: 'off', choices: TLS_PROFILE_NAMES, help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7' },
   { key: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level (info: one trace line per decision)' },
+  { key: 'log-format', kind: 'string', default: 'auto', choices: LOG_FORMATS, help: 'json: one JSON line per record; journal: each line prefixed with its syslog priority <N> for journald (journalctl -p); auto: journal when stdout is journald (JOURNAL_STREAM), else json' },
   { key: 'log-pseudonymize', kind: 'bool', default: false, help: 'replace addresses in traces by a keyed hash (key in <state-dir>/pseudonymize.key)' },
   { key: 'operator-rate', kind: 'int', default: 0, min: 0, max: 1_000_000, help: 'per sending operator (listed certificate), messages per second beyond which mail is deferred (451 4.7.1); 0: off (accounting only)' },
   { key: 'operator-burst', kind: 'int', default: 0, min: 0, max: 10_000_000, help: 'messages an operator may send at once after a quiet spell (token bucket size); 0: one second of --operator-rate' },
@@ -87,6 +92,10 @@ export interface Config {
   readonly maxSocketmapRequestBytes: number;
   readonly tlsPolicyValue: string;
   readonly transportValue: string;
+  /** Mode, owner and group of unix: socket files (policy and Milter listeners). */
+  readonly socketMode: number;
+  readonly socketOwner: string | null;
+  readonly socketGroup: string | null;
   readonly maxConnections: number;
   readonly idleTimeoutSeconds: number;
   readonly milterIdleTimeoutSeconds: number;
@@ -100,6 +109,7 @@ export interface Config {
   readonly trustedIssuerCns: readonly string[];
   readonly tlsProfile: TlsProfileName;
   readonly logLevel: string;
+  readonly logFormat: LogFormat;
   readonly logPseudonymize: boolean;
   readonly shutdownGraceSeconds: number;
   readonly operatorRate: number;
@@ -240,6 +250,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
+  const socketModeText = get<string>('socket-mode');
+  if (!/^0?[0-7]{3}$/.test(socketModeText)) {
+    throw new ConfigError(`--socket-mode: ${JSON.stringify(socketModeText)} is not an octal mode like 0660 (no setuid, setgid or sticky bit)`);
+  }
   return Object.freeze({
     whitelist,
     whitelistIsDemo,
@@ -260,6 +274,9 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     maxSocketmapRequestBytes: get<number>('max-socketmap-request-bytes'),
     tlsPolicyValue: get<string>('tls-policy-value'),
     transportValue: get<string>('transport-value'),
+    socketMode: parseInt(socketModeText, 8),
+    socketOwner: get<string | null>('socket-owner'),
+    socketGroup: get<string | null>('socket-group'),
     maxConnections: get<number>('max-connections'),
     idleTimeoutSeconds: get<number>('idle-timeout'),
     milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),
@@ -273,6 +290,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     trustedIssuerCns: get<string[]>('trusted-issuer-cn'),
     tlsProfile: get<TlsProfileName>('tls-profile'),
     logLevel: get<string>('log-level'),
+    logFormat: get<LogFormat>('log-format'),
     logPseudonymize: get<boolean>('log-pseudonymize'),
     shutdownGraceSeconds: get<number>('shutdown-grace'),
     operatorRate: get<number>('operator-rate'),

@@ -15,6 +15,7 @@ import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { startSocketmapServer } from './frontends/socketmap/server.js';
 import { startHttpServer, type DomainLookup, type DryRunInput, type DryRunResult, type WhitelistStatus } from './http/server.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
+import { effectiveLogFormat, journalPrefix, type LogFormat } from './observe/journal.js';
 import { DecisionTracer } from './observe/trace.js';
 import { normaliseCn } from './trust/dn.js';
 import { POLICY_ACTIONS } from './trust/reasons.js';
@@ -34,15 +35,19 @@ export interface Logging {
 /** Log lines buffered while stdout is slow (journald, a full pipe): bounded, drops counted. */
 export const LOG_BUFFER_MAX_BYTES = 32 * 1024 * 1024;
 
-export function createLogging(level: string, onDrop: () => void = () => undefined): Logging {
+export function createLogging(level: string, onDrop: () => void = () => undefined, format: LogFormat = 'json'): Logging {
   // Asynchronous writes: a trace line per decision must not block answers; flushed on exit.
   const destination = pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_MAX_BYTES });
   destination.on('drop', onDrop);
+  // journal: each line starts with its syslog priority <N>, which journald strips and files as PRIORITY.
+  const journal = effectiveLogFormat(format, process.env) === 'journal';
+  const writeLine = journal ? (line: string): void => void destination.write(journalPrefix(line) + line) : (line: string): void => void destination.write(line);
+  const stream = journal ? { write: writeLine, flush: (cb: (err?: Error) => void) => destination.flush(cb) } : destination;
   const logger = pino(
     { level, base: { service: 'mssante-policyd' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
-    destination,
+    stream,
   );
-  return { logger, writeLine: (line) => void destination.write(line) };
+  return { logger, writeLine };
 }
 
 function pseudonymizeKey(config: Config): Buffer | null {
@@ -114,6 +119,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
 
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
   const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null, socketmap: null };
+  const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
   try {
     if (config.policyListen !== null) {
       const policy: PolicyServer = await startPolicyServer(config.policyListen, {
@@ -123,6 +129,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         maxConnections: config.maxConnections,
         maxConnectionBytes: config.maxConnectionBytes,
         heapWatermarkPercent: config.heapWatermarkPercent,
+        unixSocket,
         logger: logger.child({ component: 'policy' }),
         metrics,
         handle: (request, connection) => {
@@ -143,6 +150,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         maxConnections: config.maxConnections,
         maxConnectionBytes: config.maxConnectionBytes,
         heapWatermarkPercent: config.heapWatermarkPercent,
+        unixSocket,
         logger: logger.child({ component: 'milter' }),
         metrics,
         service,
@@ -211,7 +219,7 @@ function exitAfterFlush(logger: Logger, code: number): void {
 /** Runs until SIGTERM/SIGINT; SIGHUP reloads the list at once. */
 export async function serve(config: Config): Promise<void> {
   let countDrop = (): void => undefined;
-  const logging = createLogging(config.logLevel, () => countDrop());
+  const logging = createLogging(config.logLevel, () => countDrop(), config.logFormat);
   const { logger } = logging;
   let daemon: RunningDaemon;
   try {

@@ -83,6 +83,21 @@ describe('resolveConfig', () => {
     });
   }
 
+  it('unix socket files: mode 0660 and the daemon\'s owner by default; an octal --socket-mode, owner and group', () => {
+    const d = resolveConfig(flags([]), {}, null);
+    assert.equal(d.socketMode, 0o660);
+    assert.equal(d.socketOwner, null);
+    assert.equal(d.socketGroup, null);
+    const c = resolveConfig(flags([['socket-mode', '0640'], ['socket-group', 'postfix']]), { [envName('socket-owner')]: 'mssante-policyd' }, null);
+    assert.equal(c.socketMode, 0o640);
+    assert.equal(c.socketGroup, 'postfix');
+    assert.equal(c.socketOwner, 'mssante-policyd');
+    assert.equal(resolveConfig(flags([['socket-mode', '660']]), {}, null).socketMode, 0o660);
+    for (const bad of ['4755', '0o660', 'rw-rw----', '0680', '', '06600']) {
+      assert.throws(() => resolveConfig(flags([['socket-mode', bad]]), {}, null), (e: unknown) => e instanceof ConfigError && /--socket-mode/.test(e.message), bad);
+    }
+  });
+
   it('refuses unknown keys and broken JSON in the config file', () => {
     assert.throws(() => resolveConfig(flags([]), {}, configFile({ refersh: 10 })), /unknown setting "refersh"/);
     const broken = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'c.json');

@@ -3,7 +3,8 @@
  * `[v6addr]:port`, `unix:/path`. Parsing is strict so that a typo fails at start-up with a clear
  * message instead of binding somewhere unexpected.
  */
-import { chmod, lstat, unlink } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, chown, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 
 export type ListenAddress =
@@ -63,6 +64,10 @@ export function formatAddress(address: ListenAddress): string {
 export interface ListenOptions {
   /** Mode of a unix socket file, default 0660. */
   readonly unixMode?: number;
+  /** Owner of a unix socket file: a user name or a numeric uid (changing it needs root); default the daemon's. */
+  readonly unixOwner?: string | null;
+  /** Group of a unix socket file, e.g. postfix: a group name or a numeric gid; default the daemon's. */
+  readonly unixGroup?: string | null;
 }
 
 export interface BoundAddress {
@@ -75,7 +80,8 @@ export interface BoundAddress {
 /**
  * Binds `server`. For a unix socket: a leftover socket file from a dead process is removed first
  * (one that still accepts connections is left alone and reported as in use; a non-socket file is
- * never removed), then the mode is set.
+ * never removed, nor a symbolic link), then the owner/group (--socket-owner, --socket-group) and the
+ * mode (--socket-mode) are set.
  */
 export async function listen(server: net.Server, address: ListenAddress, options: ListenOptions = {}): Promise<BoundAddress> {
   if (address.kind === 'tcp') {
@@ -84,13 +90,18 @@ export async function listen(server: net.Server, address: ListenAddress, options
     const port = info !== null && typeof info === 'object' ? info.port : address.port;
     return { address: { kind: 'tcp', host: address.host, port }, release: async () => {} };
   }
+  // Names are resolved before anything is bound, so that a typo leaves no socket behind.
+  const uid = options.unixOwner == null ? -1 : await resolveId('passwd', options.unixOwner);
+  const gid = options.unixGroup == null ? -1 : await resolveId('group', options.unixGroup);
   await removeStaleSocket(address.path);
   await bind(server, { path: address.path });
   try {
+    if (uid !== -1 || gid !== -1) await chown(address.path, uid, gid);
     await chmod(address.path, options.unixMode ?? DEFAULT_UNIX_SOCKET_MODE);
   } catch (err) {
-    server.close();
-    throw err;
+    // Node removes the socket file when the server closes.
+    await new Promise<void>((done) => server.close(() => done()));
+    throw new ListenAddressError(`cannot set owner/group/mode of ${address.path}: ${(err as Error).message}`);
   }
   // Remember the inode so that release() never removes a socket a newer instance has put in our place.
   const ino = (await lstat(address.path)).ino;
@@ -105,6 +116,23 @@ export async function listen(server: net.Server, address: ListenAddress, options
       }
     },
   };
+}
+
+/**
+ * A user or group name → its numeric id, through the system's name service (`getent`, so LDAP/NSS
+ * users resolve as for any daemon); a decimal number is taken as the id itself.
+ */
+export function resolveId(database: 'passwd' | 'group', name: string): Promise<number> {
+  const what = database === 'passwd' ? 'user' : 'group';
+  if (/^[0-9]+$/.test(name)) return Promise.resolve(Number(name));
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(name)) return Promise.reject(new ListenAddressError(`invalid ${what} name ${JSON.stringify(name)}`));
+  return new Promise((resolve, reject) => {
+    execFile('getent', [database, name], { timeout: 10_000 }, (err, stdout) => {
+      const id = Number(stdout.split(':')[2]);
+      if (err === null && Number.isSafeInteger(id)) resolve(id);
+      else reject(new ListenAddressError(`unknown ${what} ${JSON.stringify(name)} for the unix socket`));
+    });
+  });
 }
 
 function bind(server: net.Server, options: net.ListenOptions): Promise<void> {

@@ -85,8 +85,8 @@ export interface StreamServerOptions {
   readonly allowHalfOpen?: boolean;
   /** TCP keep-alive probe delay; off when absent. */
   readonly keepAliveMs?: number;
-  /** Mode of a unix socket file (default 0660). */
-  readonly unixMode?: ListenOptions['unixMode'];
+  /** Mode, owner and group of a unix socket file. */
+  readonly unixSocket?: ListenOptions;
 }
 
 export interface StreamServer {
@@ -117,7 +117,7 @@ export async function startStreamServer(listenAddress: string, options: StreamSe
   server.on('connection', (socket: net.Socket) => listener.accept(socket));
   // Accept errors (EMFILE...) must not kill the daemon.
   server.on('error', (err) => listener.log.error({ err }, `${options.frontend} listener error`));
-  const bound = await listen(server, parsed, { unixMode: options.unixMode });
+  const bound = await listen(server, parsed, options.unixSocket);
   const address = formatAddress(bound.address);
   listener.log.info({ address }, `${options.frontend} listener ready`);
   let closing: Promise<void> | null = null;

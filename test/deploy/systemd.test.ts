@@ -114,6 +114,53 @@ test('reload is SIGHUP, and stop leaves the daemon its drain time', () => {
   const stopSec = Number(one(unit, 'TimeoutStopSec'));
   // systemd sends SIGKILL at TimeoutStopSec: it must come after the daemon's own drain deadline.
   assert.ok(stopSec > (grace as number), `TimeoutStopSec=${stopSec} must exceed --shutdown-grace ${String(grace)}`);
+  // Trace lines reach journald whole and with their priority (the daemon's <N> prefix).
+  assert.equal(one(unit, 'LogRateLimitIntervalSec'), '0');
+  assert.equal(one(unit, 'SyslogLevelPrefix'), 'yes');
+  assert.equal(SETTINGS.find((s) => s.key === 'log-format')?.default, 'auto');
   // Node's JIT needs W+X pages: this setting would kill the daemon at start.
   assert.equal(unit.get('MemoryDenyWriteExecute'), undefined);
+});
+
+// The socket layout for a chrooted Postfix (deploy/systemd/postfix-socket/): same sandbox, fixed user.
+const SOCKET_UNIT = join(REPO, 'deploy', 'systemd', 'postfix-socket', 'mssante-policyd.service');
+
+test('postfix-socket unit: systemd-analyze security below 2.0, and verify passes', async (t) => {
+  const analyze = toolOrSkip(t, 'systemd-analyze');
+  if (analyze === null) return;
+  const res = await run(analyze, ['security', '--offline=yes', '--no-pager', SOCKET_UNIT]);
+  const m = /Overall exposure level for mssante-policyd\.service: (\d+(?:\.\d+)?)/.exec(`${res.stdout}\n${res.stderr}`);
+  assert.ok(m, `no exposure level in:\n${res.stdout}${res.stderr}`);
+  t.diagnostic(`postfix-socket unit exposure: ${m[1]} (threshold ${MAX_EXPOSURE})`);
+  assert.ok(Number(m[1]) < MAX_EXPOSURE, `exposure ${m[1]} >= ${MAX_EXPOSURE}`);
+  const dir = mkdtempSync(join(tmpdir(), 'mssante-unit-'));
+  const copy = join(dir, 'mssante-policyd.service');
+  writeFileSync(copy, readFileSync(SOCKET_UNIT, 'utf8').replace(/^ExecStart=\S+/m, `ExecStart=${process.execPath}`));
+  const verify = await run(analyze, ['verify', '--no-pager', copy]);
+  assert.deepEqual(`${verify.stdout}\n${verify.stderr}`.split('\n').filter((l) => l.includes('mssante-policyd.service')), []);
+});
+
+test('postfix-socket unit: the packaged unit run as postfix, listening in the chroot; the daemon accepts it', async () => {
+  const main = unitSettings(readFileSync(UNIT, 'utf8'));
+  const unit = unitSettings(readFileSync(SOCKET_UNIT, 'utf8'));
+  assert.equal(unit.get('DynamicUser'), undefined);
+  assert.equal(one(unit, 'User'), 'postfix');
+  assert.equal(one(unit, 'Group'), 'postfix');
+  assert.equal(one(unit, 'ReadWritePaths'), '/var/spool/postfix/private');
+  const socket = '/var/spool/postfix/private/mssante-policyd';
+  assert.equal(one(unit, 'ExecStart'), `${one(main, 'ExecStart')} --policy-listen unix:${socket} --socket-mode 0660`);
+  // Every other setting is the packaged unit's.
+  for (const [key, values] of main) {
+    if (['ExecStart', 'DynamicUser'].includes(key)) continue;
+    assert.deepEqual(unit.get(key), values, key);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'mssante-unit-'));
+  const config = join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({ 'http-listen': '127.0.0.1:9464' }));
+  const args = one(unit, 'ExecStart').split(/\s+/).slice(1).map((a) => (a === '/etc/mssante-policyd/config.json' ? config : a));
+  const res = await run(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli.ts'), ...args, '--print-config']);
+  assert.equal(res.code, 0, res.stderr);
+  const effective = JSON.parse(res.stdout) as { policyListen: string; socketMode: number };
+  assert.equal(effective.policyListen, `unix:${socket}`);
+  assert.equal(effective.socketMode, 0o660);
 });

@@ -91,8 +91,13 @@ export function makePki(): Pki {
  * Registers the suite. Skipped with the reason when Postfix (or root) or swaks is missing; under
  * CI=true a missing prerequisite is a failing test instead.
  */
-export function describePostfixScenarios(variant: PostfixVariant): void {
-  const expect = EXPECT[variant];
+export function describePostfixScenarios(variant: PostfixVariant, options: { readonly unixSocketInChroot?: boolean } = {}): void {
+  const expect = options.unixSocketInChroot === true
+    ? { ...EXPECT[variant], title: `${EXPECT[variant].title}, over unix:private/mssante-policyd (chrooted smtpd)` }
+    : EXPECT[variant];
+  // The socket in smtpd's chroot (queue_directory/private/), reachable by group postfix.
+  const chrootSocket = (pf: PostfixInstance): string => `unix:${join(pf.queueDir, 'private', 'mssante-policyd')}`;
+  const daemonArgs = options.unixSocketInChroot === true ? ['--socket-group', 'postfix'] : [];
   const missing = postfixE2eMissing();
   if (missing !== null && process.env.CI === 'true') {
     test(`${expect.title}: prerequisites`, () => {
@@ -129,6 +134,12 @@ export function describePostfixScenarios(variant: PostfixVariant): void {
           generatedAt,
         ),
       );
+      if (options.unixSocketInChroot === true) {
+        // Postfix first: the daemon's socket goes into the queue directory Postfix creates.
+        postfix = await startPostfix({ variant, serviceAddress: 'unix:private/mssante-policyd', caFile: p.ca.certPath, serverCert: p.server, recipients: [RECIPIENT] });
+        const listen = variant === 'policy' ? { policy: chrootSocket(postfix) } : { milter: chrootSocket(postfix) };
+        daemon = await startDaemon({ whitelist, milter: variant === 'milter', listen, extraArgs: daemonArgs });
+      } else {
       daemon = await startDaemon({ whitelist, milter: variant === 'milter' });
       postfix = await startPostfix({
         variant,
@@ -137,6 +148,7 @@ export function describePostfixScenarios(variant: PostfixVariant): void {
         serverCert: p.server,
         recipients: [RECIPIENT],
       });
+      }
     });
 
     after(async () => {
@@ -281,7 +293,7 @@ export function describePostfixScenarios(variant: PostfixVariant): void {
       assertNowhere(deferred);
 
       const listen = variant === 'policy' ? { policy: daemon.policyAddress } : { milter: serviceAddress(daemon) };
-      daemon = await startDaemon({ whitelist, stateDir: daemon.stateDir, milter: variant === 'milter', listen });
+      daemon = await startDaemon({ whitelist, stateDir: daemon.stateDir, milter: variant === 'milter', listen, extraArgs: daemonArgs });
       await assertDelivered(await send({ from: 'mallory@op1.mssante.test', cert: p.op1 }));
     });
   });

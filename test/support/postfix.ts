@@ -86,7 +86,10 @@ export function renderDeployFile(path: string, site: Readonly<Record<string, str
 
 export interface PostfixOptions {
   readonly variant: PostfixVariant;
-  /** host:port where the daemon answers for this variant (policy or Milter). */
+  /**
+   * host:port where the daemon answers for this variant (policy or Milter); or `unix:private/NAME`,
+   * a socket in the queue directory, and then smtpd runs chrooted there as in Debian's stock master.cf.
+   */
   readonly serviceAddress: string;
   /** CA file the client certificates are verified against (the IGC-Sante-like test CA). */
   readonly caFile: string;
@@ -104,6 +107,8 @@ export interface QueueEntry {
 
 export interface PostfixInstance {
   readonly dir: string;
+  /** queue_directory, also smtpd's chroot when the service address is unix:private/... */
+  readonly queueDir: string;
   readonly configDir: string;
   /** The smtpd listener on 127.0.0.1. */
   readonly port: number;
@@ -137,11 +142,12 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
   const port = await freePort();
 
   const { file, serviceParam } = VARIANTS[options.variant];
+  const chrooted = options.serviceAddress.startsWith('unix:private/');
   const deploy = renderDeployFile(join(POSTFIX_DEPLOY_DIR, file), {
     smtpd_tls_CAfile: options.caFile,
     smtpd_tls_cert_file: options.serverCert.certPath,
     smtpd_tls_key_file: options.serverCert.keyPath,
-    [serviceParam]: `inet:${options.serviceAddress}`,
+    [serviceParam]: chrooted ? options.serviceAddress : `inet:${options.serviceAddress}`,
   });
   const domains = [...new Set(options.recipients.map(domainOf))];
   const mailboxes = options.recipients.map((r) => `${r}=${mailboxPath(r)}`).join(', ');
@@ -175,12 +181,13 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
     deploy,
   ].join('\n');
   writeFileSync(join(configDir, 'main.cf'), base);
-  // No chroot: the paths above live outside any chroot jail. Operators' stock master.cf chroots
-  // smtpd; the inet: policy and Milter connections work the same from inside a jail.
+  // No chroot for an inet: service: the inet: policy and Milter connections work the same from inside
+  // a jail. With unix:private/..., smtpd is chrooted in the queue directory, as operators' stock
+  // master.cf does, and reaches the socket through the jail (TLS files are opened before chroot).
   writeFileSync(
     join(configDir, 'master.cf'),
     [
-      `127.0.0.1:${port} inet n - n - - smtpd`,
+      `127.0.0.1:${port} inet n - ${chrooted ? 'y' : 'n'} - - smtpd`,
       'cleanup unix n - n - 0 cleanup',
       'qmgr unix n - n 300 1 qmgr',
       'tlsmgr unix - - n 1000? 1 tlsmgr',
@@ -241,6 +248,7 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
   };
   return {
     dir,
+    queueDir,
     configDir,
     port,
     mainCf: base,

@@ -10,6 +10,7 @@ import type { TraceContext } from '../../observe/trace.js';
 import type { Facts } from '../../trust/facts.js';
 import { replyText } from '../../trust/reasons.js';
 import { certIdentityFromMacros, tlsFromMacros } from './macros.js';
+import type { ListenOptions } from '../../net/listen.js';
 import { startMilterServer, type MilterTransaction, type MilterVerdict } from './server.js';
 
 export interface MilterFrontendOptions {
@@ -20,6 +21,8 @@ export interface MilterFrontendOptions {
   readonly maxConnections: number;
   readonly maxConnectionBytes: number;
   readonly heapWatermarkPercent: number;
+  /** Mode, owner and group of a unix socket file. */
+  readonly unixSocket?: ListenOptions;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly service: DecisionService;
@@ -70,6 +73,7 @@ export async function startMilterFrontend(listen: string, options: MilterFronten
     maxConnections: options.maxConnections,
     maxConnectionBytes: options.maxConnectionBytes,
     heapWatermarkPercent: options.heapWatermarkPercent,
+    unixSocket: options.unixSocket,
     logger: options.logger,
     metrics: options.metrics,
     onMailFrom: (transaction) => {

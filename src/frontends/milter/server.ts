@@ -37,8 +37,8 @@ export interface MilterServerOptions {
   readonly maxConnectionBytes?: number;
   /** New connections are refused while the heap is above this percentage of its limit. */
   readonly heapWatermarkPercent?: number;
-  /** Mode of a unix socket file (default 0660). */
-  readonly unixMode?: ListenOptions['unixMode'];
+  /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
+  readonly unixSocket?: ListenOptions;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /**
@@ -107,7 +107,7 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
     logger,
     metrics: options.metrics,
     keepAliveMs: 60_000,
-    unixMode: options.unixMode,
+    unixSocket: options.unixSocket,
     createSession: (conn) => milterSession(conn, maxPacketBytes, onMailFrom, logger),
   });
 }

@@ -32,8 +32,8 @@ export interface PolicyServerOptions {
   readonly maxConnectionBytes?: number;
   /** New connections are refused while the heap is above this percentage of its limit. */
   readonly heapWatermarkPercent?: number;
-  /** Mode of a unix socket file (default 0660). */
-  readonly unixMode?: ListenOptions['unixMode'];
+  /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
+  readonly unixSocket?: ListenOptions;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** The action for one request (`DUNNO`, `550 5.7.1 ...`). If it throws: logged, answered with the internal_error action. */
@@ -86,7 +86,7 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
     logger,
     metrics: options.metrics,
     allowHalfOpen: true,
-    unixMode: options.unixMode,
+    unixSocket: options.unixSocket,
     createSession: (conn) => policySession(conn, limits, handle, logger),
   });
 }
