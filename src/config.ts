@@ -50,6 +50,7 @@ export const SETTINGS = [
   { key: 'trusted-issuer-cn', kind: 'list', default: [], help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)' },
   { key: 'tls-profile', kind: 'string', default: 'off', choices: TLS_PROFILE_NAMES, help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7' },
   { key: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level (info: one trace line per decision)' },
+  { key: 'trace-file', kind: 'string?', default: null, help: 'write the decision trace (one JSON line per decision) to this file instead of stdout; SIGUSR1 reopens it (logrotate)' },
   { key: 'log-pseudonymize', kind: 'bool', default: false, help: 'replace addresses in traces by a keyed hash (key in <state-dir>/pseudonymize.key)' },
   { key: 'shutdown-grace', kind: 'seconds', default: 10, min: 0, max: 300, help: 'on SIGTERM, seconds to let answers in flight complete' },
 ] as const satisfies readonly Setting[];
@@ -84,6 +85,8 @@ export interface Config {
   readonly tlsProfile: TlsProfileName;
   readonly logLevel: string;
   readonly logPseudonymize: boolean;
+  /** --trace-file: the decision trace goes there (reopened on SIGUSR1) instead of stdout. */
+  readonly traceFile: string | null;
   readonly shutdownGraceSeconds: number;
   /** Where each value came from: flag, env, file or default. */
   readonly origins: Readonly<Record<SettingKey, 'flag' | 'env' | 'file' | 'default'>>;
@@ -232,9 +235,14 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     tlsProfile: get<TlsProfileName>('tls-profile'),
     logLevel: get<string>('log-level'),
     logPseudonymize: get<boolean>('log-pseudonymize'),
+    traceFile: nullableResolve(get<string | null>('trace-file')),
     shutdownGraceSeconds: get<number>('shutdown-grace'),
     origins: origins as Config['origins'],
   });
+}
+
+function nullableResolve(path: string | null): string | null {
+  return path === null ? null : resolve(path);
 }
 
 /** `serve --help` text, generated from the table so it cannot drift. */
