@@ -29,6 +29,19 @@ const CLI = process.env.BENCH_CLI ? resolve(process.env.BENCH_CLI) : join(REPO, 
 const REAL_DIR = resolve(REPO, '..', 'shared', 'fixtures', 'real');
 const REAL_LIST = join(REAL_DIR, 'listeblanchemssante-2025-02-28.xml');
 const REAL_SIGNER = join(REAL_DIR, 'signer-2023-2026.pem');
+/**
+ * The daemon runs with the environment of the systemd unit (V8 heap sizing and malloc arenas for a
+ * long-running daemon), as deployed; BENCH_NODE_OPTIONS overrides NODE_OPTIONS ('' for Node's
+ * defaults), BENCH_UNIT_ENV=0 drops the unit's environment altogether (to A/B).
+ */
+const UNIT_ENV = (() => {
+  if (process.env.BENCH_UNIT_ENV === '0') return {};
+  const text = readFileSync(join(REPO, 'deploy', 'systemd', 'mssante-policyd.service'), 'utf8');
+  const env = {};
+  for (const m of text.matchAll(/^Environment=([A-Z_]+)=(.*)$/gm)) env[m[1]] = m[2].replace(/^"|"$/g, '');
+  if (process.env.BENCH_NODE_OPTIONS !== undefined) env.NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS;
+  return env;
+})();
 const SERVER_CPU = 0;
 const LOAD_CPU = 1;
 const M = 'mssante_policyd_';
@@ -267,7 +280,8 @@ async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, 
     ...(trace === 'file' && !viaStdout ? ['--trace-file', traceFile] : []),
   ];
   const t0 = performance.now();
-  const child = spawnPinned(SERVER_CPU, process.execPath, argv, { stdio: ['ignore', stdout, stderr], cwd: REPO });
+  const env = { ...process.env, ...UNIT_ENV };
+  const child = spawnPinned(SERVER_CPU, process.execPath, argv, { stdio: ['ignore', stdout, stderr], cwd: REPO, env });
   if (typeof stdout === 'number') closeSync(stdout);
   closeSync(stderr);
   let readyMs;
@@ -759,6 +773,7 @@ function report(rows, facts, lists) {
     `List: ${lists.description}. Requests: Postfix 3.7 RCPT policy requests, ~${lists.requestBytes} bytes, 90 % passes, 10 % refusals of five reasons; every answer's first word checked. ` +
       `Servers pinned to CPU ${SERVER_CPU}, load generator to CPU ${LOAD_CPU}${HAS_TASKSET ? '' : ' (taskset missing: NOT pinned)'}; one request in flight per connection; ${ROW_S} s per row after 1 s warm-up. ` +
       `Trace log: one JSON line per decision at info level (${f1(facts.traceBytes / 2 ** 20)} MiB written by the trace-to-file daemon, ${process.env.BENCH_TRACE === 'stdout' || process.env.BENCH_CLI !== undefined ? 'stdout redirected to a file' : '--trace-file'}). ` +
+      `Daemon environment: ${Object.keys(UNIT_ENV).length === 0 ? "none (Node's defaults)" : Object.entries(UNIT_ENV).map(([k, v]) => `\`${k}=${v}\``).join(' ')} (the systemd unit's${process.env.BENCH_NODE_OPTIONS !== undefined ? ', NODE_OPTIONS from BENCH_NODE_OPTIONS' : ''}). ` +
       `Machine load (1-min load average) at start / end: ${f1(facts.loadAvgStart)} / ${f1(facts.loadAvgEnd)} on ${cpus().length} CPUs.`,
     '',
     ...table,
@@ -768,7 +783,7 @@ function report(rows, facts, lists) {
   ];
   process.stdout.write(`${out.join('\n')}\n`);
   saveText(`${out.join('\n')}\n`, 'latest.md');
-  saveJson({ kind: 'bench', date: new Date().toISOString(), machine, list: lists.description, requestBytes: lists.requestBytes, rowSeconds: ROW_S, rows, goals16, goals, facts }, 'latest.json');
+  saveJson({ kind: 'bench', date: new Date().toISOString(), machine, daemonEnv: UNIT_ENV, list: lists.description, requestBytes: lists.requestBytes, rowSeconds: ROW_S, rows, goals16, goals, facts }, 'latest.json');
 }
 
 function median(values) {
