@@ -81,6 +81,8 @@ export interface RunningDaemon {
   readonly addresses: { policy: string | null; milter: string | null; http: string | null };
   /** SIGUSR1: reopen --trace-file at its path (after logrotate renamed it); no-op without it. */
   reopenTrace(): void;
+  /** Writes the buffered trace lines synchronously and closes --trace-file (on a fatal error). */
+  closeTraceSync(): void;
   shutdown(reason: string): Promise<void>;
 }
 
@@ -189,6 +191,9 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
       logger.info({ event: 'trace_reopen', trace_file: traceSink.path }, 'SIGUSR1: reopening the trace file');
       traceSink.reopen();
     },
+    closeTraceSync(): void {
+      traceSink?.closeSync();
+    },
     shutdown(reason: string): Promise<void> {
       stopping ??= (async () => {
         logger.info({ event: 'shutdown', reason, grace_s: config.shutdownGraceSeconds }, 'stopping: finishing answers in flight');
@@ -242,6 +247,7 @@ export async function serve(config: Config): Promise<void> {
   // A fault nobody caught: say so, and let the supervisor restart us; Postfix defers meanwhile (451).
   process.on('uncaughtException', (error) => {
     logger.fatal({ event: 'internal_error', err: error }, 'uncaught exception: exiting');
+    daemon.closeTraceSync();
     exitAfterFlush(logger, 70);
   });
 }
