@@ -43,6 +43,8 @@ describe('--trace-file (running daemon)', { timeout: 120_000 }, () => {
     renameSync(trace, `${trace}.1`);
     // Between logrotate's rename and its postrotate signal, lines still go to the renamed file.
     await ask(20, 'B');
+    // (Lines still buffered when the signal comes go to the new file: wait for these to be written.)
+    await waitFor('the 20 lines after the rename in the renamed file', () => decisions(`${trace}.1`).length === 70);
     daemon.signal('SIGUSR1');
     await waitFor('the reopen log line', () => logRecords(daemon!, 'trace_reopen').length === 1);
     await ask(30, 'C');
