@@ -113,24 +113,36 @@ async function main() {
   const rows = [];
   const facts = { list: lists.description, loadAvgStart: loadavg()[0] };
   const stateDir = join(tmp, 'state');
-  if (runs('floor')) await floorSection(lists, rows);
+  facts.failedSections = [];
+  // A section that fails (a busy machine, a missing tool) is reported; the others still run.
+  const section = async (name, body) => {
+    if (!runs(name)) return;
+    try {
+      await body();
+    } catch (error) {
+      log(`section ${name} FAILED: ${error.stack ?? error}`);
+      facts.failedSections.push(`${name}: ${String(error.message ?? error).split('\n')[0]}`);
+      killAllChildren();
+    }
+  };
+  await section('floor', () => floorSection(lists, rows));
   // The start-up section restarts from the state dir this one fills.
-  if (runs('daemon') || runs('startup')) await daemonSection(lists, stateDir, rows, facts);
-  if (runs('startup')) await startupSection(lists, stateDir, rows, facts);
-  if (runs('big')) {
+  if (runs('daemon') || runs('startup')) await section(runs('daemon') ? 'daemon' : 'startup', () => daemonSection(lists, stateDir, rows, facts));
+  await section('startup', () => startupSection(lists, stateDir, rows, facts));
+  await section('big', async () => {
     const big = await bigListRun();
     rows.push(big.row);
     Object.assign(facts, big.facts);
-  }
-  if (runs('postfwd1')) {
+  });
+  await section('postfwd1', async () => {
     if (postfwdAvailable('postfwd1')) rows.push(await postfwd1Run(lists));
     else log('postfwd1 not installed (Debian package postfwd): postfwd1 row skipped');
-  }
-  if (runs('postfwd')) {
+  });
+  await section('postfwd', async () => {
     if (postfwdAvailable('postfwd2')) rows.push(await postfwdRun(lists));
     else log('postfwd2 not installed (Debian package postfwd): postfwd row skipped');
-  }
-  if (runs('prepare')) Object.assign(facts, await prepareSection(lists));
+  });
+  await section('prepare', async () => Object.assign(facts, await prepareSection(lists)));
   facts.totalSeconds = (Date.now() - started) / 1000;
   facts.loadAvgEnd = loadavg()[0];
   report(rows, facts, lists);
@@ -286,7 +298,8 @@ async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, 
   closeSync(stderr);
   let readyMs;
   try {
-    readyMs = await waitReady(http, 60_000, child, t0);
+    // Generous: on a busy machine the list worker (nice 19) may wait long for a CPU.
+    readyMs = await waitReady(http, 300_000, child, t0);
   } catch (error) {
     throw new Error(`${error.message}\n${readFileSync(stderrFile, 'utf8').slice(0, 2000)}`);
   }
@@ -778,6 +791,7 @@ function report(rows, facts, lists) {
     '',
     ...table,
     '',
+    ...(facts.failedSections.length > 0 ? [`Sections that failed (their goals are not judged): ${facts.failedSections.join('; ')}`, ''] : []),
     ...goalTable,
     '',
   ];
