@@ -1,8 +1,9 @@
 /**
  * postfwd (the rules daemon operators use today) implementing the same check, as a peer in the
  * benchmark: one rule per listed certificate CN, binding it to its domains (a file per CN), one rule
- * for null senders from a listed CN, and a final refusal. Optional: skipped when postfwd2 is absent
- * (Debian package `postfwd`).
+ * for null senders from a listed CN, and a final refusal. Two peers from the Debian package `postfwd`:
+ * postfwd1 (one process, IO::Multiplex: what most operators run) and postfwd2 (pre-forked children
+ * plus a cache daemon). Optional: a row is skipped when its binary is absent.
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -10,10 +11,10 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { sleep, spawnPinned, trackPid, untrackPid } from './procs.mjs';
 
-export function postfwdAvailable() {
-  // `--version` exits 1 after printing; `-V` prints the same and exits 0.
-  const r = spawnSync('postfwd2', ['-V'], { encoding: 'utf8' });
-  return r.error === undefined && /postfwd2/.test(r.stdout ?? '');
+export function postfwdAvailable(variant = 'postfwd2') {
+  // `-V` prints the version (and exits 1 in 1.35): judge by what it prints.
+  const r = spawnSync(variant, ['-V'], { encoding: 'utf8' });
+  return r.error === undefined && /^postfwd/.test(r.stdout ?? '');
 }
 
 /** Writes the rule file and its per-CN domain files under `dir`; returns the rule file path. */
@@ -36,6 +37,22 @@ export function writePostfwdRules(dir, scan) {
   const rules = join(dir, 'postfwd.cf');
   writeFileSync(rules, `${lines.join('\n')}\n`, { mode: 0o644 });
   return rules;
+}
+
+/**
+ * Starts postfwd1 pinned to `cpu`: one process multiplexing every connection, request cache as
+ * postfwd2's (600 s, recipient domain only, size ignored), no syslog (-P: as fast as it goes).
+ * It detaches (-d is how postfwd1 listens at all): followed through its pid file.
+ */
+export async function startPostfwd1({ rules, port, pidFile, logFile, cpu }) {
+  const launcher = spawnPinned(
+    cpu,
+    'postfwd1',
+    ['-d', '--file', rules, '-i', '127.0.0.1', '-p', String(port), '--pidfile', pidFile, '-u', 'nobody', '-g', 'nogroup', '--nodns', '--cache=600', '--cache-rdomain-only', '--cache-no-size', '-P'],
+    { stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] },
+  );
+  await new Promise((r) => launcher.once('exit', r));
+  return followPidFile('postfwd1', pidFile, port, logFile);
 }
 
 /**
@@ -65,6 +82,10 @@ export async function startPostfwd({ rules, port, cachePort, pidFile, logFile, c
     { stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] },
   );
   await new Promise((r) => launcher.once('exit', r));
+  return followPidFile('postfwd2', pidFile, port, logFile);
+}
+
+async function followPidFile(name, pidFile, port, logFile) {
   const deadline = Date.now() + 60_000;
   let pid = null;
   while (Date.now() < deadline) {
@@ -76,7 +97,7 @@ export async function startPostfwd({ rules, port, cachePort, pidFile, logFile, c
     await sleep(100);
   }
   if (pid !== null) await stopPid(pid);
-  throw new Error(`postfwd2 not answering within 60 s (log: ${readFileSync(logFile, 'utf8').slice(-500)})`);
+  throw new Error(`${name} not answering within 60 s (log: ${readFileSync(logFile, 'utf8').slice(-500)})`);
 }
 
 /** SIGTERM to the master we started (it takes its children down), SIGKILL after 10 s. */

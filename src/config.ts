@@ -62,6 +62,7 @@ export const SETTINGS = [
   { key: 'tls-profile', kind: 'string', default: 'off', choices: TLS_PROFILE_NAMES, help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7' },
   { key: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level (info: one trace line per decision)' },
   { key: 'log-format', kind: 'string', default: 'auto', choices: LOG_FORMATS, help: 'json: one JSON line per record; journal: each line prefixed with its syslog priority <N> for journald (journalctl -p); auto: journal when stdout is journald (JOURNAL_STREAM), else json' },
+  { key: 'trace-file', kind: 'string?', default: null, help: 'write the decision trace (one JSON line per decision) to this file instead of stdout; SIGUSR1 reopens it (logrotate)' },
   { key: 'log-pseudonymize', kind: 'bool', default: false, help: 'replace addresses in traces by a keyed hash (key in <state-dir>/pseudonymize.key)' },
   { key: 'operator-rate', kind: 'int', default: 0, min: 0, max: 1_000_000, help: 'per sending operator (listed certificate), messages per second beyond which mail is deferred (451 4.7.1); 0: off (accounting only)' },
   { key: 'operator-burst', kind: 'int', default: 0, min: 0, max: 10_000_000, help: 'messages an operator may send at once after a quiet spell (token bucket size); 0: one second of --operator-rate' },
@@ -111,6 +112,8 @@ export interface Config {
   readonly logLevel: string;
   readonly logFormat: LogFormat;
   readonly logPseudonymize: boolean;
+  /** --trace-file: the decision trace goes there (reopened on SIGUSR1) instead of stdout. */
+  readonly traceFile: string | null;
   readonly shutdownGraceSeconds: number;
   readonly operatorRate: number;
   readonly operatorBurst: number;
@@ -292,6 +295,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     logLevel: get<string>('log-level'),
     logFormat: get<LogFormat>('log-format'),
     logPseudonymize: get<boolean>('log-pseudonymize'),
+    traceFile: nullableResolve(get<string | null>('trace-file')),
     shutdownGraceSeconds: get<number>('shutdown-grace'),
     operatorRate: get<number>('operator-rate'),
     operatorBurst: get<number>('operator-burst'),
@@ -299,6 +303,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     operatorRateExempt,
     origins: origins as Config['origins'],
   });
+}
+
+function nullableResolve(path: string | null): string | null {
+  return path === null ? null : resolve(path);
 }
 
 /** `serve --help` text, generated from the table so it cannot drift. */

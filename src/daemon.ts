@@ -17,6 +17,7 @@ import { startHttpServer, type DomainLookup, type DryRunInput, type DryRunResult
 import { createMetrics, type Metrics } from './observe/metrics.js';
 import { effectiveLogFormat, journalPrefix, type LogFormat } from './observe/journal.js';
 import { DecisionTracer } from './observe/trace.js';
+import { TraceFileSink } from './observe/trace-sink.js';
 import { normaliseCn } from './trust/dn.js';
 import { POLICY_ACTIONS } from './trust/reasons.js';
 import { OperatorLedger } from './trust/operators.js';
@@ -67,10 +68,29 @@ function pseudonymizeKey(config: Config): Buffer | null {
   return key;
 }
 
+/** The --trace-file sink: drops counted like the stdout log buffer's; write errors logged once a minute. */
+function openTraceSink(path: string, metrics: Metrics, logger: Logger): TraceFileSink {
+  let lastErrorLog = 0;
+  return new TraceFileSink({
+    path,
+    onDrop: (lines) => metrics.logLinesDropped.inc(lines),
+    onError: (error) => {
+      const now = Date.now();
+      if (now - lastErrorLog < 60_000) return;
+      lastErrorLog = now;
+      logger.error({ event: 'trace_file_error', trace_file: path, err: error.message }, 'cannot write the trace file');
+    },
+  });
+}
+
 export interface RunningDaemon {
   readonly lifecycle: ListLifecycle;
   readonly metrics: Metrics;
   readonly addresses: { policy: string | null; milter: string | null; http: string | null; socketmap: string | null };
+  /** SIGUSR1: reopen --trace-file at its path (after logrotate renamed it); no-op without it. */
+  reopenTrace(): void;
+  /** Writes the buffered trace lines synchronously and closes --trace-file (on a fatal error). */
+  closeTraceSync(): void;
   shutdown(reason: string): Promise<void>;
 }
 
@@ -80,6 +100,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   loadSignerTrust(config.signer);
   ensureStateDir(config.stateDir);
   const metrics = createMetrics();
+  const traceSink = config.traceFile === null ? null : openTraceSink(config.traceFile, metrics, logger);
   const source = createSource(config.whitelist, {
     ...DEFAULT_SOURCE_OPTIONS,
     maxBytes: config.maxListBytes,
@@ -110,7 +131,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     currentIndex: () => lifecycle.current(),
     policy: { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) },
     metrics,
-    tracer: new DecisionTracer(logger, pseudonymizeKey(config), logging.writeLine),
+    tracer: new DecisionTracer(logger, pseudonymizeKey(config), traceSink?.write ?? logging.writeLine),
     logger,
     operators,
   });
@@ -188,6 +209,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   } catch (error) {
     await Promise.allSettled(closers.map((close) => close(0)));
     await lifecycle.stop();
+    traceSink?.closeSync();
     throw error;
   }
   logger.info({ event: 'listening', ...addresses, whitelist: source.description, state_dir: config.stateDir }, 'mssante-policyd ready to answer');
@@ -197,11 +219,23 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     lifecycle,
     metrics,
     addresses,
+    reopenTrace(): void {
+      if (traceSink === null) return;
+      logger.info({ event: 'trace_reopen', trace_file: traceSink.path }, 'SIGUSR1: reopening the trace file');
+      traceSink.reopen();
+    },
+    closeTraceSync(): void {
+      traceSink?.closeSync();
+    },
     shutdown(reason: string): Promise<void> {
       stopping ??= (async () => {
         logger.info({ event: 'shutdown', reason, grace_s: config.shutdownGraceSeconds }, 'stopping: finishing answers in flight');
         await Promise.allSettled(closers.map((close) => close(config.shutdownGraceSeconds * 1000)));
         await lifecycle.stop();
+        if (traceSink !== null) {
+          await traceSink.drain();
+          traceSink.closeSync();
+        }
         logger.info({ event: 'stopped' }, 'stopped');
       })();
       return stopping;
@@ -221,6 +255,9 @@ export async function serve(config: Config): Promise<void> {
   let countDrop = (): void => undefined;
   const logging = createLogging(config.logLevel, () => countDrop(), config.logFormat);
   const { logger } = logging;
+  // Installed first: without a listener, SIGUSR1 would open Node's inspector (a debugger port).
+  let reopenTrace = (): void => undefined;
+  process.on('SIGUSR1', () => reopenTrace());
   let daemon: RunningDaemon;
   try {
     daemon = await startDaemon(config, logging);
@@ -234,6 +271,7 @@ export async function serve(config: Config): Promise<void> {
     logger.info({ event: 'sighup' }, 'SIGHUP: reloading the whitelist');
     void daemon.lifecycle.reload('sighup');
   });
+  reopenTrace = () => daemon.reopenTrace();
   const stop = (signal: string): void => {
     void daemon.shutdown(signal).then(() => exitAfterFlush(logger, 0));
   };
@@ -242,6 +280,7 @@ export async function serve(config: Config): Promise<void> {
   // A fault nobody caught: say so, and let the supervisor restart us; Postfix defers meanwhile (451).
   process.on('uncaughtException', (error) => {
     logger.fatal({ event: 'internal_error', err: error }, 'uncaught exception: exiting');
+    daemon.closeTraceSync();
     exitAfterFlush(logger, 70);
   });
 }

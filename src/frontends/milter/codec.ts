@@ -194,6 +194,16 @@ export class MilterDecoder {
     try {
       let pos = 0;
       while (pos < chunk.length) {
+        // A whole packet inside the chunk (the usual case: an MTA writes a session step at once) is
+        // decoded in place, without a copy; decodePacket keeps only strings and numbers from it.
+        if (this.packet === null && this.headerFill === 0 && chunk.length - pos >= 5) {
+          const length = chunk.readUInt32BE(pos);
+          if (length > 0 && length <= this.maxPacketBytes && chunk.length - pos - 4 >= length) {
+            out.push(decodePacket(chunk.subarray(pos + 4, pos + 4 + length)));
+            pos += 4 + length;
+            continue;
+          }
+        }
         if (this.packet === null) {
           const take = Math.min(4 - this.headerFill, chunk.length - pos);
           chunk.copy(this.header, this.headerFill, pos, pos + take);
