@@ -18,7 +18,7 @@ import { normaliseCn } from './trust/dn.js';
 import { POLICY_ACTIONS } from './trust/reasons.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
-import { loadSignerTrust } from './whitelist/signature.js';
+import { hasSignerTrust, loadSignerTrust } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
 import { normaliseDomain } from './whitelist/validate.js';
 
@@ -69,7 +69,8 @@ export interface RunningDaemon {
 export async function startDaemon(config: Config, logging: Logging): Promise<RunningDaemon> {
   const { logger } = logging;
   // An unreadable or invalid signer file is a start-up error, not a 451 for every mail later.
-  loadSignerTrust(config.signer);
+  const trust = { signer: config.signer, signerCa: config.signerCa, signerCn: config.signerCn, signerSubject: config.signerSubject };
+  if (hasSignerTrust(trust)) loadSignerTrust(trust);
   ensureStateDir(config.stateDir);
   const metrics = createMetrics();
   const source = createSource(config.whitelist, {
@@ -82,7 +83,8 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     {
       sourceDescription: source.description,
       stateDir: config.stateDir,
-      signerPaths: config.signer,
+      trust,
+      maxListAgeDays: config.maxListAgeDays,
       allowUnsigned: config.allowUnsigned,
       maxEntries: config.maxListEntries,
       maxShrinkPercent: config.maxShrinkPercent,

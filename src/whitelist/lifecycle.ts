@@ -9,16 +9,18 @@ import { guardList } from './guard.js';
 import { WhitelistIndex } from './index.js';
 import type { ListFailure, PrepareOptions, PreparedList } from './prepare.js';
 import { PrepareWorker, type PrepareOutcome } from './prepare-worker.js';
+import type { SignerTrustConfig } from './signature.js';
 import type { FetchOutcome, ListSource, SourceFailure, SourceValidators } from './source.js';
 import { persistList, readAcceptedHashes, readStoredList, trustKey, type StateMeta } from './state.js';
 
-export type LoadFailure = SourceFailure | ListFailure | 'list_from_future' | 'list_older' | 'list_shrink' | 'worker_failed' | 'state_unreadable' | 'state_write_failed';
+export type LoadFailure = SourceFailure | ListFailure | 'list_from_future' | 'list_older' | 'list_shrink' | 'list_too_old' | 'worker_failed' | 'state_unreadable' | 'state_write_failed';
 
 /** Every load failure reason at run time: their counters start at 0, so the first failure shows as an increase. */
 export const LOAD_FAILURES = [
   'source_unreachable', 'source_timeout', 'source_http_status', 'source_too_large', 'source_tls', 'source_io', 'source_empty',
   'xml_malformed', 'doctype_forbidden', 'xml_not_a_whitelist', 'encoding_invalid',
   'signature_missing', 'signature_profile', 'signature_digest_mismatch', 'signature_invalid', 'signer_untrusted',
+  'signer_constraint', 'signer_key_usage', 'list_too_old',
   'signer_not_valid_at_generation', 'generation_date_invalid', 'list_unsigned', 'list_empty', 'list_too_many_entries',
   'list_from_future', 'list_older', 'list_shrink', 'worker_failed', 'state_unreadable', 'state_write_failed',
 ] as const satisfies readonly LoadFailure[];
@@ -30,7 +32,9 @@ void everyFailureListed;
 export interface LifecycleOptions {
   readonly sourceDescription: string;
   readonly stateDir: string;
-  readonly signerPaths: readonly string[];
+  readonly trust: SignerTrustConfig;
+  /** Days; with nothing in force, an older list is refused (list_too_old). 0 disables. */
+  readonly maxListAgeDays: number;
   readonly allowUnsigned: boolean;
   readonly maxEntries: number;
   readonly maxShrinkPercent: number;
@@ -148,7 +152,7 @@ export class ListLifecycle {
       this.logger.info({ event: 'state_empty', state_dir: this.options.stateDir }, 'no stored list yet');
       return;
     }
-    const key = trustKey(this.options.signerPaths);
+    const key = trustKey(this.options.trust);
     const verified = stored.meta?.signer != null && stored.meta.trustKey === key ? { sha256: stored.meta.sha256, signer: stored.meta.signer } : null;
     const prepared = await this.prepare(stored.bytes, verified);
     if (!prepared.ok) {
@@ -181,7 +185,7 @@ export class ListLifecycle {
   private async prepare(bytes: Uint8Array, alreadyVerified: PrepareOptions['alreadyVerified'] = null): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
     const outcome: PrepareOutcome = await this.runInWorker({
       bytes,
-      signerPaths: this.options.signerPaths,
+      trust: this.options.trust,
       allowUnsigned: this.options.allowUnsigned,
       maxEntries: this.options.maxEntries,
       alreadyVerified,
@@ -240,7 +244,7 @@ export class ListLifecycle {
       return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
     }
     const list = prepared.list;
-    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, this.acceptedHashes(), this.now().getTime());
+    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, this.acceptedHashes(), this.now().getTime(), this.options.maxListAgeDays);
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
       if (this.stateStale) await this.persist(fetched.body, list, fetched.validators);
@@ -276,6 +280,7 @@ export class ListLifecycle {
     m.whitelistDomains.set(index.domainCount);
     m.whitelistEntriesRejected.set(list.rejected.length);
     m.whitelistGeneratedTimestamp.set(index.generatedAtMs / 1000);
+    m.whitelistSignerNotAfter.set(list.signature.verified ? Date.parse(list.signature.signer.validTo) / 1000 : 0);
     m.whitelistLastSuccessTimestamp.set(this.now().getTime() / 1000);
     const rejectedByReason: Record<string, number> = {};
     for (const r of list.rejected) rejectedByReason[r.reason] = (rejectedByReason[r.reason] ?? 0) + 1;
@@ -293,6 +298,9 @@ export class ListLifecycle {
         rejected_by_reason: rejectedByReason,
         signed: list.signature.verified,
         signer: list.signature.verified ? list.signature.signer.subject : undefined,
+        signer_sha256: list.signature.verified ? list.signature.signer.fingerprint256 : undefined,
+        signer_not_after: list.signature.verified ? list.signature.signer.validTo : undefined,
+        signer_trusted_by: list.signature.verified ? list.signature.signer.matched : undefined,
       },
       'whitelist in force',
     );
@@ -312,7 +320,7 @@ export class ListLifecycle {
       verifiedAt: this.now().toISOString(),
       validators,
       signer: list.signature.verified ? list.signature.signer : null,
-      trustKey: trustKey(this.options.signerPaths),
+      trustKey: trustKey(this.options.trust),
     };
     try {
       await persistList(this.options.stateDir, bytes, meta);
