@@ -17,6 +17,7 @@ import { DecisionTracer } from './observe/trace.js';
 import { normaliseCn } from './trust/dn.js';
 import { POLICY_ACTIONS } from './trust/reasons.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
+import { proxyFromEnv } from './whitelist/proxy.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
 import { hasSignerTrust, loadSignerTrust } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
@@ -78,6 +79,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     maxBytes: config.maxListBytes,
     totalTimeoutMs: config.fetchTimeoutSeconds * 1000,
     caFile: config.caFile,
+    proxy: proxyFromEnv(process.env),
   });
   const lifecycle = new ListLifecycle(
     {
