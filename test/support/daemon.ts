@@ -34,7 +34,7 @@ export interface DaemonHandle {
 export interface DaemonOptions {
   /** --whitelist: a file path (or URL). */
   readonly whitelist: string;
-  /** Appended to the command line. Unless it holds a --signer or --signer-ca, --allow-unsigned is added too. */
+  /** Appended to the command line. Unless it holds --signer, --signer-ca or --config, --allow-unsigned is added too. */
   readonly extraArgs?: string[];
   /** Also start the Milter frontend on a free port. */
   readonly milter?: boolean;
@@ -93,7 +93,7 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
     '--http-listen', httpAddress,
     ...(milterAddress !== null ? ['--milter-listen', milterAddress] : []),
     // Most end-to-end tests use unsigned lists; the ones that pin a signer must not get this escape.
-    ...(extraArgs.includes('--signer') || extraArgs.includes('--signer-ca') || extraArgs.includes('--allow-unsigned') ? [] : ['--allow-unsigned']),
+    ...(['--signer', '--signer-ca', '--allow-unsigned', '--config'].some((flag) => extraArgs.includes(flag)) ? [] : ['--allow-unsigned']),
     ...extraArgs,
   ];
   const child = spawn(process.execPath, args, {
