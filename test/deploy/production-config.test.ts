@@ -83,7 +83,7 @@ test('a daemon run with production.json (URL swapped for a local HTTPS server) v
   assert.equal(accepted.code, 0, accepted.stdout + accepted.stderr);
   assert.match(accepted.stdout, /^signer matched: CA .*AC IGC-SANTE ELEMENTAIRE ORGANISATIONS .*\+ --signer-cn alb\.mssante\.fr$/m);
 
-  const daemon = await startDaemon({ whitelist: server.url, stateDir, extraArgs: ['--config', config] });
+  const daemon = await startDaemon({ whitelist: server.url, stateDir, readyTimeoutMs: 120_000, extraArgs: ['--config', config] });
   t.after(() => daemon.stop('SIGKILL'));
   const status = await listInForce(daemon);
   assert.equal(status.generatedAt, '2025-02-28T15:42:07Z');

@@ -33,6 +33,8 @@ import { askOnce, postfixRequest } from '../support/policy-client.js';
 import { toolOrSkip } from '../support/tools.js';
 
 const ATTACKER_CN = 'mx.attacker.test';
+/** The machine may be loaded: readiness is waited for generously (each wait ends as soon as it is met). */
+const READY_MS = 120_000;
 const VICTIM = { nom: 'victim.mssante.test', dn: OP1_DN };
 const GOOD: readonly ListEntry[] = [...BASE_ENTRIES, VICTIM];
 /** What the attacker wants: the victim's domain bound to the attacker's certificate. */
@@ -66,7 +68,7 @@ describe('who may sign the list (running daemon)', () => {
     const l = lists as ListSigner;
     server ??= await startHttpsListServer(l.pki);
     server.setBehaviour({ kind: 'serve', body: l.sign(GOOD, generatedAt), etag: null });
-    const d = await startDaemon({ whitelist: server.url, extraArgs: [...args, '--ca-file', server.caFile] });
+    const d = await startDaemon({ whitelist: server.url, readyTimeoutMs: READY_MS, extraArgs: [...args, '--ca-file', server.caFile] });
     daemons.push(d);
     await waitFor('the first list in force', async () => (await listInForce(d)).generatedAt === generatedAt);
     return d;
@@ -150,7 +152,7 @@ describe('who may sign the list (running daemon)', () => {
 
     const stateDir = d.stateDir;
     assert.equal(await d.stop(), 0);
-    const d2 = await startDaemon({ whitelist: server!.url, stateDir, extraArgs: ['--signer', l.signer.certPath, '--signer', candidate, '--ca-file', server!.caFile] });
+    const d2 = await startDaemon({ whitelist: server!.url, stateDir, readyTimeoutMs: READY_MS, extraArgs: ['--signer', l.signer.certPath, '--signer', candidate, '--ca-file', server!.caFile] });
     daemons.push(d2);
     const s3 = await waitFor('the successor-signed list in force', async () => {
       const now = await listInForce(d2);
@@ -195,7 +197,7 @@ describe('freshness: --max-list-age (running daemon)', () => {
     const oldAt = isoDays(-40);
     server.setBehaviour({ kind: 'serve', body: lists.sign(GOOD, oldAt), etag: null });
     const stateDir = tempDir('fresh');
-    const u = await startDaemonUnready({ whitelist: server.url, stateDir, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
+    const u = await startDaemonUnready({ whitelist: server.url, stateDir, readyTimeoutMs: READY_MS, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
     const failed = await waitFor('the refusal', async () => {
       try {
         const s = await listInForce({ httpAddress: u.httpAddress });
@@ -227,7 +229,7 @@ describe('freshness: --max-list-age (running daemon)', () => {
     const old = lists.sign(GOOD, oldAt);
     server.setBehaviour({ kind: 'serve', body: old, etag: null });
     const stateDir = tempDir('accept-old');
-    const u = await startDaemonUnready({ whitelist: server.url, stateDir, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
+    const u = await startDaemonUnready({ whitelist: server.url, stateDir, readyTimeoutMs: READY_MS, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
     await waitFor('the refusal', async () => {
       try {
         return (await listInForce({ httpAddress: u.httpAddress })).lastFailureReason === 'list_too_old';
@@ -250,7 +252,7 @@ describe('freshness: --max-list-age (running daemon)', () => {
     // The list in force ages: a restart (stored copy) keeps serving it, even with a tighter limit.
     assert.equal(await d.stop(), 0);
     server.setBehaviour({ kind: 'status', status: 503 });
-    const d2 = await startDaemon({ whitelist: server.url, stateDir, extraArgs: [...lists.trustArgs, '--max-list-age', '1', '--ca-file', server.caFile] });
+    const d2 = await startDaemon({ whitelist: server.url, stateDir, readyTimeoutMs: READY_MS, extraArgs: [...lists.trustArgs, '--max-list-age', '1', '--ca-file', server.caFile] });
     daemons.push(d2);
     assert.equal((await listInForce(d2)).generatedAt, oldAt);
     assert.equal(await askOnce(d2.policyAddress, postfixRequest(VALID.cn, VALID.sender)), 'DUNNO');

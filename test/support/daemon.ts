@@ -41,6 +41,8 @@ export interface DaemonOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Reuse a state dir (a restart); a fresh temp dir by default. */
   readonly stateDir?: string;
+  /** How long to wait for /readyz 200 (default 20 s); longer where the test itself makes the daemon ready. */
+  readonly readyTimeoutMs?: number;
   /** Fixed addresses, e.g. to restart a daemon where an MTA already points. */
   readonly listen?: { readonly policy?: string; readonly milter?: string; readonly http?: string };
 }
@@ -141,7 +143,8 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
     },
   };
 
-  const deadline = Date.now() + READY_TIMEOUT_MS;
+  const readyTimeoutMs = options.readyTimeoutMs ?? READY_TIMEOUT_MS;
+  const deadline = Date.now() + readyTimeoutMs;
   let lastStatus = 'no answer';
   while (Date.now() < deadline) {
     if (exitCode !== undefined) {
@@ -159,7 +162,7 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
   }
   await handle.stop('SIGKILL');
   throw new Error(
-    `daemon not ready within ${READY_TIMEOUT_MS / 1000} s (last /readyz: ${lastStatus}); args: ${args.join(' ')}\n${logs.join('\n')}`,
+    `daemon not ready within ${readyTimeoutMs / 1000} s (last /readyz: ${lastStatus}); args: ${args.join(' ')}\n${logs.join('\n')}`,
   );
 }
 
