@@ -48,7 +48,7 @@ export interface InForce {
   readonly sha256: string;
   readonly source: string;
   readonly loadedAt: string;
-  readonly signer: { readonly subject: string; readonly validTo: string } | null;
+  readonly signer: { readonly subject: string; readonly validTo: string; readonly fingerprint256: string; readonly matched: string } | null;
   readonly validators: SourceValidators | null;
 }
 
@@ -270,7 +270,9 @@ export class ListLifecycle {
       sha256: list.sha256,
       source,
       loadedAt: at,
-      signer: list.signature.verified ? { subject: list.signature.signer.subject, validTo: list.signature.signer.validTo } : null,
+      signer: list.signature.verified
+        ? { subject: list.signature.signer.subject, validTo: list.signature.signer.validTo, fingerprint256: list.signature.signer.fingerprint256, matched: list.signature.signer.matched }
+        : null,
       validators,
     };
     this.lastSuccessAt = at;

@@ -88,6 +88,8 @@ describe('who may sign the list (running daemon)', () => {
     assert.match(s.lastFailureDetail ?? '', /O=ATTACKER/);
     assert.equal(s.generatedAt, goodAt, 'the previous list stays in force');
     assert.match(String((s.signer as { subject?: string } | null)?.subject), /CN=liste\.test/);
+    assert.equal(s.signer?.fingerprint256, new X509Certificate(l.signer.certPem).fingerprint256, '/v1/whitelist names the signer in force');
+    assert.match(s.signer?.matched ?? '', /\+ --signer-cn liste\.test$/);
     assert.match(await askOnce(d.policyAddress, attackerMail()), /^550 5\.7\.1 /);
     assert.equal(await askOnce(d.policyAddress, postfixRequest(VALID.cn, 'a@victim.mssante.test')), 'DUNNO');
     assert.equal(await metricNow(d, 'whitelist_load_failures_total', { reason: 'signer_constraint' }), 1);
