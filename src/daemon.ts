@@ -17,7 +17,7 @@ import { DecisionTracer } from './observe/trace.js';
 import { normaliseCn } from './trust/dn.js';
 import { POLICY_ACTIONS } from './trust/reasons.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
-import { proxyFromEnv } from './whitelist/proxy.js';
+import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
 import { hasSignerTrust, loadSignerTrust } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
@@ -74,12 +74,16 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   if (hasSignerTrust(trust)) loadSignerTrust(trust);
   ensureStateDir(config.stateDir);
   const metrics = createMetrics();
+  const proxy = proxyFromEnv(process.env);
+  if (proxy.url !== null && /^https:/i.test(config.whitelist)) {
+    logger.info({ event: 'https_proxy', proxy: redactProxy(proxy.url), no_proxy: proxy.noProxy }, 'the list is downloaded through HTTPS_PROXY (CONNECT) unless NO_PROXY names its host');
+  }
   const source = createSource(config.whitelist, {
     ...DEFAULT_SOURCE_OPTIONS,
     maxBytes: config.maxListBytes,
     totalTimeoutMs: config.fetchTimeoutSeconds * 1000,
     caFile: config.caFile,
-    proxy: proxyFromEnv(process.env),
+    proxy,
   });
   const lifecycle = new ListLifecycle(
     {
