@@ -300,6 +300,8 @@ async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, 
     CLI, 'serve',
     '--whitelist', listPath,
     ...(signer !== null ? ['--signer', signer] : ['--allow-unsigned']),
+    // The real list dates from 2025: the age limit would refuse it at a first start.
+    '--max-list-age', '0',
     '--state-dir', stateDir,
     '--policy-listen', `127.0.0.1:${policyPort}`,
     '--milter-listen', `127.0.0.1:${milterPort}`,

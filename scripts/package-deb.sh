@@ -9,7 +9,7 @@
 #   /usr/bin/mssante-policyd           wrapper running /usr/bin/node on dist/cli.js
 #   /lib/systemd/system/               deploy/systemd/mssante-policyd.service, as tested
 #   /etc/mssante-policyd/config.json   conffile: the production settings, to be confirmed by the operator
-#   /usr/share/mssante-policyd/igc-sante/  the public IGC-Sante CA certificates
+#   /etc/mssante-policyd/igc-sante/    the public IGC-Sante CA certificates (conffiles, as config.json names them)
 #   /usr/share/doc/mssante-policyd/    README, SECURITY, examples, deploy snippets, Grafana, alerts, copyright
 # Environment: SOURCE_DATE_EPOCH (default: the last commit's date) makes the build reproducible.
 set -euo pipefail
@@ -30,15 +30,14 @@ for tool in dpkg-deb gzip install find; do
   command -v "$tool" >/dev/null || { echo "package-deb: $tool is required (apt-get install dpkg)" >&2; exit 1; }
 done
 
-# The public IGC-Sante CAs: the repository's copy when present, else the shared fixtures beside the checkout.
+# The public IGC-Sante CAs shipped in the repository (deploy/igc-sante/, with their fingerprints).
 CA_DIR=""
-for d in "$REPO/deploy/igc-sante" "$REPO/../shared/fixtures/igc-sante"; do
+for d in "$REPO/deploy/igc-sante"; do
   if compgen -G "$d/*.pem" >/dev/null; then CA_DIR=$d; break; fi
 done
 [ -n "$CA_DIR" ] || { echo "package-deb: no IGC-Sante CA certificates (deploy/igc-sante/*.pem)" >&2; exit 1; }
-# The production settings: the trust work's file when present, else the package's own.
+# The production settings, as deploy/config/production.json ships them (a test loads that file).
 CONFIG="$REPO/deploy/config/production.json"
-[ -f "$CONFIG" ] || CONFIG="$REPO/deploy/debian/config.json"
 
 echo "== build (tsc)"
 npm run --silent build
@@ -48,7 +47,7 @@ trap 'rm -rf "$WORK"' EXIT
 ROOT="$WORK/root"
 LIB="$ROOT/usr/lib/$NAME"
 DOC="$ROOT/usr/share/doc/$NAME"
-install -d "$LIB" "$ROOT/usr/bin" "$ROOT/lib/systemd/system" "$ROOT/etc/$NAME" "$ROOT/usr/share/$NAME/igc-sante" "$DOC" "$ROOT/DEBIAN"
+install -d "$LIB" "$ROOT/usr/bin" "$ROOT/lib/systemd/system" "$ROOT/etc/$NAME" "$ROOT/etc/$NAME/igc-sante" "$DOC" "$ROOT/DEBIAN"
 
 echo "== runtime files"
 cp -r dist examples "$LIB/"
@@ -75,7 +74,7 @@ install -d "$ROOT/usr/share/man/man1"
 gzip -9n -c deploy/debian/mssante-policyd.1 >"$ROOT/usr/share/man/man1/$NAME.1.gz"
 install -m 0644 deploy/systemd/mssante-policyd.service "$ROOT/lib/systemd/system/"
 install -m 0644 "$CONFIG" "$ROOT/etc/$NAME/config.json"
-install -m 0644 "$CA_DIR"/*.pem "$ROOT/usr/share/$NAME/igc-sante/"
+install -m 0644 "$CA_DIR"/*.pem "$ROOT/etc/$NAME/igc-sante/"
 install -m 0755 scripts/lab.sh "$ROOT/usr/share/$NAME/lab.sh"
 
 echo "== documentation"
@@ -83,7 +82,7 @@ cp README.md SECURITY.md "$DOC/"
 cp -r examples grafana "$DOC/"
 cp -r deploy "$DOC/deploy"
 rm -rf "$DOC/deploy/debian"
-cp "$CA_DIR/README.md" "$ROOT/usr/share/$NAME/igc-sante/README" 2>/dev/null || true
+cp "$CA_DIR/README.md" "$ROOT/etc/$NAME/igc-sante/README" 2>/dev/null || true
 DATE_RFC2822=$(date -u -R -d "@$SOURCE_DATE_EPOCH")
 cat >"$WORK/changelog" <<EOF
 $NAME ($VERSION) unstable; urgency=medium
@@ -107,7 +106,7 @@ Files: *
 Copyright: 2026 the $NAME authors
 License: MIT
 
-Files: usr/share/$NAME/igc-sante/*
+Files: etc/$NAME/igc-sante/*
 Copyright: Agence du Numerique en Sante (ANS), IGC-Sante
 License: public-data
  Public CA certificates of IGC-Sante, as published by the ANS
@@ -167,7 +166,7 @@ EOF
 
 echo "== control files"
 for script in postinst prerm postrm; do install -m 0755 "deploy/debian/$script" "$ROOT/DEBIAN/$script"; done
-echo "/etc/$NAME/config.json" >"$ROOT/DEBIAN/conffiles"
+{ echo "/etc/$NAME/config.json"; (cd "$ROOT" && find "etc/$NAME/igc-sante" -type f | sort | sed 's#^#/#'); } >"$ROOT/DEBIAN/conffiles"
 
 # Ownership root:root (dpkg-deb --root-owner-group), modes 0755/0644, executables 0755, dates fixed.
 find "$ROOT" -type d -exec chmod 0755 {} +

@@ -2,7 +2,7 @@
 /**
  * Commands: serve, check, query. Argument handling and printing only; the work lives elsewhere.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError, PACKAGE_ROOT, SETTINGS, resolveConfig, settingsHelp, type FlagValues } from './config.js';
@@ -13,14 +13,14 @@ import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
 import { WhitelistIndex } from './whitelist/index.js';
 import { prepareList, type PrepareResult } from './whitelist/prepare.js';
-import { loadSignerTrust } from './whitelist/signature.js';
+import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
 import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';
 
 const USAGE = `mssante-policyd — MSSante whitelist policy daemon (Postfix policy, Milter, Exim)
 
 Usage:
   mssante-policyd serve [flags]                      run the daemon
-  mssante-policyd check FILE [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]]
+  mssante-policyd check FILE [--signer PEM | --signer-ca PEM --signer-cn NAME]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]]
                                                      validate a whitelist file; exit 0 usable, 1 unusable
   mssante-policyd query [--policy ADDR] name=value...  send one policy request, print the answer
   mssante-policyd export --format postfix --out DIR FILE --signer PEM...
@@ -125,6 +125,8 @@ export interface CheckReport {
   skipped: Array<{ index: number; domain: string | null; reason: string; detail: string }>;
   dnSpellingVariants: Array<{ normalised: string; spellings: string[] }>;
   guard: { against: string; verdict: string; detail?: string; dropped?: number; added?: number } | null;
+  age: { days: number; maxDays: number; verdict: 'fresh' | 'too_old' | 'not_checked' } | null;
+  keyInfo: Omit<KeyInfoSigner, 'pem'> | null;
   accepted: boolean;
 }
 
@@ -135,6 +137,11 @@ async function checkCommand(args: string[]): Promise<number> {
       args,
       options: {
         signer: { type: 'string', multiple: true },
+        'signer-ca': { type: 'string', multiple: true },
+        'signer-cn': { type: 'string', multiple: true },
+        'signer-subject': { type: 'string', multiple: true },
+        'max-list-age': { type: 'string' },
+        'save-signer': { type: 'string' },
         'allow-unsigned': { type: 'boolean' },
         json: { type: 'boolean' },
         'state-dir': { type: 'string' },
@@ -153,19 +160,29 @@ async function checkCommand(args: string[]): Promise<number> {
   const v = parsed.values;
   if (v.help === true || parsed.positionals.length !== 1) {
     process.stdout.write(
-      'mssante-policyd check FILE [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]] [--max-shrink PCT]\n' +
+      'mssante-policyd check FILE [--signer PEM]... [--signer-ca PEM --signer-cn NAME|--signer-subject DN]... [--allow-unsigned]\n' +
+        '      [--max-list-age DAYS] [--save-signer PEM] [--json] [--state-dir DIR [--accept]] [--max-shrink PCT]\n' +
         '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
+        '  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list\'s age\n' +
+        '  (--max-list-age, default 30; 0: not judged). --save-signer writes the KeyInfo certificate of a list\n' +
+        '  whose signature verifies, trusted or not: compare its SHA-256 with one obtained by another channel.\n' +
         '  and with --state-dir compares with the stored list (guard). --accept records this list so the\n' +
         '  daemon lets it through the guard on its next load (SIGHUP). Exit 0: usable; 1: unusable.\n',
     );
     return v.help === true ? 0 : 2;
   }
   const file = parsed.positionals[0] as string;
-  const signers = v.signer ?? [];
-  if (signers.length === 0 && v['allow-unsigned'] !== true) {
-    process.stderr.write('check: give --signer PEM (trusted list signer or CA), or --allow-unsigned to check the content only\n');
+  const trustConfig: SignerTrustConfig = { signer: v.signer ?? [], signerCa: v['signer-ca'] ?? [], signerCn: v['signer-cn'] ?? [], signerSubject: v['signer-subject'] ?? [] };
+  if (!hasSignerTrust(trustConfig) && v['allow-unsigned'] !== true) {
+    process.stderr.write('check: give --signer PEM (the pinned list signer) or --signer-ca PEM --signer-cn NAME, or --allow-unsigned to check the content only\n');
     return 2;
   }
+  const maxListAgeText = v['max-list-age'] ?? '30';
+  if (!/^\d{1,4}$/.test(maxListAgeText)) {
+    process.stderr.write(`check: --max-list-age ${JSON.stringify(maxListAgeText)}: expected a whole number of days (0 disables)\n`);
+    return 2;
+  }
+  const maxListAgeDays = Number(maxListAgeText);
   let bytes: Buffer;
   try {
     bytes = readFileSync(file);
@@ -175,7 +192,7 @@ async function checkCommand(args: string[]): Promise<number> {
   }
   let trust: ReturnType<typeof loadSignerTrust> | null;
   try {
-    trust = signers.length > 0 ? loadSignerTrust(signers) : null;
+    trust = hasSignerTrust(trustConfig) ? loadSignerTrust(trustConfig) : null;
   } catch (error) {
     process.stderr.write(`check: ${(error as Error).message}\n`);
     return 2;
@@ -195,8 +212,24 @@ async function checkCommand(args: string[]): Promise<number> {
     skipped: [],
     dnSpellingVariants: [],
     guard: null,
+    age: null,
+    keyInfo: null,
     accepted: false,
   };
+  const keyInfo = result.ok ? null : result.keyInfo ?? null;
+  if (keyInfo !== null) {
+    const { pem: _pem, ...shown } = keyInfo;
+    report.keyInfo = shown;
+  }
+  const saveSigner = v['save-signer'];
+  if (saveSigner !== undefined) {
+    const pem = result.ok ? (result.list.signature.verified ? result.list.signature.signer.pem : null) : keyInfo?.pem ?? null;
+    if (pem == null) {
+      process.stderr.write('check: --save-signer: no KeyInfo certificate whose signature verifies in this list\n');
+      return 1;
+    }
+    writeFileSync(saveSigner, pem);
+  }
   if (result.ok) {
     const list = result.list;
     const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
@@ -233,7 +266,10 @@ async function checkCommand(args: string[]): Promise<number> {
         against = `${stateDir} (no stored list)`;
       }
     }
-    report.guard = { against, ...guardList(current, list, maxShrink, stateDir === undefined ? new Set() : readAcceptedHashes(stateDir), Date.now()) };
+    const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
+    report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays) };
+    const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
+    report.age = { days: ageDays, maxDays: maxListAgeDays, verdict: maxListAgeDays === 0 ? 'not_checked' : ageDays > maxListAgeDays ? 'too_old' : 'fresh' };
     if (v.accept === true) {
       if (stateDir === undefined) {
         process.stderr.write("check: --accept needs --state-dir (the daemon's state directory)\n");
@@ -242,24 +278,54 @@ async function checkCommand(args: string[]): Promise<number> {
       await addAcceptedHash(stateDir, list.sha256);
       report.accepted = true;
     }
+    // Too old is the daemon's verdict at a first start (list_too_old), unless this very list is accepted.
+    if (report.age.verdict === 'too_old' && current === null && !report.accepted && !acceptedHashes.has(list.sha256)) {
+      report.usable = false;
+      report.failure = { reason: 'list_too_old', detail: `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxListAgeDays})` };
+    }
   }
   if (v.json === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   else process.stdout.write(formatCheckReport(report));
   return report.usable ? 0 : 1;
 }
 
+const DAY_MS = 86_400_000;
+
 function formatCheckReport(r: CheckReport): string {
   const lines: string[] = [`file: ${r.file}`, `sha256: ${r.sha256}`];
-  if (!r.usable) {
-    lines.push(`UNUSABLE: ${r.failure?.reason} — ${r.failure?.detail}`);
-    return `${lines.join('\n')}\n`;
+  if (r.keyInfo !== null) {
+    const k = r.keyInfo;
+    lines.push(`KeyInfo signer (its signature verifies, but it is not trusted): ${k.subject}; issuer ${k.issuer}; valid ${k.validFrom} → ${k.validTo}`);
+    lines.push(`KeyInfo signer SHA-256: ${k.fingerprint256} (compare with a fingerprint obtained by another channel before trusting it)`);
   }
   if (r.signature?.verified) {
-    const s = r.signature.signer as { subject: string; issuer: string; validFrom: string; validTo: string; trustedBy: string };
+    const s = r.signature.signer as { subject: string; issuer: string; validFrom: string; validTo: string; trustedBy: string; matched?: string; fingerprint256: string };
     lines.push(`signature: VALID (signer ${s.subject.replace(/\n/g, ', ')}; issuer ${s.issuer.replace(/\n/g, ', ')}; valid ${s.validFrom} → ${s.validTo}; trusted as ${s.trustedBy})`);
-  } else {
-    lines.push(`signature: NOT CHECKED (${r.signature?.why})`);
+    lines.push(`signer matched: ${s.matched ?? s.trustedBy}`);
+    lines.push(`signer SHA-256: ${s.fingerprint256}`);
+    const days = Math.floor((Date.parse(s.validTo) - Date.now()) / DAY_MS);
+    lines.push(
+      days >= 0
+        ? `signer expiry: ${s.validTo}, in ${days} days${days < 30 ? ' (WARNING: pin its successor now, see README "Trusting the list signer")' : ''}`
+        : `signer expiry: ${s.validTo}, expired ${-days} days ago (lists it signed before that stay valid; newer ones come from a successor)`,
+    );
+  } else if (r.signature !== null) {
+    lines.push(`signature: NOT CHECKED (${r.signature.why})`);
   }
+  if (r.age !== null) {
+    const a = r.age;
+    lines.push(
+      a.verdict === 'not_checked'
+        ? `age: ${a.days} days (not judged: --max-list-age 0)`
+        : a.verdict === 'fresh'
+          ? `age: ${a.days} days: FRESH (--max-list-age ${a.maxDays})`
+          : `age: ${a.days} days: TOO OLD (--max-list-age ${a.maxDays}); a daemon with no list in force refuses it (list_too_old) unless accepted with --state-dir DIR --accept`,
+    );
+  }
+  if (!r.usable) {
+    lines.push(`UNUSABLE: ${r.failure?.reason} — ${r.failure?.detail}`);
+  }
+  if (r.generatedAt === null) return `${lines.join('\n')}\n`;
   lines.push(`generated: ${r.generatedAt}`);
   lines.push(`entries: ${r.entries.total} in file, ${r.entries.accepted} accepted, ${r.entries.skipped} skipped`);
   lines.push(`domains: ${r.domains} distinct; certificates: ${r.certificates} distinct after normalisation`);
@@ -273,7 +339,7 @@ function formatCheckReport(r: CheckReport): string {
   }
   if (r.guard !== null) lines.push(`guard against ${r.guard.against}: ${r.guard.verdict}${r.guard.detail ? ` — ${r.guard.detail}` : ''}`);
   if (r.accepted) lines.push('accepted: the daemon will let this list through the guard on its next load (send SIGHUP)');
-  lines.push('USABLE');
+  if (r.usable) lines.push('USABLE');
   return `${lines.join('\n')}\n`;
 }
 

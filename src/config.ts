@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { LOG_FORMATS, type LogFormat } from './observe/journal.js';
 import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
 import { validateExemptions, type OperatorRateMode } from './trust/operators.js';
+import { signerTrustProblem } from './whitelist/signature.js';
 
 /** The package root (holds examples/): one level above src/ or dist/. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -28,7 +29,11 @@ interface Setting {
 
 export const SETTINGS = [
   { key: 'whitelist', kind: 'string?', default: null, help: 'file path or https:// URL of the MSSante whitelist (default: the embedded demo list, signed by the demo signer)' },
-  { key: 'signer', kind: 'list', default: [], help: 'PEM file of a trusted list signer (pinned leaf) or CA; repeatable' },
+  { key: 'signer', kind: 'list', default: [], help: 'PEM file of a pinned list signer certificate (end-entity only; a CA is refused); repeatable: pin the successor before a rotation' },
+  { key: 'signer-ca', kind: 'list', default: [], help: 'PEM file of a CA certificate the list signer must be issued by; only with --signer-cn and/or --signer-subject; repeatable' },
+  { key: 'signer-cn', kind: 'list', default: [], help: 'CN a --signer-ca-issued list signer must have (the ANS: alb.mssante.fr); repeatable' },
+  { key: 'signer-subject', kind: 'list', default: [], help: 'full subject DN a --signer-ca-issued list signer must have (normalised compare); repeatable' },
+  { key: 'max-list-age', kind: 'int', default: 30, min: 0, max: 3650, help: 'days: at start-up with no stored list, a list generated longer ago is refused (list_too_old) until a fresh one or check --accept; 0 disables (the embedded demo list is exempt unless set)' },
   { key: 'allow-unsigned', kind: 'bool', default: false, help: 'accept an unsigned list (demo and tests only)' },
   { key: 'ca-file', kind: 'string?', default: null, help: 'PEM CA bundle to verify the https list source (IGC-Sante); default: system roots' },
   { key: 'state-dir', kind: 'string', default: './var', help: 'keeps the last list that passed every check; created if missing' },
@@ -77,6 +82,10 @@ export interface Config {
   readonly whitelist: string;
   readonly whitelistIsDemo: boolean;
   readonly signer: readonly string[];
+  readonly signerCa: readonly string[];
+  readonly signerCn: readonly string[];
+  readonly signerSubject: readonly string[];
+  readonly maxListAgeDays: number;
   readonly allowUnsigned: boolean;
   readonly caFile: string | null;
   readonly stateDir: string;
@@ -219,16 +228,25 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   const whitelistSetting = get<string | null>('whitelist');
   const whitelistIsDemo = whitelistSetting === null;
   let signer = get<string[]>('signer');
+  const signerCa = get<string[]>('signer-ca');
+  const signerCn = get<string[]>('signer-cn');
+  const signerSubject = get<string[]>('signer-subject');
   const allowUnsigned = get<boolean>('allow-unsigned');
-  if (signer.length > 0 && allowUnsigned) {
+  const trustProblem = signerTrustProblem({ signer, signerCa, signerCn, signerSubject });
+  if (trustProblem !== null) throw new ConfigError(trustProblem);
+  const trusted = signer.length > 0 || signerCa.length > 0;
+  if (trusted && allowUnsigned) {
     // With both, a list whose Signature element was stripped would be taken: the signer would protect nothing.
-    throw new ConfigError('--signer and --allow-unsigned together would accept a list stripped of its signature: choose one');
+    throw new ConfigError('--signer/--signer-ca and --allow-unsigned together would accept a list stripped of its signature: choose one');
   }
   // The demo list comes with its demo signer, so `npm start` verifies a real signature.
-  if (whitelistIsDemo && signer.length === 0 && !allowUnsigned) signer = [DEMO_SIGNER];
-  if (signer.length === 0 && !allowUnsigned) {
-    throw new ConfigError('no --signer given: name the trusted list signer(s), or pass --allow-unsigned (demo and tests only)');
+  if (whitelistIsDemo && !trusted && !allowUnsigned) signer = [DEMO_SIGNER];
+  if (signer.length === 0 && signerCa.length === 0 && !allowUnsigned) {
+    throw new ConfigError('no list signer given: pin it with --signer PEM, or trust its CA with --signer-ca PEM --signer-cn NAME; or pass --allow-unsigned (demo and tests only)');
   }
+  // The embedded demo list is a fixed file, not a download anyone could replay: its age is no signal.
+  const isDemoFile = whitelistIsDemo || resolve(whitelistSetting) === DEMO_WHITELIST;
+  const maxListAgeDays = isDemoFile && origins['max-list-age'] === 'default' ? 0 : get<number>('max-list-age');
   const whitelist = whitelistSetting ?? DEMO_WHITELIST;
   if (/^http:\/\//i.test(whitelist)) {
     throw new ConfigError('--whitelist: plain http:// is refused; use https:// or a file path');
@@ -261,6 +279,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     whitelist,
     whitelistIsDemo,
     signer,
+    signerCa,
+    signerCn,
+    signerSubject,
+    maxListAgeDays,
     allowUnsigned,
     caFile: get<string | null>('ca-file'),
     stateDir: resolve(get<string>('state-dir')),

@@ -22,8 +22,9 @@ import { normaliseCn } from './trust/dn.js';
 import { POLICY_ACTIONS } from './trust/reasons.js';
 import { OperatorLedger } from './trust/operators.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
+import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
-import { loadSignerTrust } from './whitelist/signature.js';
+import { hasSignerTrust, loadSignerTrust } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
 import { normaliseDomain } from './whitelist/validate.js';
 
@@ -97,21 +98,28 @@ export interface RunningDaemon {
 export async function startDaemon(config: Config, logging: Logging): Promise<RunningDaemon> {
   const { logger } = logging;
   // An unreadable or invalid signer file is a start-up error, not a 451 for every mail later.
-  loadSignerTrust(config.signer);
+  const trust = { signer: config.signer, signerCa: config.signerCa, signerCn: config.signerCn, signerSubject: config.signerSubject };
+  if (hasSignerTrust(trust)) loadSignerTrust(trust);
   ensureStateDir(config.stateDir);
   const metrics = createMetrics();
   const traceSink = config.traceFile === null ? null : openTraceSink(config.traceFile, metrics, logger);
+  const proxy = proxyFromEnv(process.env);
+  if (proxy.url !== null && /^https:/i.test(config.whitelist)) {
+    logger.info({ event: 'https_proxy', proxy: redactProxy(proxy.url), no_proxy: proxy.noProxy }, 'the list is downloaded through HTTPS_PROXY (CONNECT) unless NO_PROXY names its host');
+  }
   const source = createSource(config.whitelist, {
     ...DEFAULT_SOURCE_OPTIONS,
     maxBytes: config.maxListBytes,
     totalTimeoutMs: config.fetchTimeoutSeconds * 1000,
     caFile: config.caFile,
+    proxy,
   });
   const lifecycle = new ListLifecycle(
     {
       sourceDescription: source.description,
       stateDir: config.stateDir,
-      signerPaths: config.signer,
+      trust,
+      maxListAgeDays: config.maxListAgeDays,
       allowUnsigned: config.allowUnsigned,
       maxEntries: config.maxListEntries,
       maxShrinkPercent: config.maxShrinkPercent,

@@ -59,13 +59,27 @@ describe('resolveConfig', () => {
     assert.equal(c.origins['idle-timeout'], 'default');
   });
 
+  it('CA trust with a CN constraint; --max-list-age 30 by default, 0 for the embedded demo list unless set', () => {
+    const c = resolveConfig(flags([['whitelist', '/l.xml'], ['signer-ca', ['/ca.pem']], ['signer-cn', ['alb.mssante.fr']]]), {}, null);
+    assert.deepEqual([c.signer, c.signerCa, c.signerCn, c.signerSubject], [[], ['/ca.pem'], ['alb.mssante.fr'], []]);
+    assert.equal(c.maxListAgeDays, 30);
+    assert.equal(resolveConfig(flags([]), {}, null).maxListAgeDays, 0);
+    assert.equal(resolveConfig(flags([['whitelist', DEMO_WHITELIST], ['signer', [DEMO_SIGNER]]]), {}, null).maxListAgeDays, 0);
+    assert.equal(resolveConfig(flags([['max-list-age', '7']]), {}, null).maxListAgeDays, 7);
+    assert.equal(resolveConfig(flags([['whitelist', '/l.xml'], ['signer', ['/s.pem']]]), { [envName('max-list-age')]: '0' }, null).maxListAgeDays, 0);
+  });
+
   it('reads repeatable settings from env as comma lists', () => {
     const c = resolveConfig(flags([['whitelist', '/l.xml']]), { [envName('signer')]: '/a.pem, /b.pem' }, null);
     assert.deepEqual(c.signer, ['/a.pem', '/b.pem']);
   });
 
   const invalid: Array<[string, FlagValues, NodeJS.ProcessEnv, RegExp]> = [
-    ['a list without signer nor --allow-unsigned', flags([['whitelist', '/l.xml']]), {}, /no --signer/],
+    ['a list without signer nor --allow-unsigned', flags([['whitelist', '/l.xml']]), {}, /no list signer given: pin it with --signer PEM/],
+    ['--signer-ca without --signer-cn or --signer-subject', flags([['whitelist', '/l.xml'], ['signer-ca', ['/ca.pem']]]), {}, /--signer-ca needs an identity constraint: add --signer-cn NAME/],
+    ['--signer-cn without --signer-ca', flags([['whitelist', '/l.xml'], ['signer', ['/s.pem']], ['signer-cn', ['alb.mssante.fr']]]), {}, /give the CA with --signer-ca/],
+    ['--signer-ca with --allow-unsigned', flags([['whitelist', '/l.xml'], ['signer-ca', ['/ca.pem']], ['signer-cn', ['x']], ['allow-unsigned', true]]), {}, /stripped of its signature/],
+    ['a negative --max-list-age', flags([['max-list-age', '-1']]), {}, /whole number/],
     ['plain http', flags([['whitelist', 'http://x/l.xml'], ['allow-unsigned', true]]), {}, /http:\/\/ is refused/],
     ['a refresh below the minimum', flags([['refresh', '1']]), {}, /below the minimum/],
     ['a non-number', flags([['max-connections', '12a']]), {}, /whole number/],

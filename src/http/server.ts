@@ -35,7 +35,7 @@ export interface WhitelistStatus {
   lastFailureAt: string | null;
   lastFailureReason: string | null;
   lastFailureDetail: string | null;
-  signer: { subject: string; validTo: string } | null;
+  signer: { subject: string; validTo: string; fingerprint256?: string; matched?: string } | null;
 }
 
 export interface DomainLookup {
@@ -175,7 +175,7 @@ const whitelistStatusSchema = {
     signer: {
       type: ['object', 'null'],
       required: ['subject', 'validTo'],
-      properties: { subject: { type: 'string' }, validTo: { type: 'string' } },
+      properties: { subject: { type: 'string' }, validTo: { type: 'string' }, fingerprint256: { type: 'string' }, matched: { type: 'string' } },
     },
   },
 } as const;

@@ -28,6 +28,7 @@ export interface Metrics {
   readonly whitelistLoadFailures: Counter<'reason'>;
   readonly whitelistLoadDuration: Histogram;
   readonly whitelistUsable: Gauge;
+  readonly whitelistSignerNotAfter: Gauge;
   readonly connectionsActive: Gauge<'frontend'>;
   readonly connectionsRejected: Counter<'frontend'>;
   readonly connectionsRejectedMemory: Counter<'frontend'>;
@@ -78,6 +79,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const whitelistLoadFailures = new Counter({ name: `${p}whitelist_load_failures_total`, help: 'List loads that failed, by reason id', labelNames: ['reason'] as const, registers: [registry] });
   const whitelistLoadDuration = new Histogram({ name: `${p}whitelist_load_duration_seconds`, help: 'Wall time of a list load (fetch, verify, parse, index)', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers: [registry] });
   const whitelistUsable = new Gauge({ name: `${p}whitelist_usable`, help: '1 while a usable list is in force, else 0', registers: [registry] });
+  const whitelistSignerNotAfter = new Gauge({ name: `${p}whitelist_signer_not_after_timestamp_seconds`, help: 'notAfter of the certificate that signed the list in force (unix seconds; 0 while no signed list is in force)', registers: [registry] });
   const connectionsActive = new Gauge({ name: `${p}connections_active`, help: 'Open client connections by frontend', labelNames: ['frontend'] as const, registers: [registry] });
   const connectionsRejected = new Counter({ name: `${p}connections_rejected_total`, help: 'Connections refused because the connection limit was reached', labelNames: ['frontend'] as const, registers: [registry] });
   const connectionsRejectedMemory = new Counter({ name: `${p}connections_rejected_memory_total`, help: 'Connections refused because the heap was above --heap-watermark', labelNames: ['frontend'] as const, registers: [registry] });
@@ -125,6 +127,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     for (const reason of REASON_IDS) decisions.inc({ frontend, result: REASONS[reason].result, reason }, 0);
   }
   whitelistUsable.set(0);
+  whitelistSignerNotAfter.set(0);
   whitelistLastFailureTimestamp.set(0);
 
   const decisionChildren = new Map<string, Counter.Internal>();
@@ -144,6 +147,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     whitelistLoadFailures,
     whitelistLoadDuration,
     whitelistUsable,
+    whitelistSignerNotAfter,
     connectionsActive,
     connectionsRejected,
     connectionsRejectedMemory,

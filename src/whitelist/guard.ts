@@ -28,6 +28,7 @@ export function guardList(
   maxShrinkPercent: number,
   accepted: ReadonlySet<string>,
   nowMs: number,
+  maxListAgeDays = 0,
 ): GuardVerdict {
   const forced = accepted.has(list.sha256);
   const aheadMs = Date.parse(list.generatedAt) - nowMs;
@@ -38,7 +39,19 @@ export function guardList(
       detail: `list generated ${list.generatedAt} is ${(aheadMs / 3_600_000).toFixed(1)} h ahead of this host's clock (limit 24 h): a clock is wrong, here or at the signer (sha256 ${list.sha256})`,
     };
   }
-  if (current === null) return { verdict: 'accept', dropped: 0, added: new Set(list.entries.map((e) => e.domain)).size };
+  if (current === null) {
+    // Nothing in force to compare with (first start, lost state dir): a validly signed but old list
+    // may be a replay that still holds operators removed since. A list in force that ages is kept.
+    const ageMs = nowMs - Date.parse(list.generatedAt);
+    if (maxListAgeDays > 0 && ageMs > maxListAgeDays * 86_400_000 && !forced) {
+      return {
+        verdict: 'refuse',
+        reason: 'list_too_old',
+        detail: `list generated ${list.generatedAt} is ${Math.floor(ageMs / 86_400_000)} days old (--max-list-age ${maxListAgeDays}) and no list is in force to compare it with: waiting for a fresher list; if this one is intended: mssante-policyd check FILE --accept --state-dir DIR, then SIGHUP (sha256 ${list.sha256})`,
+      };
+    }
+    return { verdict: 'accept', dropped: 0, added: new Set(list.entries.map((e) => e.domain)).size };
+  }
   if (list.sha256 === current.sha256) return { verdict: 'unchanged' };
   if (Date.parse(list.generatedAt) < current.index.generatedAtMs && !forced) {
     return { verdict: 'refuse', reason: 'list_older', detail: `list generated ${list.generatedAt} is older than the one in force (${current.index.generatedAt})` };

@@ -10,13 +10,16 @@ import { guardList } from './guard.js';
 import { WhitelistIndex } from './index.js';
 import type { PrepareOptions, PreparedList } from './prepare.js';
 import { PrepareWorker, type PrepareJob, type PrepareOutcome } from './prepare-worker.js';
+import type { SignerTrustConfig } from './signature.js';
 import type { FetchOutcome, ListSource, SourceValidators } from './source.js';
 import { persistList, readAcceptedHashes, readStoredList, trustKey, type StateMeta } from './state.js';
 
 export interface LifecycleOptions {
   readonly sourceDescription: string;
   readonly stateDir: string;
-  readonly signerPaths: readonly string[];
+  readonly trust: SignerTrustConfig;
+  /** Days; with nothing in force, an older list is refused (list_too_old). 0 disables. */
+  readonly maxListAgeDays: number;
   readonly allowUnsigned: boolean;
   readonly maxEntries: number;
   readonly maxShrinkPercent: number;
@@ -30,7 +33,7 @@ export interface InForce {
   readonly sha256: string;
   readonly source: string;
   readonly loadedAt: string;
-  readonly signer: { readonly subject: string; readonly validTo: string } | null;
+  readonly signer: { readonly subject: string; readonly validTo: string; readonly fingerprint256: string; readonly matched: string } | null;
   readonly validators: SourceValidators | null;
 }
 
@@ -169,7 +172,7 @@ export class ListLifecycle {
       this.logger.info({ event: 'state_empty', state_dir: this.options.stateDir }, 'no stored list yet');
       return;
     }
-    const key = trustKey(this.options.signerPaths);
+    const key = trustKey(this.options.trust);
     const verified = stored.meta?.signer != null && stored.meta.trustKey === key ? { sha256: stored.meta.sha256, signer: stored.meta.signer } : null;
     const prepared = await this.prepare(stored.bytes, verified);
     if (!prepared.ok) {
@@ -202,7 +205,7 @@ export class ListLifecycle {
   private async prepare(bytes: Uint8Array, alreadyVerified: PrepareOptions['alreadyVerified'] = null): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
     const outcome: PrepareOutcome = await this.runInWorker({
       bytes,
-      signerPaths: this.options.signerPaths,
+      trust: this.options.trust,
       allowUnsigned: this.options.allowUnsigned,
       maxEntries: this.options.maxEntries,
       alreadyVerified,
@@ -262,7 +265,7 @@ export class ListLifecycle {
       return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
     }
     const list = prepared.list;
-    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, this.acceptedHashes(), this.now().getTime());
+    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, this.acceptedHashes(), this.now().getTime(), this.options.maxListAgeDays);
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
       if (this.stateStale) await this.persist(fetched.body, list, fetched.validators);
@@ -288,7 +291,9 @@ export class ListLifecycle {
       sha256: list.sha256,
       source,
       loadedAt: at,
-      signer: list.signature.verified ? { subject: list.signature.signer.subject, validTo: list.signature.signer.validTo } : null,
+      signer: list.signature.verified
+        ? { subject: list.signature.signer.subject, validTo: list.signature.signer.validTo, fingerprint256: list.signature.signer.fingerprint256, matched: list.signature.signer.matched }
+        : null,
       validators,
     };
     for (const listener of this.swapListeners) listener(index);
@@ -299,6 +304,7 @@ export class ListLifecycle {
     m.whitelistDomains.set(index.domainCount);
     m.whitelistEntriesRejected.set(list.rejected.length);
     m.whitelistGeneratedTimestamp.set(index.generatedAtMs / 1000);
+    m.whitelistSignerNotAfter.set(list.signature.verified ? Date.parse(list.signature.signer.validTo) / 1000 : 0);
     m.whitelistLastSuccessTimestamp.set(this.now().getTime() / 1000);
     const rejectedByReason: Record<string, number> = {};
     for (const r of list.rejected) rejectedByReason[r.reason] = (rejectedByReason[r.reason] ?? 0) + 1;
@@ -316,6 +322,9 @@ export class ListLifecycle {
         rejected_by_reason: rejectedByReason,
         signed: list.signature.verified,
         signer: list.signature.verified ? list.signature.signer.subject : undefined,
+        signer_sha256: list.signature.verified ? list.signature.signer.fingerprint256 : undefined,
+        signer_not_after: list.signature.verified ? list.signature.signer.validTo : undefined,
+        signer_trusted_by: list.signature.verified ? list.signature.signer.matched : undefined,
       },
       'whitelist in force',
     );
@@ -335,7 +344,7 @@ export class ListLifecycle {
       verifiedAt: this.now().toISOString(),
       validators,
       signer: list.signature.verified ? list.signature.signer : null,
-      trustKey: trustKey(this.options.signerPaths),
+      trustKey: trustKey(this.options.trust),
     };
     try {
       await persistList(this.options.stateDir, bytes, meta);

@@ -6,13 +6,13 @@
 import { readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
-import { loadSignerTrust, type SignerTrust } from './signature.js';
+import { hasSignerTrust, loadSignerTrust, type SignerTrust, type SignerTrustConfig } from './signature.js';
 import { prepareList, type PrepareOptions, type PrepareResult } from './prepare.js';
 
 export interface PrepareJob {
   readonly id: number;
   readonly bytes: Uint8Array;
-  readonly signerPaths: readonly string[];
+  readonly trust: SignerTrustConfig;
   readonly allowUnsigned: boolean;
   readonly maxEntries: number;
   readonly alreadyVerified?: PrepareOptions['alreadyVerified'];
@@ -46,9 +46,9 @@ if (!isMainThread && parentPort !== null) {
     const started = process.cpuUsage();
     try {
       let trust: SignerTrust | null = null;
-      if (job.signerPaths.length > 0) {
-        const key = job.signerPaths.join('\n');
-        if (trustCache === null || trustCache.key !== key) trustCache = { key, trust: loadSignerTrust(job.signerPaths) };
+      if (hasSignerTrust(job.trust)) {
+        const key = JSON.stringify(job.trust);
+        if (trustCache === null || trustCache.key !== key) trustCache = { key, trust: loadSignerTrust(job.trust) };
         trust = trustCache.trust;
       }
       const result = prepareList(job.bytes, { trust, allowUnsigned: job.allowUnsigned, maxEntries: job.maxEntries, alreadyVerified: job.alreadyVerified ?? null });

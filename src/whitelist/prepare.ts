@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { LoadFailureAt } from './failures.js';
-import { isSigned, verifyListSignature, type SignerInfo, type SignerTrust } from './signature.js';
+import { isSigned, verifyListSignature, type KeyInfoSigner, type SignerInfo, type SignerTrust } from './signature.js';
 import { validateEntries, type RejectedEntry, type ValidEntry } from './validate.js';
 import { parseListXml } from './xml.js';
 
@@ -35,7 +35,7 @@ export interface PreparedList {
 
 export type PrepareResult =
   | { readonly ok: true; readonly list: PreparedList }
-  | { readonly ok: false; readonly reason: ListFailure; readonly detail: string; readonly sha256: string };
+  | { readonly ok: false; readonly reason: ListFailure; readonly detail: string; readonly sha256: string; readonly keyInfo?: KeyInfoSigner };
 
 const ISO_UTC = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
@@ -60,7 +60,7 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
     signature = { verified: true, signer: options.alreadyVerified.signer };
   } else if (options.trust !== null && (signed || !options.allowUnsigned)) {
     const verdict = verifyListSignature(xml, options.trust);
-    if (!verdict.ok) return fail(verdict.reason, verdict.detail);
+    if (!verdict.ok) return verdict.keyInfo === undefined ? fail(verdict.reason, verdict.detail) : { ...fail(verdict.reason, verdict.detail), keyInfo: verdict.keyInfo } as PrepareResult;
     signature = { verified: true, signer: verdict.signer };
   } else if (options.allowUnsigned) {
     signature = { verified: false, why: signed ? 'no --signer configured (--allow-unsigned)' : 'list is not signed (--allow-unsigned)' };

@@ -13,9 +13,34 @@ import { readFileSync } from 'node:fs';
 import { DOMParser, type Document, type Element, type Node } from '@xmldom/xmldom';
 import { ExclusiveCanonicalization } from 'xml-crypto';
 import type { LoadFailureAt } from './failures.js';
+import { normaliseCn, parseDn } from '../trust/dn.js';
+import { readCertificateUsage, signingUsageProblem } from './x509-usage.js';
+
+/**
+ * How the list signer is trusted, as configured: pinned end-entity certificates (`--signer`), and/or
+ * CA certificates (`--signer-ca`) whose signer must also carry a configured identity
+ * (`--signer-cn`, `--signer-subject`). A CA alone is never enough: the CA that issues the ANS signer
+ * also issues every operator's TLS certificate.
+ */
+export interface SignerTrustConfig {
+  readonly signer: readonly string[];
+  readonly signerCa: readonly string[];
+  readonly signerCn: readonly string[];
+  readonly signerSubject: readonly string[];
+}
+
+export interface TrustedCertificate {
+  readonly path: string;
+  readonly certificate: X509Certificate;
+}
 
 export interface SignerTrust {
-  readonly certificates: readonly X509Certificate[];
+  readonly pins: readonly TrustedCertificate[];
+  readonly cas: readonly TrustedCertificate[];
+  /** Normalised CNs (normaliseCn) a CA-issued signer may have. */
+  readonly cns: readonly string[];
+  /** Normalised subject DNs (Dn.key) a CA-issued signer may have, with the text configured. */
+  readonly subjects: ReadonlyArray<{ readonly text: string; readonly key: string }>;
 }
 
 export interface SignerInfo {
@@ -25,14 +50,27 @@ export interface SignerInfo {
   readonly validTo: string;
   readonly fingerprint256: string;
   readonly trustedBy: 'pinned' | 'ca';
+  /** Which pin, or which CA and constraint, let the signer in (for `check` and the logs). */
+  readonly matched: string;
+  readonly pem: string;
 }
 
 /** The document checks come first: the signature is verified on the tree it parses itself. */
 export type SignatureFailure = LoadFailureAt<'document' | 'signature'>;
 
+/** The certificate in KeyInfo of a list whose SignatureValue it verifies, but that is not trusted (rotation: compare its fingerprint out of band). */
+export interface KeyInfoSigner {
+  readonly subject: string;
+  readonly issuer: string;
+  readonly validFrom: string;
+  readonly validTo: string;
+  readonly fingerprint256: string;
+  readonly pem: string;
+}
+
 export type SignatureVerdict =
   | { readonly ok: true; readonly signer: SignerInfo; readonly generatedAt: Date }
-  | { readonly ok: false; readonly reason: SignatureFailure; readonly detail: string };
+  | { readonly ok: false; readonly reason: SignatureFailure; readonly detail: string; readonly keyInfo?: KeyInfoSigner };
 
 const DSIG = 'http://www.w3.org/2000/09/xmldsig#';
 const XMLNS = 'http://www.w3.org/2000/xmlns/';
@@ -54,6 +92,7 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 class Refusal extends Error {
+  keyInfo?: KeyInfoSigner;
   constructor(readonly reason: SignatureFailure, readonly detail: string) {
     super(detail);
   }
@@ -73,26 +112,101 @@ function quote(text: string, max = 80): string {
   return JSON.stringify(cut);
 }
 
-export function loadSignerTrust(pemPaths: readonly string[]): SignerTrust {
-  const certificates: X509Certificate[] = [];
-  for (const path of pemPaths) {
-    let pem: string;
+/** A trust configuration that cannot be used safely or makes no sense, said with how to fix it. */
+export function signerTrustProblem(config: SignerTrustConfig): string | null {
+  const constrained = config.signerCn.length > 0 || config.signerSubject.length > 0;
+  if (config.signerCa.length > 0 && !constrained) {
+    return (
+      '--signer-ca needs an identity constraint: add --signer-cn NAME (the ANS signer: --signer-cn alb.mssante.fr) ' +
+      'and/or --signer-subject DN. A CA alone would let every certificate it issues (every operator\'s TLS certificate) sign a list'
+    );
+  }
+  if (constrained && config.signerCa.length === 0) {
+    return '--signer-cn / --signer-subject constrain a CA-issued signer: give the CA with --signer-ca PEM (a pinned --signer needs no constraint)';
+  }
+  return null;
+}
+
+export function hasSignerTrust(config: SignerTrustConfig): boolean {
+  return config.signer.length > 0 || config.signerCa.length > 0;
+}
+
+function readCertificates(flag: string, path: string): X509Certificate[] {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new Error(`${flag} ${path}: cannot read the file (${(error as Error).message})`);
+  }
+  const blocks = pem.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw new Error(`${flag} ${path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file`);
+  return blocks.map((block, i) => {
     try {
-      pem = readFileSync(path, 'utf8');
+      return new X509Certificate(block);
     } catch (error) {
-      throw new Error(`--signer ${path}: cannot read the file (${(error as Error).message})`, { cause: error });
+      throw new Error(`${flag} ${path}: certificate #${i + 1} is not a valid X.509 certificate (${(error as Error).message})`);
     }
-    const blocks = pem.match(PEM_CERTIFICATE) ?? [];
-    if (blocks.length === 0) throw new Error(`--signer ${path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file`);
-    blocks.forEach((block, i) => {
-      try {
-        certificates.push(new X509Certificate(block));
-      } catch (error) {
-        throw new Error(`--signer ${path}: certificate #${i + 1} is not a valid X.509 certificate (${(error as Error).message})`, { cause: error });
+  });
+}
+
+/**
+ * Reads and checks the configured trust; throws an Error saying what is wrong and how to fix it.
+ * A plain list of paths means pinned signers (`--signer`).
+ */
+export function loadSignerTrust(input: SignerTrustConfig | readonly string[]): SignerTrust {
+  const config: SignerTrustConfig = isPathList(input) ? { signer: input, signerCa: [], signerCn: [], signerSubject: [] } : input;
+  const problem = signerTrustProblem(config);
+  if (problem !== null) throw new Error(problem);
+  const pins: TrustedCertificate[] = [];
+  for (const path of config.signer) {
+    readCertificates('--signer', path).forEach((certificate, i) => {
+      const which = `--signer ${path}: certificate #${i + 1} (${oneLine(certificate.subject)})`;
+      if (certificate.ca) {
+        throw new Error(
+          `${which} is a CA certificate (basicConstraints CA:TRUE); --signer pins the list signer's own certificate only. ` +
+            'To trust a CA, use --signer-ca PEM with --signer-cn NAME (e.g. alb.mssante.fr) and/or --signer-subject DN',
+        );
       }
+      const usage = usageProblem(certificate);
+      if (usage !== null) throw new Error(`${which} cannot sign a list: ${usage}`);
+      pins.push({ path, certificate });
     });
   }
-  return { certificates };
+  const cas: TrustedCertificate[] = [];
+  for (const path of config.signerCa) {
+    readCertificates('--signer-ca', path).forEach((certificate, i) => {
+      if (!certificate.ca) {
+        throw new Error(
+          `--signer-ca ${path}: certificate #${i + 1} (${oneLine(certificate.subject)}) is not a CA certificate (no basicConstraints CA:TRUE); ` +
+            'pin a signer certificate with --signer PEM',
+        );
+      }
+      cas.push({ path, certificate });
+    });
+  }
+  const cns = config.signerCn.map((cn) => {
+    const n = normaliseCn(cn.trim());
+    if (n === '') throw new Error('--signer-cn: empty name');
+    return n;
+  });
+  const subjects = config.signerSubject.map((text) => {
+    const parsed = parseDn(text);
+    if (!parsed.ok) throw new Error(`--signer-subject ${JSON.stringify(text)}: not a distinguished name (${parsed.error})`);
+    return { text, key: parsed.dn.key };
+  });
+  return { pins, cas, cns, subjects };
+}
+
+function isPathList(input: SignerTrustConfig | readonly string[]): input is readonly string[] {
+  return Array.isArray(input);
+}
+
+function usageProblem(certificate: X509Certificate): string | null {
+  try {
+    return signingUsageProblem(readCertificateUsage(certificate.raw));
+  } catch (error) {
+    return (error as Error).message;
+  }
 }
 
 /**
@@ -108,7 +222,9 @@ export function verifyListSignature(xml: string, trust: SignerTrust): SignatureV
   try {
     return verify(xml, trust);
   } catch (error) {
-    if (error instanceof Refusal) return { ok: false, reason: error.reason, detail: error.detail };
+    if (error instanceof Refusal) {
+      return error.keyInfo === undefined ? { ok: false, reason: error.reason, detail: error.detail } : { ok: false, reason: error.reason, detail: error.detail, keyInfo: error.keyInfo };
+    }
     // xml-crypto throws on node types it cannot canonicalise; anything unforeseen is refused too.
     return { ok: false, reason: 'signature_profile', detail: `verification failed: ${quote(String((error as Error)?.message ?? error), 160)}` };
   }
@@ -159,7 +275,13 @@ function verify(xml: string, trust: SignerTrust): SignatureVerdict {
     refuse('signature_invalid', `SignatureValue does not verify with the KeyInfo certificate (${oneLine(leaf.subject)})`);
   }
 
-  const trusted = trustOf(leaf, trust);
+  let trusted: ReturnType<typeof trustOf>;
+  try {
+    trusted = trustOf(leaf, trust);
+  } catch (error) {
+    if (error instanceof Refusal) error.keyInfo = keyInfoSigner(leaf);
+    throw error;
+  }
   const generatedAt = generationDate(root);
   for (const cert of [leaf, ...trusted.chain]) {
     const from = new Date(cert.validFrom);
@@ -183,6 +305,8 @@ function verify(xml: string, trust: SignerTrust): SignatureVerdict {
       validTo: new Date(leaf.validTo).toISOString(),
       fingerprint256: leaf.fingerprint256,
       trustedBy: trusted.by,
+      matched: trusted.matched,
+      pem: leaf.toString(),
     },
   };
 }
@@ -417,21 +541,58 @@ function signedInfoOptions(signedInfo: Element): {
   return { defaultNsForPrefix: { ds: DSIG }, ancestorNamespaces };
 }
 
-/** Pinned leaf, or a leaf issued by a configured CA certificate (which may be an intermediate). */
-function trustOf(leaf: X509Certificate, trust: SignerTrust): { by: 'pinned' | 'ca'; chain: X509Certificate[] } {
-  if (trust.certificates.length === 0) refuse('signer_untrusted', 'no trusted signer is configured (--signer)');
-  if (trust.certificates.some((c) => c.raw.equals(leaf.raw))) return { by: 'pinned', chain: [] };
-
-  // Walk up through configured CA certificates; the first one reached is the anchor: the operator
-  // trusts what it configured, and KeyInfo carries no intermediates to go further with.
-  for (const ca of trust.certificates) {
-    if (ca.ca && leaf.checkIssued(ca) && leaf.verify(ca.publicKey)) return { by: 'ca', chain: [ca] };
+/**
+ * A pinned leaf, or a leaf issued by a configured CA certificate (which may be an intermediate) and
+ * carrying a configured identity; either way a certificate meant for signing.
+ */
+function trustOf(leaf: X509Certificate, trust: SignerTrust): { by: 'pinned' | 'ca'; matched: string; chain: X509Certificate[] } {
+  if (trust.pins.length === 0 && trust.cas.length === 0) refuse('signer_untrusted', 'no trusted signer is configured (--signer, or --signer-ca with --signer-cn)');
+  const describe = `signer ${oneLine(leaf.subject)} (issuer ${oneLine(leaf.issuer)}, SHA-256 ${leaf.fingerprint256})`;
+  let found: { by: 'pinned' | 'ca'; matched: string; chain: X509Certificate[] } | null = null;
+  const pin = trust.pins.find((p) => p.certificate.raw.equals(leaf.raw));
+  if (pin !== undefined) {
+    found = { by: 'pinned', matched: `pinned signer ${pin.path}`, chain: [] };
+  } else {
+    // The first configured CA that issued the leaf is the anchor: the operator trusts what it
+    // configured, and KeyInfo carries no intermediates to go further with.
+    const ca = trust.cas.find((c) => leaf.checkIssued(c.certificate) && leaf.verify(c.certificate.publicKey));
+    if (ca === undefined) {
+      const modes = [trust.pins.length > 0 ? 'a pinned --signer' : null, trust.cas.length > 0 ? 'issued by a --signer-ca certificate' : null].filter((m) => m !== null);
+      refuse('signer_untrusted', `${describe} is not ${modes.join(', nor ')}`);
+    }
+    const identity = signerIdentity(leaf);
+    const cnMatch = identity.cn !== null && trust.cns.includes(identity.cn) ? `--signer-cn ${identity.cn}` : null;
+    const subjectMatch = identity.key === null ? undefined : trust.subjects.find((s) => s.key === identity.key);
+    const constraint = cnMatch ?? (subjectMatch !== undefined ? `--signer-subject ${subjectMatch.text}` : null);
+    if (constraint === null) {
+      const wanted = [...trust.cns.map((cn) => `CN ${cn}`), ...trust.subjects.map((s) => `subject ${s.text}`)].join(' or ');
+      refuse('signer_constraint', `${describe} is issued by --signer-ca ${ca.path} but is not the configured signer (${wanted})`);
+    }
+    found = { by: 'ca', matched: `CA ${oneLine(ca.certificate.subject)} (--signer-ca ${ca.path}) + ${constraint}`, chain: [ca.certificate] };
   }
-  refuse(
-    'signer_untrusted',
-    `signer ${oneLine(leaf.subject)} (issuer ${oneLine(leaf.issuer)}, SHA-256 ${leaf.fingerprint256}) is neither a configured signer ` +
-      'nor issued by a configured CA certificate',
-  );
+  if (leaf.ca) refuse('signer_key_usage', `${describe} is a CA certificate, not a list signer`);
+  const usage = usageProblem(leaf);
+  if (usage !== null) refuse('signer_key_usage', `${describe} cannot sign a list: ${usage}`);
+  return found;
+}
+
+function keyInfoSigner(leaf: X509Certificate): KeyInfoSigner {
+  return {
+    subject: oneLine(leaf.subject),
+    issuer: oneLine(leaf.issuer),
+    validFrom: new Date(leaf.validFrom).toISOString(),
+    validTo: new Date(leaf.validTo).toISOString(),
+    fingerprint256: leaf.fingerprint256,
+    pem: leaf.toString(),
+  };
+}
+
+/** The leaf's CN (exactly one, else none) and subject key, from node's RFC 2253-escaped rendering. */
+function signerIdentity(leaf: X509Certificate): { cn: string | null; key: string | null } {
+  const parsed = parseDn(leaf.subject.split('\n').join(','));
+  if (!parsed.ok) return { cn: null, key: null };
+  const cns = parsed.dn.rdns.filter((r) => r.type === 'CN');
+  return { cn: cns.length === 1 ? (cns[0]?.value ?? null) : null, key: parsed.dn.key };
 }
 
 /** DateDeGeneration: one child of the root, in the root's namespace; covered by the digest. */

@@ -6,11 +6,12 @@
 import { readFileSync } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import type { ClientRequest, IncomingMessage } from 'node:http';
-import { request } from 'node:https';
+import { Agent, request } from 'node:https';
 import { resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import type { LoadFailureAt } from './failures.js';
+import { bypassesProxy, NO_PROXY_SETTINGS, parseProxyUrl, tunnelConnector, type ProxySettings } from './proxy.js';
 
 export type SourceFailure = LoadFailureAt<'source'>;
 
@@ -40,6 +41,8 @@ export interface SourceOptions {
   /** PEM bundle that replaces the default roots for https (the ANS endpoint chains to IGC-Santé). */
   readonly caFile: string | null;
   readonly userAgent: string;
+  /** HTTPS_PROXY / NO_PROXY (proxyFromEnv); absent: direct. */
+  readonly proxy?: ProxySettings;
 }
 
 export const DEFAULT_SOURCE_OPTIONS: SourceOptions = Object.freeze({
@@ -50,6 +53,7 @@ export const DEFAULT_SOURCE_OPTIONS: SourceOptions = Object.freeze({
   retryBaseDelayMs: 2_000,
   caFile: null,
   userAgent: 'mssante-policyd',
+  proxy: NO_PROXY_SETTINGS,
 });
 
 export const MAX_RETRY_DELAY_MS = 30_000;
@@ -87,6 +91,7 @@ export function createSource(location: string, options: SourceOptions): ListSour
     throw new Error(`whitelist source ${redact(loc)}: not a valid URL`);
   }
   if (url.hostname === '') throw new Error(`whitelist source ${redact(loc)}: no host in the URL`);
+  if (options.proxy?.url != null) parseProxyUrl(options.proxy.url);
   if (options.caFile !== null) {
     let pem: string;
     try {
@@ -278,6 +283,17 @@ class HttpsSource implements ListSource {
     this.description = shown.href;
   }
 
+  /** A CONNECT tunnel through HTTPS_PROXY, unless NO_PROXY names the host; null: direct. */
+  private tunnelFor(url: URL): Agent | null {
+    const proxy = this.options.proxy;
+    if (proxy?.url == null) return null;
+    if (bypassesProxy(url.hostname, Number(url.port === '' ? 443 : url.port), proxy.noProxy)) return null;
+    // One agent per request, like agent: false: no socket is kept between downloads.
+    const agent = new Agent({ keepAlive: false, maxSockets: 1 });
+    agent.createConnection = tunnelConnector(parseProxyUrl(proxy.url), this.options.connectTimeoutMs) as unknown as Agent['createConnection'];
+    return agent;
+  }
+
   async fetch(previous: SourceValidators | null, signal?: AbortSignal): Promise<FetchOutcome> {
     try {
       return await this.fetchWithRetries(previous, signal);
@@ -372,7 +388,8 @@ class HttpsSource implements ListSource {
       }
       let req: ClientRequest;
       try {
-        req = request(url, { method: 'GET', headers, agent: false, ...(ca === undefined ? {} : { ca }) });
+        const tunnel = this.tunnelFor(url);
+        req = request(url, { method: 'GET', headers, agent: tunnel ?? false, ...(ca === undefined ? {} : { ca }) });
       } catch (e) {
         // E.g. a stored validator that is not a legal header value.
         resolve(attemptFailure('source_unreachable', `request not sent: ${errorText(e)}`, false));

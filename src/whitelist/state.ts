@@ -7,7 +7,7 @@ import { mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import type { SignerInfo } from './signature.js';
+import type { SignerInfo, SignerTrustConfig } from './signature.js';
 import type { SourceValidators } from './source.js';
 
 export const STATE_LIST_FILE = 'whitelist.xml';
@@ -25,17 +25,23 @@ export interface StateMeta {
   readonly trustKey?: string;
 }
 
-/** Changes whenever the configured signer files change: a stored copy is re-verified then. */
-export function trustKey(signerPaths: readonly string[]): string {
+/** Changes whenever the trust configuration (signer and CA files, constraints) changes: a stored copy is re-verified then. */
+export function trustKey(trust: SignerTrustConfig): string {
   const hash = createHash('sha256');
-  for (const path of signerPaths) {
-    hash.update(path).update('\0');
-    try {
-      hash.update(readFileSync(path));
-    } catch {
-      hash.update('unreadable');
+  const files = (flag: string, paths: readonly string[]): void => {
+    for (const path of paths) {
+      hash.update(flag).update('\0').update(path).update('\0');
+      try {
+        hash.update(readFileSync(path));
+      } catch {
+        hash.update('unreadable');
+      }
     }
-  }
+  };
+  files('signer', trust.signer);
+  files('signer-ca', trust.signerCa);
+  for (const cn of trust.signerCn) hash.update('signer-cn\0').update(cn).update('\0');
+  for (const dn of trust.signerSubject) hash.update('signer-subject\0').update(dn).update('\0');
   return hash.digest('hex');
 }
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ describe('mssante-policyd check', () => {
   it('loads the real signed list: 6 494 entries, signature valid at generation, DN variants reported', (t) => {
     const real = realListOrSkip(t);
     if (real === null) return;
-    const { code, stdout } = runCli(['check', real.list, '--signer', real.signer, '--json']);
+    const { code, stdout } = runCli(['check', real.list, '--signer', real.signer, '--max-list-age', '0', '--json']);
     assert.equal(code, 0);
     const report = JSON.parse(stdout) as CheckReport;
     assert.equal(report.usable, true);
@@ -31,7 +32,7 @@ describe('mssante-policyd check', () => {
   });
 
   it('prints a readable report for the demo list, with the junk entry skipped', () => {
-    const { code, stdout } = runCli(['check', DEMO_WHITELIST, '--signer', DEMO_SIGNER]);
+    const { code, stdout } = runCli(['check', DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--max-list-age', '0']);
     assert.equal(code, 0);
     assert.match(stdout, /signature: VALID/);
     assert.match(stdout, /skipped #3 _: field_placeholder/);
@@ -56,17 +57,77 @@ describe('mssante-policyd check', () => {
     const r = runCli(['check', DEMO_WHITELIST]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /--signer/);
-    const unsigned = runCli(['check', DEMO_WHITELIST, '--allow-unsigned']);
+    const unsigned = runCli(['check', DEMO_WHITELIST, '--allow-unsigned', '--max-list-age', '0']);
     assert.equal(unsigned.code, 0);
     assert.match(unsigned.stdout, /signature: NOT CHECKED/);
   });
 
   it('--accept records the list for the guard in the state directory', () => {
     const stateDir = mkdtempSync(join(tmpdir(), 'state-'));
-    const r = runCli(['check', DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--state-dir', stateDir, '--accept', '--json']);
+    const r = runCli(['check', DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--max-list-age', '0', '--state-dir', stateDir, '--accept', '--json']);
     assert.equal(r.code, 0);
     const report = JSON.parse(r.stdout) as CheckReport;
     assert.equal(report.accepted, true);
     assert.equal(readFileSync(join(stateDir, ACCEPT_FILE), 'utf8').trim(), report.sha256);
+  });
+
+  it('real material: CA + --signer-cn alb.mssante.fr → VALID, 6 494 entries; the signer, its fingerprint and expiry printed', (t) => {
+    const real = realListOrSkip(t);
+    if (real === null) return;
+    const r = runCli(['check', real.list, '--signer-ca', real.ca, '--signer-cn', 'alb.mssante.fr', '--max-list-age', '0']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^signature: VALID \(signer .*CN=alb\.mssante\.fr;.*trusted as ca\)$/m);
+    assert.match(r.stdout, /^signer matched: CA .*CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS \(--signer-ca .*\) \+ --signer-cn alb\.mssante\.fr$/m);
+    assert.match(r.stdout, /^signer SHA-256: A0:DE:16:CA:A6:49:6A:1A:35:C5:A1:3D:6B:AF:82:65:62:30:2A:FE:E1:9B:9D:38:A6:9D:D7:AA:4D:A8:D6:97$/m);
+    assert.match(r.stdout, /^signer expiry: 2026-08-23T13:54:23\.000Z, (in \d+ days|expired \d+ days ago)/m);
+    assert.match(r.stdout, /^age: \d+ days \(not judged: --max-list-age 0\)$/m);
+    assert.match(r.stdout, /^entries: 6494 in file, 6494 accepted, 0 skipped$/m);
+    assert.match(r.stdout, /USABLE\n$/);
+  });
+
+  it('real material: the CA without --signer-cn, or given as --signer, is refused before any check', (t) => {
+    const real = realListOrSkip(t);
+    if (real === null) return;
+    const noCn = runCli(['check', real.list, '--signer-ca', real.ca, '--max-list-age', '0']);
+    assert.notEqual(noCn.code, 0);
+    assert.match(noCn.stderr, /--signer-ca needs an identity constraint: add --signer-cn NAME/);
+    const caAsSigner = runCli(['check', real.list, '--signer', real.ca, '--max-list-age', '0']);
+    assert.notEqual(caAsSigner.code, 0);
+    assert.match(caAsSigner.stderr, /is a CA certificate \(basicConstraints CA:TRUE\)/);
+    const otherCn = runCli(['check', real.list, '--signer-ca', real.ca, '--signer-cn', 'mx.operator.fr', '--max-list-age', '0', '--json']);
+    assert.equal(otherCn.code, 1);
+    assert.equal(JSON.parse(otherCn.stdout).failure.reason, 'signer_constraint');
+  });
+
+  it('age: the real list is too old at the default 30 days (exit 1, list_too_old) with the signature still VALID', (t) => {
+    const real = realListOrSkip(t);
+    if (real === null) return;
+    const r = runCli(['check', real.list, '--signer', real.signer]);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /^signature: VALID /m);
+    assert.match(r.stdout, /^age: \d+ days: TOO OLD \(--max-list-age 30\)/m);
+    assert.match(r.stdout, /^UNUSABLE: list_too_old — generated 2025-02-28T15:42:07Z/m);
+    // Accepted into a state directory, that very list is usable.
+    const stateDir = mkdtempSync(join(tmpdir(), 'state-'));
+    const accepted = runCli(['check', real.list, '--signer', real.signer, '--state-dir', stateDir, '--accept']);
+    assert.equal(accepted.code, 0, accepted.stdout);
+    assert.match(accepted.stdout, /TOO OLD/);
+    assert.match(accepted.stdout, /USABLE\n$/);
+  });
+
+  it('an untrusted signer: its KeyInfo fingerprint is printed and --save-signer writes it for out-of-band comparison', (t) => {
+    const real = realListOrSkip(t);
+    if (real === null) return;
+    const dir = mkdtempSync(join(tmpdir(), 'save-signer-'));
+    const saved = join(dir, 'candidate.pem');
+    const r = runCli(['check', real.list, '--signer', DEMO_SIGNER, '--max-list-age', '0', '--save-signer', saved]);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /^KeyInfo signer SHA-256: A0:DE:16:CA:A6:49:6A:1A:35:C5:A1:3D:6B:AF:82:65:62:30:2A:FE:E1:9B:9D:38:A6:9D:D7:AA:4D:A8:D6:97 /m);
+    assert.match(r.stdout, /UNUSABLE: signer_untrusted/);
+    assert.equal(new X509Certificate(readFileSync(saved)).fingerprint256, new X509Certificate(readFileSync(real.signer)).fingerprint256);
+    // Pinned after the comparison, the list verifies.
+    const pinned = runCli(['check', real.list, '--signer', saved, '--max-list-age', '0']);
+    assert.equal(pinned.code, 0);
+    assert.match(pinned.stdout, /^signer matched: pinned signer .*candidate\.pem$/m);
   });
 });

@@ -101,11 +101,13 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     signer = pki.issue('signer', [['C', 'FR'], ['O', 'TEST ANS'], ['CN', 'liste.test']], ca, { usage: 'signing', notBefore: '20250101000000Z' });
     server = await startHttpsListServer(pki);
 
+    // Fixed 2026-01 dates, older than --max-list-age's default: the daemons here run with 0 (age is
+    // tested in test/e2e/signer-trust.test.ts).
     const good1 = sign(BASE, '2026-01-01T00:00:00Z');
     server.setBehaviour({ kind: 'serve', body: good1, etag: '"v1"' });
     daemon = await startDaemon({
       whitelist: server.url,
-      extraArgs: ['--signer', signer.certPath, '--ca-file', server.caFile, '--fetch-timeout', '4', '--max-list-bytes', '1048576'],
+      extraArgs: ['--signer', signer.certPath, '--max-list-age', '0', '--ca-file', server.caFile, '--fetch-timeout', '4', '--max-list-bytes', '1048576'],
     });
     const client = await PolicyClient.connect(daemon.policyAddress);
     const ask = (cn: string, sender: string): Promise<string> => client.ask(postfixRequest(cn, sender));
@@ -181,7 +183,7 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     daemon = await startDaemon({
       whitelist: server.url,
       stateDir,
-      extraArgs: ['--signer', signer.certPath, '--ca-file', server.caFile, '--fetch-timeout', '2'],
+      extraArgs: ['--signer', signer.certPath, '--max-list-age', '0', '--ca-file', server.caFile, '--fetch-timeout', '2'],
     });
     const restarted = await status();
     assert.equal(restarted.usable, true);
@@ -197,7 +199,7 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     daemon = null;
     server.setBehaviour({ kind: 'status', status: 500 });
     const stateDir = mkdtempSync(join(tmpdir(), 'unready-'));
-    const unready = await startDaemonUnready({ whitelist: server.url, stateDir, extraArgs: ['--signer', signer.certPath, '--ca-file', server.caFile, '--fetch-timeout', '2'] });
+    const unready = await startDaemonUnready({ whitelist: server.url, stateDir, extraArgs: ['--signer', signer.certPath, '--max-list-age', '0', '--ca-file', server.caFile, '--fetch-timeout', '2'] });
     const answer = await waitFor('a tempfail answer', async () => {
       try {
         const c = await PolicyClient.connect(unready.policyAddress);

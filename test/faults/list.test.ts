@@ -85,7 +85,7 @@ describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { t
     daemon = await startDaemon({
       whitelist: server.url,
       milter: true,
-      extraArgs: ['--signer', lists.ca.certPath, '--ca-file', server.caFile, '--fetch-timeout', '3', '--max-list-bytes', String(MAX_LIST_BYTES), '--max-list-entries', String(MAX_LIST_ENTRIES)],
+      extraArgs: [...lists.trustArgs, '--ca-file', server.caFile, '--fetch-timeout', '3', '--max-list-bytes', String(MAX_LIST_BYTES), '--max-list-entries', String(MAX_LIST_ENTRIES)],
     });
     client = await PolicyClient.connect(daemon.policyAddress);
     return true;

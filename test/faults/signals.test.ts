@@ -66,7 +66,7 @@ describe('signals (running daemon)', { timeout: 120_000 }, () => {
     const entries = [...BASE_ENTRIES, ...Array.from({ length: 2000 }, (_, i) => ({ nom: `storm${i}.mssante.test`, dn: OP1_DN }))];
     const generatedAt = isoDays(-1);
     server.setBehaviour({ kind: 'serve', body: lists.sign(entries, generatedAt), etag: null });
-    const d = await startDaemon({ whitelist: server.url, milter: true, extraArgs: ['--signer', lists.ca.certPath, '--ca-file', server.caFile] });
+    const d = await startDaemon({ whitelist: server.url, milter: true, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
     daemons.push(d);
     await waitFor('the start-up load', async () => (await listInForce(d)).lastSuccessAt !== null && logRecords(d, 'list_loaded').length > 0);
     const loadsBefore = await metricNow(d, 'whitelist_load_duration_seconds_count');

@@ -66,7 +66,7 @@ describe('state directory faults (running daemon, file source, signed lists)', {
   }
 
   async function start(whitelist: string, stateDir?: string): Promise<DaemonHandle> {
-    const d = await startDaemon({ whitelist, stateDir, milter: true, extraArgs: ['--signer', lists!.ca.certPath] });
+    const d = await startDaemon({ whitelist, stateDir, milter: true, extraArgs: [...lists!.trustArgs] });
     daemons.push(d);
     if (!dirs.includes(d.stateDir)) dirs.push(d.stateDir);
     return d;
@@ -179,7 +179,7 @@ describe('state directory faults (running daemon, file source, signed lists)', {
     const source = join(dir, 'list.xml'); // does not exist yet: source_io
     const stateDir = workDir('state-down');
     writeFileSync(join(stateDir, STATE_LIST), 'garbage <<<');
-    const u = await startDaemonUnready({ whitelist: source, stateDir, extraArgs: ['--signer', lists!.ca.certPath] });
+    const u = await startDaemonUnready({ whitelist: source, stateDir, extraArgs: [...lists!.trustArgs] });
     await waitFor('/healthz', async () => (await httpGet(u, '/healthz')).status === 200);
     await waitFor('the first load to fail', async () => (await listInForce(u)).lastFailureReason === 'source_io');
 

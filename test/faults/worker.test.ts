@@ -12,6 +12,8 @@ import { REPO_ROOT } from '../support/fixtures.js';
 import { BASE_ENTRIES, isoDays } from '../support/faults.js';
 import { buildListXml, LIST_NS } from '../support/xmlsec.js';
 
+const NO_TRUST = { signer: [], signerCa: [], signerCn: [], signerSubject: [] };
+
 describe('list worker heap limit', { timeout: 60_000 }, () => {
   it('a list that exhausts the worker heap fails as a value; the next list loads in a fresh worker', async (t) => {
     const worker = new PrepareWorker(48);
@@ -21,12 +23,12 @@ describe('list worker heap limit', { timeout: 60_000 }, () => {
       // 200 000 entries of 100 bytes: ~20 MB of XML, far more once parsed into objects.
       const domaine = '<Domaine><Nom>a.mssante.test</Nom><DNCertificatOperateur>CN=x</DNCertificatOperateur></Domaine>';
       const bomb = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration><ListeDomaines>${domaine.repeat(200_000)}</ListeDomaines></ListeBlancheMSSante>`;
-      const crashed = await worker.run({ bytes: Buffer.from(bomb), signerPaths: [], allowUnsigned: true, maxEntries: 1_000_000 });
+      const crashed = await worker.run({ bytes: Buffer.from(bomb), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1_000_000 });
       assert.equal(crashed.result, null, 'no result from a worker out of memory');
       assert.match(crashed.error ?? '', /memory|exited/i, crashed.error ?? '');
       t.diagnostic(`worker failure: ${crashed.error ?? ''}`);
 
-      const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), signerPaths: [], allowUnsigned: true, maxEntries: 1000 });
+      const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1000 });
       assert.ok(good.result?.ok === true, `the next list loads: ${good.error ?? ''}`);
       assert.equal(good.result.ok && good.result.list.entries.length, BASE_ENTRIES.length);
     } finally {
@@ -49,12 +51,12 @@ describe('list worker heap limit', { timeout: 60_000 }, () => {
       }
       const slow = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration>${open}${close}<ListeDomaines/><Signature xmlns="http://www.w3.org/2000/09/xmldsig#"/></ListeBlancheMSSante>`;
       const started = Date.now();
-      const cut = await worker.run({ bytes: Buffer.from(slow), signerPaths: [join(REPO_ROOT, 'examples', 'demo-signer.pem')], allowUnsigned: false, maxEntries: 1000 }, 1500);
+      const cut = await worker.run({ bytes: Buffer.from(slow), trust: { ...NO_TRUST, signer: [join(REPO_ROOT, 'examples', 'demo-signer.pem')] }, allowUnsigned: false, maxEntries: 1000 }, 1500);
       assert.equal(cut.result, null);
       assert.match(cut.error ?? '', /took longer than 1\.5 s/);
       assert.ok(Date.now() - started < 10_000, 'the deadline, not the document, ended the job');
 
-      const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), signerPaths: [], allowUnsigned: true, maxEntries: 1000 }, 30_000);
+      const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1000 }, 30_000);
       assert.ok(good.result?.ok === true, `the next list loads in a fresh worker: ${good.error ?? ''}`);
     } finally {
       clearInterval(keepAlive);

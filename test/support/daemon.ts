@@ -34,13 +34,15 @@ export interface DaemonHandle {
 export interface DaemonOptions {
   /** --whitelist: a file path (or URL). */
   readonly whitelist: string;
-  /** Appended to the command line. Unless it holds a --signer, --allow-unsigned is added too. */
+  /** Appended to the command line. Unless it holds --signer, --signer-ca or --config, --allow-unsigned is added too. */
   readonly extraArgs?: string[];
   /** Also start the Milter frontend on a free port. */
   readonly milter?: boolean;
   readonly env?: NodeJS.ProcessEnv;
   /** Reuse a state dir (a restart); a fresh temp dir by default. */
   readonly stateDir?: string;
+  /** How long to wait for /readyz 200 (default 20 s); longer where the test itself makes the daemon ready. */
+  readonly readyTimeoutMs?: number;
   /** Fixed addresses, e.g. to restart a daemon where an MTA already points. */
   readonly listen?: { readonly policy?: string; readonly milter?: string; readonly http?: string };
 }
@@ -93,7 +95,7 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
     '--http-listen', httpAddress,
     ...(milterAddress !== null ? ['--milter-listen', milterAddress] : []),
     // Most end-to-end tests use unsigned lists; the ones that pin a signer must not get this escape.
-    ...(extraArgs.includes('--signer') || extraArgs.includes('--allow-unsigned') ? [] : ['--allow-unsigned']),
+    ...(['--signer', '--signer-ca', '--allow-unsigned', '--config'].some((flag) => extraArgs.includes(flag)) ? [] : ['--allow-unsigned']),
     ...extraArgs,
   ];
   const child = spawn(process.execPath, args, {
@@ -141,7 +143,8 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
     },
   };
 
-  const deadline = Date.now() + READY_TIMEOUT_MS;
+  const readyTimeoutMs = options.readyTimeoutMs ?? READY_TIMEOUT_MS;
+  const deadline = Date.now() + readyTimeoutMs;
   let lastStatus = 'no answer';
   while (Date.now() < deadline) {
     if (exitCode !== undefined) {
@@ -159,7 +162,7 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
   }
   await handle.stop('SIGKILL');
   throw new Error(
-    `daemon not ready within ${READY_TIMEOUT_MS / 1000} s (last /readyz: ${lastStatus}); args: ${args.join(' ')}\n${logs.join('\n')}`,
+    `daemon not ready within ${readyTimeoutMs / 1000} s (last /readyz: ${lastStatus}); args: ${args.join(' ')}\n${logs.join('\n')}`,
   );
 }
 

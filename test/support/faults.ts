@@ -47,8 +47,10 @@ export function opensslDays(days: number): string {
 
 export interface ListSigner {
   readonly pki: TestPki;
-  /** The IGC-Santé-like CA: pass its certificate as --signer to trust every signer it issues. */
+  /** The IGC-Santé-like CA that issues every signer here (all with CN `SIGNER_CN`, as the ANS keeps alb.mssante.fr). */
   readonly ca: Issued;
+  /** `--signer-ca <ca> --signer-cn <SIGNER_CN>`: trusts every signer issueSigner() makes, and nothing else of the CA. */
+  readonly trustArgs: readonly string[];
   /** The default signer, valid from 400 days ago to a year from now. */
   readonly signer: Issued;
   /** A list in the ANS layout, signed by xmlsec1 with the ANS profile (by `by`, default the signer). */
@@ -58,6 +60,9 @@ export interface ListSigner {
   cleanup(): void;
 }
 
+/** The CN of every list signer createListSigner() issues. */
+export const SIGNER_CN = 'liste.test';
+
 export function createListSigner(): ListSigner {
   const pki = new TestPki();
   const ca = pki.createCa('list-ca', [['C', 'FR'], ['O', 'TEST-SANTE'], ['CN', 'AC TEST ELEMENTAIRE ORGANISATIONS']], {
@@ -65,11 +70,12 @@ export function createListSigner(): ListSigner {
     notAfter: opensslDays(3650),
   });
   const issueSigner = (name: string, validity: Pick<IssueOptions, 'notBefore' | 'notAfter'>): Issued =>
-    pki.issue(name, [['C', 'FR'], ['O', 'TEST ANS'], ['CN', `${name}.liste.test`]], ca, { usage: 'signing', ...validity });
+    pki.issue(name, [['C', 'FR'], ['O', 'TEST ANS'], ['CN', SIGNER_CN]], ca, { usage: 'signing', ...validity });
   const signer = issueSigner('signer', { notBefore: opensslDays(-400), notAfter: opensslDays(365) });
   return {
     pki,
     ca,
+    trustArgs: ['--signer-ca', ca.certPath, '--signer-cn', SIGNER_CN],
     signer,
     issueSigner,
     sign: (entries, generatedAt, by = signer) => signList(buildListXml(entries, generatedAt), { keyPath: by.keyPath, certPath: by.certPath }),

@@ -19,7 +19,7 @@ export interface Issued {
   readonly subjectRfc2253: string;
 }
 
-export type Usage = 'ca' | 'client' | 'server' | 'tls' | 'signing';
+export type Usage = 'ca' | 'client' | 'server' | 'tls' | 'signing' | 'encipherment' | 'no-extensions';
 
 export interface IssueOptions {
   readonly usage: Usage;
@@ -50,6 +50,10 @@ const EXTENSIONS: Record<Usage, string> = {
   server: 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth',
   tls: 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth',
   signing: 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,nonRepudiation\nextendedKeyUsage=emailProtection',
+  /** Not a signing key: key usage without digitalSignature or nonRepudiation. */
+  encipherment: 'basicConstraints=CA:FALSE\nkeyUsage=critical,keyEncipherment,dataEncipherment\nextendedKeyUsage=emailProtection',
+  /** No key usage and no extended key usage extension: any use allowed. */
+  'no-extensions': 'basicConstraints=CA:FALSE',
 };
 
 export class TestPki {

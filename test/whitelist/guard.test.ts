@@ -43,4 +43,21 @@ describe('guardList', () => {
     const hoursAhead = new Date(NOW + 3 * 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
     assert.equal(guardList(null, prepared(domains(5), hoursAhead, 'f'.repeat(64)), 10, new Set(), NOW).verdict, 'accept');
   });
+
+  it('with nothing in force, refuses a list older than --max-list-age (list_too_old) unless accepted; 0 disables', () => {
+    const old = prepared(domains(5), '2026-05-01T23:59:59Z', '1'.repeat(64)); // 30 days and 1 s before NOW
+    const v = guardList(null, old, 10, new Set(), NOW, 30);
+    assert.equal(v.verdict === 'refuse' && v.reason, 'list_too_old');
+    assert.match(v.verdict === 'refuse' ? v.detail : '', /30 days old \(--max-list-age 30\).*check FILE --accept/);
+    assert.equal(guardList(null, old, 10, new Set(['1'.repeat(64)]), NOW, 30).verdict, 'accept');
+    assert.equal(guardList(null, old, 10, new Set(), NOW, 0).verdict, 'accept');
+    assert.equal(guardList(null, old, 10, new Set(), NOW, 31).verdict, 'accept');
+    const limit = prepared(domains(5), '2026-05-02T00:00:00Z', '2'.repeat(64)); // exactly 30 days
+    assert.equal(guardList(null, limit, 10, new Set(), NOW, 30).verdict, 'accept');
+  });
+
+  it('a list in force that ages is not judged on age: a newer one replaces it whatever its age', () => {
+    const aged = { index: buildIndex(domains(100), '2025-01-01T00:00:00Z'), sha256: '3'.repeat(64) };
+    assert.equal(guardList(aged, prepared(domains(100), '2025-02-01T00:00:00Z', '4'.repeat(64)), 10, new Set(), NOW, 30).verdict, 'accept');
+  });
 });

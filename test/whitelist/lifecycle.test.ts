@@ -75,6 +75,8 @@ class FakePreparer implements ListPreparer {
           validTo: '2030-01-01T00:00:00Z',
           fingerprint256: 'AA',
           trustedBy: 'pinned',
+          matched: 'pin fake.pem',
+          pem: '',
         },
       },
       rawEntryCount: raws.length,
@@ -168,7 +170,8 @@ function world(overrides: Partial<LifecycleOptions> = {}): World {
   const options: LifecycleOptions = {
     sourceDescription: 'fake://list',
     stateDir,
-    signerPaths: [],
+    trust: { signer: [], signerCa: [], signerCn: [], signerSubject: [] },
+    maxListAgeDays: 0,
     allowUnsigned: false,
     maxEntries: 1000,
     maxShrinkPercent: 10,

@@ -66,8 +66,18 @@ interface Pki {
   expired: Issued;
   outsiderCa: Issued;
   outsider: Issued;
+  /** An operator's TLS certificate from the signer's CA (EKU serverAuth/clientAuth), O=ATTACKER. */
+  attackerTls: Issued;
+  /** The same, carrying the signer's CN (a CA mistake): only the key usage rule stops it. */
+  tlsWithSignerCn: Issued;
+  /** The signer's CN, key usage keyEncipherment only. */
+  encipherOnly: Issued;
+  /** The signer's CN, no key usage extensions at all (allowed: any use). */
+  noExtensions: Issued;
   /** A PEM file holding the root and the intermediate, as an operator would configure IGC-Santé. */
   bundlePath: string;
+  /** A PEM file holding the signer and its CA: refused as --signer. */
+  mixedPath: string;
 }
 let pki: Pki | undefined;
 function getPki(): Pki {
@@ -83,14 +93,27 @@ function getPki(): Pki {
   const expired = p.issue('expired', signerSubject, inter, { usage: 'signing', notBefore: '20240601000000Z', notAfter: '20250601000000Z' });
   const outsiderCa = p.createCa('outsider-ca', subject('AC RACINE TEST-SANTE'), wide);
   const outsider = p.issue('outsider', signerSubject, outsiderCa, { usage: 'signing', notBefore: '20240101000000Z', notAfter: '20390101000000Z' });
-  const bundlePath = join(mkdtempSync(join(tmpdir(), 'mssante-trust-')), 'igc.pem');
+  const valid = { notBefore: '20240101000000Z', notAfter: '20390101000000Z' };
+  const attackerTls = p.issue('attacker-tls', [['C', 'FR'], ['ST', 'Paris (75)'], ['O', 'ATTACKER'], ['OU', '999999999'], ['CN', 'mx.attacker.test']], inter, { usage: 'tls', ...valid });
+  const tlsWithSignerCn = p.issue('tls-signer-cn', signerSubject, inter, { usage: 'tls', ...valid });
+  const encipherOnly = p.issue('encipher-only', signerSubject, inter, { usage: 'encipherment', ...valid });
+  const noExtensions = p.issue('no-extensions', signerSubject, inter, { usage: 'no-extensions', ...valid });
+  const dir = mkdtempSync(join(tmpdir(), 'mssante-trust-'));
+  const bundlePath = join(dir, 'igc.pem');
   writeFileSync(bundlePath, `${root.certPem}\n${inter.certPem}`);
-  pki = { root, inter, signer, expired, outsiderCa, outsider, bundlePath };
+  const mixedPath = join(dir, 'signer-and-ca.pem');
+  writeFileSync(mixedPath, `${signer.certPem}\n${inter.certPem}`);
+  pki = { root, inter, signer, expired, outsiderCa, outsider, attackerTls, tlsWithSignerCn, encipherOnly, noExtensions, bundlePath, mixedPath };
   return pki;
 }
 
 function trustOf(...paths: string[]): SignerTrust {
   return loadSignerTrust(paths);
+}
+
+/** CA mode: the CA file(s) plus the signer's CN (the test signer is alb.test.fr). */
+function caTrust(paths: string[], constraint: { cn?: string[]; subject?: string[] } = { cn: ['alb.test.fr'] }): SignerTrust {
+  return loadSignerTrust({ signer: [], signerCa: paths, signerCn: constraint.cn ?? [], signerSubject: constraint.subject ?? [] });
 }
 
 /** xmlsec1-signed list (ANS profile) and the trust that pins its signer; null when skipped. */
@@ -128,7 +151,7 @@ test('the real ANS list verifies with its pinned signer, judged at DateDeGenerat
 test('the real ANS list is refused when its signer is not configured', (t) => {
   const xml = realOrSkip(t);
   if (xml === null) return;
-  refused(verifyListSignature(xml, trustOf(getPki().bundlePath)), 'signer_untrusted', /alb\.mssante\.fr/);
+  refused(verifyListSignature(xml, caTrust([getPki().bundlePath], { cn: ['alb.mssante.fr'] })), 'signer_untrusted', /alb\.mssante\.fr/);
 });
 
 test('the real ANS list with one changed character is refused (digest)', (t) => {
@@ -139,7 +162,7 @@ test('the real ANS list with one changed character is refused (digest)', (t) => 
   refused(verifyListSignature(tampered, trustOf(REAL_SIGNER)), 'signature_digest_mismatch');
 });
 
-test('an xmlsec1-signed list verifies: pinned leaf, CA bundle, intermediate alone', (t) => {
+test('an xmlsec1-signed list verifies: pinned leaf, CA bundle + CN, intermediate alone + CN', (t) => {
   const signed = signedOrSkip(t);
   if (signed === null) return;
   const { root, inter, signer } = getPki();
@@ -150,13 +173,13 @@ test('an xmlsec1-signed list verifies: pinned leaf, CA bundle, intermediate alon
   assert.equal(pinned.signer.fingerprint256, new X509Certificate(signer.certPem).fingerprint256);
   assert.equal(pinned.generatedAt.toISOString(), '2025-02-28T15:42:07.000Z');
 
-  const viaBundle = verifyListSignature(signed.xml, trustOf(getPki().bundlePath));
+  const viaBundle = verifyListSignature(signed.xml, caTrust([getPki().bundlePath]));
   accepted(viaBundle);
   assert.equal(viaBundle.signer.trustedBy, 'ca');
-  const viaFiles = verifyListSignature(signed.xml, trustOf(root.certPath, inter.certPath));
+  const viaFiles = verifyListSignature(signed.xml, caTrust([root.certPath, inter.certPath]));
   accepted(viaFiles);
   assert.equal(viaFiles.signer.trustedBy, 'ca');
-  const viaIntermediate = verifyListSignature(signed.xml, trustOf(inter.certPath));
+  const viaIntermediate = verifyListSignature(signed.xml, caTrust([inter.certPath]));
   accepted(viaIntermediate);
   assert.equal(viaIntermediate.signer.trustedBy, 'ca');
   assert.equal(isSigned(signed.xml), true);
@@ -178,7 +201,7 @@ test('xml-crypto checkSignature() agrees on the xmlsec1-signed list (independent
 test('a root CA alone is not enough: KeyInfo carries no intermediate', (t) => {
   const signed = signedOrSkip(t);
   if (signed === null) return;
-  refused(verifyListSignature(signed.xml, trustOf(getPki().root.certPath)), 'signer_untrusted');
+  refused(verifyListSignature(signed.xml, caTrust([getPki().root.certPath])), 'signer_untrusted');
 });
 
 test('a signer from another CA, or a look-alike subject, is untrusted', (t) => {
@@ -186,10 +209,10 @@ test('a signer from another CA, or a look-alike subject, is untrusted', (t) => {
   const signed = signedOrSkip(t, GENERATED, outsider);
   if (signed === null) return;
   // Same subject and issuer names as the trusted ones, other keys.
-  refused(verifyListSignature(signed.xml, trustOf(bundlePath)), 'signer_untrusted', /neither a configured signer/);
-  refused(verifyListSignature(signed.xml, trustOf(signer.certPath)), 'signer_untrusted');
-  accepted(verifyListSignature(signed.xml, trustOf(outsiderCa.certPath)));
-  refused(verifyListSignature(signed.xml, { certificates: [] }), 'signer_untrusted', /no trusted signer/);
+  refused(verifyListSignature(signed.xml, caTrust([bundlePath])), 'signer_untrusted', /is not issued by a --signer-ca certificate/);
+  refused(verifyListSignature(signed.xml, trustOf(signer.certPath)), 'signer_untrusted', /is not a pinned --signer/);
+  accepted(verifyListSignature(signed.xml, caTrust([outsiderCa.certPath])));
+  refused(verifyListSignature(signed.xml, { pins: [], cas: [], cns: [], subjects: [] }), 'signer_untrusted', /no trusted signer/);
 });
 
 test('a signer expired today but valid at DateDeGeneration is accepted', (t) => {
@@ -200,7 +223,7 @@ test('a signer expired today but valid at DateDeGeneration is accepted', (t) => 
   const pinned = verifyListSignature(signed.xml, signed.pinned);
   accepted(pinned);
   assert.equal(pinned.signer.validTo, '2025-06-01T00:00:00.000Z');
-  accepted(verifyListSignature(signed.xml, trustOf(bundlePath)));
+  accepted(verifyListSignature(signed.xml, caTrust([bundlePath])));
 });
 
 test('a signer not yet valid, or already expired, at DateDeGeneration is refused', (t) => {
@@ -208,7 +231,7 @@ test('a signer not yet valid, or already expired, at DateDeGeneration is refused
   const after = signedOrSkip(t, '2025-07-01T00:00:00Z', expired);
   if (after === null) return;
   refused(verifyListSignature(after.xml, after.pinned), 'signer_not_valid_at_generation', /2025-07-01T00:00:00/);
-  refused(verifyListSignature(after.xml, trustOf(bundlePath)), 'signer_not_valid_at_generation');
+  refused(verifyListSignature(after.xml, caTrust([bundlePath])), 'signer_not_valid_at_generation');
   const before = signedOrSkip(t, '2024-05-31T23:59:59Z', expired);
   if (before === null) return;
   refused(verifyListSignature(before.xml, before.pinned), 'signer_not_valid_at_generation', /valid from 2024-06-01/);
@@ -393,10 +416,12 @@ test('an unsigned list: signature_missing, and isSigned() says so', (t) => {
 
 test('loadSignerTrust reads one or several certificates per file and explains failures', () => {
   const { bundlePath, signer, root, inter } = getPki();
-  const trust = loadSignerTrust([bundlePath, signer.certPath]);
+  const pinned = loadSignerTrust([signer.certPath]);
+  assert.deepEqual(pinned.pins.map((c) => c.certificate.fingerprint256), [new X509Certificate(signer.certPem).fingerprint256]);
+  const cas = loadSignerTrust({ signer: [], signerCa: [bundlePath], signerCn: ['alb.test.fr'], signerSubject: [] });
   assert.deepEqual(
-    trust.certificates.map((c) => c.fingerprint256),
-    [root, inter, signer].map((i) => new X509Certificate(i.certPem).fingerprint256),
+    cas.cas.map((c) => c.certificate.fingerprint256),
+    [root, inter].map((i) => new X509Certificate(i.certPem).fingerprint256),
   );
   const dir = mkdtempSync(join(tmpdir(), 'mssante-badpem-'));
   assert.throws(() => loadSignerTrust([join(dir, 'missing.pem')]), /--signer .*missing\.pem: cannot read/);
@@ -405,4 +430,97 @@ test('loadSignerTrust reads one or several certificates per file and explains fa
   const broken = signer.certPem.replace(/\n[A-Za-z0-9+/]{10}/, '\n!!!!!!!!!!');
   writeFileSync(join(dir, 'broken.pem'), `${root.certPem}${broken}`);
   assert.throws(() => loadSignerTrust([join(dir, 'broken.pem')]), /broken\.pem: certificate #2 is not a valid X\.509 certificate/);
+});
+
+// ------------------------------------------------------------------ trust modes (issue #11)
+
+function loadError(config: { signer?: string[]; signerCa?: string[]; signerCn?: string[]; signerSubject?: string[] }): string {
+  try {
+    loadSignerTrust({ signer: config.signer ?? [], signerCa: config.signerCa ?? [], signerCn: config.signerCn ?? [], signerSubject: config.signerSubject ?? [] });
+  } catch (error) {
+    return (error as Error).message;
+  }
+  assert.fail('expected loadSignerTrust to refuse this configuration');
+}
+
+test('--signer pins end-entity certificates only: a CA, or a bundle holding the signer and its CA, is refused', () => {
+  const { inter, root, mixedPath, bundlePath } = getPki();
+  assert.match(loadError({ signer: [inter.certPath] }), /is a CA certificate \(basicConstraints CA:TRUE\).*--signer-ca PEM with --signer-cn NAME/);
+  assert.match(loadError({ signer: [root.certPath] }), /AC RACINE TEST-SANTE.*is a CA certificate/);
+  assert.match(loadError({ signer: [mixedPath] }), /signer-and-ca\.pem: certificate #2 .*AC TEST-SANTE ORGANISATIONS.*is a CA certificate/);
+  assert.match(loadError({ signer: [bundlePath] }), /certificate #1 .* is a CA certificate/);
+});
+
+test('--signer refuses to pin a certificate that cannot sign (TLS-only EKU, no signing key usage)', () => {
+  const { attackerTls, encipherOnly } = getPki();
+  assert.match(loadError({ signer: [attackerTls.certPath] }), /cannot sign a list: its extended key usage \(serverAuth, clientAuth\) is limited to TLS/);
+  assert.match(loadError({ signer: [encipherOnly.certPath] }), /cannot sign a list: its key usage \(keyEncipherment, dataEncipherment\) allows neither digitalSignature nor nonRepudiation/);
+});
+
+test('--signer-ca needs --signer-cn or --signer-subject, and only CA certificates; a constraint needs a CA', () => {
+  const { inter, signer } = getPki();
+  assert.match(loadError({ signerCa: [inter.certPath] }), /--signer-ca needs an identity constraint: add --signer-cn NAME .*alb\.mssante\.fr.*--signer-subject DN/);
+  assert.match(loadError({ signerCa: [signer.certPath], signerCn: ['alb.test.fr'] }), /is not a CA certificate .*pin a signer certificate with --signer PEM/);
+  assert.match(loadError({ signer: [signer.certPath], signerCn: ['alb.test.fr'] }), /give the CA with --signer-ca PEM/);
+  assert.match(loadError({ signerCa: [inter.certPath], signerSubject: ['not a dn'] }), /--signer-subject "not a dn": not a distinguished name/);
+  assert.match(loadError({ signerCa: [inter.certPath], signerCn: ['  '] }), /--signer-cn: empty name/);
+});
+
+test('CA mode: the signer must carry the configured CN or subject (normalised), else signer_constraint', (t) => {
+  const signed = signedOrSkip(t);
+  if (signed === null) return;
+  const { inter } = getPki();
+  const byCn = verifyListSignature(signed.xml, caTrust([inter.certPath], { cn: ['ALB.Test.FR'] }));
+  accepted(byCn);
+  assert.match(byCn.signer.matched, /^CA .*AC TEST-SANTE ORGANISATIONS \(--signer-ca .*inter\.crt\) \+ --signer-cn alb\.test\.fr$/);
+  // The list's spelling: CN first, odd spaces, `Hauts-de-Seine(92)`; the certificate's is C first.
+  const subject = 'CN=alb.test.fr, OU=347976684200724 ,O=TEST  LISTES,ST=Hauts-de-Seine(92),C=FR';
+  const bySubject = verifyListSignature(signed.xml, caTrust([inter.certPath], { subject: [subject] }));
+  accepted(bySubject);
+  assert.match(bySubject.signer.matched, /\+ --signer-subject CN=alb\.test\.fr/);
+  refused(verifyListSignature(signed.xml, caTrust([inter.certPath], { cn: ['alb.mssante.fr'] })), 'signer_constraint', /is not the configured signer \(CN alb\.mssante\.fr\)/);
+  refused(
+    verifyListSignature(signed.xml, caTrust([inter.certPath], { subject: ['CN=alb.test.fr,OU=347976684200724,O=OTHER,ST=Hauts-de-Seine (92),C=FR'] })),
+    'signer_constraint',
+  );
+  // A pin and a CA together (rotation): the pin matches first and says so.
+  const both = verifyListSignature(signed.xml, loadSignerTrust({ signer: [getPki().signer.certPath], signerCa: [inter.certPath], signerCn: ['alb.test.fr'], signerSubject: [] }));
+  accepted(both);
+  assert.equal(both.signer.trustedBy, 'pinned');
+  assert.match(both.signer.matched, /^pinned signer .*signer\.crt$/);
+});
+
+test("the attacker's TLS certificate from the signer's CA never signs a list", (t) => {
+  const { attackerTls, tlsWithSignerCn, inter } = getPki();
+  if (toolOrSkip(t, 'xmlsec1') === null) return;
+  const forged = signList(buildListXml([{ nom: 'victim.mssante.fr', dn: attackerTls.subjectRfc2253 }], GENERATED), attackerTls);
+  // The hole of issue #11: the CA alone used to let it through.
+  const byConstraint = verifyListSignature(forged, caTrust([inter.certPath]));
+  refused(byConstraint, 'signer_constraint', /O=ATTACKER/);
+  assert.equal(byConstraint.ok ? null : byConstraint.keyInfo?.fingerprint256, new X509Certificate(attackerTls.certPem).fingerprint256);
+  refused(verifyListSignature(forged, trustOf(getPki().signer.certPath)), 'signer_untrusted');
+  // Even with the signer's CN (a CA mistake, or a CN constraint too loose), a TLS-only certificate is refused.
+  const sameCn = signList(buildListXml(ENTRIES, GENERATED), tlsWithSignerCn);
+  refused(verifyListSignature(sameCn, caTrust([inter.certPath])), 'signer_key_usage', /limited to TLS/);
+});
+
+test('key usage: without digitalSignature/nonRepudiation refused; without the extensions allowed', (t) => {
+  const { encipherOnly, noExtensions, inter } = getPki();
+  if (toolOrSkip(t, 'xmlsec1') === null) return;
+  const enc = signList(buildListXml(ENTRIES, GENERATED), encipherOnly);
+  refused(verifyListSignature(enc, caTrust([inter.certPath])), 'signer_key_usage', /allows neither digitalSignature nor nonRepudiation/);
+  const bare = signList(buildListXml(ENTRIES, GENERATED), noExtensions);
+  accepted(verifyListSignature(bare, caTrust([inter.certPath])));
+});
+
+test('the real list: CA mode with CN alb.mssante.fr accepts it; other CNs and the CA as --signer do not', (t) => {
+  const xml = realOrSkip(t);
+  if (xml === null) return;
+  const ca = resolve(here, '../../../shared/fixtures/igc-sante/ac-igc-sante-elementaire-organisations.pem');
+  const verdict = verifyListSignature(xml, loadSignerTrust({ signer: [], signerCa: [ca], signerCn: ['alb.mssante.fr'], signerSubject: [] }));
+  accepted(verdict);
+  assert.equal(verdict.signer.trustedBy, 'ca');
+  assert.match(verdict.signer.matched, /AC IGC-SANTE ELEMENTAIRE ORGANISATIONS .* \+ --signer-cn alb\.mssante\.fr/);
+  refused(verifyListSignature(xml, loadSignerTrust({ signer: [], signerCa: [ca], signerCn: ['mx.some-operator.fr'], signerSubject: [] })), 'signer_constraint');
+  assert.match(loadError({ signer: [ca] }), /is a CA certificate/);
 });
