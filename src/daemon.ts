@@ -9,6 +9,7 @@ import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { DecisionService } from './decision-service.js';
 import { factsFromRequest, traceFromRequest } from './frontends/policy/facts.js';
+import { MisplacedCheckReporter } from './frontends/policy/misplaced.js';
 import { startPolicyServer, type PolicyServer } from './frontends/policy/server.js';
 import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
 import { startHttpServer, type DomainLookup, type DryRunInput, type DryRunResult, type WhitelistStatus } from './http/server.js';
@@ -110,6 +111,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null };
   try {
     if (config.policyListen !== null) {
+      const misplaced = new MisplacedCheckReporter(metrics, logger.child({ component: 'policy' }));
       const policy: PolicyServer = await startPolicyServer(config.policyListen, {
         limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
         idleTimeoutMs: config.idleTimeoutSeconds * 1000,
@@ -121,6 +123,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
           const started = process.hrtime.bigint();
           const facts = factsFromRequest(request);
           const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started);
+          misplaced.note(facts.stage, request.get('protocol_state'));
           return POLICY_ACTIONS[decision.reason.id];
         },
       });

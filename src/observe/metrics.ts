@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
+import { UNDECIDED_STAGES, type UndecidedStage } from '../trust/facts.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
 
@@ -25,6 +26,8 @@ export interface Metrics {
   readonly connectionsRejected: Counter<'frontend'>;
   readonly protocolErrors: Counter<'frontend' | 'kind'>;
   readonly logLinesDropped: Counter;
+  /** Policy requests asked at a stage that cannot be decided (a check in the wrong restriction list). */
+  readonly misplacedChecks: Counter<'stage'>;
   /** Pre-bound children: the hot path does no label lookup. */
   countDecision(frontend: Frontend, result: Result, reason: ReasonId, seconds: number): void;
 }
@@ -66,6 +69,14 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
 
   const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
 
+  const misplacedChecks = new Counter({
+    name: `${p}misplaced_checks_total`,
+    help: 'Policy requests at a stage that cannot be decided (CONNECT, EHLO/HELO, VRFY, ETRN, other), answered DUNNO',
+    labelNames: ['stage'] as const,
+    registers: [registry],
+  });
+  for (const stage of UNDECIDED_STAGES) misplacedChecks.inc({ stage } satisfies { stage: UndecidedStage }, 0);
+
   for (const frontend of ['policy', 'milter'] as const) {
     connectionsActive.set({ frontend }, 0);
   }
@@ -98,6 +109,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     connectionsRejected,
     protocolErrors,
     logLinesDropped,
+    misplacedChecks,
     countDecision(frontend, result, reason, seconds) {
       const key = `${frontend}|${reason}`;
       let child = decisionChildren.get(key);

@@ -17,6 +17,8 @@ const STAGES: Readonly<Record<string, Stage>> = {
   HELO: 'helo',
   DATA: 'data',
   'END-OF-MESSAGE': 'data',
+  VRFY: 'vrfy',
+  ETRN: 'etrn',
 };
 
 function nonEmpty(value: string | undefined): string | null {

@@ -50,8 +50,14 @@ describe('policy request → Facts', () => {
     const stage = (s: string): string => factsFromRequest(new Map([['protocol_state', s]])).stage;
     assert.equal(stage('MAIL'), 'mail');
     assert.equal(stage('rcpt'), 'rcpt');
+    assert.equal(stage('DATA'), 'data');
     assert.equal(stage('END-OF-MESSAGE'), 'data');
-    assert.equal(stage('VRFY'), 'other');
+    assert.equal(stage('CONNECT'), 'connect');
+    assert.equal(stage('EHLO'), 'helo');
+    assert.equal(stage('VRFY'), 'vrfy');
+    assert.equal(stage('ETRN'), 'etrn');
+    assert.equal(stage('NOSUCH'), 'other');
+    assert.equal(factsFromRequest(new Map()).stage, 'other');
     assert.equal(factsFromRequest(new Map([['protocol_state', 'RCPT'], ['encryption_protocol', '']])).tlsProtocol, null);
   });
 
