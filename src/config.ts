@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
+import { splitHostHeader } from './http/host.js';
 
 /** The package root (holds examples/): one level above src/ or dist/. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -39,6 +40,7 @@ export const SETTINGS = [
   { key: 'policy-listen', kind: 'string?', default: '127.0.0.1:10040', help: 'Postfix policy protocol listener: host:port or unix:/path ("off" to disable)' },
   { key: 'milter-listen', kind: 'string?', default: null, help: 'Milter listener: host:port or unix:/path (default off)' },
   { key: 'http-listen', kind: 'string?', default: '127.0.0.1:9464', help: 'HTTP listener for /metrics /healthz /readyz /v1/... ("off" to disable)' },
+  { key: 'http-allowed-host', kind: 'list', default: [], help: 'another Host header the HTTP listener answers (name or name:port; repeatable); loopback names and the listen address always are, anything else gets 421 (DNS rebinding)' },
   { key: 'max-connections', kind: 'int', default: 1000, min: 1, max: 100_000, help: 'open connections per listener; more are closed at once' },
   { key: 'idle-timeout', kind: 'seconds', default: 330, min: 1, max: 86400, help: 'close a client connection idle this long (Postfix keeps them 300 s)' },
   { key: 'milter-idle-timeout', kind: 'seconds', default: 3600, min: 1, max: 86400, help: 'close a Milter connection silent this long; Postfix sends nothing between MAIL FROM and the end of a message, which may take long' },
@@ -72,6 +74,7 @@ export interface Config {
   readonly policyListen: string | null;
   readonly milterListen: string | null;
   readonly httpListen: string | null;
+  readonly httpAllowedHosts: readonly string[];
   readonly maxConnections: number;
   readonly idleTimeoutSeconds: number;
   readonly milterIdleTimeoutSeconds: number;
@@ -204,6 +207,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   if (policyListen === null && milterListen === null) {
     throw new ConfigError('neither --policy-listen nor --milter-listen is set: nothing would answer the MTA');
   }
+  const httpAllowedHosts = get<string[]>('http-allowed-host');
+  for (const host of httpAllowedHosts) {
+    if (splitHostHeader(host) === null) throw new ConfigError(`--http-allowed-host: ${JSON.stringify(host)} is not a host name or address, with an optional :port`);
+  }
   return Object.freeze({
     whitelist,
     whitelistIsDemo,
@@ -220,6 +227,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     policyListen,
     milterListen,
     httpListen: get<string | null>('http-listen'),
+    httpAllowedHosts,
     maxConnections: get<number>('max-connections'),
     idleTimeoutSeconds: get<number>('idle-timeout'),
     milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),

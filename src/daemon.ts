@@ -145,6 +145,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     }
     if (config.httpListen !== null) {
       const http = await startHttpServer(config.httpListen, {
+        allowedHosts: config.httpAllowedHosts,
         metrics,
         logger: logger.child({ component: 'http' }),
         readiness: () => (lifecycle.current() === null ? { ready: false, reasons: ['whitelist_unavailable'] } : { ready: true, reasons: [] }),

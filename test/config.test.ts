@@ -56,6 +56,8 @@ describe('resolveConfig', () => {
     ['an unknown TLS profile', flags([['tls-profile', 'tls9']]), {}, /not one of/],
     ['a bad boolean in env', flags([]), { [envName('allow-unsigned')]: 'maybe' }, /boolean/],
     ['no listener at all', flags([['policy-listen', 'off']]), {}, /nothing would answer/],
+    ['an --http-allowed-host that is no host', flags([['http-allowed-host', ['evil.example/x']]]), {}, /--http-allowed-host/],
+    ['an --http-allowed-host with a bad port', flags([['http-allowed-host', ['a.example:port']]]), {}, /--http-allowed-host/],
     ['--signer with --allow-unsigned (a stripped signature would pass)', flags([['whitelist', '/l.xml'], ['signer', ['/s.pem']], ['allow-unsigned', true]]), {}, /stripped of its signature/],
   ];
   for (const [name, f, env, message] of invalid) {
