@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
-import { ConfigError, PACKAGE_ROOT, SETTINGS, resolveConfig, settingsHelp, type FlagValues } from './config.js';
+import { ConfigError, PACKAGE_ROOT, SETTINGS, flagValuesOf, resolveConfig, resolveSettings, settingParseOptions, settingsHelp, type FlagValues, type SettingKey } from './config.js';
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
@@ -18,9 +18,10 @@ const USAGE = `mssante-policyd — MSSante whitelist policy daemon (Postfix poli
 
 Usage:
   mssante-policyd serve [flags]                      run the daemon
-  mssante-policyd check FILE [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]]
-                                                     validate a whitelist file; exit 0 usable, 1 unusable
-  mssante-policyd query [--policy ADDR] name=value...  send one policy request, print the answer
+  mssante-policyd check FILE [--config FILE] [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]]
+                                                     validate a whitelist file; exit 0 usable, 1 unusable,
+                                                     3 usable but the guard would refuse it against the stored list
+  mssante-policyd query [--config FILE] [--policy ADDR] name=value...  send one policy request, print the answer
   mssante-policyd --version | --help | COMMAND --help
 `;
 
@@ -122,19 +123,22 @@ interface CheckReport {
   accepted: boolean;
 }
 
+/** The serve settings check reads, through the same table, coercion and limits. */
+const CHECK_SETTINGS = ['signer', 'allow-unsigned', 'state-dir', 'max-shrink', 'max-list-entries'] as const satisfies readonly SettingKey[];
+
+/** check's exit code when the list is usable but the guard would refuse it against the stored list. */
+const CHECK_EXIT_GUARD_REFUSES = 3;
+
 async function checkCommand(args: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
       args,
       options: {
-        signer: { type: 'string', multiple: true },
-        'allow-unsigned': { type: 'boolean' },
+        ...settingParseOptions(CHECK_SETTINGS),
+        config: { type: 'string' },
         json: { type: 'boolean' },
-        'state-dir': { type: 'string' },
         accept: { type: 'boolean' },
-        'max-shrink': { type: 'string' },
-        'max-list-entries': { type: 'string' },
         help: { type: 'boolean' },
       },
       allowPositionals: true,
@@ -144,19 +148,34 @@ async function checkCommand(args: string[]): Promise<number> {
     process.stderr.write(`check: ${(error as Error).message}\n`);
     return 2;
   }
-  const v = parsed.values;
-  if (v.help === true || parsed.positionals.length !== 1) {
+  const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  if (v['help'] === true || parsed.positionals.length !== 1) {
     process.stdout.write(
-      'mssante-policyd check FILE [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]] [--max-shrink PCT]\n' +
+      'mssante-policyd check FILE [--config FILE] [--signer PEM]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]]\n' +
+        '                           [--max-shrink PCT] [--max-list-entries N]\n' +
         '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
-        '  and with --state-dir compares with the stored list (guard). --accept records this list so the\n' +
-        '  daemon lets it through the guard on its next load (SIGHUP). Exit 0: usable; 1: unusable.\n',
+        "  and with --state-dir (or the config file's state-dir) compares with the stored list (guard).\n" +
+        '  --accept records this list so the daemon lets it through the guard on its next load (SIGHUP).\n' +
+        '  Settings are read like serve\'s (flag > env > --config file > default, same limits).\n' +
+        `  Exit 0: usable; 1: unusable; ${CHECK_EXIT_GUARD_REFUSES}: usable, but the guard would refuse it against the stored list.\n`,
     );
-    return v.help === true ? 0 : 2;
+    return v['help'] === true ? 0 : 2;
   }
   const file = parsed.positionals[0] as string;
-  const signers = v.signer ?? [];
-  if (signers.length === 0 && v['allow-unsigned'] !== true) {
+  let settings;
+  try {
+    const configFile = typeof v['config'] === 'string' ? v['config'] : process.env['MSSANTE_POLICYD_CONFIG'] ?? null;
+    settings = resolveSettings(CHECK_SETTINGS, flagValuesOf(CHECK_SETTINGS, v), process.env, configFile);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`check: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const signers = settings.get<string[]>('signer');
+  const allowUnsigned = settings.get<boolean>('allow-unsigned');
+  if (signers.length === 0 && !allowUnsigned) {
     process.stderr.write('check: give --signer PEM (trusted list signer or CA), or --allow-unsigned to check the content only\n');
     return 2;
   }
@@ -174,8 +193,8 @@ async function checkCommand(args: string[]): Promise<number> {
     process.stderr.write(`check: ${(error as Error).message}\n`);
     return 2;
   }
-  const maxEntries = v['max-list-entries'] !== undefined ? Number(v['max-list-entries']) : 200_000;
-  const result: PrepareResult = prepareList(bytes, { trust, allowUnsigned: v['allow-unsigned'] === true, maxEntries });
+  const maxEntries = settings.get<number>('max-list-entries');
+  const result: PrepareResult = prepareList(bytes, { trust, allowUnsigned, maxEntries });
   const report: CheckReport = {
     file,
     usable: result.ok,
@@ -213,13 +232,16 @@ async function checkCommand(args: string[]): Promise<number> {
         spellings.delete(e.dnKey);
       }
     }
-    const stateDir = v['state-dir'];
-    const maxShrink = v['max-shrink'] !== undefined ? Number(v['max-shrink']) : 10;
+    // The default ./var is not assumed to be the daemon's: compare only with a state dir named.
+    const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
+    const maxShrink = settings.get<number>('max-shrink');
     let current = null;
     let against = 'no list in force (give --state-dir to compare with the daemon\'s)';
     if (stateDir !== undefined) {
       const stored = readStoredList(stateDir);
-      const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust, allowUnsigned: true, maxEntries });
+      // The stored list passed every check when it was put in force; read for its content only, so
+      // that it is named (and compared) even when it was signed by another signer than this list.
+      const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust: null, allowUnsigned: true, maxEntries });
       if (storedPrepared !== null && storedPrepared.ok) {
         current = { index: new WhitelistIndex({ generatedAt: storedPrepared.list.generatedAt }, storedPrepared.list.entries, []), sha256: storedPrepared.list.sha256 };
         against = `${stateDir} (generated ${current.index.generatedAt})`;
@@ -228,7 +250,7 @@ async function checkCommand(args: string[]): Promise<number> {
       }
     }
     report.guard = { against, ...guardList(current, list, maxShrink, stateDir === undefined ? new Set() : readAcceptedHashes(stateDir), Date.now()) };
-    if (v.accept === true) {
+    if (v['accept'] === true) {
       if (stateDir === undefined) {
         process.stderr.write("check: --accept needs --state-dir (the daemon's state directory)\n");
         return 2;
@@ -237,9 +259,11 @@ async function checkCommand(args: string[]): Promise<number> {
       report.accepted = true;
     }
   }
-  if (v.json === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  if (v['json'] === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   else process.stdout.write(formatCheckReport(report));
-  return report.usable ? 0 : 1;
+  if (!report.usable) return 1;
+  // `check && systemctl reload` must not go ahead when the daemon would refuse this very list.
+  return report.guard?.verdict === 'refuse' && !report.accepted ? CHECK_EXIT_GUARD_REFUSES : 0;
 }
 
 function formatCheckReport(r: CheckReport): string {
@@ -267,6 +291,10 @@ function formatCheckReport(r: CheckReport): string {
   }
   if (r.guard !== null) lines.push(`guard against ${r.guard.against}: ${r.guard.verdict}${r.guard.detail ? ` — ${r.guard.detail}` : ''}`);
   if (r.accepted) lines.push('accepted: the daemon will let this list through the guard on its next load (send SIGHUP)');
+  if (r.guard?.verdict === 'refuse' && !r.accepted) {
+    lines.push(`USABLE, BUT THE GUARD WOULD REFUSE IT (exit ${CHECK_EXIT_GUARD_REFUSES}): the daemon keeps the stored list; after review, --accept`);
+    return `${lines.join('\n')}\n`;
+  }
   lines.push('USABLE');
   return `${lines.join('\n')}\n`;
 }
@@ -276,16 +304,17 @@ function formatCheckReport(r: CheckReport): string {
 async function queryCommand(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args, options: { policy: { type: 'string' }, timeout: { type: 'string' }, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: { policy: { type: 'string' }, ...settingParseOptions(['policy-listen']), config: { type: 'string' }, timeout: { type: 'string' }, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
   } catch (error) {
     process.stderr.write(`query: ${(error as Error).message}\n`);
     return 2;
   }
   if (parsed.values.help === true || parsed.positionals.length === 0) {
     process.stdout.write(
-      'mssante-policyd query [--policy ADDR] [--timeout SECONDS] name=value...\n' +
+      'mssante-policyd query [--config FILE] [--policy ADDR] [--timeout SECONDS] name=value...\n' +
         '  Sends one Postfix policy request (request=smtpd_access_policy and protocol_state=RCPT are added\n' +
-        '  unless given) and prints the action. ADDR: host:port or unix:/path (default 127.0.0.1:10040).\n' +
+        '  unless given) and prints the action. ADDR: host:port or unix:/path; default the daemon\'s\n' +
+        '  policy-listen as serve reads it (--policy-listen, env, --config file), else 127.0.0.1:10040.\n' +
         '  Example: query encryption_protocol=TLSv1.2 ccert_subject=mx.op.fr sender=a@op.mssante.fr\n',
     );
     return parsed.values.help === true ? 0 : 2;
@@ -302,8 +331,37 @@ async function queryCommand(args: string[]): Promise<number> {
     }
     attrs.set(p.slice(0, eq), p.slice(eq + 1));
   }
-  const address = parseListenAddress(parsed.values.policy ?? '127.0.0.1:10040');
-  const timeoutMs = Number(parsed.values.timeout ?? '10') * 1000;
+  let policyListen: string | null;
+  try {
+    const values = parsed.values as Record<string, unknown>;
+    const flags = flagValuesOf(['policy-listen'], values);
+    if (typeof values['policy'] === 'string') flags.set('policy-listen', values['policy']);
+    const configFile = typeof values['config'] === 'string' ? values['config'] : process.env['MSSANTE_POLICYD_CONFIG'] ?? null;
+    policyListen = resolveSettings(['policy-listen'], flags, process.env, configFile).get<string | null>('policy-listen');
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`query: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  if (policyListen === null) {
+    process.stderr.write('query: the policy listener is off in this configuration: give --policy ADDR\n');
+    return 2;
+  }
+  const timeoutText = parsed.values.timeout ?? '10';
+  if (!/^\d{1,4}$/.test(timeoutText) || Number(timeoutText) < 1) {
+    process.stderr.write(`query: --timeout: expected a whole number of seconds (1-9999), got ${JSON.stringify(timeoutText)}\n`);
+    return 2;
+  }
+  let address;
+  try {
+    address = parseListenAddress(policyListen);
+  } catch (error) {
+    process.stderr.write(`query: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const timeoutMs = Number(timeoutText) * 1000;
   try {
     const answer = await new Promise<string>((resolve, reject) => {
       const socket = address.kind === 'unix' ? createConnection(address.path) : createConnection(address.port, address.host);

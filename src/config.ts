@@ -26,7 +26,7 @@ interface Setting {
 }
 
 export const SETTINGS = [
-  { key: 'whitelist', kind: 'string?', default: null, help: 'file path or https:// URL of the MSSante whitelist (default: the embedded demo list, signed by the demo signer)' },
+  { key: 'whitelist', kind: 'string?', default: null, help: 'file path or https:// URL of the MSSante whitelist; required: "demo" serves the embedded demo list, signed by the demo signer (what npm start does)' },
   { key: 'signer', kind: 'list', default: [], help: 'PEM file of a trusted list signer (pinned leaf) or CA; repeatable' },
   { key: 'allow-unsigned', kind: 'bool', default: false, help: 'accept an unsigned list (demo and tests only)' },
   { key: 'ca-file', kind: 'string?', default: null, help: 'PEM CA bundle to verify the https list source (IGC-Sante); default: system roots' },
@@ -141,11 +141,43 @@ function coerce(setting: Setting, value: unknown, origin: string): unknown {
 /** Parsed command-line flags for serve: key → value (string for valued flags, true for booleans, string[] for repeatables). */
 export type FlagValues = Map<string, string | boolean | string[]>;
 
+/** The `--whitelist` value that names the embedded demo list: serving it must be asked for. */
+export const DEMO_WHITELIST_NAME = 'demo';
+
+export type SettingOrigin = 'flag' | 'env' | 'file' | 'default';
+
+/** A subset of the settings, read and checked exactly as `serve` reads them. */
+export interface ResolvedSettings {
+  get<T>(key: SettingKey): T;
+  origin(key: SettingKey): SettingOrigin;
+}
+
+/** node:util parseArgs options for these settings' flags (the same names and kinds as serve's). */
+export function settingParseOptions(keys: readonly SettingKey[]): Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> {
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
+  for (const key of keys) {
+    const s = BY_KEY.get(key)!;
+    options[key] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
+  }
+  return options;
+}
+
+/** The flags of `keys` present in parseArgs' values. */
+export function flagValuesOf(keys: readonly SettingKey[], values: Record<string, unknown>): FlagValues {
+  const flags: FlagValues = new Map();
+  for (const key of keys) {
+    const v = values[key];
+    if (typeof v === 'string' || typeof v === 'boolean' || Array.isArray(v)) flags.set(key, v as string | boolean | string[]);
+  }
+  return flags;
+}
+
 /**
- * Resolves the effective configuration. `flags` come from the command line (already split),
- * `env` from the process, the file from `--config` (JSON object keyed by flag names).
+ * Reads `keys` (flag > env > file > default) through the same coercion and limits for every
+ * command (serve, check, query, export), so a bad value gets the same error everywhere. The
+ * config file may hold any known setting; an unknown one is refused.
  */
-export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): Config {
+export function resolveSettings(keys: readonly SettingKey[], flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): ResolvedSettings {
   let file: Record<string, unknown> = {};
   if (configFile !== null) {
     let text: string;
@@ -166,27 +198,49 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     }
   }
   const values = new Map<string, unknown>();
-  const origins: Record<string, 'flag' | 'env' | 'file' | 'default'> = {};
-  for (const setting of SETTINGS as readonly Setting[]) {
+  const origins = new Map<string, SettingOrigin>();
+  for (const key of keys) {
+    const setting = BY_KEY.get(key)!;
     const e = env[envName(setting.key)];
     if (flags.has(setting.key)) {
       values.set(setting.key, coerce(setting, flags.get(setting.key), `--${setting.key}`));
-      origins[setting.key] = 'flag';
+      origins.set(setting.key, 'flag');
     } else if (e !== undefined) {
       values.set(setting.key, coerce(setting, e, envName(setting.key)));
-      origins[setting.key] = 'env';
+      origins.set(setting.key, 'env');
     } else if (Object.hasOwn(file, setting.key)) {
       values.set(setting.key, coerce(setting, file[setting.key], `config file`));
-      origins[setting.key] = 'file';
+      origins.set(setting.key, 'file');
     } else {
       values.set(setting.key, setting.default);
-      origins[setting.key] = 'default';
+      origins.set(setting.key, 'default');
     }
   }
-  const get = <T>(key: SettingKey): T => values.get(key) as T;
+  return {
+    get: <T>(key: SettingKey): T => {
+      if (!values.has(key)) throw new Error(`setting ${key} was not resolved`);
+      return values.get(key) as T;
+    },
+    origin: (key) => origins.get(key) ?? 'default',
+  };
+}
+
+/**
+ * Resolves the effective configuration. `flags` come from the command line (already split),
+ * `env` from the process, the file from `--config` (JSON object keyed by flag names).
+ */
+export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): Config {
+  const settings = resolveSettings(SETTINGS.map((s) => s.key), flags, env, configFile);
+  const origins: Record<string, SettingOrigin> = {};
+  for (const s of SETTINGS) origins[s.key] = settings.origin(s.key);
+  const get = settings.get;
 
   const whitelistSetting = get<string | null>('whitelist');
-  const whitelistIsDemo = whitelistSetting === null;
+  if (whitelistSetting === null) {
+    // A config file that forgot `whitelist` must not serve the demo list: every real mail would get 550.
+    throw new ConfigError(`no whitelist given (--whitelist, ${envName('whitelist')} or "whitelist" in the config file): name the list's file or https:// URL, or "${DEMO_WHITELIST_NAME}" for the embedded demo list`);
+  }
+  const whitelistIsDemo = whitelistSetting === DEMO_WHITELIST_NAME;
   let signer = get<string[]>('signer');
   const allowUnsigned = get<boolean>('allow-unsigned');
   if (signer.length > 0 && allowUnsigned) {
@@ -198,7 +252,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   if (signer.length === 0 && !allowUnsigned) {
     throw new ConfigError('no --signer given: name the trusted list signer(s), or pass --allow-unsigned (demo and tests only)');
   }
-  const whitelist = whitelistSetting ?? DEMO_WHITELIST;
+  const whitelist = whitelistIsDemo ? DEMO_WHITELIST : whitelistSetting;
   if (/^http:\/\//i.test(whitelist)) {
     throw new ConfigError('--whitelist: plain http:// is refused; use https:// or a file path');
   }

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, DEMO_SIGNER, DEMO_WHITELIST, envName, resolveConfig, settingsHelp, SETTINGS, type FlagValues } from '../src/config.js';
+import { ConfigError, DEMO_SIGNER, DEMO_WHITELIST, envName, resolveConfig, resolveSettings, settingParseOptions, settingsHelp, SETTINGS, type FlagValues } from '../src/config.js';
 
 const flags = (entries: Array<[string, string | boolean | string[]]>): FlagValues => new Map(entries);
 
@@ -14,8 +14,16 @@ function configFile(content: unknown): string {
 }
 
 describe('resolveConfig', () => {
-  it('defaults to the demo list verified by the demo signer', () => {
-    const c = resolveConfig(flags([]), {}, null);
+  it('refuses to run without a whitelist: the demo list must be asked for by name', () => {
+    assert.throws(() => resolveConfig(flags([]), {}, null), (e: unknown) => e instanceof ConfigError && /no whitelist given.*"demo"/.test(e.message));
+    // The hurried operator's config file: everything but the list.
+    assert.throws(() => resolveConfig(flags([]), {}, configFile({ signer: ['/s.pem'], 'policy-listen': '127.0.0.1:10040' })), /no whitelist given/);
+    assert.throws(() => resolveConfig(flags([['whitelist', '']]), {}, null), /no whitelist given/);
+  });
+
+  it('--whitelist demo serves the demo list verified by the demo signer', () => {
+    const c = resolveConfig(flags([['whitelist', 'demo']]), {}, null);
+    assert.equal(c.whitelistIsDemo, true);
     assert.equal(c.whitelist, DEMO_WHITELIST);
     assert.deepEqual(c.signer, [DEMO_SIGNER]);
     assert.equal(c.policyListen, '127.0.0.1:10040');
@@ -55,9 +63,9 @@ describe('resolveConfig', () => {
     ['a non-number', flags([['max-connections', '12a']]), {}, /whole number/],
     ['an unknown TLS profile', flags([['tls-profile', 'tls9']]), {}, /not one of/],
     ['a bad boolean in env', flags([]), { [envName('allow-unsigned')]: 'maybe' }, /boolean/],
-    ['no listener at all', flags([['policy-listen', 'off']]), {}, /nothing would answer/],
-    ['an --http-allowed-host that is no host', flags([['http-allowed-host', ['evil.example/x']]]), {}, /--http-allowed-host/],
-    ['an --http-allowed-host with a bad port', flags([['http-allowed-host', ['a.example:port']]]), {}, /--http-allowed-host/],
+    ['no listener at all', flags([['whitelist', 'demo'], ['policy-listen', 'off']]), {}, /nothing would answer/],
+    ['an --http-allowed-host that is no host', flags([['whitelist', 'demo'], ['http-allowed-host', ['evil.example/x']]]), {}, /--http-allowed-host/],
+    ['an --http-allowed-host with a bad port', flags([['whitelist', 'demo'], ['http-allowed-host', ['a.example:port']]]), {}, /--http-allowed-host/],
     ['--signer with --allow-unsigned (a stripped signature would pass)', flags([['whitelist', '/l.xml'], ['signer', ['/s.pem']], ['allow-unsigned', true]]), {}, /stripped of its signature/],
   ];
   for (const [name, f, env, message] of invalid) {
@@ -80,5 +88,35 @@ describe('resolveConfig', () => {
       assert.ok(help.includes(`--${s.key}`), s.key);
       assert.ok(help.includes(envName(s.key)), s.key);
     }
+  });
+});
+
+describe('resolveSettings: one table for every command', () => {
+  it('coerces and limits a subset exactly as serve does, with the same error', () => {
+    const keys = ['max-list-entries', 'max-shrink'] as const;
+    let serveError = '';
+    try {
+      resolveConfig(flags([['whitelist', 'demo'], ['max-list-entries', 'abc']]), {}, null);
+    } catch (e) {
+      serveError = (e as Error).message;
+    }
+    assert.match(serveError, /max-list-entries \(--max-list-entries\): expected a whole number/);
+    assert.throws(() => resolveSettings(keys, flags([['max-list-entries', 'abc']]), {}, null), (e: unknown) => e instanceof ConfigError && e.message === serveError);
+    assert.throws(() => resolveSettings(keys, flags([['max-shrink', '101']]), {}, null), /above the maximum 100/);
+    const s = resolveSettings(keys, flags([]), { [envName('max-shrink')]: '20' }, configFile({ 'max-list-entries': 5, 'policy-listen': '127.0.0.1:1' }));
+    assert.equal(s.get<number>('max-shrink'), 20);
+    assert.equal(s.origin('max-shrink'), 'env');
+    assert.equal(s.get<number>('max-list-entries'), 5);
+    assert.equal(s.origin('max-list-entries'), 'file');
+    // A setting not asked for is not read.
+    assert.throws(() => s.get('policy-listen'), /not resolved/);
+  });
+
+  it('settingParseOptions gives the flags serve has, by kind', () => {
+    assert.deepEqual(settingParseOptions(['signer', 'allow-unsigned', 'max-shrink']), {
+      signer: { type: 'string', multiple: true },
+      'allow-unsigned': { type: 'boolean' },
+      'max-shrink': { type: 'string' },
+    });
   });
 });
