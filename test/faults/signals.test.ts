@@ -47,7 +47,7 @@ function refused(address: string): Promise<boolean> {
   });
 }
 
-describe('signals (running daemon)', { timeout: 120_000 }, () => {
+describe('signals (running daemon)', { timeout: 600_000 }, () => {
   let lists: ListSigner | null = null;
   let server: HttpsListServer | null = null;
   const daemons: DaemonHandle[] = [];
