@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
-import { ConfigError, PACKAGE_ROOT, SETTINGS, resolveConfig, settingsHelp, type FlagValues } from './config.js';
+import { ConfigError, PACKAGE_ROOT, SETTINGS, flagValuesOf, resolveConfig, resolveSettings, settingParseOptions, settingsHelp, type FlagValues, type ResolvedSettings, type SettingKey } from './config.js';
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
@@ -20,10 +20,12 @@ const USAGE = `mssante-policyd — MSSante whitelist policy daemon (Postfix poli
 
 Usage:
   mssante-policyd serve [flags]                      run the daemon
-  mssante-policyd check FILE [--signer PEM | --signer-ca PEM --signer-cn NAME]... [--allow-unsigned] [--json] [--state-dir DIR [--accept]]
-                                                     validate a whitelist file; exit 0 usable, 1 unusable
-  mssante-policyd query [--policy ADDR] name=value...  send one policy request, print the answer
-  mssante-policyd export --format postfix --out DIR FILE --signer PEM...
+  mssante-policyd check FILE [--config FILE] [--signer PEM | --signer-ca PEM --signer-cn NAME]... [--allow-unsigned]
+                             [--json] [--state-dir DIR [--accept]]
+                                                     validate a whitelist file; exit 0 usable, 1 unusable,
+                                                     3 usable but the guard would refuse it against the stored list
+  mssante-policyd query [--config FILE] [--policy ADDR] name=value...  send one policy request, print the answer
+  mssante-policyd export --format postfix --out DIR FILE [--config FILE] [--signer PEM | --signer-ca PEM --signer-cn NAME]...
                                                      write the socketmap tables as files for postmap
   mssante-policyd --version | --help | COMMAND --help
 `;
@@ -130,24 +132,47 @@ export interface CheckReport {
   accepted: boolean;
 }
 
+/** The list-trust settings that check and export read exactly as serve does (same table, coercion, limits). */
+const TRUST_SETTINGS = ['signer', 'signer-ca', 'signer-cn', 'signer-subject', 'allow-unsigned', 'max-list-entries'] as const satisfies readonly SettingKey[];
+const CHECK_SETTINGS = [...TRUST_SETTINGS, 'max-list-age', 'state-dir', 'max-shrink'] as const satisfies readonly SettingKey[];
+
+/** check's exit code when the list is usable but the guard would refuse it against the stored list. */
+const CHECK_EXIT_GUARD_REFUSES = 3;
+
+/** Reads a command's settings through serve's table; prints the error and returns null when one is bad. */
+function commandSettings(command: string, keys: readonly SettingKey[], values: Record<string, unknown>): ResolvedSettings | null {
+  try {
+    const configFile = typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
+    return resolveSettings(keys, flagValuesOf(keys, values), process.env, configFile);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${command}: ${error.message}\n`);
+      return null;
+    }
+    throw error;
+  }
+}
+
+function trustConfigOf(settings: ResolvedSettings): SignerTrustConfig {
+  return {
+    signer: settings.get<string[]>('signer'),
+    signerCa: settings.get<string[]>('signer-ca'),
+    signerCn: settings.get<string[]>('signer-cn'),
+    signerSubject: settings.get<string[]>('signer-subject'),
+  };
+}
+
 async function checkCommand(args: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
       args,
       options: {
-        signer: { type: 'string', multiple: true },
-        'signer-ca': { type: 'string', multiple: true },
-        'signer-cn': { type: 'string', multiple: true },
-        'signer-subject': { type: 'string', multiple: true },
-        'max-list-age': { type: 'string' },
+        ...settingParseOptions(CHECK_SETTINGS),
+        config: { type: 'string' },
         'save-signer': { type: 'string' },
-        'allow-unsigned': { type: 'boolean' },
         json: { type: 'boolean' },
-        'state-dir': { type: 'string' },
         accept: { type: 'boolean' },
-        'max-shrink': { type: 'string' },
-        'max-list-entries': { type: 'string' },
         help: { type: 'boolean' },
       },
       allowPositionals: true,
@@ -157,32 +182,33 @@ async function checkCommand(args: string[]): Promise<number> {
     process.stderr.write(`check: ${(error as Error).message}\n`);
     return 2;
   }
-  const v = parsed.values;
-  if (v.help === true || parsed.positionals.length !== 1) {
+  const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  if (v['help'] === true || parsed.positionals.length !== 1) {
     process.stdout.write(
-      'mssante-policyd check FILE [--signer PEM]... [--signer-ca PEM --signer-cn NAME|--signer-subject DN]... [--allow-unsigned]\n' +
-        '      [--max-list-age DAYS] [--save-signer PEM] [--json] [--state-dir DIR [--accept]] [--max-shrink PCT]\n' +
+      'mssante-policyd check FILE [--config FILE] [--signer PEM]... [--signer-ca PEM --signer-cn NAME|--signer-subject DN]...\n' +
+        '      [--allow-unsigned] [--max-list-age DAYS] [--save-signer PEM] [--json] [--state-dir DIR [--accept]]\n' +
+        '      [--max-shrink PCT] [--max-list-entries N]\n' +
         '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
-        '  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list\'s age\n' +
+        "  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list's age\n" +
         '  (--max-list-age, default 30; 0: not judged). --save-signer writes the KeyInfo certificate of a list\n' +
         '  whose signature verifies, trusted or not: compare its SHA-256 with one obtained by another channel.\n' +
-        '  and with --state-dir compares with the stored list (guard). --accept records this list so the\n' +
-        '  daemon lets it through the guard on its next load (SIGHUP). Exit 0: usable; 1: unusable.\n',
+        "  With --state-dir (or the config file's state-dir) compares with the stored list (guard); --accept\n" +
+        '  records this list so the daemon lets it through the guard on its next load (SIGHUP).\n' +
+        "  Settings are read like serve's (flag > env > --config file > default, same limits).\n" +
+        `  Exit 0: usable; 1: unusable; ${CHECK_EXIT_GUARD_REFUSES}: usable, but the guard would refuse it against the stored list.\n`,
     );
-    return v.help === true ? 0 : 2;
+    return v['help'] === true ? 0 : 2;
   }
   const file = parsed.positionals[0] as string;
-  const trustConfig: SignerTrustConfig = { signer: v.signer ?? [], signerCa: v['signer-ca'] ?? [], signerCn: v['signer-cn'] ?? [], signerSubject: v['signer-subject'] ?? [] };
-  if (!hasSignerTrust(trustConfig) && v['allow-unsigned'] !== true) {
+  const settings = commandSettings('check', CHECK_SETTINGS, v);
+  if (settings === null) return 2;
+  const trustConfig = trustConfigOf(settings);
+  const allowUnsigned = settings.get<boolean>('allow-unsigned');
+  if (!hasSignerTrust(trustConfig) && !allowUnsigned) {
     process.stderr.write('check: give --signer PEM (the pinned list signer) or --signer-ca PEM --signer-cn NAME, or --allow-unsigned to check the content only\n');
     return 2;
   }
-  const maxListAgeText = v['max-list-age'] ?? '30';
-  if (!/^\d{1,4}$/.test(maxListAgeText)) {
-    process.stderr.write(`check: --max-list-age ${JSON.stringify(maxListAgeText)}: expected a whole number of days (0 disables)\n`);
-    return 2;
-  }
-  const maxListAgeDays = Number(maxListAgeText);
+  const maxListAgeDays = settings.get<number>('max-list-age');
   let bytes: Buffer;
   try {
     bytes = readFileSync(file);
@@ -197,8 +223,8 @@ async function checkCommand(args: string[]): Promise<number> {
     process.stderr.write(`check: ${(error as Error).message}\n`);
     return 2;
   }
-  const maxEntries = v['max-list-entries'] !== undefined ? Number(v['max-list-entries']) : 200_000;
-  const result: PrepareResult = prepareList(bytes, { trust, allowUnsigned: v['allow-unsigned'] === true, maxEntries });
+  const maxEntries = settings.get<number>('max-list-entries');
+  const result: PrepareResult = prepareList(bytes, { trust, allowUnsigned, maxEntries });
   const report: CheckReport = {
     file,
     usable: result.ok,
@@ -222,7 +248,7 @@ async function checkCommand(args: string[]): Promise<number> {
     report.keyInfo = shown;
   }
   const saveSigner = v['save-signer'];
-  if (saveSigner !== undefined) {
+  if (typeof saveSigner === 'string') {
     const pem = result.ok ? (result.list.signature.verified ? result.list.signature.signer.pem : null) : keyInfo?.pem ?? null;
     if (pem == null) {
       process.stderr.write('check: --save-signer: no KeyInfo certificate whose signature verifies in this list\n');
@@ -252,13 +278,16 @@ async function checkCommand(args: string[]): Promise<number> {
         spellings.delete(e.dnKey);
       }
     }
-    const stateDir = v['state-dir'];
-    const maxShrink = v['max-shrink'] !== undefined ? Number(v['max-shrink']) : 10;
+    // The default ./var is not assumed to be the daemon's: compare only with a state dir named.
+    const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
+    const maxShrink = settings.get<number>('max-shrink');
     let current = null;
     let against = 'no list in force (give --state-dir to compare with the daemon\'s)';
     if (stateDir !== undefined) {
       const stored = readStoredList(stateDir);
-      const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust, allowUnsigned: true, maxEntries });
+      // The stored list passed every check when it was put in force; read for its content only, so
+      // that it is named (and compared) even when it was signed by another signer than this list.
+      const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust: null, allowUnsigned: true, maxEntries });
       if (storedPrepared !== null && storedPrepared.ok) {
         current = { index: new WhitelistIndex({ generatedAt: storedPrepared.list.generatedAt }, storedPrepared.list.entries, []), sha256: storedPrepared.list.sha256 };
         against = `${stateDir} (generated ${current.index.generatedAt})`;
@@ -270,7 +299,7 @@ async function checkCommand(args: string[]): Promise<number> {
     report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays) };
     const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
     report.age = { days: ageDays, maxDays: maxListAgeDays, verdict: maxListAgeDays === 0 ? 'not_checked' : ageDays > maxListAgeDays ? 'too_old' : 'fresh' };
-    if (v.accept === true) {
+    if (v['accept'] === true) {
       if (stateDir === undefined) {
         process.stderr.write("check: --accept needs --state-dir (the daemon's state directory)\n");
         return 2;
@@ -284,9 +313,11 @@ async function checkCommand(args: string[]): Promise<number> {
       report.failure = { reason: 'list_too_old', detail: `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxListAgeDays})` };
     }
   }
-  if (v.json === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  if (v['json'] === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   else process.stdout.write(formatCheckReport(report));
-  return report.usable ? 0 : 1;
+  if (!report.usable) return 1;
+  // `check && systemctl reload` must not go ahead when the daemon would refuse this very list.
+  return report.guard?.verdict === 'refuse' && !report.accepted ? CHECK_EXIT_GUARD_REFUSES : 0;
 }
 
 const DAY_MS = 86_400_000;
@@ -339,17 +370,24 @@ function formatCheckReport(r: CheckReport): string {
   }
   if (r.guard !== null) lines.push(`guard against ${r.guard.against}: ${r.guard.verdict}${r.guard.detail ? ` — ${r.guard.detail}` : ''}`);
   if (r.accepted) lines.push('accepted: the daemon will let this list through the guard on its next load (send SIGHUP)');
-  if (r.usable) lines.push('USABLE');
+  if (r.usable && r.guard?.verdict === 'refuse' && !r.accepted) {
+    lines.push(`USABLE, BUT THE GUARD WOULD REFUSE IT (exit ${CHECK_EXIT_GUARD_REFUSES}): the daemon keeps the stored list; after review, --accept`);
+  } else if (r.usable) {
+    lines.push('USABLE');
+  }
   return `${lines.join('\n')}\n`;
 }
 
 // ---------------------------------------------------------------- export
 
-const EXPORT_HELP = `mssante-policyd export --format postfix --out DIR FILE --signer PEM... [--tls-policy-value V] [--transport-value V]
-  Verifies FILE like check and serve do (signature required: there is no --allow-unsigned here), then
+const EXPORT_HELP = `mssante-policyd export --format postfix --out DIR FILE [--config FILE] [--signer PEM | --signer-ca PEM --signer-cn NAME]...
+      [--tls-policy-value V] [--transport-value V] [--max-list-entries N]
+  Verifies FILE like check and serve do (settings read like serve's: flag > env > --config file > default) (signature required: there is no --allow-unsigned here), then
   writes into DIR, each file atomically: mssante-domain, mssante-tls-policy, mssante-transport (for
   postmap) and mssante-recipient-access.regexp (a regexp: table). Exit 0 written; 1 list unusable.
 `;
+
+const EXPORT_SETTINGS = [...TRUST_SETTINGS, 'tls-policy-value', 'transport-value'] as const satisfies readonly SettingKey[];
 
 async function exportCommand(args: string[]): Promise<number> {
   let parsed;
@@ -357,12 +395,10 @@ async function exportCommand(args: string[]): Promise<number> {
     parsed = parseArgs({
       args,
       options: {
+        ...settingParseOptions(EXPORT_SETTINGS),
+        config: { type: 'string' },
         format: { type: 'string' },
         out: { type: 'string' },
-        signer: { type: 'string', multiple: true },
-        'tls-policy-value': { type: 'string' },
-        'transport-value': { type: 'string' },
-        'max-list-entries': { type: 'string' },
         help: { type: 'boolean' },
       },
       allowPositionals: true,
@@ -372,18 +408,25 @@ async function exportCommand(args: string[]): Promise<number> {
     process.stderr.write(`export: ${(error as Error).message}\n`);
     return 2;
   }
-  const v = parsed.values;
-  if (v.help === true || parsed.positionals.length !== 1 || v.out === undefined) {
+  const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  const out = v['out'];
+  if (v['help'] === true || parsed.positionals.length !== 1 || typeof out !== 'string') {
     process.stdout.write(EXPORT_HELP);
-    return v.help === true ? 0 : 2;
+    return v['help'] === true ? 0 : 2;
   }
-  if (v.format !== 'postfix') {
+  if (v['format'] !== 'postfix') {
     process.stderr.write('export: --format postfix is the only format\n');
     return 2;
   }
-  const signers = v.signer ?? [];
-  if (signers.length === 0) {
-    process.stderr.write('export: give --signer PEM: the tables are written from a verified list only\n');
+  const settings = commandSettings('export', EXPORT_SETTINGS, v);
+  if (settings === null) return 2;
+  if (settings.get<boolean>('allow-unsigned')) {
+    process.stderr.write('export: the tables are written from a verified list only; --allow-unsigned is not accepted\n');
+    return 2;
+  }
+  const trustConfig = trustConfigOf(settings);
+  if (!hasSignerTrust(trustConfig)) {
+    process.stderr.write('export: give --signer PEM or --signer-ca PEM --signer-cn NAME: the tables are written from a verified list only\n');
     return 2;
   }
   const file = parsed.positionals[0] as string;
@@ -392,21 +435,13 @@ async function exportCommand(args: string[]): Promise<number> {
   let trust;
   try {
     bytes = readFileSync(file);
-    trust = loadSignerTrust(signers);
-    const defaults = (key: string): string => String(SETTINGS.find((s) => s.key === key)?.default);
-    tables = new SocketmapTables({
-      tlsPolicy: v['tls-policy-value'] ?? defaults('tls-policy-value'),
-      transport: v['transport-value'] ?? defaults('transport-value'),
-    });
+    trust = loadSignerTrust(trustConfig);
+    tables = new SocketmapTables({ tlsPolicy: settings.get<string>('tls-policy-value'), transport: settings.get<string>('transport-value') });
   } catch (error) {
     process.stderr.write(`export: ${(error as Error).message}\n`);
     return 2;
   }
-  const maxEntries = v['max-list-entries'] !== undefined ? Number(v['max-list-entries']) : 200_000;
-  if (!Number.isSafeInteger(maxEntries) || maxEntries < 1) {
-    process.stderr.write('export: --max-list-entries must be a positive whole number\n');
-    return 2;
-  }
+  const maxEntries = settings.get<number>('max-list-entries');
   const result = prepareList(bytes, { trust, allowUnsigned: false, maxEntries });
   if (!result.ok) {
     process.stderr.write(`export: ${file} is unusable: ${result.reason} — ${result.detail}\n`);
@@ -415,7 +450,7 @@ async function exportCommand(args: string[]): Promise<number> {
   const list = result.list;
   const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
   const header = `Written by mssante-policyd export from ${file}\nsha256 ${list.sha256}, generated ${list.generatedAt}, ${index.domainCount} domains; do not edit`;
-  const written = writeTablesAtomically(v.out, postfixTables(index, tables.values, header));
+  const written = writeTablesAtomically(out, postfixTables(index, tables.values, header));
   for (const path of written) process.stdout.write(`${path}\n`);
   const signer = list.signature.verified ? list.signature.signer.subject.replace(/\n/g, ', ') : 'nobody';
   process.stdout.write(`${index.domainCount} domains, list generated ${list.generatedAt}, signed by ${signer}\n`);
@@ -427,16 +462,17 @@ async function exportCommand(args: string[]): Promise<number> {
 async function queryCommand(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args, options: { policy: { type: 'string' }, timeout: { type: 'string' }, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: { policy: { type: 'string' }, ...settingParseOptions(['policy-listen']), config: { type: 'string' }, timeout: { type: 'string' }, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
   } catch (error) {
     process.stderr.write(`query: ${(error as Error).message}\n`);
     return 2;
   }
   if (parsed.values.help === true || parsed.positionals.length === 0) {
     process.stdout.write(
-      'mssante-policyd query [--policy ADDR] [--timeout SECONDS] name=value...\n' +
+      'mssante-policyd query [--config FILE] [--policy ADDR] [--timeout SECONDS] name=value...\n' +
         '  Sends one Postfix policy request (request=smtpd_access_policy and protocol_state=RCPT are added\n' +
-        '  unless given) and prints the action. ADDR: host:port or unix:/path (default 127.0.0.1:10040).\n' +
+        '  unless given) and prints the action. ADDR: host:port or unix:/path; default the daemon\'s\n' +
+        '  policy-listen as serve reads it (--policy-listen, env, --config file), else 127.0.0.1:10040.\n' +
         '  Example: query encryption_protocol=TLSv1.2 ccert_subject=mx.op.fr sender=a@op.mssante.fr\n',
     );
     return parsed.values.help === true ? 0 : 2;
@@ -453,8 +489,37 @@ async function queryCommand(args: string[]): Promise<number> {
     }
     attrs.set(p.slice(0, eq), p.slice(eq + 1));
   }
-  const address = parseListenAddress(parsed.values.policy ?? '127.0.0.1:10040');
-  const timeoutMs = Number(parsed.values.timeout ?? '10') * 1000;
+  let policyListen: string | null;
+  try {
+    const values = parsed.values as Record<string, unknown>;
+    const flags = flagValuesOf(['policy-listen'], values);
+    if (typeof values['policy'] === 'string') flags.set('policy-listen', values['policy']);
+    const configFile = typeof values['config'] === 'string' ? values['config'] : process.env['MSSANTE_POLICYD_CONFIG'] ?? null;
+    policyListen = resolveSettings(['policy-listen'], flags, process.env, configFile).get<string | null>('policy-listen');
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`query: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  if (policyListen === null) {
+    process.stderr.write('query: the policy listener is off in this configuration: give --policy ADDR\n');
+    return 2;
+  }
+  const timeoutText = parsed.values.timeout ?? '10';
+  if (!/^\d{1,4}$/.test(timeoutText) || Number(timeoutText) < 1) {
+    process.stderr.write(`query: --timeout: expected a whole number of seconds (1-9999), got ${JSON.stringify(timeoutText)}\n`);
+    return 2;
+  }
+  let address;
+  try {
+    address = parseListenAddress(policyListen);
+  } catch (error) {
+    process.stderr.write(`query: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const timeoutMs = Number(timeoutText) * 1000;
   try {
     const answer = await new Promise<string>((resolve, reject) => {
       const socket = address.kind === 'unix' ? createConnection(address.path) : createConnection(address.port, address.host);

@@ -9,6 +9,7 @@ import { LOG_FORMATS, type LogFormat } from './observe/journal.js';
 import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
 import { validateExemptions, type OperatorRateMode } from './trust/operators.js';
 import { signerTrustProblem } from './whitelist/signature.js';
+import { splitHostHeader } from './http/host.js';
 
 /** The package root (holds examples/): one level above src/ or dist/. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -28,7 +29,7 @@ interface Setting {
 }
 
 export const SETTINGS = [
-  { key: 'whitelist', kind: 'string?', default: null, help: 'file path or https:// URL of the MSSante whitelist (default: the embedded demo list, signed by the demo signer)' },
+  { key: 'whitelist', kind: 'string?', default: null, help: 'file path or https:// URL of the MSSante whitelist; required: "demo" serves the embedded demo list, signed by the demo signer (what npm start does)' },
   { key: 'signer', kind: 'list', default: [], help: 'PEM file of a pinned list signer certificate (end-entity only; a CA is refused); repeatable: pin the successor before a rotation' },
   { key: 'signer-ca', kind: 'list', default: [], help: 'PEM file of a CA certificate the list signer must be issued by; only with --signer-cn and/or --signer-subject; repeatable' },
   { key: 'signer-cn', kind: 'list', default: [], help: 'CN a --signer-ca-issued list signer must have (the ANS: alb.mssante.fr); repeatable' },
@@ -53,6 +54,7 @@ export const SETTINGS = [
   { key: 'socket-mode', kind: 'string', default: '0660', help: 'mode of unix: socket files, octal (0660: owner and group may connect)' },
   { key: 'socket-owner', kind: 'string?', default: null, help: 'owner of unix: socket files, user name or uid (needs root; default: the daemon\'s user)' },
   { key: 'socket-group', kind: 'string?', default: null, help: 'group of unix: socket files, e.g. postfix for a chrooted Postfix (default: the daemon\'s group)' },
+  { key: 'http-allowed-host', kind: 'list', default: [], help: 'another Host header the HTTP listener answers (name or name:port; repeatable); loopback names and the listen address always are, anything else gets 421 (DNS rebinding)' },
   { key: 'max-connections', kind: 'int', default: 1000, min: 1, max: 100_000, help: 'open connections per listener; more are closed at once' },
   { key: 'idle-timeout', kind: 'seconds', default: 330, min: 1, max: 86400, help: 'close a client connection idle this long (Postfix keeps them 300 s)' },
   { key: 'milter-idle-timeout', kind: 'seconds', default: 3600, min: 1, max: 86400, help: 'close a Milter connection silent this long; Postfix sends nothing between MAIL FROM and the end of a message, which may take long' },
@@ -106,6 +108,7 @@ export interface Config {
   readonly socketMode: number;
   readonly socketOwner: string | null;
   readonly socketGroup: string | null;
+  readonly httpAllowedHosts: readonly string[];
   readonly maxConnections: number;
   readonly idleTimeoutSeconds: number;
   readonly milterIdleTimeoutSeconds: number;
@@ -181,11 +184,43 @@ function coerce(setting: Setting, value: unknown, origin: string): unknown {
 /** Parsed command-line flags for serve: key → value (string for valued flags, true for booleans, string[] for repeatables). */
 export type FlagValues = Map<string, string | boolean | string[]>;
 
+/** The `--whitelist` value that names the embedded demo list: serving it must be asked for. */
+export const DEMO_WHITELIST_NAME = 'demo';
+
+export type SettingOrigin = 'flag' | 'env' | 'file' | 'default';
+
+/** A subset of the settings, read and checked exactly as `serve` reads them. */
+export interface ResolvedSettings {
+  get<T>(key: SettingKey): T;
+  origin(key: SettingKey): SettingOrigin;
+}
+
+/** node:util parseArgs options for these settings' flags (the same names and kinds as serve's). */
+export function settingParseOptions(keys: readonly SettingKey[]): Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> {
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
+  for (const key of keys) {
+    const s = BY_KEY.get(key)!;
+    options[key] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
+  }
+  return options;
+}
+
+/** The flags of `keys` present in parseArgs' values. */
+export function flagValuesOf(keys: readonly SettingKey[], values: Record<string, unknown>): FlagValues {
+  const flags: FlagValues = new Map();
+  for (const key of keys) {
+    const v = values[key];
+    if (typeof v === 'string' || typeof v === 'boolean' || Array.isArray(v)) flags.set(key, v as string | boolean | string[]);
+  }
+  return flags;
+}
+
 /**
- * Resolves the effective configuration. `flags` come from the command line (already split),
- * `env` from the process, the file from `--config` (JSON object keyed by flag names).
+ * Reads `keys` (flag > env > file > default) through the same coercion and limits for every
+ * command (serve, check, query, export), so a bad value gets the same error everywhere. The
+ * config file may hold any known setting; an unknown one is refused.
  */
-export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): Config {
+export function resolveSettings(keys: readonly SettingKey[], flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): ResolvedSettings {
   let file: Record<string, unknown> = {};
   if (configFile !== null) {
     let text: string;
@@ -206,27 +241,49 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     }
   }
   const values = new Map<string, unknown>();
-  const origins: Record<string, 'flag' | 'env' | 'file' | 'default'> = {};
-  for (const setting of SETTINGS as readonly Setting[]) {
+  const origins = new Map<string, SettingOrigin>();
+  for (const key of keys) {
+    const setting = BY_KEY.get(key)!;
     const e = env[envName(setting.key)];
     if (flags.has(setting.key)) {
       values.set(setting.key, coerce(setting, flags.get(setting.key), `--${setting.key}`));
-      origins[setting.key] = 'flag';
+      origins.set(setting.key, 'flag');
     } else if (e !== undefined) {
       values.set(setting.key, coerce(setting, e, envName(setting.key)));
-      origins[setting.key] = 'env';
+      origins.set(setting.key, 'env');
     } else if (Object.hasOwn(file, setting.key)) {
       values.set(setting.key, coerce(setting, file[setting.key], `config file`));
-      origins[setting.key] = 'file';
+      origins.set(setting.key, 'file');
     } else {
       values.set(setting.key, setting.default);
-      origins[setting.key] = 'default';
+      origins.set(setting.key, 'default');
     }
   }
-  const get = <T>(key: SettingKey): T => values.get(key) as T;
+  return {
+    get: <T>(key: SettingKey): T => {
+      if (!values.has(key)) throw new Error(`setting ${key} was not resolved`);
+      return values.get(key) as T;
+    },
+    origin: (key) => origins.get(key) ?? 'default',
+  };
+}
+
+/**
+ * Resolves the effective configuration. `flags` come from the command line (already split),
+ * `env` from the process, the file from `--config` (JSON object keyed by flag names).
+ */
+export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): Config {
+  const settings = resolveSettings(SETTINGS.map((s) => s.key), flags, env, configFile);
+  const origins: Record<string, SettingOrigin> = {};
+  for (const s of SETTINGS) origins[s.key] = settings.origin(s.key);
+  const get = settings.get;
 
   const whitelistSetting = get<string | null>('whitelist');
-  const whitelistIsDemo = whitelistSetting === null;
+  if (whitelistSetting === null) {
+    // A config file that forgot `whitelist` must not serve the demo list: every real mail would get 550.
+    throw new ConfigError(`no whitelist given (--whitelist, ${envName('whitelist')} or "whitelist" in the config file): name the list's file or https:// URL, or "${DEMO_WHITELIST_NAME}" for the embedded demo list`);
+  }
+  const whitelistIsDemo = whitelistSetting === DEMO_WHITELIST_NAME;
   let signer = get<string[]>('signer');
   const signerCa = get<string[]>('signer-ca');
   const signerCn = get<string[]>('signer-cn');
@@ -245,9 +302,9 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     throw new ConfigError('no list signer given: pin it with --signer PEM, or trust its CA with --signer-ca PEM --signer-cn NAME; or pass --allow-unsigned (demo and tests only)');
   }
   // The embedded demo list is a fixed file, not a download anyone could replay: its age is no signal.
-  const isDemoFile = whitelistIsDemo || resolve(whitelistSetting) === DEMO_WHITELIST;
+  const whitelist = whitelistIsDemo ? DEMO_WHITELIST : whitelistSetting;
+  const isDemoFile = whitelistIsDemo || resolve(whitelist) === DEMO_WHITELIST;
   const maxListAgeDays = isDemoFile && origins['max-list-age'] === 'default' ? 0 : get<number>('max-list-age');
-  const whitelist = whitelistSetting ?? DEMO_WHITELIST;
   if (/^http:\/\//i.test(whitelist)) {
     throw new ConfigError('--whitelist: plain http:// is refused; use https:// or a file path');
   }
@@ -274,6 +331,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   const socketModeText = get<string>('socket-mode');
   if (!/^0?[0-7]{3}$/.test(socketModeText)) {
     throw new ConfigError(`--socket-mode: ${JSON.stringify(socketModeText)} is not an octal mode like 0660 (no setuid, setgid or sticky bit)`);
+  }
+  const httpAllowedHosts = get<string[]>('http-allowed-host');
+  for (const host of httpAllowedHosts) {
+    if (splitHostHeader(host) === null) throw new ConfigError(`--http-allowed-host: ${JSON.stringify(host)} is not a host name or address, with an optional :port`);
   }
   return Object.freeze({
     whitelist,
@@ -302,6 +363,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     socketMode: parseInt(socketModeText, 8),
     socketOwner: get<string | null>('socket-owner'),
     socketGroup: get<string | null>('socket-group'),
+    httpAllowedHosts,
     maxConnections: get<number>('max-connections'),
     idleTimeoutSeconds: get<number>('idle-timeout'),
     milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),

@@ -9,6 +9,7 @@ import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { DecisionService } from './decision-service.js';
 import { factsFromRequest, traceFromRequest } from './frontends/policy/facts.js';
+import { MisplacedCheckReporter } from './frontends/policy/misplaced.js';
 import { startPolicyServer, type PolicyServer } from './frontends/policy/server.js';
 import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
@@ -151,6 +152,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
   try {
     if (config.policyListen !== null) {
+      const misplaced = new MisplacedCheckReporter(metrics, logger.child({ component: 'policy' }));
       const policy: PolicyServer = await startPolicyServer(config.policyListen, {
         limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
         idleTimeoutMs: config.idleTimeoutSeconds * 1000,
@@ -165,6 +167,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
           const started = process.hrtime.bigint();
           const facts = factsFromRequest(request);
           const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started);
+          misplaced.note(facts.stage, request.get('protocol_state'));
           return POLICY_ACTIONS[decision.reason.id];
         },
       });
@@ -203,6 +206,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     }
     if (config.httpListen !== null) {
       const http = await startHttpServer(config.httpListen, {
+        allowedHosts: config.httpAllowedHosts,
         metrics,
         logger: logger.child({ component: 'http' }),
         readiness: () => (lifecycle.current() === null ? { ready: false, reasons: ['whitelist_unavailable'] } : { ready: true, reasons: [] }),

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, DEMO_SIGNER, DEMO_WHITELIST, envName, resolveConfig, settingsHelp, SETTINGS, type FlagValues } from '../src/config.js';
+import { ConfigError, DEMO_SIGNER, DEMO_WHITELIST, envName, resolveConfig, resolveSettings, settingParseOptions, settingsHelp, SETTINGS, type FlagValues } from '../src/config.js';
 
 const flags = (entries: Array<[string, string | boolean | string[]]>): FlagValues => new Map(entries);
 
@@ -15,23 +15,31 @@ function configFile(content: unknown): string {
 
 describe('resolveConfig', () => {
   it('per-operator throttle: off by default; --operator-rate, --operator-burst, mode and exemptions typed and checked', () => {
-    const off = resolveConfig(flags([]), {}, null);
+    const off = resolveConfig(flags([['whitelist', 'demo']]), {}, null);
     assert.equal(off.operatorRate, 0);
     assert.equal(off.operatorBurst, 0);
     assert.equal(off.operatorRateMode, 'enforce');
     assert.deepEqual(off.operatorRateExempt, []);
-    const on = resolveConfig(flags([['operator-rate', '5'], ['operator-burst', '10'], ['operator-rate-mode', 'observe'], ['operator-rate-exempt', ['mx.op1.fr', 'CN=a.fr,O=X,C=FR']]]), {}, null);
+    const on = resolveConfig(flags([['whitelist', 'demo'], ['operator-rate', '5'], ['operator-burst', '10'], ['operator-rate-mode', 'observe'], ['operator-rate-exempt', ['mx.op1.fr', 'CN=a.fr,O=X,C=FR']]]), {}, null);
     assert.equal(on.operatorRate, 5);
     assert.equal(on.operatorBurst, 10);
     assert.equal(on.operatorRateMode, 'observe');
     assert.deepEqual(on.operatorRateExempt, ['mx.op1.fr', 'CN=a.fr,O=X,C=FR']);
-    assert.throws(() => resolveConfig(flags([['operator-rate-mode', 'drop']]), {}, null), ConfigError);
-    assert.throws(() => resolveConfig(flags([['operator-rate', '-1']]), {}, null), ConfigError);
-    assert.throws(() => resolveConfig(flags([['operator-rate-exempt', ['=broken']]]), {}, null), /neither a CN nor a DN/);
+    assert.throws(() => resolveConfig(flags([['whitelist', 'demo'], ['operator-rate-mode', 'drop']]), {}, null), ConfigError);
+    assert.throws(() => resolveConfig(flags([['whitelist', 'demo'], ['operator-rate', '-1']]), {}, null), ConfigError);
+    assert.throws(() => resolveConfig(flags([['whitelist', 'demo'], ['operator-rate-exempt', ['=broken']]]), {}, null), /neither a CN nor a DN/);
   });
 
-  it('defaults to the demo list verified by the demo signer', () => {
-    const c = resolveConfig(flags([]), {}, null);
+  it('refuses to run without a whitelist: the demo list must be asked for by name', () => {
+    assert.throws(() => resolveConfig(flags([]), {}, null), (e: unknown) => e instanceof ConfigError && /no whitelist given.*"demo"/.test(e.message));
+    // The hurried operator's config file: everything but the list.
+    assert.throws(() => resolveConfig(flags([]), {}, configFile({ signer: ['/s.pem'], 'policy-listen': '127.0.0.1:10040' })), /no whitelist given/);
+    assert.throws(() => resolveConfig(flags([['whitelist', '']]), {}, null), /no whitelist given/);
+  });
+
+  it('--whitelist demo serves the demo list verified by the demo signer', () => {
+    const c = resolveConfig(flags([['whitelist', 'demo']]), {}, null);
+    assert.equal(c.whitelistIsDemo, true);
     assert.equal(c.whitelist, DEMO_WHITELIST);
     assert.deepEqual(c.signer, [DEMO_SIGNER]);
     assert.equal(c.policyListen, '127.0.0.1:10040');
@@ -85,10 +93,12 @@ describe('resolveConfig', () => {
     ['a non-number', flags([['max-connections', '12a']]), {}, /whole number/],
     ['an unknown TLS profile', flags([['tls-profile', 'tls9']]), {}, /not one of/],
     ['a bad boolean in env', flags([]), { [envName('allow-unsigned')]: 'maybe' }, /boolean/],
-    ['no listener at all', flags([['policy-listen', 'off']]), {}, /nothing would answer/],
-    ['a --max-connection-bytes smaller than one Milter packet', flags([['max-connection-bytes', '65536']]), {}, /--max-connection-bytes must hold/],
-    ['a --max-connection-bytes smaller than one policy request', flags([['max-connection-bytes', '70000'], ['max-milter-packet-bytes', '2048']]), {}, /--max-connection-bytes must hold/],
-    ['a --heap-watermark above 95 %', flags([['heap-watermark', '99']]), {}, /above the maximum/],
+    ['a --max-connection-bytes smaller than one Milter packet', flags([['whitelist', 'demo'], ['max-connection-bytes', '65536']]), {}, /--max-connection-bytes must hold/],
+    ['a --max-connection-bytes smaller than one policy request', flags([['whitelist', 'demo'], ['max-connection-bytes', '70000'], ['max-milter-packet-bytes', '2048']]), {}, /--max-connection-bytes must hold/],
+    ['a --heap-watermark above 95 %', flags([['whitelist', 'demo'], ['heap-watermark', '99']]), {}, /above the maximum/],
+    ['no listener at all', flags([['whitelist', 'demo'], ['policy-listen', 'off']]), {}, /nothing would answer/],
+    ['an --http-allowed-host that is no host', flags([['whitelist', 'demo'], ['http-allowed-host', ['evil.example/x']]]), {}, /--http-allowed-host/],
+    ['an --http-allowed-host with a bad port', flags([['whitelist', 'demo'], ['http-allowed-host', ['a.example:port']]]), {}, /--http-allowed-host/],
     ['--signer with --allow-unsigned (a stripped signature would pass)', flags([['whitelist', '/l.xml'], ['signer', ['/s.pem']], ['allow-unsigned', true]]), {}, /stripped of its signature/],
   ];
   for (const [name, f, env, message] of invalid) {
@@ -126,5 +136,35 @@ describe('resolveConfig', () => {
       assert.ok(help.includes(`--${s.key}`), s.key);
       assert.ok(help.includes(envName(s.key)), s.key);
     }
+  });
+});
+
+describe('resolveSettings: one table for every command', () => {
+  it('coerces and limits a subset exactly as serve does, with the same error', () => {
+    const keys = ['max-list-entries', 'max-shrink'] as const;
+    let serveError = '';
+    try {
+      resolveConfig(flags([['whitelist', 'demo'], ['max-list-entries', 'abc']]), {}, null);
+    } catch (e) {
+      serveError = (e as Error).message;
+    }
+    assert.match(serveError, /max-list-entries \(--max-list-entries\): expected a whole number/);
+    assert.throws(() => resolveSettings(keys, flags([['max-list-entries', 'abc']]), {}, null), (e: unknown) => e instanceof ConfigError && e.message === serveError);
+    assert.throws(() => resolveSettings(keys, flags([['max-shrink', '101']]), {}, null), /above the maximum 100/);
+    const s = resolveSettings(keys, flags([]), { [envName('max-shrink')]: '20' }, configFile({ 'max-list-entries': 5, 'policy-listen': '127.0.0.1:1' }));
+    assert.equal(s.get<number>('max-shrink'), 20);
+    assert.equal(s.origin('max-shrink'), 'env');
+    assert.equal(s.get<number>('max-list-entries'), 5);
+    assert.equal(s.origin('max-list-entries'), 'file');
+    // A setting not asked for is not read.
+    assert.throws(() => s.get('policy-listen'), /not resolved/);
+  });
+
+  it('settingParseOptions gives the flags serve has, by kind', () => {
+    assert.deepEqual(settingParseOptions(['signer', 'allow-unsigned', 'max-shrink']), {
+      signer: { type: 'string', multiple: true },
+      'allow-unsigned': { type: 'boolean' },
+      'max-shrink': { type: 'string' },
+    });
   });
 });

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { formatAddress, listen, parseListenAddress, type BoundAddress } from '../net/listen.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { OperatorsSnapshot } from '../trust/operators.js';
+import { hostAllowList, MAX_HOST_LENGTH } from './host.js';
 
 export interface HttpDeps {
   readonly metrics: Metrics;
@@ -21,6 +22,8 @@ export interface HttpDeps {
   readonly operators?: () => OperatorsSnapshot;
   /** Event-loop health that /readyz adds to `readiness()`. Defaults: see EventLoopHealthOptions. */
   readonly eventLoop?: EventLoopHealthOptions;
+  /** Host header values answered besides loopback names and the listen address (`name` or `name:port`). */
+  readonly allowedHosts?: readonly string[];
 }
 
 export interface WhitelistStatus {
@@ -284,6 +287,13 @@ export async function startHttpServer(
     requestTimeout: 30_000,
   });
   const { registry } = deps.metrics;
+  const hostAllowed = hostAllowList(where.kind === 'tcp' ? where.host : null, deps.allowedHosts ?? []);
+  app.addHook('onRequest', async (request, reply) => {
+    if (hostAllowed(request.headers.host)) return;
+    request.log.debug({ method: request.method, host: (request.headers.host ?? '').slice(0, MAX_HOST_LENGTH) }, 'http Host not allowed');
+    // 421 Misdirected Request: nothing of the daemon's state in the body, whatever the route.
+    await reply.code(421).header('connection', 'close').send({ statusCode: 421, code: 'host_not_allowed', error: 'Misdirected Request', message: 'Host not allowed' });
+  });
 
   app.get('/metrics', {
     schema: { response: { 200: { content: { [registry.contentType]: { schema: { type: 'string' } } } } } },

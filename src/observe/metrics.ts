@@ -5,6 +5,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
 import { OPERATOR_RESULTS } from '../trust/operators.js';
+import { UNDECIDED_STAGES, type UndecidedStage } from '../trust/facts.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
 
@@ -37,6 +38,8 @@ export interface Metrics {
   readonly socketmapLookups: Counter<'map' | 'result'>;
   countSocketmapLookup(map: SocketmapMapLabel, result: SocketmapResultLabel): void;
   readonly operatorTransactions: Counter<'operator' | 'result'>;
+  /** Policy requests asked at a stage that cannot be decided (a check in the wrong restriction list). */
+  readonly misplacedChecks: Counter<'stage'>;
   /** Pre-bound children: the hot path does no label lookup. */
   countDecision(frontend: Frontend, result: Result, reason: ReasonId, seconds: number): void;
   /**
@@ -118,6 +121,14 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     },
   });
 
+  const misplacedChecks = new Counter({
+    name: `${p}misplaced_checks_total`,
+    help: 'Policy requests at a stage that cannot be decided (CONNECT, EHLO/HELO, VRFY, ETRN, other), answered DUNNO',
+    labelNames: ['stage'] as const,
+    registers: [registry],
+  });
+  for (const stage of UNDECIDED_STAGES) misplacedChecks.inc({ stage } satisfies { stage: UndecidedStage }, 0);
+
   for (const frontend of ['policy', 'milter', 'socketmap'] as const) {
     connectionsActive.set({ frontend }, 0);
   }
@@ -169,6 +180,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
         }
       }
     },
+    misplacedChecks,
     countDecision(frontend, result, reason, seconds) {
       const key = `${frontend}|${reason}`;
       let child = decisionChildren.get(key);

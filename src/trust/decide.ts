@@ -40,7 +40,8 @@ const decisions = {
 } as const satisfies Record<string, Decision>;
 
 export function decide(facts: Facts, index: WhitelistIndex | null, policy: DecisionPolicy = DEFAULT_POLICY): Decision {
-  if (facts.stage !== 'mail' && facts.stage !== 'rcpt') return decisions.notDecided;
+  // Fail closed: every stage where sender and certificate are known is decided, DATA and END-OF-MESSAGE too.
+  if (facts.stage !== 'mail' && facts.stage !== 'rcpt' && facts.stage !== 'data') return decisions.notDecided;
   if (index === null) return decisions.unavailable;
   if (facts.tlsProtocol === null || facts.tlsProtocol === '') return decisions.tlsRequired;
   if (!tlsProfileAllows(policy.tlsProfile, facts.tlsProtocol, facts.tlsCipher)) return decisions.tlsProfile;

@@ -5,18 +5,29 @@
  * MTAs render the same subject in certificate order, as RFC 4514 (GnuTLS), OpenSSL "oneline"
  * (`C = FR, ST = ...`) or OpenSSL's slash form (`/C=FR/ST=...`, `\xHH` for non-ASCII bytes), the
  * latter possibly xtext-encoded by Sendmail. Two spellings are the same subject iff their
- * normalised RDN sequences are equal in one order or its reverse: `Dn.key` encodes exactly that,
- * so one Map lookup compares.
+ * normalised RDN sequences are equal in one order or its reverse, a multi-valued RDN (`+`) being
+ * compared as a set of attributes: `Dn.key` encodes exactly that, so one Map lookup compares.
+ *
+ * Equality folds only what mssante-rules §3 documents: ASCII letter case (plus the simple case
+ * pairs of non-ASCII letters, never onto ASCII), ASCII spaces around separators and at the ends of
+ * values, interior runs of ASCII spaces and U+00A0 (the real list writes `LA\u00a0 MUSSE`), RFC
+ * 4514/1779 quotes and escapes, and `Paris(75)` = `Paris (75)`. Every other code point is
+ * significant: no Unicode normalisation (NFC maps U+212A KELVIN SIGN to `K`), no trimming of
+ * U+00A0, TAB, U+2000–U+200A, U+3000 or U+FEFF, so `mx.victim.test\u00a0` is not `mx.victim.test`.
  *
  * MTA-rendered DNs are attacker-controlled: input is bounded, scanning is linear (hand-written
  * scanners, no backtracking regex), and nothing here throws on bad input.
  */
 import { LRUCache } from 'lru-cache';
 
-export interface Rdn {
+/** One attribute (type and normalised value). */
+export interface Ava {
   readonly type: string;
   readonly value: string;
 }
+
+/** One RDN: usually one attribute, several for a multi-valued RDN (`CN=x+SERIALNUMBER=1`), a set. */
+export type Rdn = readonly Ava[];
 
 export interface Dn {
   readonly rdns: readonly Rdn[];
@@ -106,10 +117,11 @@ function canonicalType(raw: string): string | null {
 }
 
 /**
- * True when `s` at `from` reads `<spaces>TYPE<spaces>=`. Bounded look-ahead, so a scan that calls
- * it at every character stays linear.
+ * What `s` at `from` reads: `<spaces>TYPE<spaces>=` with a type known to OpenSSL's slash form
+ * ('known'), with any other well-formed type ('other'), or no type at all ('none'). Bounded
+ * look-ahead, so a scan that calls it at every character stays linear.
  */
-function typeFollows(s: string, from: number, knownOnly: boolean): boolean {
+function typeAt(s: string, from: number): 'known' | 'other' | 'none' {
   let i = from;
   const n = s.length;
   while (i < n && isHorizontalSpace(s.charCodeAt(i))) i++;
@@ -121,14 +133,18 @@ function typeFollows(s: string, from: number, knownOnly: boolean): boolean {
     i++;
   }
   const end = i;
-  if (end === start) return false;
+  if (end === start) return 'none';
   while (i < n && isHorizontalSpace(s.charCodeAt(i))) i++;
-  if (i >= n || s.charCodeAt(i) !== 0x3d) return false;
+  if (i >= n || s.charCodeAt(i) !== 0x3d) return 'none';
   const raw = s.slice(start, end);
-  if (canonicalType(raw) === null) return false;
-  if (!knownOnly) return true;
+  if (canonicalType(raw) === null) return 'none';
   const lower = raw.toLowerCase();
-  return SLASH_TYPES.has(lower) || isDigit(lower.charCodeAt(0)) || lower.startsWith('oid.');
+  return SLASH_TYPES.has(lower) || isDigit(lower.charCodeAt(0)) || lower.startsWith('oid.') ? 'known' : 'other';
+}
+
+function typeFollows(s: string, from: number, knownOnly: boolean): boolean {
+  const t = typeAt(s, from);
+  return t === 'known' || (!knownOnly && t === 'other');
 }
 
 /**
@@ -262,15 +278,15 @@ function quotedInner(s: string): string | null {
   return null;
 }
 
-// Horizontal white space only: a decoded line break or NUL stays visible and never matches a space.
-const SPACE_RUN = /[\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\ufeff]+/g;
+// Interior runs of ASCII spaces and U+00A0, as the real list writes them. Nothing else is a space.
+const SPACE_RUN = /[ \u00a0]+/g;
 
+/** The only space folded around separators and at the ends of values: ASCII SPACE. */
 function isHorizontalSpace(c: number): boolean {
-  return c === 0x20 || c === 0x09 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a)
-    || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+  return c === 0x20;
 }
 
-/** Trim of horizontal white space, by hand: an anchored regex would be quadratic on long runs. */
+/** Trim of ASCII spaces, by hand: an anchored regex would be quadratic on long runs. */
 function trimSpaces(s: string): string {
   let a = 0;
   let b = s.length;
@@ -279,19 +295,52 @@ function trimSpaces(s: string): string {
   return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
-/** Decoded text → comparison form: NFC, white space collapsed, `X(75)` → `x (75)`, lower-case. */
+/**
+ * Case fold that cannot merge distinct characters beyond letter case: ASCII letters, and a
+ * non-ASCII letter only when its lower case is one non-ASCII code point whose upper case is the
+ * letter again (É/é, Σ/σ). U+212A KELVIN SIGN (→ `k`), U+0130 (→ `i` + U+0307) and U+212B
+ * ANGSTROM SIGN (→ `å`, whose upper case is U+00C5) stay as they are.
+ */
+function foldCase(v: string): string {
+  let ascii = true;
+  for (let i = 0; i < v.length; i++) {
+    if (v.charCodeAt(i) > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return v.toLowerCase();
+  let out = '';
+  for (const ch of v) {
+    const c = ch.codePointAt(0)!;
+    if (c <= 0x7f) {
+      out += c >= 0x41 && c <= 0x5a ? String.fromCharCode(c + 0x20) : ch;
+      continue;
+    }
+    const lower = ch.toLowerCase();
+    const lc = lower.codePointAt(0)!;
+    out += lower !== ch && lc > 0x7f && lower.length === String.fromCodePoint(lc).length && lower.toUpperCase() === ch ? lower : ch;
+  }
+  return out;
+}
+
+/**
+ * Decoded text → comparison form: ASCII spaces trimmed, interior space/U+00A0 runs → one space,
+ * `X(75)` → `x (75)`, letter case folded. Nothing else: any other code point is significant.
+ */
 function canonicalText(s: string): string {
-  let v = trimSpaces(s.normalize('NFC').replace(SPACE_RUN, ' '));
+  let v = trimSpaces(s);
+  // Only runs inside the value: a U+00A0 left at either end after trimming stays significant.
+  v = v.replace(SPACE_RUN, (run, at: number) => (at > 0 && at + run.length < v.length ? ' ' : run));
   if (v.includes('(') || v.includes(')')) {
     v = v.replace(/([^ (])\(/g, '$1 (').replace(/\( /g, '(').replace(/ \)/g, ')');
   }
-  // toLowerCase is locale-independent (unlike toLocaleLowerCase); NFC again as case mapping may decompose.
-  return v.toLowerCase().normalize('NFC');
+  return foldCase(v);
 }
 
 /**
  * A value as written in a comma-form DN → comparison form: trim, strip one pair of surrounding
- * quotes, unescape, then NFC, NBSP/whitespace runs → one space, `X(75)` → `X (75)`, lower-case.
+ * quotes, unescape, then canonicalText.
  */
 export function normaliseValue(value: string): string {
   const trimmed = trimSpaces(value);
@@ -309,21 +358,32 @@ export function normaliseCn(cn: string): string {
 }
 
 function escapeKeyValue(v: string): string {
-  return v.includes('\\') || v.includes(',') ? v.replace(/[\\,]/g, (c) => `\\${c}`) : v;
+  return v.includes('\\') || v.includes(',') || v.includes('+') ? v.replace(/[\\,+]/g, (c) => `\\${c}`) : v;
 }
 
-function buildDn(rdns: Rdn[]): DnParseResult {
-  if (rdns.length === 0) return fail('empty DN');
+/** Groups attributes into RDNs: `joined[i]` says attribute i was joined to the previous by `+`. */
+function buildDn(avas: Ava[], joined: boolean[]): DnParseResult {
+  if (avas.length === 0) return fail('empty DN');
+  const rdns: Ava[][] = [];
+  avas.forEach((a, i) => {
+    if (joined[i] === true && rdns.length > 0) rdns[rdns.length - 1]!.push(a);
+    else rdns.push([a]);
+  });
   let cn: string | null = null;
   const parts: string[] = [];
-  for (const r of rdns) {
-    if (r.type === 'CN') cn = r.value;
-    parts.push(`${r.type}=${escapeKeyValue(r.value)}`);
+  for (const rdn of rdns) {
+    const members: string[] = [];
+    for (const a of rdn) {
+      if (a.type === 'CN') cn = a.value;
+      members.push(`${a.type}=${escapeKeyValue(a.value)}`);
+    }
+    // A multi-valued RDN is a set: its members' order carries no meaning, their grouping does.
+    parts.push(members.sort().join('+'));
   }
   const forward = parts.join(',');
   const backward = parts.reverse().join(',');
   const dn: Dn = Object.freeze({
-    rdns: Object.freeze(rdns),
+    rdns: Object.freeze(rdns.map((r) => Object.freeze(r))),
     cn: cn === '' ? null : cn,
     key: backward < forward ? backward : forward,
   });
@@ -332,7 +392,9 @@ function buildDn(rdns: Rdn[]): DnParseResult {
 
 /** RFC 4514 / RFC 1779 / GnuTLS / OpenSSL oneline: `TYPE=value` separated by `,` `;` or `+`. */
 function parseCommaForm(s: string): DnParseResult {
-  const rdns: Rdn[] = [];
+  const avas: Ava[] = [];
+  const joined: boolean[] = [];
+  let plus = false;
   const n = s.length;
   let i = 0;
   for (;;) {
@@ -370,16 +432,25 @@ function parseCommaForm(s: string): DnParseResult {
         break;
       } else k++;
     }
-    rdns.push(Object.freeze({ type, value: normaliseValue(s.slice(j + 1, sep < 0 ? n : sep)) }));
+    avas.push(Object.freeze({ type, value: normaliseValue(s.slice(j + 1, sep < 0 ? n : sep)) }));
+    joined.push(plus);
     if (sep < 0) break;
+    plus = s.charCodeAt(sep) === 0x2b;
     i = sep + 1;
   }
-  return buildDn(rdns);
+  return buildDn(avas, joined);
 }
 
-/** OpenSSL X509_NAME_oneline: `/TYPE=value...`, `+` between members of a multi-valued RDN. */
+/**
+ * OpenSSL X509_NAME_oneline: `/TYPE=value...`, `+` between members of a multi-valued RDN. Old
+ * OpenSSL escapes neither inside values, so a `/` or `+` separates only when a known type and `=`
+ * follow; one followed by some other `TYPE=` could be either (an attribute OpenSSL has no name for,
+ * or value text), so the DN is refused rather than guessed.
+ */
 function parseSlashForm(s: string): DnParseResult {
-  const rdns: Rdn[] = [];
+  const avas: Ava[] = [];
+  const joined: boolean[] = [];
+  let plus = false;
   const n = s.length;
   if (!typeFollows(s, 1, true)) return fail('invalid attribute type');
   let start = 1;
@@ -389,8 +460,12 @@ function parseSlashForm(s: string): DnParseResult {
     while (k < n) {
       const c = s.charCodeAt(k);
       if (c === 0x5c) k += 2;
-      else if ((c === 0x2f || c === 0x2b) && typeFollows(s, k + 1, true)) break;
-      else k++;
+      else if (c === 0x2f || c === 0x2b) {
+        const t = typeAt(s, k + 1);
+        if (t === 'known') break;
+        if (t === 'other') return fail(`ambiguous '${s[k]}' in slash form`);
+        k++;
+      } else k++;
     }
     const end = Math.min(k, n);
     const seg = s.slice(start, end);
@@ -399,12 +474,14 @@ function parseSlashForm(s: string): DnParseResult {
     const type = canonicalType(trimSpaces(seg.slice(0, eq)));
     if (type === null) return fail('invalid attribute type');
     // Slash values have no quoting syntax: quotes are literal, as GnuTLS's unescaped `\"` are.
-    rdns.push(Object.freeze({ type, value: canonicalText(decodeOpensslEscapes(seg.slice(eq + 1))) }));
+    avas.push(Object.freeze({ type, value: canonicalText(decodeOpensslEscapes(seg.slice(eq + 1))) }));
+    joined.push(plus);
     if (end >= n) break;
+    plus = s.charCodeAt(k) === 0x2b;
     start = k + 1;
     k = start;
   }
-  return buildDn(rdns);
+  return buildDn(avas, joined);
 }
 
 /** Parses a DN in comma form (any order) or OpenSSL slash form. Never throws. */
@@ -464,8 +541,7 @@ function escapeForDisplay(v: string): string {
 export function formatDn(dn: Dn): string {
   const first = dn.rdns[0];
   const last = dn.rdns[dn.rdns.length - 1];
-  const rdns = first !== undefined && last !== undefined && first.type !== 'CN' && last.type === 'CN'
-    ? [...dn.rdns].reverse()
-    : dn.rdns;
-  return rdns.map((r) => `${r.type}=${escapeForDisplay(r.value)}`).join(',');
+  const isCn = (r: Rdn | undefined): boolean => r !== undefined && r.some((a) => a.type === 'CN');
+  const rdns = !isCn(first) && isCn(last) ? [...dn.rdns].reverse() : dn.rdns;
+  return rdns.map((r) => r.map((a) => `${a.type}=${escapeForDisplay(a.value)}`).join('+')).join(',');
 }

@@ -4,8 +4,15 @@
  */
 import type { Frontend } from '../observe/metrics.js';
 
-/** The SMTP stage the question is asked at. Only `mail` and `rcpt` are decided. */
-export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'other';
+/**
+ * The SMTP stage the question is asked at. `mail`, `rcpt` and `data` (DATA and END-OF-MESSAGE:
+ * sender and certificate are known there) are decided; the others cannot be and answer DUNNO.
+ */
+export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'vrfy' | 'etrn' | 'other';
+
+/** Stages a check can be misplaced at (never decided): the bounded label set of misplaced_checks_total. */
+export const UNDECIDED_STAGES = ['connect', 'helo', 'vrfy', 'etrn', 'other'] as const satisfies readonly Stage[];
+export type UndecidedStage = (typeof UNDECIDED_STAGES)[number];
 
 /**
  * The client certificate as the MTA describes it.

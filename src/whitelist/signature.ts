@@ -591,7 +591,7 @@ function keyInfoSigner(leaf: X509Certificate): KeyInfoSigner {
 function signerIdentity(leaf: X509Certificate): { cn: string | null; key: string | null } {
   const parsed = parseDn(leaf.subject.split('\n').join(','));
   if (!parsed.ok) return { cn: null, key: null };
-  const cns = parsed.dn.rdns.filter((r) => r.type === 'CN');
+  const cns = parsed.dn.rdns.flat().filter((ava) => ava.type === 'CN');
   return { cn: cns.length === 1 ? (cns[0]?.value ?? null) : null, key: parsed.dn.key };
 }
 

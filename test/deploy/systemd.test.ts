@@ -96,8 +96,13 @@ test('the unit runs the documented command, and the daemon accepts it', async ()
   // Same command line, the config file swapped for a temp one: it must parse and resolve.
   const dir = mkdtempSync(join(tmpdir(), 'mssante-unit-'));
   const config = join(dir, 'config.json');
+  // A config that forgot `whitelist` is refused, never served the demo list (every real mail would get 550).
   writeFileSync(config, JSON.stringify({ 'policy-listen': '127.0.0.1:10040', 'http-listen': '127.0.0.1:9464' }));
   const args = execStart.slice(1).map((a) => (a === '/etc/mssante-policyd/config.json' ? config : a));
+  const forgot = await run(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli.ts'), ...args, '--print-config']);
+  assert.equal(forgot.code, 2);
+  assert.match(forgot.stderr, /no whitelist given/);
+  writeFileSync(config, JSON.stringify({ whitelist: 'https://listeblanche.example/liste.xml', signer: ['/etc/mssante-policyd/signer.pem'], 'policy-listen': '127.0.0.1:10040', 'http-listen': '127.0.0.1:9464' }));
   const res = await run(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli.ts'), ...args, '--print-config']);
   assert.equal(res.code, 0, res.stderr);
   const effective = JSON.parse(res.stdout) as { stateDir: string; policyListen: string };

@@ -4,8 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DEMO_SIGNER, DEMO_WHITELIST } from '../../src/config.js';
 import { runCli } from '../support/cli.js';
+import { REPO_ROOT } from '../support/fixtures.js';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
 
 describe('demo list and the query command (README examples)', () => {
@@ -44,7 +48,7 @@ describe('demo list and the query command (README examples)', () => {
   });
 
   it('serve --print-config shows the effective configuration and its origins', () => {
-    const r = runCli(['serve', '--print-config', '--refresh', '600'], { env: { MSSANTE_POLICYD_MAX_SHRINK: '25' } });
+    const r = runCli(['serve', '--whitelist', 'demo', '--print-config', '--refresh', '600'], { env: { MSSANTE_POLICYD_MAX_SHRINK: '25' } });
     assert.equal(r.code, 0);
     const config = JSON.parse(r.stdout) as { refreshSeconds: number; maxShrinkPercent: number; whitelistIsDemo: boolean; origins: Record<string, string> };
     assert.equal(config.refreshSeconds, 600);
@@ -52,6 +56,29 @@ describe('demo list and the query command (README examples)', () => {
     assert.equal(config.maxShrinkPercent, 25);
     assert.equal(config.origins['max-shrink'], 'env');
     assert.equal(config.whitelistIsDemo, true);
+  });
+
+  it('serve outside npm start refuses to run on the demo list unless told so', () => {
+    const r = runCli(['serve', '--print-config']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^serve: no whitelist given .*"demo"/);
+    const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    assert.match(pkg.scripts['start'] ?? '', / serve --whitelist demo\b/);
+  });
+
+  it('query takes the policy address from --config, as serve reads it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const config = join(dir, 'config.json');
+    writeFileSync(config, JSON.stringify({ whitelist: 'demo', 'policy-listen': daemon.policyAddress }));
+    const r = runCli(['query', '--config', config, 'encryption_protocol=TLSv1.3', 'ccert_subject=mx.demo-hopital.test', 'sender=dr.martin@demo-hopital.mssante.fr']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'action=DUNNO\n');
+    // --policy still wins over the file.
+    assert.equal(runCli(['query', '--config', config, '--policy', '127.0.0.1:1', 'sender=a@b.fr']).code, 1);
+    writeFileSync(config, JSON.stringify({ 'policy-listen': 'nonsense' }));
+    const bad = runCli(['query', '--config', config, 'sender=a@b.fr']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^query: invalid listen address/);
   });
 
   it('serve refuses a bad flag with a clear error and exit 2', () => {

@@ -31,6 +31,10 @@ interface Pki {
   opATwin: Issued;
   /** Chains to a CA Exim does not trust. */
   rogue: Issued;
+  /** A second CA, trusted by Exim only in the --trusted-issuer-cn scenario. */
+  otherCa: Issued;
+  /** opA's exact subject, issued by otherCa. */
+  opAOtherIssuer: Issued;
 }
 
 let shared: Pki | undefined;
@@ -45,7 +49,10 @@ function createPki(): Pki {
   const pki = new TestPki();
   const ca = pki.createCa('ca', CA_SUBJECT);
   const other = pki.createCa('other-ca', [['C', 'FR'], ['O', 'ROGUE'], ['CN', 'ROGUE CA']]);
+  const otherCa = pki.createCa('second-ca', [['C', 'FR'], ['O', 'AUTRE PKI'], ['CN', 'AC AUTRE SERVEURS']]);
   return {
+    otherCa,
+    opAOtherIssuer: pki.issue('op-a-other-issuer', operatorSubject('mx.operateur-a.test', 'OPERATEUR A'), otherCa, { usage: 'tls' }),
     pki,
     ca,
     server: pki.issue('server', operatorSubject('mx.exim.test', 'RECEIVER'), ca, { usage: 'tls', dnsNames: ['mx.exim.test'] }),
@@ -59,7 +66,7 @@ function createPki(): Pki {
 const REQUEST_ATTRIBUTES = new Set([
   '', 'request', 'protocol_state', 'protocol_name', 'client_address', 'client_port', 'client_name', 'helo_name',
   'sender', 'recipient', 'recipient_count', 'queue_id', 'encryption_protocol', 'encryption_cipher',
-  'encryption_keysize', 'x_ccert_dn', 'x_ccert_verified', 'instance',
+  'encryption_keysize', 'x_ccert_dn', 'x_ccert_verified', 'x_ccert_issuer_dn', 'instance',
 ]);
 
 /** GnuTLS (Exim's $tls_in_peerdn) writes the subject in certificate order, comma separated. */
@@ -184,6 +191,7 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.notEqual(req.get('encryption_cipher') ?? '', '');
     assert.equal(req.get('x_ccert_verified'), '1');
     assert.equal(req.get('x_ccert_dn'), gnutlsDn(p.opA));
+    assert.equal(req.get('x_ccert_issuer_dn'), gnutlsDn(p.ca));
     assert.deepEqual([...req.keys()].filter((k) => !REQUEST_ATTRIBUTES.has(k)), []);
   });
 
@@ -240,6 +248,7 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.equal(req.get('encryption_protocol'), '');
     assert.equal(req.get('x_ccert_dn'), '');
     assert.equal(req.get('x_ccert_verified'), '0');
+    assert.equal(req.get('x_ccert_issuer_dn'), '');
   });
 
   test('bounce: the empty sender is sent as an empty value', async (t) => {
@@ -444,6 +453,44 @@ describe('Exim and the real mssante-policyd', () => {
     const retry = await send(exim.port, 'alice@operateur-a.test', 'frank@recv.test', p.opA);
     assert.match(reply(retry, 'RCPT'), /^250 /, why(retry, exim));
     await exim.waitForMail('frank@recv.test', retry.testId);
+  });
+});
+
+describe('Exim and the real mssante-policyd with --trusted-issuer-cn (issuer from x_ccert_issuer_dn)', () => {
+  let bin: string | null = null;
+  let p: Pki;
+  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  let exim: RunningExim | undefined;
+
+  before(async () => {
+    bin = eximOrNull();
+    if (bin === null) return;
+    p = makePki();
+    const whitelist = join(p.pki.dir, 'whitelist-issuer.xml');
+    const generatedAt = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    writeFileSync(whitelist, buildListXml([{ nom: 'operateur-a.test', dn: p.opA.subjectRfc2253 }], generatedAt));
+    daemon = await startDaemon({ whitelist, extraArgs: ['--trusted-issuer-cn', 'TEST AC IGC-SANTE ELEMENTAIRE SERVEURS'] });
+    // Exim verifies chains to both CAs: only the daemon's issuer check tells them apart.
+    exim = await startExim({ bin, policyAddress: daemon.policyAddress, serverCert: p.server, ca: p.ca, extraCas: [p.otherCa] });
+  });
+  after(async () => {
+    if (exim) await exim.stop();
+    if (daemon) await daemon.stop();
+  });
+
+  test('listed certificate from the trusted issuer: accepted and delivered', async (t) => {
+    if (!ready(t, bin) || exim === undefined) return;
+    const run = await send(exim.port, 'alice@operateur-a.test', 'gina@recv.test', p.opA);
+    assert.match(reply(run, 'RCPT'), /^250 /, why(run, exim));
+    assert.match(reply(run, '.'), /^250 /, why(run, exim));
+    await exim.waitForMail('gina@recv.test', run.testId);
+  });
+
+  test('the same listed subject from another issuer Exim verified: refused 5.7.1 cert_issuer_not_trusted', async (t) => {
+    if (!ready(t, bin) || exim === undefined) return;
+    const run = await send(exim.port, 'alice@operateur-a.test', 'hugo@recv.test', p.opAOtherIssuer);
+    assert.equal(unwrapped(reply(run, 'RCPT')), POLICY_ACTIONS.cert_issuer_not_trusted, why(run, exim));
+    assert.ok(!exim.delivered().includes('hugo@recv.test'));
   });
 });
 

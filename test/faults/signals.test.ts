@@ -1,12 +1,12 @@
 /**
- * Signals against the running daemon: a SIGHUP storm (loads coalesce, answers stay right) and
+ * Signals against the running daemon: a SIGHUP storm during a held load (loads coalesce, answers
+ * stay right; no assertion depends on the machine's speed) and
  * SIGTERM with 100 busy connections on both frontends (answers in flight complete, listeners close,
  * exit 0 — and what does not finish is cut at --shutdown-grace, still exit 0).
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, describe, it, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeMacro, encodeMail, encodeRaw, SMFIC } from '../../src/frontends/milter/codec.js';
 import { encodeRequest } from '../../src/frontends/policy/codec.js';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
@@ -47,7 +47,7 @@ function refused(address: string): Promise<boolean> {
   });
 }
 
-describe('signals (running daemon)', { timeout: 120_000 }, () => {
+describe('signals (running daemon)', { timeout: 600_000 }, () => {
   let lists: ListSigner | null = null;
   let server: HttpsListServer | null = null;
   const daemons: DaemonHandle[] = [];
@@ -58,49 +58,59 @@ describe('signals (running daemon)', { timeout: 120_000 }, () => {
     lists?.cleanup();
   });
 
-  it('SIGHUP storm (100 in a second): loads coalesce, answers stay right, the daemon lives', async (t: TestContext) => {
+  it('SIGHUP storm during a load: the signals coalesce into one queued load, answers stay right, the daemon lives', async (t: TestContext) => {
     if (toolOrSkip(t, 'xmlsec1') === null || toolOrSkip(t, 'openssl') === null) return;
     lists = createListSigner();
     server = await startHttpsListServer(lists.pki);
     // 2 000 entries and no validators: every load downloads and verifies the whole list again.
     const entries = [...BASE_ENTRIES, ...Array.from({ length: 2000 }, (_, i) => ({ nom: `storm${i}.mssante.test`, dn: OP1_DN }))];
     const generatedAt = isoDays(-1);
-    server.setBehaviour({ kind: 'serve', body: lists.sign(entries, generatedAt), etag: null });
+    const body = lists.sign(entries, generatedAt);
+    server.setBehaviour({ kind: 'serve', body, etag: null });
     const d = await startDaemon({ whitelist: server.url, milter: true, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
     daemons.push(d);
     await waitFor('the start-up load', async () => (await listInForce(d)).lastSuccessAt !== null && logRecords(d, 'list_loaded').length > 0);
+    // The load's duration is observed after its log line: wait for it, or it would count as a storm load.
+    await waitFor('the start-up load to be counted', async () => (await metricNow(d, 'whitelist_load_duration_seconds_count')) >= 1);
     const loadsBefore = await metricNow(d, 'whitelist_load_duration_seconds_count');
+    const unchangedBefore = logRecords(d, 'list_unchanged').length;
+    const sighupsBefore = logRecords(d, 'sighup').length;
     const getsBefore = server.requests.length;
     const witness = await startWitness(d);
 
-    for (let i = 0; i < 100; i++) {
+    // The download of the first reload is held by the test until every signal has reached the
+    // daemon: coalescing is then a fact of the code, not of how fast the machine is.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    server.setBehaviour({ kind: 'held', until: gate, then: { kind: 'serve', body, etag: null } });
+    const SIGNALS = 30;
+    d.signal('SIGHUP');
+    await waitFor('the first reload to reach the list server', () => server!.requests.length > getsBefore, 60_000);
+    for (let i = 2; i <= SIGNALS; i++) {
       d.signal('SIGHUP');
-      await sleep(10);
+      // One at a time, each seen by the daemon: signals sent together may merge in the kernel.
+      await waitFor(`SIGHUP ${i} in the log`, () => logRecords(d, 'sighup').length - sighupsBefore >= i, 60_000);
     }
-    // Quiet: every load has ended once the count stops moving and the logs caught up with it.
-    let loads = -1;
-    await waitFor(
-      'the loads to settle',
-      async () => {
-        const now = (await metricNow(d, 'whitelist_load_duration_seconds_count')) - loadsBefore;
-        const settled = now === loads;
-        loads = now;
-        return settled && logRecords(d, 'list_unchanged').length === loads;
-      },
-      60_000,
-      1000,
-    );
+    assert.equal(server.requests.length - getsBefore, 1, 'no second download beside the held one');
+    release();
+
+    // The running load, then at most one queued behind it: exactly two, whatever the speed.
+    await waitFor('the running and the queued load to end', async () => {
+      const loads = (await metricNow(d, 'whitelist_load_duration_seconds_count')) - loadsBefore;
+      return loads >= 2 && logRecords(d, 'list_unchanged').length - unchangedBefore >= 2;
+    }, 120_000, 200);
     const report = await witness.stop();
-    const sighups = logRecords(d, 'sighup').length;
+    const loads = (await metricNow(d, 'whitelist_load_duration_seconds_count')) - loadsBefore;
+    const sighups = logRecords(d, 'sighup').length - sighupsBefore;
     t.diagnostic(`${sighups} SIGHUP seen, ${loads} loads, ${report.policyAnswers} policy and ${report.milterAnswers} milter answers`);
 
     assert.ok(isAlive(d.pid), 'alive');
-    assert.ok(sighups >= 50, `most signals reached the daemon (${sighups})`);
-    assert.ok(loads >= 2, 'a load ran, and one was queued behind it');
-    assert.ok(loads * 3 < sighups, `loads coalesced: ${loads} loads for ${sighups} signals`);
+    assert.equal(sighups, SIGNALS);
+    assert.ok(loads >= 1 && loads < sighups, `loads coalesced: ${loads} loads for ${sighups} signals`);
+    assert.equal(loads, 2, 'the running load and one queued behind it');
     assert.equal(server.requests.length - getsBefore, loads, 'one download per load, none started beside a running one');
     assert.deepEqual(report.wrong, [], 'every answer during the storm was a pass');
-    assert.ok(report.policyAnswers > 10 && report.milterAnswers > 10);
+    assert.ok(report.policyAnswers > 0 && report.milterAnswers > 0, 'answers went on during the storm');
     const s = await listInForce(d);
     assert.equal(s.generatedAt, generatedAt);
     assert.equal(s.domains, entries.length);

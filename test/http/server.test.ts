@@ -256,6 +256,62 @@ describe('http server', () => {
   });
 });
 
+/** One request with the given Host header (undefined: no Host header at all, as HTTP/1.0 allows). */
+function withHost(address: string, path: string, host: string | undefined): Promise<{ status: number; body: string }> {
+  const i = address.lastIndexOf(':');
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: address.slice(0, i), port: Number(address.slice(i + 1)), path, setHost: false, headers: host === undefined ? {} : { host } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('Host allow-list (DNS rebinding)', () => {
+  const { deps } = fakeWorld();
+  let server: Awaited<ReturnType<typeof startHttpServer>>;
+  before(async () => {
+    server = await startHttpServer('127.0.0.1:0', { ...deps, allowedHosts: ['metrics.internal.example', 'proxy.example:8443'] });
+  });
+  after(async () => {
+    await server.close();
+  });
+
+  it('answers loopback names, the listen address and --http-allowed-host, with or without a port', async () => {
+    const port = server.address.slice(server.address.lastIndexOf(':') + 1);
+    for (const host of ['localhost', `localhost:${port}`, 'LOCALHOST', '127.0.0.1', `127.0.0.1:${port}`, '[::1]', `[::1]:${port}`, 'metrics.internal.example', 'metrics.internal.example:9464', 'proxy.example:8443']) {
+      const r = await withHost(server.address, '/metrics', host);
+      assert.equal(r.status, 200, host);
+    }
+  });
+
+  it('refuses any other Host with 421 and a body that tells nothing of the daemon', async () => {
+    for (const host of ['evil.example', 'evil.example:9464', 'localhost.evil.example', '127.0.0.1.nip.io', 'proxy.example', 'proxy.example:80', '[::2]', 'localhost:abc', 'local host', '', 'x'.repeat(400)]) {
+      for (const path of ['/metrics', '/v1/whitelist', '/v1/whitelist/domains/hopital.mssante.fr', '/v1/decide?sender=a@hopital.mssante.fr', '/healthz']) {
+        const r = await withHost(server.address, path, host);
+        assert.equal(r.status, 421, `${host} ${path}`);
+        assert.deepEqual(JSON.parse(r.body), { statusCode: 421, code: 'host_not_allowed', error: 'Misdirected Request', message: 'Host not allowed' });
+        assert.doesNotMatch(r.body, /mssante_policyd|hopital|usable/);
+      }
+    }
+  });
+
+  it('the listen address itself is allowed when it is not loopback-named', async () => {
+    const { deps: d } = fakeWorld();
+    const s = await startHttpServer('0.0.0.0:0', d);
+    try {
+      const port = s.address.slice(s.address.lastIndexOf(':') + 1);
+      assert.equal((await withHost(`127.0.0.1:${port}`, '/healthz', `0.0.0.0:${port}`)).status, 200);
+      assert.equal((await withHost(`127.0.0.1:${port}`, '/healthz', 'mx.example')).status, 421);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe('readiness from the event loop', () => {
   it('turns not ready while the loop is saturated, and ready again once it recovers', async () => {
     const { world, deps } = fakeWorld();

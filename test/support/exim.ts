@@ -12,7 +12,7 @@
  * and harmless): hence the Debian-exim ownership below and a transport user of Debian-exim.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, chmodSync, chownSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, appendFileSync, chmodSync, chownSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -101,6 +101,8 @@ export interface EximOptions {
   readonly serverCert: Issued;
   /** The CA client certificates must chain to (tls_verify_certificates). */
   readonly ca: Issued;
+  /** More CAs Exim also trusts for client certificates (appended to tls_verify_certificates' file). */
+  readonly extraCas?: readonly Issued[];
   /** The SMTP stages that ask the daemon; default RCPT only. */
   readonly stages?: ReadonlyArray<'MAIL' | 'RCPT'>;
   /** Seconds Exim waits for the daemon (MSSANTE_POLICYD_TIMEOUT); default the deploy file's. */
@@ -143,6 +145,7 @@ export async function startExim(options: EximOptions): Promise<RunningExim> {
   const serverCrt = tls('server.crt', options.serverCert.certPath);
   const serverKey = tls('server.key', options.serverCert.keyPath);
   const caCrt = tls('ca.crt', options.ca.certPath);
+  for (const extra of options.extraCas ?? []) appendFileSync(caCrt, readFileSync(extra.certPath));
   const port = await freePort();
   const stages = options.stages ?? ['RCPT'];
 

@@ -31,6 +31,8 @@ export type Behaviour =
   | { readonly kind: 'fail-then'; readonly failures: number; readonly status?: number; readonly then: Behaviour }
   /** Reads the request and never answers. */
   | { readonly kind: 'hang' }
+  /** Holds each request until `until` settles, then answers with `then`: a load that waits on the test, not on speed. */
+  | { readonly kind: 'held'; readonly until: Promise<unknown>; readonly then: Behaviour }
   /** Headers at once (with Content-Length), then one byte every intervalMs (default 1000). */
   | { readonly kind: 'drip'; readonly body: Buffer | string; readonly intervalMs?: number }
   /** `bytes` bytes of filler, streamed; with or without a Content-Length. */
@@ -124,6 +126,9 @@ export async function startHttpsListServer(pki?: TestPki): Promise<HttpsListServ
         else handle(b.then, req, res, index - b.failures);
         return;
       case 'hang':
+        return;
+      case 'held':
+        void b.until.then(() => handle(b.then, req, res, index), () => handle(b.then, req, res, index));
         return;
       case 'drip':
         drip(Buffer.from(b.body), b.intervalMs ?? 1000, res);

@@ -96,6 +96,8 @@ export interface PostfixOptions {
   readonly serverCert: { readonly certPath: string; readonly keyPath: string };
   /** Addresses delivered to a maildir each; their domains are this MX's domains. */
   readonly recipients: readonly string[];
+  /** main.cf lines appended after the deploy file (a later setting overrides an earlier one). */
+  readonly extraMainCf?: readonly string[];
 }
 
 export interface QueueEntry {
@@ -179,6 +181,7 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
     '',
     `# ---- ${file} ----`,
     deploy,
+    ...(options.extraMainCf !== undefined ? ['', '# ---- test overrides ----', ...options.extraMainCf] : []),
   ].join('\n');
   writeFileSync(join(configDir, 'main.cf'), base);
   // No chroot for an inet: service: the inet: policy and Milter connections work the same from inside

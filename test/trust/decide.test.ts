@@ -58,6 +58,14 @@ const cases: Array<[string, Partial<Facts>, ReasonId]> = [
   ['garbage DN', { cert: dn('not a dn') }, 'cert_not_listed'],
   ['HELO stage is not decided', { stage: 'helo', cert: null }, 'not_decided_at_this_stage'],
   ['MAIL stage is decided', { stage: 'mail', sender: 'a@op2.mssante.fr' }, 'sender_cert_mismatch'],
+  // Fail closed: a check put in smtpd_data_restrictions / smtpd_end_of_data_restrictions decides.
+  ['DATA stage is decided: unlisted certificate refused', { stage: 'data', cert: cn('mx.evil.fr') }, 'cert_not_listed'],
+  ['DATA stage is decided: no certificate refused', { stage: 'data', cert: null }, 'cert_missing'],
+  ['DATA stage is decided: listed certificate passes', { stage: 'data' }, 'ok'],
+  ['CONNECT stage is not decided', { stage: 'connect', cert: cn('mx.evil.fr') }, 'not_decided_at_this_stage'],
+  ['VRFY stage is not decided', { stage: 'vrfy' }, 'not_decided_at_this_stage'],
+  ['ETRN stage is not decided', { stage: 'etrn' }, 'not_decided_at_this_stage'],
+  ['unknown stage is not decided', { stage: 'other' }, 'not_decided_at_this_stage'],
 ];
 
 describe('decide()', () => {
@@ -114,7 +122,7 @@ describe('decide()', () => {
       fc.property(
         arbitraryCert,
         fc.option(fc.oneof(fc.string(), fc.emailAddress(), fc.constantFrom('a@op1.mssante.fr', 'a@op2.mssante.fr', ''))),
-        fc.constantFrom('rcpt', 'mail'),
+        fc.constantFrom('rcpt', 'mail', 'data') as fc.Arbitrary<'rcpt' | 'mail' | 'data'>,
         (cert, sender, stage) => {
           const d = decide(facts({ cert, sender, stage }), index);
           if (d.reason.result !== 'pass') return;

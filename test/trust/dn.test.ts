@@ -165,10 +165,11 @@ describe('list spelling variants (mssante-rules §3) compared with the clean spe
       same: true,
     },
     {
+      // Not a documented variant (the real list is NFC throughout): other code points, other subject.
       name: 'decomposed (NFD) vs composed accents',
       variant: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER ORTHEZ,ST=Pyre\u0301ne\u0301es-Atlantiques (64),C=FR',
       clean: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER ORTHEZ,ST=Pyrénées-Atlantiques (64),C=FR',
-      same: true,
+      same: false,
     },
     { name: 'escaped trailing space', variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC\\ ,ST=Gironde (33),C=FR', clean: CADILLAC, same: true },
     { name: 'RFC 1779 ; separators', variant: 'CN=mss.ch-cadillac.fr; OU=1330781295; O=C.H. DE CADILLAC; ST=Gironde (33); C=FR', clean: CADILLAC, same: true },
@@ -200,18 +201,26 @@ describe('list spelling variants (mssante-rules §3) compared with the clean spe
 
   test('a bare + or ; inside a value is text, not a separator', () => {
     const dn = dnOf('CN=h.example.fr,O=SOINS+DOMICILE;NORD,C=FR');
-    assert.deepEqual(dn.rdns.map((r) => r.type), ['CN', 'O', 'C']);
-    assert.equal(dn.rdns[1]!.value, 'soins+domicile;nord');
+    assert.deepEqual(dn.rdns.map((r) => r.map((a) => a.type)), [['CN'], ['O'], ['C']]);
+    assert.equal(dn.rdns[1]![0]!.value, 'soins+domicile;nord');
   });
 
-  test('a multi-valued RDN (+) becomes RDNs in sequence', () => {
+  test('a multi-valued RDN (+) stays one RDN, compared as a set, never flattened', () => {
     const dn = dnOf('CN=h.example.fr+SERIALNUMBER=42,O=X,C=FR');
     assert.deepEqual(dn.rdns, [
-      { type: 'CN', value: 'h.example.fr' },
-      { type: 'SERIALNUMBER', value: '42' },
-      { type: 'O', value: 'x' },
-      { type: 'C', value: 'fr' },
+      [{ type: 'CN', value: 'h.example.fr' }, { type: 'SERIALNUMBER', value: '42' }],
+      [{ type: 'O', value: 'x' }],
+      [{ type: 'C', value: 'fr' }],
     ]);
+    assert.equal(dn.cn, 'h.example.fr');
+    // Member order inside the set carries no meaning, in comma and slash form alike.
+    assert.equal(keyOf('SERIALNUMBER=42+CN=h.example.fr,O=X,C=FR'), dn.key);
+    assert.equal(keyOf('/C=FR/O=X/CN=h.example.fr+serialNumber=42'), dn.key);
+    // Flattened or regrouped, it is another subject.
+    assert.notEqual(keyOf('CN=h.example.fr,SERIALNUMBER=42,O=X,C=FR'), dn.key);
+    assert.notEqual(keyOf('/C=FR/O=X/CN=h.example.fr/serialNumber=42'), dn.key);
+    assert.notEqual(keyOf('CN=h.example.fr,SERIALNUMBER=42+O=X,C=FR'), dn.key);
+    assert.equal(formatDn(dn), 'CN=h.example.fr+SERIALNUMBER=42,O=x,C=fr');
   });
 });
 
@@ -307,13 +316,17 @@ describe('decoders', () => {
     const rows: ReadonlyArray<readonly [string, string]> = [
       ['  Paris(75) ', 'paris (75)'],
       ['"C.H. DE  CADILLAC"', 'c.h. de cadillac'],
-      ['CLCC\u00a0 INSTITUT\u202fCURIE', 'clcc institut curie'],
+      ['CLCC\u00a0 INSTITUT\u00a0CURIE', 'clcc institut curie'],
+      ['CLCC\u00a0 INSTITUT\u202fCURIE', 'clcc institut\u202fcurie'],
+      [' \u00a0X ', '\u00a0x'],
+      ['ÉCOLE Σ', 'école σ'],
       ['CENTRE HOSPITALIER "FRANCK-JOLY"', 'centre hospitalier "franck-joly"'],
       ['"A" "B"', '"a" "b"'],
       ['A\\, B', 'a, b'],
       ['Rh\\C3\\B4ne', 'rhône'],
-      ['Rho\u0302ne', 'rhône'],
-      ['ISTANBUL İ', 'istanbul i\u0307'],
+      ['Rho\u0302ne', 'rho\u0302ne'],
+      ['ISTANBUL İ', 'istanbul İ'],
+      ['\u212Aelvin', '\u212Aelvin'],
       ['a\\0Ab', 'a\nb'],
       ['', ''],
     ];
@@ -329,9 +342,9 @@ describe('decoders', () => {
 describe('parse results', () => {
   test('RDNs keep their order and canonical types; cn is the last CN', () => {
     const dn = dnOf('/C=FR/O=X/1.3.6.1.4.1.311.60.2.1.3=FR/emailAddress=A@B.FR/CN=first.example.fr/CN=Last.Example.FR');
-    assert.deepEqual(dn.rdns.map((r) => r.type), ['C', 'O', '1.3.6.1.4.1.311.60.2.1.3', 'EMAILADDRESS', 'CN', 'CN']);
+    assert.deepEqual(dn.rdns.map((r) => r[0]!.type), ['C', 'O', '1.3.6.1.4.1.311.60.2.1.3', 'EMAILADDRESS', 'CN', 'CN']);
     assert.equal(dn.cn, 'last.example.fr');
-    assert.equal(dnOf('E=a@b.fr,O=x').rdns[0]!.type, 'EMAILADDRESS');
+    assert.equal(dnOf('E=a@b.fr,O=x').rdns[0]![0]!.type, 'EMAILADDRESS');
     assert.equal(dnOf('O=x,C=FR').cn, null);
     assert.equal(dnOf('CN=,O=x').cn, null);
   });
@@ -357,7 +370,11 @@ describe('parse results', () => {
   test('rejections', () => {
     const rows: ReadonlyArray<readonly [string, string, RegExp]> = [
       ['empty', '', /empty/],
-      ['blank', '  \u00a0 ', /empty/],
+      ['blank', '   ', /empty/],
+      ['only U+00A0', '  \u00a0 ', /without '='/],
+      ['a TAB before a type', 'CN=a.example.fr,\tO=x', /attribute type/],
+      ['a slash form with an unknown TYPE= inside a value: ambiguous', '/C=FR/O=A/Foo=B/CN=h.example.fr', /ambiguous/],
+      ['a slash form with +TYPE= of an unknown type: ambiguous', '/C=FR/CN=h.example.fr+Foo=1', /ambiguous/],
       ['the "_" of the 2020 incident', '_', /without '='/],
       ['a bare host name', 'mss.example.fr', /without '='/],
       ['an RDN without =', 'CN=a.example.fr,FR', /without '='/],
@@ -411,14 +428,16 @@ describe('the real list (../shared/fixtures/real)', () => {
       assert.ok(r.dn.cn !== null && /^[a-z0-9.-]+$/.test(r.dn.cn), `${text}: CN ${String(r.dn.cn)}`);
       byKey.set(r.dn.key, [...(byKey.get(r.dn.key) ?? []), text]);
       // The same subject as an MTA would render it must land on the same key.
-      const pairs: Pairs = [...r.dn.rdns].reverse().map((x) => [x.type, x.value] as const);
+      assert.ok(r.dn.rdns.every((x) => x.length === 1), text);
+      const pairs: Pairs = [...r.dn.rdns].reverse().map((x) => [x[0]!.type, x[0]!.value] as const);
       assert.equal(keyOf(opensslSlash(pairs)), r.dn.key, text);
       assert.equal(keyOf(rfc4514(pairs)), r.dn.key, text);
       assert.equal(keyOf(formatDn(r.dn)), r.dn.key, text);
     }
     t.diagnostic(`${texts.length} entries, ${raw.size} distinct DN strings, ${byKey.size} distinct subjects`);
     assert.equal(raw.size, 391);
-    assert.ok(byKey.size < raw.size);
+    // The real list's 10 spelling groups (391 strings, 381 subjects) collapse, and no more.
+    assert.equal(byKey.size, 381);
 
     const sameKey = (a: string, b: string): boolean => keyOf(a) === keyOf(b);
     const listed = [...raw];
@@ -476,13 +495,115 @@ describe('properties (fast-check)', () => {
       fc.tuple(fc.constantFrom('CN', 'O', 'OU'), fc.string({ unit: fc.constantFrom('a', 'b', ',', '=', '\\', 'O', 'C', 'N', ' ', '+'), maxLength: 8 })),
       { minLength: 1, maxLength: 4 },
     );
-    const seq = (dn: Dn): string => JSON.stringify(dn.rdns.map((r) => [r.type, r.value]));
+    const seq = (dn: Dn): string => JSON.stringify(dn.rdns.map((r) => r.map((x) => [x.type, x.value])));
     fc.assert(
       fc.property(withBackslash, withBackslash, (a, b) => {
         const da = dnOf(rfc4514(a));
         const db = dnOf(rfc4514(b));
-        const reversedA = JSON.stringify([...da.rdns].reverse().map((r) => [r.type, r.value]));
+        const reversedA = JSON.stringify([...da.rdns].reverse().map((r) => r.map((x) => [x.type, x.value])));
         assert.equal(da.key === db.key, seq(da) === seq(db) || reversedA === seq(db));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
+
+describe('identity equality folds only what is documented (no false pass by normalisation)', () => {
+  const LISTED_CN = 'mx.victim.test';
+  const LISTED = 'CN=mx.victim.test,OU=1750048886,O=GIP SESAN,ST=Paris (75),C=FR';
+  // Unicode spaces, invisible characters and compatibility look-alikes an attacker can put in a certificate.
+  const hostile: ReadonlyArray<readonly [string, string]> = [
+    ['trailing U+00A0 (ccert_subject=mx.victim.test+C2+A0)', decodeXtext('mx.victim.test+C2+A0')],
+    ['leading U+3000 (+E3+80+80mx.victim.test)', decodeXtext('+E3+80+80mx.victim.test')],
+    ['leading U+00A0', '\u00a0mx.victim.test'],
+    ['trailing U+2000', 'mx.victim.test\u2000'],
+    ['trailing U+200A', 'mx.victim.test\u200a'],
+    ['trailing U+FEFF', 'mx.victim.test\ufeff'],
+    ['leading BOM U+FEFF', '\ufeffmx.victim.test'],
+    ['trailing TAB', 'mx.victim.test\t'],
+    ['leading TAB', '\tmx.victim.test'],
+    ['embedded TAB', 'mx.victim\t.test'],
+    ['embedded U+200B', 'mx.vic\u200btim.test'],
+    ['full-width letters', 'ｍｘ.victim.test'],
+    ['combining mark', 'mx.vi\u0301ctim.test'],
+  ];
+  test('CN path (Postfix ccert_subject, Milter {cert_subject}): no hostile spelling matches the listed CN', () => {
+    for (const [name, cn] of hostile) assert.notEqual(normaliseCn(cn), normaliseCn(LISTED_CN), name);
+    assert.notEqual(normaliseCn('\u212Aey.example'), normaliseCn('key.example'), 'U+212A KELVIN SIGN is not k');
+    assert.notEqual(normaliseCn('\u212Aey.example'), normaliseCn('Key.example'), 'U+212A KELVIN SIGN is not K');
+    // What is documented still folds: ASCII case and ASCII spaces at the ends.
+    assert.equal(normaliseCn(' MX.Victim.TEST '), normaliseCn(LISTED_CN));
+    assert.equal(normaliseCn(decodeXtext('mx.victim.test+20')), normaliseCn(LISTED_CN));
+  });
+
+  test('full-DN path: no hostile spelling of the CN gives the listed subject', () => {
+    const key = keyOf(LISTED);
+    for (const [name, cn] of hostile) {
+      const subject: Pairs = [['C', 'FR'], ['ST', 'Paris (75)'], ['O', 'GIP SESAN'], ['OU', '1750048886'], ['CN', cn]];
+      for (const rendering of [rfc4514(subject), opensslSlash(subject), opensslSlash(subject, false)]) {
+        const r = parseDn(rendering);
+        if (r.ok) assert.notEqual(r.dn.key, key, `${name}: ${rendering}`);
+      }
+    }
+    assert.notEqual(keyOf('CN=mx.victim.test\\C2\\A0,OU=1750048886,O=GIP SESAN,ST=Paris (75),C=FR'), key);
+    assert.notEqual(keyOf('CN=mx.victim.test,OU=1750048886,O=GIP\u3000SESAN,ST=Paris (75),C=FR'), key);
+    assert.notEqual(keyOf('CN=mx.victim.test,OU=1750048886,O=GIP SESAN\u00a0,ST=Paris (75),C=FR'), key);
+    assert.equal(keyOf('CN=mx.victim.test ,OU=1750048886, O=GIP\u00a0 SESAN,ST=Paris(75),C=fr'), key);
+  });
+
+  test('slash form: a / splits only before a known type and =', () => {
+    // Bare / inside a value (the real list writes SEBASTIEN/MORSENT) stays text.
+    assert.equal(dnOf('/C=FR/O=HOPITAL ST SEBASTIEN/MORSENT/CN=h.example.fr').rdns[1]![0]!.value, 'hopital st sebastien/morsent');
+    // An escaped \/ (OpenSSL 3) never splits, even before a known type.
+    assert.deepEqual(dnOf('/C=FR/O=A\\/CN=x/CN=h.example.fr').rdns.map((r) => r[0]!.value), ['fr', 'a/cn=x', 'h.example.fr']);
+  });
+
+  // The documented folds, as a generator can see them: ASCII letter case, ASCII spaces (ends, runs),
+  // U+00A0 inside a run. Any other code point inserted anywhere, or replacing a character, must
+  // change the identity.
+  const significant = fc.oneof(
+    fc.constantFrom('\u212a', '\u212b', '\u0130', '\u017f', '\u037e', '\u2126', '\t', '\u3000', '\u2000', '\u2005', '\u200a', '\u200b', '\ufeff', '\u202f', '\u1680', '\u0301', '\uff4d', '\u00c5', '\u00e5', 'é', 'É', '"', '\\', '+', ',', '=', '/', '.', '-', '0', '\u00a0'),
+    fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }),
+  ).filter((c) => c !== ' ' && !/^[A-Za-z]$/.test(c));
+  const host = fc.string({ unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz0123456789.-'.split('')), minLength: 1, maxLength: 20 });
+
+  const variants = (base: string, c: string, at: number): string[] => {
+    const i = at % (base.length + 1);
+    const out = [base.slice(0, i) + c + base.slice(i)];
+    if (i < base.length && c.toLowerCase() !== base[i]!.toLowerCase()) out.push(base.slice(0, i) + c + base.slice(i + 1));
+    // A U+00A0 inside the value between two non-spaces is a documented fold only when it replaces
+    // or joins a space; inserted into a host name that has none, it is a new character.
+    return out;
+  };
+
+  test('property: two CNs differing in a code point outside the documented folds never match', () => {
+    fc.assert(
+      fc.property(host, significant, fc.nat(), fc.boolean(), (base, c, at, upper) => {
+        const listed = normaliseCn(base);
+        for (const v of variants(base, c, at)) {
+          const shown = upper ? v.replace(/[a-z]/g, (x) => x.toUpperCase()) : v;
+          assert.notEqual(normaliseCn(shown), listed, JSON.stringify(shown));
+          assert.notEqual(normaliseCn(` ${shown} `), listed, JSON.stringify(shown));
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  test('property: two full DNs differing in a code point outside the documented folds never match', () => {
+    const rdnValue = fc.string({ unit: fc.constantFrom(...'abcXYZ019.-'.split('')), minLength: 1, maxLength: 10 });
+    const subject = fc.array(fc.tuple(fc.constantFrom('CN', 'OU', 'O', 'ST', 'C'), rdnValue), { minLength: 1, maxLength: 5 });
+    fc.assert(
+      fc.property(subject, fc.nat(), significant, fc.nat(), (pairs, which, c, at) => {
+        const k = which % pairs.length;
+        const listed = keyOf(rfc4514(pairs));
+        for (const v of variants(pairs[k]![1], c, at)) {
+          const changed: Pairs = pairs.map((p, i) => (i === k ? [p[0], v] as const : p));
+          for (const rendering of [rfc4514(changed), rfc4514(reversed(changed)), opensslSlash(changed)]) {
+            const r = parseDn(rendering);
+            if (r.ok) assert.notEqual(r.dn.key, listed, JSON.stringify(rendering));
+          }
+        }
       }),
       { numRuns: 3000 },
     );

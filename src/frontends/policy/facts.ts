@@ -1,9 +1,10 @@
 /**
  * A Postfix policy request (or Exim's, with its extra attributes) → Facts + trace context.
  * Postfix gives `ccert_subject` = CN of a chain-verified certificate only (xtext-encoded); Exim gives
- * the full DN in `x_ccert_dn` and says in `x_ccert_verified` whether it verified the chain.
+ * the full DN in `x_ccert_dn`, says in `x_ccert_verified` whether it verified the chain, and gives
+ * the issuer DN in `x_ccert_issuer_dn` (its CN is what `--trusted-issuer-cn` compares).
  */
-import { decodeXtext } from '../../trust/dn.js';
+import { decodeXtext, parseDnCached } from '../../trust/dn.js';
 import type { CertIdentity, Facts, Stage } from '../../trust/facts.js';
 import type { TraceContext } from '../../observe/trace.js';
 
@@ -17,6 +18,8 @@ const STAGES: Readonly<Record<string, Stage>> = {
   HELO: 'helo',
   DATA: 'data',
   'END-OF-MESSAGE': 'data',
+  VRFY: 'vrfy',
+  ETRN: 'etrn',
 };
 
 function nonEmpty(value: string | undefined): string | null {
@@ -54,7 +57,15 @@ export function certFromRequest(request: PolicyRequestView): CertIdentity | null
   if (fullDn !== null) {
     // Escapes stay: parseDn decodes them per value, after splitting, so an escaped '/' cannot forge an RDN.
     // Detached: the DN becomes a key of parseDnCached's LRU.
-    return { kind: 'dn', dn: detached(fullDn), issuerCn, verified: request.get('x_ccert_verified') === '1' };
+    // The issuer of the same certificate, as the same MTA renders it; a DN that does not parse (or
+    // has no CN) leaves no issuer, which --trusted-issuer-cn refuses.
+    const issuerDn = nonEmpty(request.get('x_ccert_issuer_dn'));
+    let dnIssuerCn = issuerCn;
+    if (issuerDn !== null) {
+      const parsed = parseDnCached(detached(issuerDn));
+      dnIssuerCn = parsed.ok ? parsed.dn.cn : null;
+    }
+    return { kind: 'dn', dn: detached(fullDn), issuerCn: dnIssuerCn, verified: request.get('x_ccert_verified') === '1' };
   }
   const subject = nonEmpty(request.get('ccert_subject'));
   if (subject === null) return null;

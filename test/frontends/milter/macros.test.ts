@@ -58,7 +58,7 @@ describe('milter certificate macros', () => {
     const parsed = parseDn(view.subject!);
     assert.ok(parsed.ok);
     assert.equal(parsed.dn.cn, 'mx.x.fr');
-    assert.deepEqual(parsed.dn.rdns.map((r) => r.type), ['C', 'O', 'CN']);
+    assert.deepEqual(parsed.dn.rdns.map((r) => r.map((a) => a.type)), [['C'], ['O'], ['CN']]);
   });
 
   it('a full DN without {verify} (Sendmail not asked for it) is unverified, in slash, comma, OID or xtext form', () => {

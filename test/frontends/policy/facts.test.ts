@@ -31,6 +31,16 @@ describe('policy request → Facts', () => {
     assert.equal(unverified.cert?.verified, false);
   });
 
+  it('takes the issuer CN from Exim\'s x_ccert_issuer_dn; an issuer DN without a CN gives no issuer', () => {
+    const dnFacts = (issuer: string): string | null | undefined =>
+      factsFromRequest(new Map([...base, ['x_ccert_dn', 'C=FR,O=OP1,CN=mx.op1.fr'], ['x_ccert_verified', '1'], ['x_ccert_issuer_dn', issuer]])).cert?.issuerCn;
+    assert.equal(dnFacts('C=FR,O=ASIP-SANTE,OU=0002 187512751,CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS'), 'ac igc-sante elementaire organisations');
+    assert.equal(dnFacts('C=FR,O=ASIP-SANTE'), null);
+    assert.equal(dnFacts('not a dn'), null);
+    // Empty (no certificate): falls back to ccert_issuer, absent here.
+    assert.equal(dnFacts(''), null);
+  });
+
   it('leaves OpenSSL \\xHH escapes to the DN parser (an escaped "/" must not forge an RDN)', () => {
     const f = factsFromRequest(new Map([...base, ['x_ccert_dn', '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/CN=mx.op1.fr'], ['x_ccert_verified', '1']]));
     assert.equal(f.cert?.kind === 'dn' && f.cert.dn, '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/CN=mx.op1.fr');
@@ -50,8 +60,14 @@ describe('policy request → Facts', () => {
     const stage = (s: string): string => factsFromRequest(new Map([['protocol_state', s]])).stage;
     assert.equal(stage('MAIL'), 'mail');
     assert.equal(stage('rcpt'), 'rcpt');
+    assert.equal(stage('DATA'), 'data');
     assert.equal(stage('END-OF-MESSAGE'), 'data');
-    assert.equal(stage('VRFY'), 'other');
+    assert.equal(stage('CONNECT'), 'connect');
+    assert.equal(stage('EHLO'), 'helo');
+    assert.equal(stage('VRFY'), 'vrfy');
+    assert.equal(stage('ETRN'), 'etrn');
+    assert.equal(stage('NOSUCH'), 'other');
+    assert.equal(factsFromRequest(new Map()).stage, 'other');
     assert.equal(factsFromRequest(new Map([['protocol_state', 'RCPT'], ['encryption_protocol', '']])).tlsProtocol, null);
   });
 
