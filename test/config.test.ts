@@ -71,9 +71,9 @@ describe('resolveConfig', () => {
     const c = resolveConfig(flags([['whitelist', '/l.xml'], ['signer-ca', ['/ca.pem']], ['signer-cn', ['alb.mssante.fr']]]), {}, null);
     assert.deepEqual([c.signer, c.signerCa, c.signerCn, c.signerSubject], [[], ['/ca.pem'], ['alb.mssante.fr'], []]);
     assert.equal(c.maxListAgeDays, 30);
-    assert.equal(resolveConfig(flags([]), {}, null).maxListAgeDays, 0);
+    assert.equal(resolveConfig(flags([['whitelist', 'demo']]), {}, null).maxListAgeDays, 0);
     assert.equal(resolveConfig(flags([['whitelist', DEMO_WHITELIST], ['signer', [DEMO_SIGNER]]]), {}, null).maxListAgeDays, 0);
-    assert.equal(resolveConfig(flags([['max-list-age', '7']]), {}, null).maxListAgeDays, 7);
+    assert.equal(resolveConfig(flags([['whitelist', 'demo'], ['max-list-age', '7']]), {}, null).maxListAgeDays, 7);
     assert.equal(resolveConfig(flags([['whitelist', '/l.xml'], ['signer', ['/s.pem']]]), { [envName('max-list-age')]: '0' }, null).maxListAgeDays, 0);
   });
 
@@ -108,17 +108,17 @@ describe('resolveConfig', () => {
   }
 
   it('unix socket files: mode 0660 and the daemon\'s owner by default; an octal --socket-mode, owner and group', () => {
-    const d = resolveConfig(flags([]), {}, null);
+    const d = resolveConfig(flags([['whitelist', 'demo']]), {}, null);
     assert.equal(d.socketMode, 0o660);
     assert.equal(d.socketOwner, null);
     assert.equal(d.socketGroup, null);
-    const c = resolveConfig(flags([['socket-mode', '0640'], ['socket-group', 'postfix']]), { [envName('socket-owner')]: 'mssante-policyd' }, null);
+    const c = resolveConfig(flags([['whitelist', 'demo'], ['socket-mode', '0640'], ['socket-group', 'postfix']]), { [envName('socket-owner')]: 'mssante-policyd' }, null);
     assert.equal(c.socketMode, 0o640);
     assert.equal(c.socketGroup, 'postfix');
     assert.equal(c.socketOwner, 'mssante-policyd');
-    assert.equal(resolveConfig(flags([['socket-mode', '660']]), {}, null).socketMode, 0o660);
+    assert.equal(resolveConfig(flags([['whitelist', 'demo'], ['socket-mode', '660']]), {}, null).socketMode, 0o660);
     for (const bad of ['4755', '0o660', 'rw-rw----', '0680', '', '06600']) {
-      assert.throws(() => resolveConfig(flags([['socket-mode', bad]]), {}, null), (e: unknown) => e instanceof ConfigError && /--socket-mode/.test(e.message), bad);
+      assert.throws(() => resolveConfig(flags([['whitelist', 'demo'], ['socket-mode', bad]]), {}, null), (e: unknown) => e instanceof ConfigError && /--socket-mode/.test(e.message), bad);
     }
   });
 

@@ -56,7 +56,7 @@ describe('journald priority prefix', () => {
     const http = `127.0.0.1:${await freePort()}`;
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'serve', '--allow-unsigned', '--state-dir', join(dir, 'state'),
+      ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'serve', '--whitelist', 'demo', '--allow-unsigned', '--state-dir', join(dir, 'state'),
         '--policy-listen', policy, '--http-listen', http, ...args],
       { cwd: REPO_ROOT, env, stdio: ['ignore', fd, 'inherit'] },
     );

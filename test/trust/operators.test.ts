@@ -35,7 +35,7 @@ const fromOp1 = decide(facts(cn('mx.op1.fr'), 'a@op1.mssante.fr'), index);
 const fromOp2 = decide(facts(cn('smtp.op2.fr'), 'b@op2.mssante.fr'), index);
 const mismatchOp1 = decide(facts(cn('mx.op1.fr'), 'b@op2.mssante.fr'), index);
 const unlisted = decide(facts(cn('mx.evil.fr'), 'e@op1.mssante.fr'), index);
-const notDecided = decide(facts(cn('mx.op1.fr'), 'a@op1.mssante.fr', 'data'), index);
+const notDecided = decide(facts(cn('mx.op1.fr'), 'a@op1.mssante.fr', 'helo'), index);
 
 class RecordingSink implements OperatorSink {
   ledger: OperatorLedger | null = null;
