@@ -47,7 +47,7 @@ trap 'rm -rf "$WORK"' EXIT
 ROOT="$WORK/root"
 LIB="$ROOT/usr/lib/$NAME"
 DOC="$ROOT/usr/share/doc/$NAME"
-install -d "$LIB" "$ROOT/usr/bin" "$ROOT/lib/systemd/system" "$ROOT/etc/$NAME" "$ROOT/etc/$NAME/igc-sante" "$DOC" "$ROOT/DEBIAN"
+install -d "$LIB" "$ROOT/usr/bin" "$ROOT/lib/systemd/system" "$ROOT/etc/$NAME" "$ROOT/etc/$NAME/igc-sante" "$ROOT/usr/share/$NAME" "$DOC" "$ROOT/DEBIAN"
 
 echo "== runtime files"
 cp -r dist examples "$LIB/"

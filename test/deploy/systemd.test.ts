@@ -161,7 +161,7 @@ test('postfix-socket unit: the packaged unit run as postfix, listening in the ch
   }
   const dir = mkdtempSync(join(tmpdir(), 'mssante-unit-'));
   const config = join(dir, 'config.json');
-  writeFileSync(config, JSON.stringify({ 'http-listen': '127.0.0.1:9464' }));
+  writeFileSync(config, JSON.stringify({ whitelist: 'https://listeblanche.example/liste.xml', signer: ['/etc/mssante-policyd/signer.pem'], 'http-listen': '127.0.0.1:9464' }));
   const args = one(unit, 'ExecStart').split(/\s+/).slice(1).map((a) => (a === '/etc/mssante-policyd/config.json' ? config : a));
   const res = await run(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli.ts'), ...args, '--print-config']);
   assert.equal(res.code, 0, res.stderr);
