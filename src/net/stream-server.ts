@@ -17,11 +17,12 @@
  *   await server.close(deadlineMs);
  * A codec error becomes `conn.fail(err.kind)`; anything a session throws is logged as an error and
  * closes that connection only. `frontend` labels the metrics and log lines (a new frontend adds its
- * name to `ListenerFrontend` in observe/metrics.ts).
+ * name to `ListenerFrontend` in trust/facts.ts).
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import type { ListenerFrontend, Metrics } from '../observe/metrics.js';
+import type { Metrics } from '../observe/metrics.js';
+import type { ListenerFrontend } from '../trust/facts.js';
 import { createAdmission, type Admission } from './admission.js';
 import { formatAddress, listen, parseListenAddress, type ListenOptions } from './listen.js';
 
