@@ -29,7 +29,7 @@ const { DecisionService } = await dist('decision-service.js');
 const { createMetrics } = await dist('observe/metrics.js');
 const { DecisionTracer } = await dist('observe/trace.js');
 const { OperatorLedger } = await dist('trust/operators.js');
-const { WhitelistIndex } = await dist('whitelist/index.js');
+const { WhitelistIndex } = await dist('whitelist/whitelist-index.js');
 const { prepareList } = await dist('whitelist/prepare.js');
 
 const args = process.argv.slice(2);

@@ -11,7 +11,7 @@ import { postfixTables, writeTablesAtomically } from './frontends/socketmap/expo
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
-import { WhitelistIndex } from './whitelist/index.js';
+import { WhitelistIndex } from './whitelist/whitelist-index.js';
 import { prepareList, type PrepareResult } from './whitelist/prepare.js';
 import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
 import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';

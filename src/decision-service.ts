@@ -10,7 +10,7 @@ import { POLICY_ACTIONS, REASONS } from './trust/reasons.js';
 import type { Metrics } from './observe/metrics.js';
 import type { DecisionTracer, TraceContext } from './observe/trace.js';
 import type { OperatorLedger } from './trust/operators.js';
-import type { WhitelistIndex } from './whitelist/index.js';
+import type { WhitelistIndex } from './whitelist/whitelist-index.js';
 
 const INTERNAL_ERROR: Decision = Object.freeze({ reason: REASONS.internal_error, senderDomain: null, operator: null });
 

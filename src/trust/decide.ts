@@ -10,7 +10,7 @@ import { tlsProfileAllows, type TlsProfileName } from './tls-profile.js';
 import { normaliseDomain } from './domain.js';
 
 /**
- * What decide() asks of the list in force (whitelist/index.ts's WhitelistIndex). Declared here so that
+ * What decide() asks of the list in force (whitelist/whitelist-index.ts's WhitelistIndex). Declared here so that
  * trust/ depends on nothing of ours: the list pipeline depends on trust/, never the reverse.
  */
 export interface ListedIdentities {

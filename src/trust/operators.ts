@@ -23,7 +23,7 @@ import type { Result } from './reasons.js';
 
 export const UNLISTED = 'unlisted';
 
-/** The identities of the list in force (whitelist/index.ts's WhitelistIndex), as this ledger reads them. */
+/** The identities of the list in force (whitelist/whitelist-index.ts's WhitelistIndex), as this ledger reads them. */
 export interface ListedOperators {
   readonly entries: readonly { readonly cn: string; readonly dnKey: string; readonly dnDisplay: string }[];
 }

@@ -18,7 +18,7 @@
  */
 import { domainToASCII } from 'node:url';
 import { RECIPIENT_DOMAIN_NOT_LISTED, REASONS } from '../../trust/reasons.js';
-import type { WhitelistIndex } from '../../whitelist/index.js';
+import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
 import { normaliseDomain } from '../../trust/domain.js';
 import type { SocketmapMapLabel, SocketmapResultLabel } from '../../observe/metrics.js';
 import type { SocketmapReply } from './codec.js';

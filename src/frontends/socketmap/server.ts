@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../../observe/metrics.js';
 import type { ListenOptions } from '../../net/listen.js';
 import { startStreamServer, type StreamConnection, type StreamServer, type StreamSession } from '../../net/stream-server.js';
-import type { WhitelistIndex } from '../../whitelist/index.js';
+import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
 import { DEFAULT_SOCKETMAP_LIMITS, SocketmapCodecError, SocketmapDecoder, encodeReply, type SocketmapLimits, type SocketmapRequest } from './codec.js';
 import type { SocketmapLookup, SocketmapTables } from './maps.js';
 

@@ -7,7 +7,7 @@ import { decodeReply, encodeRequest, type SocketmapReply } from '../../../src/fr
 import { SocketmapTables } from '../../../src/frontends/socketmap/maps.js';
 import { startSocketmapServer, type SocketmapServer, type SocketmapServerOptions } from '../../../src/frontends/socketmap/server.js';
 import { createMetrics, type Metrics } from '../../../src/observe/metrics.js';
-import type { WhitelistIndex } from '../../../src/whitelist/index.js';
+import type { WhitelistIndex } from '../../../src/whitelist/whitelist-index.js';
 import { buildIndex } from '../../support/index-builder.js';
 
 /** Safety net against a hung test, not a timing assertion. */
