@@ -8,20 +8,17 @@ import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { DecisionService } from './decision-service.js';
-import { factsFromRequest, traceFromRequest } from './frontends/policy/facts.js';
-import { MisplacedCheckReporter } from './frontends/policy/misplaced.js';
-import { startPolicyServer, type PolicyServer } from './frontends/policy/server.js';
+import { policyDryRun, startPolicyFrontend, type PolicyFrontend } from './frontends/policy/frontend.js';
 import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { startSocketmapServer } from './frontends/socketmap/server.js';
-import { startHttpServer, type DomainLookup, type DryRunInput, type DryRunResult, type WhitelistStatus } from './http/server.js';
+import { startHttpServer, type DomainLookup, type WhitelistStatus } from './http/server.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
 import { effectiveLogFormat, journalPrefix, type LogFormat } from './observe/journal.js';
 import { DecisionTracer } from './observe/trace.js';
 import { TraceFileSink } from './observe/trace-sink.js';
 import { normaliseCn } from './trust/dn.js';
 import { normaliseDomain } from './trust/domain.js';
-import { POLICY_ACTIONS } from './trust/reasons.js';
 import { OperatorLedger } from './trust/operators.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
@@ -172,8 +169,7 @@ async function startListeners(config: Config, deps: ListenerDeps, addresses: Run
   const { lifecycle, service, operators, metrics, logger } = deps;
   const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
   if (config.policyListen !== null) {
-    const misplaced = new MisplacedCheckReporter(metrics, logger.child({ component: 'policy' }));
-    const policy: PolicyServer = await startPolicyServer(config.policyListen, {
+    const policy: PolicyFrontend = await startPolicyFrontend(config.policyListen, {
       limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
       idleTimeoutMs: config.idleTimeoutSeconds * 1000,
       requestTimeoutMs: config.requestTimeoutSeconds * 1000,
@@ -183,13 +179,7 @@ async function startListeners(config: Config, deps: ListenerDeps, addresses: Run
       unixSocket,
       logger: logger.child({ component: 'policy' }),
       metrics,
-      handle: (request, connection) => {
-        const started = process.hrtime.bigint();
-        const facts = factsFromRequest(request);
-        const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started);
-        misplaced.note(facts.stage, request.get('protocol_state'));
-        return POLICY_ACTIONS[decision.reason.id];
-      },
+      service,
     });
     addresses.policy = policy.address;
     closers.push((ms) => policy.close(ms));
@@ -331,7 +321,7 @@ function startHttp(listen: string, config: Config, lifecycle: ListLifecycle, ser
     readiness: () => (lifecycle.current() === null ? { ready: false, reasons: ['whitelist_unavailable'] } : { ready: true, reasons: [] }),
     whitelistStatus: () => whitelistStatus(lifecycle),
     lookupDomain: (name) => lookupDomain(lifecycle, name),
-    dryRun: (input) => dryRun(service, input),
+    dryRun: (input) => policyDryRun((facts) => service.evaluate(facts), input),
     operators: () => operators.snapshot(),
   });
 }
@@ -367,10 +357,3 @@ function lookupDomain(lifecycle: ListLifecycle, name: string): DomainLookup | nu
   };
 }
 
-/** The dry run goes through the same request → Facts mapping as the policy frontend. */
-function dryRun(service: DecisionService, input: DryRunInput): DryRunResult {
-  const request = new Map<string, string>([['protocol_state', 'RCPT']]);
-  for (const [name, value] of Object.entries(input)) if (typeof value === 'string') request.set(name, value);
-  const decision = service.evaluate(factsFromRequest(request));
-  return { result: decision.reason.result, reason: decision.reason.id, action: POLICY_ACTIONS[decision.reason.id] };
-}
