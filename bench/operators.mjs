@@ -21,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { scanList } from './corpus.mjs';
+import { REAL_LIST } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -34,7 +35,6 @@ const { prepareList } = await dist('whitelist/prepare.js');
 
 const args = process.argv.slice(2);
 const SECONDS = Number(args[args.indexOf('--seconds') + 1] ?? 20) || 20;
-const REAL_LIST = resolve(REPO, '..', 'shared', 'fixtures', 'real', 'listeblanchemssante-2025-02-28.xml');
 
 const xml = existsSync(REAL_LIST) ? readFileSync(REAL_LIST) : Buffer.from(await buildSyntheticList(6500));
 const prepared = prepareList(xml, { trust: null, allowUnsigned: true, maxEntries: 200_000 });
