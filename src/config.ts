@@ -190,9 +190,10 @@ export const DEMO_WHITELIST_NAME = 'demo';
 export type SettingOrigin = 'flag' | 'env' | 'file' | 'default';
 
 /** A subset of the settings, read and checked exactly as `serve` reads them. */
+/** Plain functions (no `this`): `const get = settings.get` is how they are used. */
 export interface ResolvedSettings {
-  get<T>(key: SettingKey): T;
-  origin(key: SettingKey): SettingOrigin;
+  readonly get: <T>(key: SettingKey) => T;
+  readonly origin: (key: SettingKey) => SettingOrigin;
 }
 
 /** node:util parseArgs options for these settings' flags (the same names and kinds as serve's). */

@@ -135,7 +135,7 @@ export function functionLengths(file: ts.SourceFile): Array<{ name: string; line
   const out: Array<{ name: string; line: number; lines: number }> = [];
   const visit = (node: ts.Node): void => {
     if (ts.isFunctionLike(node) && 'body' in node && node.body !== undefined) {
-      const fn = node as ts.FunctionLikeDeclaration;
+      const fn: ts.FunctionLikeDeclaration = node;
       const first = file.getLineAndCharacterOfPosition(fn.getStart(file)).line;
       const last = file.getLineAndCharacterOfPosition(fn.getEnd()).line;
       out.push({ name: functionName(fn), line: first + 1, lines: last - first + 1 });

@@ -5,7 +5,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
 import { OPERATOR_RESULTS } from '../trust/operators.js';
-import { UNDECIDED_STAGES, type Frontend, type ListenerFrontend, type UndecidedStage } from '../trust/facts.js';
+import { UNDECIDED_STAGES, type Frontend, type UndecidedStage } from '../trust/facts.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
 

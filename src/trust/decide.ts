@@ -75,7 +75,7 @@ export function decide(facts: Facts, index: ListedIdentities | null, policy: Dec
     if (cn === '' || !index.isCnListed(cn)) return decisions.certNotListed;
   }
 
-  const operator = dnKey ?? (cn as string);
+  const operator = dnKey ?? cn;
   if (facts.sender === null) return { reason: REASONS.sender_missing, senderDomain: null, operator };
   if (facts.sender === '') return { reason: REASONS.ok_bounce, senderDomain: null, operator };
   const at = facts.sender.lastIndexOf('@');
