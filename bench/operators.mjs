@@ -21,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { scanList } from './corpus.mjs';
+import { REAL_LIST } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -29,12 +30,11 @@ const { DecisionService } = await dist('decision-service.js');
 const { createMetrics } = await dist('observe/metrics.js');
 const { DecisionTracer } = await dist('observe/trace.js');
 const { OperatorLedger } = await dist('trust/operators.js');
-const { WhitelistIndex } = await dist('whitelist/index.js');
+const { WhitelistIndex } = await dist('whitelist/whitelist-index.js');
 const { prepareList } = await dist('whitelist/prepare.js');
 
 const args = process.argv.slice(2);
 const SECONDS = Number(args[args.indexOf('--seconds') + 1] ?? 20) || 20;
-const REAL_LIST = resolve(REPO, '..', 'shared', 'fixtures', 'real', 'listeblanchemssante-2025-02-28.xml');
 
 const xml = existsSync(REAL_LIST) ? readFileSync(REAL_LIST) : Buffer.from(await buildSyntheticList(6500));
 const prepared = prepareList(xml, { trust: null, allowUnsigned: true, maxEntries: 200_000 });

@@ -18,6 +18,7 @@ import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildTransactions, corpusFile, milterOptneg, MILTER_END_OF_SESSION, scanList, socketmapCorpus } from './corpus.mjs';
+import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
 import { postfwdAvailable, startPostfwd, startPostfwd1, writePostfwdRules } from './postfwd.mjs';
 import { HAS_TASKSET, cpuSeconds, freePorts, killAllChildren, memoryMiB, scrape, sleep, spawnPinned, stopChild, waitReady } from './procs.mjs';
@@ -26,9 +27,6 @@ const BENCH = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(BENCH, '..');
 // BENCH_CLI: another build of the daemon to compare (an experiment), same rows, same floor.
 const CLI = process.env.BENCH_CLI ? resolve(process.env.BENCH_CLI) : join(REPO, 'dist', 'cli.js');
-const REAL_DIR = resolve(REPO, '..', 'shared', 'fixtures', 'real');
-const REAL_LIST = join(REAL_DIR, 'listeblanchemssante-2025-02-28.xml');
-const REAL_SIGNER = join(REAL_DIR, 'signer-2023-2026.pem');
 /**
  * The daemon runs with the environment of the systemd unit (V8 heap sizing and malloc arenas for a
  * long-running daemon), as deployed; BENCH_NODE_OPTIONS overrides NODE_OPTIONS ('' for Node's

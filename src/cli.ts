@@ -11,10 +11,11 @@ import { postfixTables, writeTablesAtomically } from './frontends/socketmap/expo
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
-import { WhitelistIndex } from './whitelist/index.js';
+import { WhitelistIndex } from './whitelist/whitelist-index.js';
 import { prepareList, type PrepareResult } from './whitelist/prepare.js';
 import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
 import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';
+import type { ValidEntry } from './whitelist/validate.js';
 
 const USAGE = `mssante-policyd — MSSante whitelist policy daemon (Postfix policy, Milter, Exim)
 
@@ -162,6 +163,19 @@ function trustConfigOf(settings: ResolvedSettings): SignerTrustConfig {
   };
 }
 
+const CHECK_USAGE =
+  'mssante-policyd check FILE [--config FILE] [--signer PEM]... [--signer-ca PEM --signer-cn NAME|--signer-subject DN]...\n' +
+    '      [--allow-unsigned] [--max-list-age DAYS] [--save-signer PEM] [--json] [--state-dir DIR [--accept]]\n' +
+    '      [--max-shrink PCT] [--max-list-entries N]\n' +
+    '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
+    "  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list's age\n" +
+    '  (--max-list-age, default 30; 0: not judged). --save-signer writes the KeyInfo certificate of a list\n' +
+    '  whose signature verifies, trusted or not: compare its SHA-256 with one obtained by another channel.\n' +
+    "  With --state-dir (or the config file's state-dir) compares with the stored list (guard); --accept\n" +
+    '  records this list so the daemon lets it through the guard on its next load (SIGHUP).\n' +
+    "  Settings are read like serve's (flag > env > --config file > default, same limits).\n" +
+    `  Exit 0: usable; 1: unusable; ${CHECK_EXIT_GUARD_REFUSES}: usable, but the guard would refuse it against the stored list.\n`;
+
 async function checkCommand(args: string[]): Promise<number> {
   let parsed;
   try {
@@ -184,19 +198,7 @@ async function checkCommand(args: string[]): Promise<number> {
   }
   const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
   if (v['help'] === true || parsed.positionals.length !== 1) {
-    process.stdout.write(
-      'mssante-policyd check FILE [--config FILE] [--signer PEM]... [--signer-ca PEM --signer-cn NAME|--signer-subject DN]...\n' +
-        '      [--allow-unsigned] [--max-list-age DAYS] [--save-signer PEM] [--json] [--state-dir DIR [--accept]]\n' +
-        '      [--max-shrink PCT] [--max-list-entries N]\n' +
-        '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
-        "  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list's age\n" +
-        '  (--max-list-age, default 30; 0: not judged). --save-signer writes the KeyInfo certificate of a list\n' +
-        '  whose signature verifies, trusted or not: compare its SHA-256 with one obtained by another channel.\n' +
-        "  With --state-dir (or the config file's state-dir) compares with the stored list (guard); --accept\n" +
-        '  records this list so the daemon lets it through the guard on its next load (SIGHUP).\n' +
-        "  Settings are read like serve's (flag > env > --config file > default, same limits).\n" +
-        `  Exit 0: usable; 1: unusable; ${CHECK_EXIT_GUARD_REFUSES}: usable, but the guard would refuse it against the stored list.\n`,
-    );
+    process.stdout.write(CHECK_USAGE);
     return v['help'] === true ? 0 : 2;
   }
   const file = parsed.positionals[0] as string;
@@ -265,36 +267,11 @@ async function checkCommand(args: string[]): Promise<number> {
     report.domains = index.domainCount;
     report.certificates = index.certificateCount;
     report.skipped = list.rejected.map((r) => ({ ...r }));
-    const spellings = new Map<string, Set<string>>();
-    for (const e of list.entries) {
-      const set = spellings.get(e.dnKey) ?? new Set<string>();
-      set.add(e.dnRaw);
-      spellings.set(e.dnKey, set);
-    }
-    for (const e of list.entries) {
-      const set = spellings.get(e.dnKey);
-      if (set !== undefined && set.size > 1) {
-        report.dnSpellingVariants.push({ normalised: e.dnDisplay, spellings: [...set] });
-        spellings.delete(e.dnKey);
-      }
-    }
+    report.dnSpellingVariants = dnSpellingVariants(list.entries);
     // The default ./var is not assumed to be the daemon's: compare only with a state dir named.
     const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
     const maxShrink = settings.get<number>('max-shrink');
-    let current = null;
-    let against = 'no list in force (give --state-dir to compare with the daemon\'s)';
-    if (stateDir !== undefined) {
-      const stored = readStoredList(stateDir);
-      // The stored list passed every check when it was put in force; read for its content only, so
-      // that it is named (and compared) even when it was signed by another signer than this list.
-      const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust: null, allowUnsigned: true, maxEntries });
-      if (storedPrepared !== null && storedPrepared.ok) {
-        current = { index: new WhitelistIndex({ generatedAt: storedPrepared.list.generatedAt }, storedPrepared.list.entries, []), sha256: storedPrepared.list.sha256 };
-        against = `${stateDir} (generated ${current.index.generatedAt})`;
-      } else {
-        against = `${stateDir} (no stored list)`;
-      }
-    }
+    const { current, against } = storedListInForce(stateDir, maxEntries);
     const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
     report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays) };
     const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
@@ -318,6 +295,37 @@ async function checkCommand(args: string[]): Promise<number> {
   if (!report.usable) return 1;
   // `check && systemctl reload` must not go ahead when the daemon would refuse this very list.
   return report.guard?.verdict === 'refuse' && !report.accepted ? CHECK_EXIT_GUARD_REFUSES : 0;
+}
+
+/** The DN keys the list spells several ways, with every spelling (first entry's display form). */
+function dnSpellingVariants(entries: readonly ValidEntry[]): CheckReport['dnSpellingVariants'] {
+  const spellings = new Map<string, Set<string>>();
+  for (const e of entries) {
+    const set = spellings.get(e.dnKey) ?? new Set<string>();
+    set.add(e.dnRaw);
+    spellings.set(e.dnKey, set);
+  }
+  const variants: CheckReport['dnSpellingVariants'] = [];
+  for (const e of entries) {
+    const set = spellings.get(e.dnKey);
+    if (set !== undefined && set.size > 1) {
+      variants.push({ normalised: e.dnDisplay, spellings: [...set] });
+      spellings.delete(e.dnKey);
+    }
+  }
+  return variants;
+}
+
+/** The list stored in `stateDir` (the daemon's list in force), for the guard; none without a state dir. */
+function storedListInForce(stateDir: string | undefined, maxEntries: number): { current: { index: WhitelistIndex; sha256: string } | null; against: string } {
+  if (stateDir === undefined) return { current: null, against: "no list in force (give --state-dir to compare with the daemon's)" };
+  const stored = readStoredList(stateDir);
+  // The stored list passed every check when it was put in force; read for its content only, so
+  // that it is named (and compared) even when it was signed by another signer than this list.
+  const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust: null, allowUnsigned: true, maxEntries });
+  if (storedPrepared === null || !storedPrepared.ok) return { current: null, against: `${stateDir} (no stored list)` };
+  const index = new WhitelistIndex({ generatedAt: storedPrepared.list.generatedAt }, storedPrepared.list.entries, []);
+  return { current: { index, sha256: storedPrepared.list.sha256 }, against: `${stateDir} (generated ${index.generatedAt})` };
 }
 
 const DAY_MS = 86_400_000;

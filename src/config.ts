@@ -63,7 +63,7 @@ export const SETTINGS = [
   { key: 'max-request-bytes', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024, help: 'largest policy request' },
   { key: 'max-attributes', kind: 'int', default: 100, min: 10, max: 10_000, help: 'most attributes in one policy request' },
   { key: 'max-milter-packet-bytes', kind: 'int', default: 65536 + 1024, min: 1024, max: 16 * 1024 * 1024, help: 'largest Milter packet' },
-  { key: 'max-connection-bytes', kind: 'int', default: 131_072, min: 16_384, max: 64 * 1024 * 1024, help: 'most memory one connection may make the daemon keep (kept Milter macros, the packet or request being received); more closes it. Must hold one --max-milter-packet-bytes packet and one --max-request-bytes request' },
+  { key: 'max-connection-bytes', kind: 'int', default: 131_072, min: 16_384, max: 64 * 1024 * 1024, help: 'most memory one connection may make the daemon keep (kept Milter macros, the packet or request being received); more closes it. Must hold one --max-milter-packet-bytes packet, one --max-request-bytes request and one --max-socketmap-request-bytes request' },
   { key: 'heap-watermark', kind: 'int', default: 70, min: 10, max: 95, help: 'percentage of the V8 heap limit above which new connections are refused (open ones keep being answered)' },
   { key: 'trusted-issuer-cn', kind: 'list', default: [], help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)' },
   { key: 'tls-profile', kind: 'string', default: 'off', choices: TLS_PROFILE_NAMES, help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7' },
@@ -190,9 +190,10 @@ export const DEMO_WHITELIST_NAME = 'demo';
 export type SettingOrigin = 'flag' | 'env' | 'file' | 'default';
 
 /** A subset of the settings, read and checked exactly as `serve` reads them. */
+/** Plain functions (no `this`): `const get = settings.get` is how they are used. */
 export interface ResolvedSettings {
-  get<T>(key: SettingKey): T;
-  origin(key: SettingKey): SettingOrigin;
+  readonly get: <T>(key: SettingKey) => T;
+  readonly origin: (key: SettingKey) => SettingOrigin;
 }
 
 /** node:util parseArgs options for these settings' flags (the same names and kinds as serve's). */
@@ -321,6 +322,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   const maxConnectionBytes = get<number>('max-connection-bytes');
   if (get<number>('max-milter-packet-bytes') + 4 > maxConnectionBytes || get<number>('max-request-bytes') + get<number>('max-line-bytes') > maxConnectionBytes) {
     throw new ConfigError('--max-connection-bytes must hold one --max-milter-packet-bytes packet (+4) and one --max-request-bytes request (+ --max-line-bytes)');
+  }
+  // A socketmap request being received holds its length digits and colon (11 bytes at most) besides its payload.
+  if (get<number>('max-socketmap-request-bytes') + 11 > maxConnectionBytes) {
+    throw new ConfigError('--max-connection-bytes must hold one --max-socketmap-request-bytes request (+11)');
   }
   const operatorRateExempt = get<string[]>('operator-rate-exempt');
   try {

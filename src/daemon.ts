@@ -8,26 +8,23 @@ import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { DecisionService } from './decision-service.js';
-import { factsFromRequest, traceFromRequest } from './frontends/policy/facts.js';
-import { MisplacedCheckReporter } from './frontends/policy/misplaced.js';
-import { startPolicyServer, type PolicyServer } from './frontends/policy/server.js';
+import { policyDryRun, startPolicyFrontend, type PolicyFrontend } from './frontends/policy/frontend.js';
 import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { startSocketmapServer } from './frontends/socketmap/server.js';
-import { startHttpServer, type DomainLookup, type DryRunInput, type DryRunResult, type WhitelistStatus } from './http/server.js';
+import { startHttpServer, type DomainLookup, type WhitelistStatus } from './http/server.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
 import { effectiveLogFormat, journalPrefix, type LogFormat } from './observe/journal.js';
 import { DecisionTracer } from './observe/trace.js';
 import { TraceFileSink } from './observe/trace-sink.js';
 import { normaliseCn } from './trust/dn.js';
-import { POLICY_ACTIONS } from './trust/reasons.js';
+import { normaliseDomain } from './trust/domain.js';
 import { OperatorLedger } from './trust/operators.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
-import { hasSignerTrust, loadSignerTrust } from './whitelist/signature.js';
+import { hasSignerTrust, loadSignerTrust, type SignerTrustConfig } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
-import { normaliseDomain } from './whitelist/validate.js';
 
 export interface Logging {
   readonly logger: Logger;
@@ -104,36 +101,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   ensureStateDir(config.stateDir);
   const metrics = createMetrics();
   const traceSink = config.traceFile === null ? null : openTraceSink(config.traceFile, metrics, logger);
-  const proxy = proxyFromEnv(process.env);
-  if (proxy.url !== null && /^https:/i.test(config.whitelist)) {
-    logger.info({ event: 'https_proxy', proxy: redactProxy(proxy.url), no_proxy: proxy.noProxy }, 'the list is downloaded through HTTPS_PROXY (CONNECT) unless NO_PROXY names its host');
-  }
-  const source = createSource(config.whitelist, {
-    ...DEFAULT_SOURCE_OPTIONS,
-    maxBytes: config.maxListBytes,
-    totalTimeoutMs: config.fetchTimeoutSeconds * 1000,
-    caFile: config.caFile,
-    proxy,
-  });
-  const lifecycle = new ListLifecycle(
-    {
-      sourceDescription: source.description,
-      stateDir: config.stateDir,
-      trust,
-      maxListAgeDays: config.maxListAgeDays,
-      allowUnsigned: config.allowUnsigned,
-      maxEntries: config.maxListEntries,
-      maxShrinkPercent: config.maxShrinkPercent,
-      refreshMs: config.refreshSeconds * 1000,
-      prepareTimeoutMs: config.prepareTimeoutSeconds * 1000,
-    },
-    source,
-    metrics,
-    logger.child({ component: 'whitelist' }),
-  );
-  if (config.allowUnsigned) {
-    logger.warn({ event: 'allow_unsigned' }, '--allow-unsigned: a list without a valid signature may be put in force (demo and tests only)');
-  }
+  const { lifecycle, sourceDescription } = createListLifecycle(config, trust, metrics, logger);
   const operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }));
   lifecycle.onSwap((index) => operators.setList(index));
   const service = new DecisionService({
@@ -149,82 +117,15 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
 
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
   const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null, socketmap: null };
-  const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
   try {
-    if (config.policyListen !== null) {
-      const misplaced = new MisplacedCheckReporter(metrics, logger.child({ component: 'policy' }));
-      const policy: PolicyServer = await startPolicyServer(config.policyListen, {
-        limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
-        idleTimeoutMs: config.idleTimeoutSeconds * 1000,
-        requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-        maxConnections: config.maxConnections,
-        maxConnectionBytes: config.maxConnectionBytes,
-        heapWatermarkPercent: config.heapWatermarkPercent,
-        unixSocket,
-        logger: logger.child({ component: 'policy' }),
-        metrics,
-        handle: (request, connection) => {
-          const started = process.hrtime.bigint();
-          const facts = factsFromRequest(request);
-          const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started);
-          misplaced.note(facts.stage, request.get('protocol_state'));
-          return POLICY_ACTIONS[decision.reason.id];
-        },
-      });
-      addresses.policy = policy.address;
-      closers.push((ms) => policy.close(ms));
-    }
-    if (config.milterListen !== null) {
-      const milter: MilterFrontend = await startMilterFrontend(config.milterListen, {
-        maxPacketBytes: config.maxMilterPacketBytes,
-        idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
-        packetTimeoutMs: config.requestTimeoutSeconds * 1000,
-        maxConnections: config.maxConnections,
-        maxConnectionBytes: config.maxConnectionBytes,
-        heapWatermarkPercent: config.heapWatermarkPercent,
-        unixSocket,
-        logger: logger.child({ component: 'milter' }),
-        metrics,
-        service,
-      });
-      addresses.milter = milter.address;
-      closers.push((ms) => milter.close(ms));
-    }
-    if (config.socketmapListen !== null) {
-      const socketmap = await startSocketmapServer(config.socketmapListen, {
-        limits: { maxRequestBytes: config.maxSocketmapRequestBytes },
-        idleTimeoutMs: config.idleTimeoutSeconds * 1000,
-        requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-        maxConnections: config.maxConnections,
-        logger: logger.child({ component: 'socketmap' }),
-        metrics,
-        tables: new SocketmapTables({ tlsPolicy: config.tlsPolicyValue, transport: config.transportValue }),
-        currentIndex: () => lifecycle.current(),
-      });
-      addresses.socketmap = socketmap.address;
-      closers.push((ms) => socketmap.close(ms));
-    }
-    if (config.httpListen !== null) {
-      const http = await startHttpServer(config.httpListen, {
-        allowedHosts: config.httpAllowedHosts,
-        metrics,
-        logger: logger.child({ component: 'http' }),
-        readiness: () => (lifecycle.current() === null ? { ready: false, reasons: ['whitelist_unavailable'] } : { ready: true, reasons: [] }),
-        whitelistStatus: () => whitelistStatus(lifecycle),
-        lookupDomain: (name) => lookupDomain(lifecycle, name),
-        dryRun: (input) => dryRun(service, input),
-        operators: () => operators.snapshot(),
-      });
-      addresses.http = http.address;
-      closers.push(() => http.close());
-    }
+    await startListeners(config, { lifecycle, service, operators, metrics, logger }, addresses, closers);
   } catch (error) {
     await Promise.allSettled(closers.map((close) => close(0)));
     await lifecycle.stop();
     traceSink?.closeSync();
     throw error;
   }
-  logger.info({ event: 'listening', ...addresses, whitelist: source.description, state_dir: config.stateDir }, 'mssante-policyd ready to answer');
+  logger.info({ event: 'listening', ...addresses, whitelist: sourceDescription, state_dir: config.stateDir }, 'mssante-policyd ready to answer');
 
   let stopping: Promise<void> | null = null;
   return {
@@ -253,6 +154,74 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
       return stopping;
     },
   };
+}
+
+interface ListenerDeps {
+  readonly lifecycle: ListLifecycle;
+  readonly service: DecisionService;
+  readonly operators: OperatorLedger;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+}
+
+/** Starts the configured listeners, recording each address and closer as it comes up (the caller closes them on a failure). */
+async function startListeners(config: Config, deps: ListenerDeps, addresses: RunningDaemon['addresses'], closers: Array<(deadlineMs: number) => Promise<void>>): Promise<void> {
+  const { lifecycle, service, operators, metrics, logger } = deps;
+  const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
+  if (config.policyListen !== null) {
+    const policy: PolicyFrontend = await startPolicyFrontend(config.policyListen, {
+      limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
+      idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+      requestTimeoutMs: config.requestTimeoutSeconds * 1000,
+      maxConnections: config.maxConnections,
+      maxConnectionBytes: config.maxConnectionBytes,
+      heapWatermarkPercent: config.heapWatermarkPercent,
+      unixSocket,
+      logger: logger.child({ component: 'policy' }),
+      metrics,
+      service,
+    });
+    addresses.policy = policy.address;
+    closers.push((ms) => policy.close(ms));
+  }
+  if (config.milterListen !== null) {
+    const milter: MilterFrontend = await startMilterFrontend(config.milterListen, {
+      maxPacketBytes: config.maxMilterPacketBytes,
+      idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
+      packetTimeoutMs: config.requestTimeoutSeconds * 1000,
+      maxConnections: config.maxConnections,
+      maxConnectionBytes: config.maxConnectionBytes,
+      heapWatermarkPercent: config.heapWatermarkPercent,
+      unixSocket,
+      logger: logger.child({ component: 'milter' }),
+      metrics,
+      service,
+    });
+    addresses.milter = milter.address;
+    closers.push((ms) => milter.close(ms));
+  }
+  if (config.socketmapListen !== null) {
+    const socketmap = await startSocketmapServer(config.socketmapListen, {
+      limits: { maxRequestBytes: config.maxSocketmapRequestBytes },
+      idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+      requestTimeoutMs: config.requestTimeoutSeconds * 1000,
+      maxConnections: config.maxConnections,
+      maxConnectionBytes: config.maxConnectionBytes,
+      heapWatermarkPercent: config.heapWatermarkPercent,
+      unixSocket,
+      logger: logger.child({ component: 'socketmap' }),
+      metrics,
+      tables: new SocketmapTables({ tlsPolicy: config.tlsPolicyValue, transport: config.transportValue }),
+      currentIndex: () => lifecycle.current(),
+    });
+    addresses.socketmap = socketmap.address;
+    closers.push((ms) => socketmap.close(ms));
+  }
+  if (config.httpListen !== null) {
+    const http = await startHttp(config.httpListen, config, lifecycle, service, operators, metrics, logger);
+    addresses.http = http.address;
+    closers.push(() => http.close());
+  }
 }
 
 /** Flushes the asynchronous log destination, then exits (after 2 s at most). */
@@ -297,6 +266,41 @@ export async function serve(config: Config): Promise<void> {
   });
 }
 
+/** The list life cycle: source (file or https, through HTTPS_PROXY), verification settings, guard, state dir. */
+function createListLifecycle(config: Config, trust: SignerTrustConfig, metrics: Metrics, logger: Logger): { lifecycle: ListLifecycle; sourceDescription: string } {
+  const proxy = proxyFromEnv(process.env);
+  if (proxy.url !== null && /^https:/i.test(config.whitelist)) {
+    logger.info({ event: 'https_proxy', proxy: redactProxy(proxy.url), no_proxy: proxy.noProxy }, 'the list is downloaded through HTTPS_PROXY (CONNECT) unless NO_PROXY names its host');
+  }
+  const source = createSource(config.whitelist, {
+    ...DEFAULT_SOURCE_OPTIONS,
+    maxBytes: config.maxListBytes,
+    totalTimeoutMs: config.fetchTimeoutSeconds * 1000,
+    caFile: config.caFile,
+    proxy,
+  });
+  const lifecycle = new ListLifecycle(
+    {
+      sourceDescription: source.description,
+      stateDir: config.stateDir,
+      trust,
+      maxListAgeDays: config.maxListAgeDays,
+      allowUnsigned: config.allowUnsigned,
+      maxEntries: config.maxListEntries,
+      maxShrinkPercent: config.maxShrinkPercent,
+      refreshMs: config.refreshSeconds * 1000,
+      prepareTimeoutMs: config.prepareTimeoutSeconds * 1000,
+    },
+    source,
+    metrics,
+    logger.child({ component: 'whitelist' }),
+  );
+  if (config.allowUnsigned) {
+    logger.warn({ event: 'allow_unsigned' }, '--allow-unsigned: a list without a valid signature may be put in force (demo and tests only)');
+  }
+  return { lifecycle, sourceDescription: source.description };
+}
+
 function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger): OperatorLedger {
   const settings = { rate: config.operatorRate, burst: config.operatorBurst, mode: config.operatorRateMode, exempt: config.operatorRateExempt };
   if (settings.rate > 0) logger.info({ event: 'operator_rate', ...settings }, 'per-operator throttle on');
@@ -306,6 +310,20 @@ function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger):
   });
   metrics.readOperatorCounts(() => ledger.counts());
   return ledger;
+}
+
+/** The HTTP endpoints: metrics, health and readiness, the list in force, lookups and dry runs. */
+function startHttp(listen: string, config: Config, lifecycle: ListLifecycle, service: DecisionService, operators: OperatorLedger, metrics: Metrics, logger: Logger): ReturnType<typeof startHttpServer> {
+  return startHttpServer(listen, {
+    allowedHosts: config.httpAllowedHosts,
+    metrics,
+    logger: logger.child({ component: 'http' }),
+    readiness: () => (lifecycle.current() === null ? { ready: false, reasons: ['whitelist_unavailable'] } : { ready: true, reasons: [] }),
+    whitelistStatus: () => whitelistStatus(lifecycle),
+    lookupDomain: (name) => lookupDomain(lifecycle, name),
+    dryRun: (input) => policyDryRun((facts) => service.evaluate(facts), input),
+    operators: () => operators.snapshot(),
+  });
 }
 
 function whitelistStatus(lifecycle: ListLifecycle): WhitelistStatus {
@@ -339,10 +357,3 @@ function lookupDomain(lifecycle: ListLifecycle, name: string): DomainLookup | nu
   };
 }
 
-/** The dry run goes through the same request → Facts mapping as the policy frontend. */
-function dryRun(service: DecisionService, input: DryRunInput): DryRunResult {
-  const request = new Map<string, string>([['protocol_state', 'RCPT']]);
-  for (const [name, value] of Object.entries(input)) if (typeof value === 'string') request.set(name, value);
-  const decision = service.evaluate(factsFromRequest(request));
-  return { result: decision.reason.result, reason: decision.reason.id, action: POLICY_ACTIONS[decision.reason.id] };
-}

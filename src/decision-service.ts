@@ -5,12 +5,12 @@
  */
 import type { Logger } from 'pino';
 import { decide, type Decision, type DecisionPolicy } from './trust/decide.js';
-import type { Facts } from './trust/facts.js';
+import type { Facts, Frontend } from './trust/facts.js';
 import { POLICY_ACTIONS, REASONS } from './trust/reasons.js';
-import type { Frontend, Metrics } from './observe/metrics.js';
+import type { Metrics } from './observe/metrics.js';
 import type { DecisionTracer, TraceContext } from './observe/trace.js';
 import type { OperatorLedger } from './trust/operators.js';
-import type { WhitelistIndex } from './whitelist/index.js';
+import type { WhitelistIndex } from './whitelist/whitelist-index.js';
 
 const INTERNAL_ERROR: Decision = Object.freeze({ reason: REASONS.internal_error, senderDomain: null, operator: null });
 

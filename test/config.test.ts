@@ -95,6 +95,7 @@ describe('resolveConfig', () => {
     ['a bad boolean in env', flags([]), { [envName('allow-unsigned')]: 'maybe' }, /boolean/],
     ['a --max-connection-bytes smaller than one Milter packet', flags([['whitelist', 'demo'], ['max-connection-bytes', '65536']]), {}, /--max-connection-bytes must hold/],
     ['a --max-connection-bytes smaller than one policy request', flags([['whitelist', 'demo'], ['max-connection-bytes', '70000'], ['max-milter-packet-bytes', '2048']]), {}, /--max-connection-bytes must hold/],
+    ['a --max-connection-bytes smaller than one socketmap request', flags([['whitelist', 'demo'], ['max-socketmap-request-bytes', '131072']]), {}, /--max-connection-bytes must hold one --max-socketmap-request-bytes/],
     ['a --heap-watermark above 95 %', flags([['whitelist', 'demo'], ['heap-watermark', '99']]), {}, /above the maximum/],
     ['no listener at all', flags([['whitelist', 'demo'], ['policy-listen', 'off']]), {}, /nothing would answer/],
     ['an --http-allowed-host that is no host', flags([['whitelist', 'demo'], ['http-allowed-host', ['evil.example/x']]]), {}, /--http-allowed-host/],

@@ -10,7 +10,8 @@
 import type { Socket } from 'node:net';
 import { getHeapStatistics } from 'node:v8';
 import type { Logger } from 'pino';
-import type { ListenerFrontend, Metrics } from '../observe/metrics.js';
+import type { Metrics } from '../observe/metrics.js';
+import type { ListenerFrontend } from '../trust/facts.js';
 
 const REJECT_WARN_INTERVAL_MS = 10_000;
 

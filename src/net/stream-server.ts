@@ -17,11 +17,12 @@
  *   await server.close(deadlineMs);
  * A codec error becomes `conn.fail(err.kind)`; anything a session throws is logged as an error and
  * closes that connection only. `frontend` labels the metrics and log lines (a new frontend adds its
- * name to `ListenerFrontend` in observe/metrics.ts).
+ * name to `ListenerFrontend` in trust/facts.ts).
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import type { ListenerFrontend, Metrics } from '../observe/metrics.js';
+import type { Metrics } from '../observe/metrics.js';
+import type { ListenerFrontend } from '../trust/facts.js';
 import { createAdmission, type Admission } from './admission.js';
 import { formatAddress, listen, parseListenAddress, type ListenOptions } from './listen.js';
 
@@ -53,8 +54,11 @@ export interface StreamConnection {
   write(bytes: Buffer): void;
   /** Flushes what is written, then FIN. Data the peer sends afterwards destroys the connection. */
   end(): void;
-  /** Protocol error: logged (structured fields only), counted in protocol_errors_total{frontend,kind}, destroyed. */
-  fail(kind: string, level?: 'warn' | 'info', fields?: Record<string, unknown>): void;
+  /**
+   * Protocol error: logged (structured fields only), counted in protocol_errors_total{frontend,kind}, destroyed.
+   * With `flush`, what was written (answers to the requests before the fault) is flushed first; nothing more is read.
+   */
+  fail(kind: string, level?: 'warn' | 'info', fields?: Record<string, unknown>, options?: { readonly flush?: boolean }): void;
   /** Counts a protocol anomaly in protocol_errors_total{frontend,kind} without closing. */
   count(kind: string): void;
 }
@@ -174,7 +178,7 @@ class Listener {
       end() {
         if (!socket.writableEnded) socket.end();
       },
-      fail: (kind, level = 'warn', fields = {}) => this.fail(conn, kind, level, fields),
+      fail: (kind, level = 'warn', fields = {}, how = {}) => this.fail(conn, kind, level, fields, how.flush === true),
       count: (kind) => metrics.protocolErrors.inc({ frontend, kind }),
     };
     this.connections.add(conn);
@@ -274,14 +278,22 @@ class Listener {
     }
   }
 
-  private fail(conn: Connection, kind: string, level: 'warn' | 'info', fields: Record<string, unknown>): void {
+  private fail(conn: Connection, kind: string, level: 'warn' | 'info', fields: Record<string, unknown>, flush = false): void {
+    const { socket } = conn;
     // Already closed by another timer or error: one close, one count.
-    if (conn.socket.destroyed) return;
+    if (socket.destroyed) return;
     const { frontend, metrics } = this.options;
     // Structured fields only: the offending bytes are never logged.
     this.log[level]({ conn: conn.id, remote: conn.remote, kind, ...fields }, `${frontend} protocol error, connection closed`);
     metrics.protocolErrors.inc({ frontend, kind });
-    conn.socket.destroy();
+    if (!flush || socket.writableFinished) {
+      socket.destroy();
+      return;
+    }
+    // Data the peer sends meanwhile destroys the connection (onData, writableEnded); a peer that never reads meets the idle timeout.
+    this.stopRequestTimer(conn);
+    socket.once('finish', () => socket.destroy());
+    socket.end();
   }
 
   private crash(conn: Connection, err: unknown): void {

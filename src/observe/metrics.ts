@@ -5,13 +5,10 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
 import { OPERATOR_RESULTS } from '../trust/operators.js';
-import { UNDECIDED_STAGES, type UndecidedStage } from '../trust/facts.js';
+import { UNDECIDED_STAGES, type Frontend, type UndecidedStage } from '../trust/facts.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
 
-export type Frontend = 'policy' | 'milter';
-/** Frontends that hold connections: the deciding ones, and the sending side's table lookups. */
-export type ListenerFrontend = Frontend | 'socketmap';
 const SOCKETMAP_MAP_LABELS = ['mssante-domain', 'mssante-tls-policy', 'mssante-transport', 'mssante-recipient-access', 'unknown'] as const;
 const SOCKETMAP_RESULT_LABELS = ['ok', 'notfound', 'temp', 'perm'] as const;
 export type SocketmapMapLabel = (typeof SOCKETMAP_MAP_LABELS)[number];
@@ -51,15 +48,77 @@ export interface Metrics {
   forgetOperators(operators: readonly string[]): void;
 }
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+function createRegistry(defaultMetrics: boolean): Registry {
   const registry = new Registry();
-  if (options.defaultMetrics !== false) {
+  if (defaultMetrics) {
     collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX, eventLoopMonitoringPrecision: 10 });
     // Gauges named *_total break `promtool check metrics`; each is the sum of its by-type twin.
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
       registry.removeSingleMetric(METRIC_PREFIX + name);
     }
   }
+  return registry;
+}
+
+/** socketmap_lookups_total with every (map, result) child pre-bound (and born at 0). */
+function createSocketmapLookups(registry: Registry): Pick<Metrics, 'socketmapLookups' | 'countSocketmapLookup'> {
+  const socketmapLookups = new Counter({ name: `${METRIC_PREFIX}socketmap_lookups_total`, help: 'Socketmap table lookups (sending side), by map and answer (ok, notfound, temp, perm)', labelNames: ['map', 'result'] as const, registers: [registry] });
+  const socketmapChildren = new Map<string, Counter.Internal>();
+  for (const map of SOCKETMAP_MAP_LABELS) {
+    for (const result of SOCKETMAP_RESULT_LABELS) {
+      const child = socketmapLookups.labels({ map, result });
+      child.inc(0);
+      socketmapChildren.set(`${map}|${result}`, child);
+    }
+  }
+  return {
+    socketmapLookups,
+    countSocketmapLookup(map, result) {
+      socketmapChildren.get(`${map}|${result}`)?.inc();
+    },
+  };
+}
+
+/** operator_transactions_total: read from the ledger's counts at each scrape; series of operators gone are removed. */
+function createOperatorTransactions(registry: Registry): Pick<Metrics, 'operatorTransactions' | 'readOperatorCounts' | 'forgetOperators'> {
+  let operatorSource: (() => Iterable<readonly [string, string, number]>) | null = null;
+  /** `operator\nresult` → the total already added to the counter. */
+  const operatorReported = new Map<string, number>();
+  const operatorTransactions = new Counter({
+    name: `${METRIC_PREFIX}operator_transactions_total`,
+    help: 'Messages by sending operator (listed certificate identity, or unlisted) and result (pass, reject, tempfail, throttled), counted once per message',
+    labelNames: ['operator', 'result'] as const,
+    registers: [registry],
+    collect(this: Counter<'operator' | 'result'>) {
+      if (operatorSource === null) return;
+      for (const [operator, result, count] of operatorSource()) {
+        const key = `${operator}\n${result}`;
+        const before = operatorReported.get(key) ?? 0;
+        if (count > before) {
+          this.inc({ operator, result }, count - before);
+          operatorReported.set(key, count);
+        }
+      }
+    },
+  });
+  return {
+    operatorTransactions,
+    readOperatorCounts(source) {
+      operatorSource = source;
+    },
+    forgetOperators(operators) {
+      for (const operator of operators) {
+        for (const result of OPERATOR_RESULTS) {
+          operatorTransactions.remove({ operator, result });
+          operatorReported.delete(`${operator}\n${result}`);
+        }
+      }
+    },
+  };
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = createRegistry(options.defaultMetrics !== false);
   const p = METRIC_PREFIX;
   const decisions = new Counter({
     name: `${p}decisions_total`,
@@ -90,36 +149,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
 
   const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
 
-  const socketmapLookups = new Counter({ name: `${p}socketmap_lookups_total`, help: 'Socketmap table lookups (sending side), by map and answer (ok, notfound, temp, perm)', labelNames: ['map', 'result'] as const, registers: [registry] });
-  const socketmapChildren = new Map<string, Counter.Internal>();
-  for (const map of SOCKETMAP_MAP_LABELS) {
-    for (const result of SOCKETMAP_RESULT_LABELS) {
-      const child = socketmapLookups.labels({ map, result });
-      child.inc(0);
-      socketmapChildren.set(`${map}|${result}`, child);
-    }
-  }
-
-  let operatorSource: (() => Iterable<readonly [string, string, number]>) | null = null;
-  /** `operator\nresult` → the total already added to the counter. */
-  const operatorReported = new Map<string, number>();
-  const operatorTransactions = new Counter({
-    name: `${p}operator_transactions_total`,
-    help: 'Messages by sending operator (listed certificate identity, or unlisted) and result (pass, reject, tempfail, throttled), counted once per message',
-    labelNames: ['operator', 'result'] as const,
-    registers: [registry],
-    collect(this: Counter<'operator' | 'result'>) {
-      if (operatorSource === null) return;
-      for (const [operator, result, count] of operatorSource()) {
-        const key = `${operator}\n${result}`;
-        const before = operatorReported.get(key) ?? 0;
-        if (count > before) {
-          this.inc({ operator, result }, count - before);
-          operatorReported.set(key, count);
-        }
-      }
-    },
-  });
+  const { socketmapLookups, countSocketmapLookup } = createSocketmapLookups(registry);
+  const { operatorTransactions, readOperatorCounts, forgetOperators } = createOperatorTransactions(registry);
 
   const misplacedChecks = new Counter({
     name: `${p}misplaced_checks_total`,
@@ -165,21 +196,10 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     protocolErrors,
     logLinesDropped,
     socketmapLookups,
-    countSocketmapLookup(map, result) {
-      socketmapChildren.get(`${map}|${result}`)?.inc();
-    },
+    countSocketmapLookup,
     operatorTransactions,
-    readOperatorCounts(source) {
-      operatorSource = source;
-    },
-    forgetOperators(operators) {
-      for (const operator of operators) {
-        for (const result of OPERATOR_RESULTS) {
-          operatorTransactions.remove({ operator, result });
-          operatorReported.delete(`${operator}\n${result}`);
-        }
-      }
-    },
+    readOperatorCounts,
+    forgetOperators,
     misplacedChecks,
     countDecision(frontend, result, reason, seconds) {
       const key = `${frontend}|${reason}`;

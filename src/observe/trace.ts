@@ -7,7 +7,7 @@
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Decision } from '../trust/decide.js';
-import type { Frontend } from './metrics.js';
+import type { Frontend } from '../trust/facts.js';
 
 /** What the frontend knows of the transaction besides the Facts. All optional: MTAs differ. */
 export interface TraceContext {

@@ -7,8 +7,19 @@ import { normaliseCn, parseDnCached } from './dn.js';
 import type { Facts } from './facts.js';
 import { REASONS, type Reason } from './reasons.js';
 import { tlsProfileAllows, type TlsProfileName } from './tls-profile.js';
-import { normaliseDomain } from '../whitelist/validate.js';
-import type { WhitelistIndex } from '../whitelist/index.js';
+import { normaliseDomain } from './domain.js';
+
+/**
+ * What decide() asks of the list in force (whitelist/whitelist-index.ts's WhitelistIndex). Declared here so that
+ * trust/ depends on nothing of ours: the list pipeline depends on trust/, never the reverse.
+ */
+export interface ListedIdentities {
+  hasDomain(domain: string): boolean;
+  isDnListed(dnKey: string): boolean;
+  isCnListed(cn: string): boolean;
+  domainHasDn(domain: string, dnKey: string): boolean;
+  domainHasCn(domain: string, cn: string): boolean;
+}
 
 export interface DecisionPolicy {
   readonly tlsProfile: TlsProfileName;
@@ -39,7 +50,7 @@ const decisions = {
   certNotListed: { reason: REASONS.cert_not_listed, senderDomain: null, operator: null },
 } as const satisfies Record<string, Decision>;
 
-export function decide(facts: Facts, index: WhitelistIndex | null, policy: DecisionPolicy = DEFAULT_POLICY): Decision {
+export function decide(facts: Facts, index: ListedIdentities | null, policy: DecisionPolicy = DEFAULT_POLICY): Decision {
   // Fail closed: every stage where sender and certificate are known is decided, DATA and END-OF-MESSAGE too.
   if (facts.stage !== 'mail' && facts.stage !== 'rcpt' && facts.stage !== 'data') return decisions.notDecided;
   if (index === null) return decisions.unavailable;
@@ -64,7 +75,7 @@ export function decide(facts: Facts, index: WhitelistIndex | null, policy: Decis
     if (cn === '' || !index.isCnListed(cn)) return decisions.certNotListed;
   }
 
-  const operator = dnKey ?? (cn as string);
+  const operator = dnKey ?? cn;
   if (facts.sender === null) return { reason: REASONS.sender_missing, senderDomain: null, operator };
   if (facts.sender === '') return { reason: REASONS.ok_bounce, senderDomain: null, operator };
   const at = facts.sender.lastIndexOf('@');

@@ -2,7 +2,11 @@
  * What an MTA told us about one SMTP transaction, normalised. Frontends build Facts; decide()
  * reads them. Nothing here is trusted more than the MTA that sent it.
  */
-import type { Frontend } from '../observe/metrics.js';
+
+/** The frontends that ask for decisions (a label of decisions_total and trace lines). */
+export type Frontend = 'policy' | 'milter';
+/** Frontends that hold connections: the deciding ones, and the sending side's table lookups. */
+export type ListenerFrontend = Frontend | 'socketmap';
 
 /**
  * The SMTP stage the question is asked at. `mail`, `rcpt` and `data` (DATA and END-OF-MESSAGE:

@@ -20,9 +20,13 @@ import { LRUCache } from 'lru-cache';
 import { normaliseCn, parseDn } from './dn.js';
 import type { Decision } from './decide.js';
 import type { Result } from './reasons.js';
-import type { WhitelistIndex } from '../whitelist/index.js';
 
 export const UNLISTED = 'unlisted';
+
+/** The identities of the list in force (whitelist/whitelist-index.ts's WhitelistIndex), as this ledger reads them. */
+export interface ListedOperators {
+  readonly entries: readonly { readonly cn: string; readonly dnKey: string; readonly dnDisplay: string }[];
+}
 
 export type OperatorRateMode = 'enforce' | 'observe';
 
@@ -192,7 +196,7 @@ export class OperatorLedger {
   }
 
   /** The list in force changed: identities are those of `index`; operators that left it are forgotten. */
-  setList(index: WhitelistIndex | null): void {
+  setList(index: ListedOperators | null): void {
     const identities = new Map<string, Identity>();
     const labels = new Set<string>([UNLISTED]);
     if (index !== null) {

@@ -4,7 +4,7 @@
  */
 import type { LoadFailureAt } from './failures.js';
 import type { PreparedList } from './prepare.js';
-import type { WhitelistIndex } from './index.js';
+import type { WhitelistIndex } from './whitelist-index.js';
 
 export type GuardVerdict =
   | { readonly verdict: 'accept'; readonly dropped: number; readonly added: number }

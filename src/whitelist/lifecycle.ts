@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../observe/metrics.js';
 import { LOAD_FAILURES, TRANSIENT_FAILURES, type LoadFailure } from './failures.js';
 import { guardList } from './guard.js';
-import { WhitelistIndex } from './index.js';
+import { WhitelistIndex } from './whitelist-index.js';
 import type { PrepareOptions, PreparedList } from './prepare.js';
 import { PrepareWorker, type PrepareJob, type PrepareOutcome } from './prepare-worker.js';
 import type { SignerTrustConfig } from './signature.js';

@@ -136,7 +136,7 @@ function readCertificates(flag: string, path: string): X509Certificate[] {
   try {
     pem = readFileSync(path, 'utf8');
   } catch (error) {
-    throw new Error(`${flag} ${path}: cannot read the file (${(error as Error).message})`);
+    throw new Error(`${flag} ${path}: cannot read the file (${(error as Error).message})`, { cause: error });
   }
   const blocks = pem.match(PEM_CERTIFICATE) ?? [];
   if (blocks.length === 0) throw new Error(`${flag} ${path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file`);
@@ -144,7 +144,7 @@ function readCertificates(flag: string, path: string): X509Certificate[] {
     try {
       return new X509Certificate(block);
     } catch (error) {
-      throw new Error(`${flag} ${path}: certificate #${i + 1} is not a valid X.509 certificate (${(error as Error).message})`);
+      throw new Error(`${flag} ${path}: certificate #${i + 1} is not a valid X.509 certificate (${(error as Error).message})`, { cause: error });
     }
   });
 }
@@ -548,7 +548,7 @@ function signedInfoOptions(signedInfo: Element): {
 function trustOf(leaf: X509Certificate, trust: SignerTrust): { by: 'pinned' | 'ca'; matched: string; chain: X509Certificate[] } {
   if (trust.pins.length === 0 && trust.cas.length === 0) refuse('signer_untrusted', 'no trusted signer is configured (--signer, or --signer-ca with --signer-cn)');
   const describe = `signer ${oneLine(leaf.subject)} (issuer ${oneLine(leaf.issuer)}, SHA-256 ${leaf.fingerprint256})`;
-  let found: { by: 'pinned' | 'ca'; matched: string; chain: X509Certificate[] } | null = null;
+  let found: { by: 'pinned' | 'ca'; matched: string; chain: X509Certificate[] };
   const pin = trust.pins.find((p) => p.certificate.raw.equals(leaf.raw));
   if (pin !== undefined) {
     found = { by: 'pinned', matched: `pinned signer ${pin.path}`, chain: [] };

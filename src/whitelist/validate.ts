@@ -2,8 +2,9 @@
  * Raw entry → valid entry, or a rejection with a reason. One bad entry never spoils the list
  * (incident of 2020-10-07: three entries with "_" in every field).
  */
-import { domainToASCII, domainToUnicode } from 'node:url';
+import { domainToUnicode } from 'node:url';
 import { formatDn, parseDnCached } from '../trust/dn.js';
+import { normaliseDomain } from '../trust/domain.js';
 import type { RawEntry } from './xml.js';
 
 export type EntryRejection =
@@ -38,29 +39,7 @@ export interface RejectedEntry {
 export type EntryResult = { readonly ok: true; readonly entry: ValidEntry } | { readonly ok: false; readonly rejected: RejectedEntry };
 
 const PLACEHOLDER = /^[_\-.?*\s]+$/;
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
-
-/**
- * A mail domain as the list and MAIL FROM name it → lower-case A-label, or null when it is not a
- * syntactically valid host name (no IP literal, at least two labels, LDH labels).
- */
-export function normaliseDomain(name: string): string | null {
-  let n = name.trim();
-  if (n.endsWith('.')) n = n.slice(0, -1);
-  if (n.length === 0 || n.length > 253) return null;
-  // Pure ASCII names skip the IDNA machinery: the common case on the hot path.
-  // eslint-disable-next-line no-control-regex
-  const ascii = /^[\x00-\x7f]*$/.test(n) ? n.toLowerCase() : domainToASCII(n);
-  if (ascii.length === 0 || ascii.length > 253) return null;
-  const labels = ascii.split('.');
-  if (labels.length < 2) return null;
-  for (const label of labels) {
-    if (!LABEL.test(label)) return null;
-  }
-  if (/^\d+$/.test(labels[labels.length - 1] ?? '')) return null;
-  return ascii;
-}
 
 function reject(raw: RawEntry, reason: EntryRejection, detail: string, domain: string | null = null): EntryResult {
   return { ok: false, rejected: { index: raw.index, domain: domain ?? (raw.nom.length > 0 ? raw.nom.slice(0, 255) : null), reason, detail } };

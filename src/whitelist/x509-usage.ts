@@ -121,7 +121,7 @@ export function readCertificateUsage(der: Uint8Array): CertificateUsage {
     }
     return { keyUsage, extendedKeyUsage };
   } catch (error) {
-    if (error instanceof DerError) throw new Error(`cannot read the certificate's extensions: ${error.message}`);
+    if (error instanceof DerError) throw new Error(`cannot read the certificate's extensions: ${error.message}`, { cause: error });
     throw error;
   }
 }

@@ -111,7 +111,7 @@ describe('mssante-policyd check', () => {
     assert.match(caAsSigner.stderr, /is a CA certificate \(basicConstraints CA:TRUE\)/);
     const otherCn = runCli(['check', real.list, '--signer-ca', real.ca, '--signer-cn', 'mx.operator.fr', '--max-list-age', '0', '--json']);
     assert.equal(otherCn.code, 1);
-    assert.equal(JSON.parse(otherCn.stdout).failure.reason, 'signer_constraint');
+    assert.equal((JSON.parse(otherCn.stdout) as CheckReport).failure?.reason, 'signer_constraint');
   });
 
   it('age: the real list is too old at the default 30 days (exit 1, list_too_old) with the signature still VALID', (t) => {
@@ -167,7 +167,7 @@ describe('mssante-policyd check', () => {
     assert.doesNotMatch(r.stdout, /^USABLE$/m);
     const json = runCli(['check', older, '--allow-unsigned', '--state-dir', stateDir, '--json']);
     assert.equal(json.code, 3);
-    assert.equal(JSON.parse(json.stdout).guard.verdict, 'refuse');
+    assert.equal((JSON.parse(json.stdout) as CheckReport).guard?.verdict, 'refuse');
     const accepted = runCli(['check', older, '--allow-unsigned', '--state-dir', stateDir, '--accept']);
     assert.equal(accepted.code, 0, accepted.stdout);
     // The same list against no stored list: nothing to refuse (its age is judged apart, so not here).
@@ -181,7 +181,7 @@ describe('mssante-policyd check', () => {
     writeFileSync(config, JSON.stringify({ whitelist: 'https://example.test/l.xml', 'allow-unsigned': true, 'state-dir': stateDir, 'policy-listen': '127.0.0.1:10040' }));
     const r = runCli(['check', older, '--config', config, '--json']);
     assert.equal(r.code, 3, r.stdout + r.stderr);
-    assert.match(JSON.parse(r.stdout).guard.against, new RegExp(stateDir));
+    assert.match((JSON.parse(r.stdout) as CheckReport).guard?.against ?? '', new RegExp(stateDir));
     writeFileSync(config, JSON.stringify({ 'allow-unsigned': true, 'max-list-entries': 'abc' }));
     const bad = runCli(['check', older, '--config', config]);
     assert.equal(bad.code, 2);
@@ -194,10 +194,10 @@ describe('mssante-policyd check', () => {
     // Stored: the demo list (demo signer). Checked: the real list (ANS signer), older than it.
     const stateDir = stateWith(DEMO_WHITELIST);
     const r = runCli(['check', real.list, '--signer', real.signer, '--max-list-age', '0', '--state-dir', stateDir, '--json']);
-    const report = JSON.parse(r.stdout);
+    const report = JSON.parse(r.stdout) as CheckReport;
     assert.equal(report.usable, true);
-    assert.equal(report.guard.against, `${stateDir} (generated 2026-11-22T21:54:56Z)`);
-    assert.equal(report.guard.verdict, 'refuse');
+    assert.equal(report.guard?.against, `${stateDir} (generated 2026-11-22T21:54:56Z)`);
+    assert.equal(report.guard?.verdict, 'refuse');
     assert.equal(r.code, 3);
   });
 });

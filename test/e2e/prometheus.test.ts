@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { encodeRequest } from '../../src/frontends/policy/codec.js';
 import { encodeRequest as encodeSocketmapRequest } from '../../src/frontends/socketmap/codec.js';
 import { freePort, startDaemon } from '../support/daemon.js';
-import { startPrometheus, type PrometheusHandle } from '../support/prometheus.js';
+import { startPrometheus } from '../support/prometheus.js';
 import { toolOrSkip } from '../support/tools.js';
 import { buildListXml } from '../support/xmlsec.js';
 

@@ -1,6 +1,6 @@
 /**
  * The listener skeleton on its own, with a toy line protocol (`line\n` → `echo:line\n`, `boom`
- * throws): byte budget, request and idle timers, protocol errors, connection limit, draining close.
+ * throws, `bad` fails, `last` answers a large farewell and fails after flushing it): byte budget, request and idle timers, protocol errors, connection limit, draining close.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -15,6 +15,8 @@ after(async () => {
   await Promise.all(servers.map((s) => s.close(100)));
 });
 
+/** Larger than a socket buffer: it cannot all leave in the write() call itself. */
+const FAREWELL = Buffer.from(`bye:${'z'.repeat(4 * 1024 * 1024)}\n`, 'latin1');
 const LIMITS: StreamLimits = { maxConnections: 10, idleTimeoutMs: 60_000, requestTimeoutMs: 60_000, maxConnectionBytes: 100, heapWatermarkPercent: 95 };
 
 async function start(limits: Partial<StreamLimits> = {}) {
@@ -41,6 +43,11 @@ async function start(limits: Partial<StreamLimits> = {}) {
             const line = buffered.slice(0, nl);
             buffered = buffered.slice(nl + 1);
             if (line === 'boom') throw new Error('session exploded');
+            if (line === 'last') {
+              conn.write(FAREWELL);
+              conn.fail('last_line', 'warn', {}, { flush: true });
+              return true;
+            }
             if (line === 'bad') {
               conn.fail('bad_line', 'warn', { length: line.length });
               return done > 0;
@@ -132,6 +139,16 @@ describe('stream server skeleton', () => {
     boom.socket.write('boom\n');
     await boom.closed;
     assert.ok(logs.some((l) => l.level === 50 && /connection failed/.test(String(l.msg))));
+  });
+
+  it('a protocol error with flush: what was written leaves whole, then the connection closes, counted once', async () => {
+    const { server, metrics } = await start();
+    const c = await Client.connect(server.address);
+    c.socket.write('a\nlast\n');
+    await c.closed;
+    assert.equal(c.data.length, 'echo:a\n'.length + FAREWELL.length);
+    assert.ok(c.data.startsWith('echo:a\nbye:zzz') && c.data.endsWith('z\n'));
+    assert.equal(await counted(metrics, 'last_line'), 1);
   });
 
   it('refuses connections beyond maxConnections', async () => {

@@ -1,5 +1,5 @@
 /** Builds a WhitelistIndex from (domain, DN) pairs through the real validation path. */
-import { WhitelistIndex } from '../../src/whitelist/index.js';
+import { WhitelistIndex } from '../../src/whitelist/whitelist-index.js';
 import { validateEntries } from '../../src/whitelist/validate.js';
 import type { RawEntry } from '../../src/whitelist/xml.js';
 

@@ -122,7 +122,7 @@ describe('decide()', () => {
       fc.property(
         arbitraryCert,
         fc.option(fc.oneof(fc.string(), fc.emailAddress(), fc.constantFrom('a@op1.mssante.fr', 'a@op2.mssante.fr', ''))),
-        fc.constantFrom('rcpt', 'mail', 'data') as fc.Arbitrary<'rcpt' | 'mail' | 'data'>,
+        fc.constantFrom<'rcpt' | 'mail' | 'data'>('rcpt', 'mail', 'data'),
         (cert, sender, stage) => {
           const d = decide(facts({ cert, sender, stage }), index);
           if (d.reason.result !== 'pass') return;

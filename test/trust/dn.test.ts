@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import {
   MAX_DN_LENGTH,
@@ -17,10 +15,9 @@ import {
   type Dn,
 } from '../../src/trust/dn.js';
 import { TestPki } from '../support/pki.js';
+import { REAL_LIST } from '../support/fixtures.js';
 import { toolOrSkip } from '../support/tools.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const REAL_LIST = resolve(REPO, '../shared/fixtures/real/listeblanchemssante-2025-02-28.xml');
 
 function dnOf(text: string): Dn {
   const r = parseDn(text);

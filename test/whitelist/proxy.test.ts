@@ -59,7 +59,7 @@ async function startConnectProxy(): Promise<ConnectProxy> {
 
 function fetched(r: FetchOutcome): Extract<FetchOutcome, { kind: 'fetched' }> {
   assert.equal(r.kind, 'fetched', r.kind === 'failed' ? `${r.reason}: ${r.detail}` : r.kind);
-  return r as Extract<FetchOutcome, { kind: 'fetched' }>;
+  return r;
 }
 
 describe('https source through HTTPS_PROXY (CONNECT)', () => {

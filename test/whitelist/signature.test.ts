@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { DOMParser } from '@xmldom/xmldom';
 import { SignedXml } from 'xml-crypto';
 import {
@@ -16,6 +15,7 @@ import {
   type SignerTrust,
 } from '../../src/whitelist/signature.js';
 import { TestPki, type Issued, type Subject } from '../support/pki.js';
+import { IGC_ORGANISATIONS_CA, REAL_LIST, REAL_SIGNER } from '../support/fixtures.js';
 import { toolOrSkip } from '../support/tools.js';
 import {
   ALGORITHMS,
@@ -27,10 +27,6 @@ import {
   type TemplateOptions,
 } from '../support/xmlsec.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const REAL_DIR = resolve(here, '../../../shared/fixtures/real');
-const REAL_LIST = join(REAL_DIR, 'listeblanchemssante-2025-02-28.xml');
-const REAL_SIGNER = join(REAL_DIR, 'signer-2023-2026.pem');
 
 const GENERATED = '2025-02-28T15:42:07Z';
 const ENTRIES = [
@@ -516,7 +512,7 @@ test('key usage: without digitalSignature/nonRepudiation refused; without the ex
 test('the real list: CA mode with CN alb.mssante.fr accepts it; other CNs and the CA as --signer do not', (t) => {
   const xml = realOrSkip(t);
   if (xml === null) return;
-  const ca = resolve(here, '../../../shared/fixtures/igc-sante/ac-igc-sante-elementaire-organisations.pem');
+  const ca = IGC_ORGANISATIONS_CA;
   const verdict = verifyListSignature(xml, loadSignerTrust({ signer: [], signerCa: [ca], signerCn: ['alb.mssante.fr'], signerSubject: [] }));
   accepted(verdict);
   assert.equal(verdict.signer.trustedBy, 'ca');

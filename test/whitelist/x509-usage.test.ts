@@ -2,14 +2,12 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { readCertificateUsage, signingUsageProblem } from '../../src/whitelist/x509-usage.js';
 import { TestPki, type Usage } from '../support/pki.js';
+import { REAL_SIGNER } from '../support/fixtures.js';
 import { toolOrSkip } from '../support/tools.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
 
 /** openssl's own reading of the two extensions, as our names. */
 function opensslUsage(certPath: string): { ku: string[] | null; eku: string[] | null } {
@@ -34,7 +32,7 @@ test('key usage and EKU read from DER agree with openssl for every test certific
   const ca = pki.createCa('ca', [['C', 'FR'], ['CN', 'usage test CA']]);
   const profiles: Usage[] = ['client', 'server', 'tls', 'signing', 'encipherment', 'no-extensions'];
   const certs = [ca, ...profiles.map((u) => pki.issue(u, [['C', 'FR'], ['CN', `${u}.test`]], ca, { usage: u }))];
-  const real = resolve(here, '../../../shared/fixtures/real/signer-2023-2026.pem');
+  const real = REAL_SIGNER;
   const paths = [...certs.map((c) => c.certPath), ...(existsSync(real) ? [real] : [])];
   for (const path of paths) {
     const usage = readCertificateUsage(new X509Certificate(readFileSync(path)).raw);

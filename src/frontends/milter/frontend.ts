@@ -4,8 +4,8 @@
  * full DN and `{verify}` (macros.ts sorts that out).
  */
 import type { Logger } from 'pino';
-import type { DecisionService } from '../../decision-service.js';
 import type { Metrics } from '../../observe/metrics.js';
+import type { Decisions } from '../decisions.js';
 import type { TraceContext } from '../../observe/trace.js';
 import type { Facts } from '../../trust/facts.js';
 import { replyText } from '../../trust/reasons.js';
@@ -25,7 +25,7 @@ export interface MilterFrontendOptions {
   readonly unixSocket?: ListenOptions;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  readonly service: DecisionService;
+  readonly service: Decisions;
 }
 
 export interface MilterFrontend {

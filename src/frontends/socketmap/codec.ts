@@ -189,6 +189,7 @@ export interface SocketmapReply {
 }
 
 // C0 controls and DEL have no place in a Postfix table value or reason.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL = /[\x00-\x1f\x7f]/g;
 
 /** `<len>:<status> <text>,` — `NOTFOUND ` keeps its trailing space, as socketmap_table(5) writes it. */

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { domainToUnicode } from 'node:url';
-import type { WhitelistIndex } from '../../whitelist/index.js';
+import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
 import { RECIPIENT_REJECT_VALUE, domainCns, type SocketmapValues } from './maps.js';
 
 export const EXPORT_FILES = ['mssante-domain', 'mssante-tls-policy', 'mssante-transport', 'mssante-recipient-access.regexp'] as const;

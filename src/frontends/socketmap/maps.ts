@@ -18,8 +18,8 @@
  */
 import { domainToASCII } from 'node:url';
 import { RECIPIENT_DOMAIN_NOT_LISTED, REASONS } from '../../trust/reasons.js';
-import type { WhitelistIndex } from '../../whitelist/index.js';
-import { normaliseDomain } from '../../whitelist/validate.js';
+import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
+import { normaliseDomain } from '../../trust/domain.js';
 import type { SocketmapMapLabel, SocketmapResultLabel } from '../../observe/metrics.js';
 import type { SocketmapReply } from './codec.js';
 
@@ -62,6 +62,7 @@ export class SocketmapTables {
 
   constructor(values: SocketmapValues) {
     for (const [what, value] of [['tls policy', values.tlsPolicy], ['transport', values.transport]] as const) {
+      // eslint-disable-next-line no-control-regex -- refusing control characters is the point
       if (value.trim() === '' || /[\x00-\x1f\x7f]/.test(value)) throw new RangeError(`socketmap ${what} value must be non-empty text without control characters`);
     }
     this.#values = values;

@@ -182,7 +182,7 @@ describe('socketmap replies', () => {
     const two = Buffer.concat([encodeReply({ status: 'OK', text: 'x y' }), encodeReply({ status: 'NOTFOUND', text: '' })]);
     const first = decodeReply(two);
     assert.deepEqual(first?.reply, { status: 'OK', text: 'x y' });
-    assert.deepEqual(decodeReply(first!.rest)?.reply, { status: 'NOTFOUND', text: '' });
+    assert.deepEqual(decodeReply(first.rest)?.reply, { status: 'NOTFOUND', text: '' });
     assert.equal(decodeReply(Buffer.from('9:NOTFOU')), null);
   });
 });

@@ -133,7 +133,7 @@ describe('socketmap tables: mssante-recipient-access', () => {
       fc.property(fc.array(label, { minLength: 1, maxLength: 5 }), fc.constantFrom('bare', 'dot'), (labels, style) => {
         const domain = labels.join('.');
         const expected = INDEX.hasDomain(domain) ? 'pass' : REJECT;
-        assert.equal(postfixAccess(`u@${domain}`, style as 'bare' | 'dot'), expected, domain);
+        assert.equal(postfixAccess(`u@${domain}`, style), expected, domain);
       }),
       { numRuns: 2000 },
     );

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
@@ -7,7 +10,7 @@ import { decodeReply, encodeRequest, type SocketmapReply } from '../../../src/fr
 import { SocketmapTables } from '../../../src/frontends/socketmap/maps.js';
 import { startSocketmapServer, type SocketmapServer, type SocketmapServerOptions } from '../../../src/frontends/socketmap/server.js';
 import { createMetrics, type Metrics } from '../../../src/observe/metrics.js';
-import type { WhitelistIndex } from '../../../src/whitelist/index.js';
+import type { WhitelistIndex } from '../../../src/whitelist/whitelist-index.js';
 import { buildIndex } from '../../support/index-builder.js';
 
 /** Safety net against a hung test, not a timing assertion. */
@@ -27,7 +30,7 @@ interface Harness {
   setIndex(index: WhitelistIndex | null): void;
 }
 
-async function start(options: Partial<SocketmapServerOptions> = {}, level = 'info'): Promise<Harness> {
+async function start(options: Partial<SocketmapServerOptions> = {}, level = 'info', address = '127.0.0.1:0'): Promise<Harness> {
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
@@ -37,7 +40,7 @@ async function start(options: Partial<SocketmapServerOptions> = {}, level = 'inf
   });
   const metrics = createMetrics({ defaultMetrics: false });
   let index: WhitelistIndex | null = INDEX;
-  const server = await startSocketmapServer('127.0.0.1:0', {
+  const server = await startSocketmapServer(address, {
     logger: pino({ level }, sink),
     metrics,
     tables: TABLES,
@@ -188,6 +191,27 @@ describe('socketmap server', () => {
     assert.equal(traces.length, 1);
     assert.equal(traces[0]?.map, 'mssante-transport');
     assert.equal(traces[0]?.result, 'ok');
+  });
+
+  it('refuses a per-connection byte budget that cannot hold one request', async () => {
+    await assert.rejects(start({ limits: { maxRequestBytes: 1000 }, maxConnectionBytes: 1010 }), /maxConnectionBytes \(1010\) must hold one request/);
+    const h = await start({ limits: { maxRequestBytes: 1000 }, maxConnectionBytes: 1011 });
+    const { replies } = await exchange(h.server.address, encodeRequest('mssante-domain', `${'a'.repeat(980)}.fr`), 1);
+    assert.equal(replies[0]?.status, 'NOTFOUND');
+  });
+
+  it('listens on a unix socket with the mode it is given', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'socketmap-')), 'socketmap.sock');
+    const h = await start({ unixSocket: { unixMode: 0o600 } }, 'info', `unix:${path}`);
+    assert.equal(h.server.address, `unix:${path}`);
+    assert.equal(statSync(path).mode & 0o777, 0o600);
+    const socket = net.connect(path);
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      socket.once('data', resolve).once('error', reject);
+      socket.write(encodeRequest('mssante-transport', 'ch-exemple.fr'));
+    });
+    socket.destroy();
+    assert.equal(decodeReply(reply)?.reply.status, 'OK');
   });
 
   it('close() ends idle connections and stops listening', async () => {
