@@ -30,7 +30,12 @@ function field(block, name) {
 
 function cnOf(dn) {
   const m = /(?:^|,)\s*CN\s*=\s*([^,]*)/i.exec(dn);
-  return m === null ? null : m[1].replace(/[\s\u00a0]+/g, ' ').trim().toLowerCase();
+  return m === null
+    ? null
+    : m[1]
+        .replace(/[\s\u00a0]+/g, ' ')
+        .trim()
+        .toLowerCase();
 }
 
 /**
@@ -87,7 +92,10 @@ function fingerprint(text) {
 function xtext(value) {
   let out = '';
   for (const byte of Buffer.from(value, 'utf8')) {
-    out += byte < 33 || byte > 126 || byte === 0x2b || byte === 0x3d ? `+${byte.toString(16).toUpperCase().padStart(2, '0')}` : String.fromCharCode(byte);
+    out +=
+      byte < 33 || byte > 126 || byte === 0x2b || byte === 0x3d
+        ? `+${byte.toString(16).toUpperCase().padStart(2, '0')}`
+        : String.fromCharCode(byte);
   }
   return out;
 }
@@ -241,15 +249,33 @@ export function milterTransaction(t) {
         ['{tls_version}', 'TLSv1.3'],
         ['{cipher}', 'TLS_AES_256_GCM_SHA384'],
         ['{cipher_bits}', '256'],
-        ...(t.cert === null ? [] : [['{cert_subject}', t.cert], ['{cert_issuer}', ISSUER]]),
+        ...(t.cert === null
+          ? []
+          : [
+              ['{cert_subject}', t.cert],
+              ['{cert_issuer}', ISSUER],
+            ]),
       ]
     : [];
   return Buffer.concat([
-    macro('C', [['j', 'mx.recepteur.example'], ['{daemon_name}', 'smtpd'], ['{daemon_addr}', '127.0.0.1'], ['v', 'Postfix 3.7.11'], ['_', `${t.clientName} [${t.clientAddress}]`], ['{client_addr}', t.clientAddress], ['{client_name}', t.clientName]]),
+    macro('C', [
+      ['j', 'mx.recepteur.example'],
+      ['{daemon_name}', 'smtpd'],
+      ['{daemon_addr}', '127.0.0.1'],
+      ['v', 'Postfix 3.7.11'],
+      ['_', `${t.clientName} [${t.clientAddress}]`],
+      ['{client_addr}', t.clientAddress],
+      ['{client_name}', t.clientName],
+    ]),
     packet('C', Buffer.concat([cstrings([t.clientName]), Buffer.from('4'), port, cstrings([t.clientAddress])])),
     macro('H', helo),
     packet('H', cstrings([t.helo])),
-    macro('M', [['i', t.queueId], ['{mail_mailer}', 'smtp'], ['{mail_host}', t.sender.split('@')[1] ?? ''], ['{mail_addr}', t.sender]]),
+    macro('M', [
+      ['i', t.queueId],
+      ['{mail_mailer}', 'smtp'],
+      ['{mail_host}', t.sender.split('@')[1] ?? ''],
+      ['{mail_addr}', t.sender],
+    ]),
     packet('M', cstrings([`<${t.sender}>`, `SIZE=${t.size}`, 'BODY=8BITMIME'])),
   ]);
 }
@@ -282,9 +308,29 @@ export function socketmapCorpus(scan, count) {
     const inList = random() < 0.8 && listed.length > 0;
     const domain = inList ? listed[Math.floor(random() * listed.length)] : `hors-liste-${i % 211}.example.org`;
     const pick = i % 3;
-    if (pick === 0) items.push({ kind: inList ? 'transport_listed' : 'transport_unlisted', expect: inList ? 'OK' : 'NOTFOUND', wire: socketmapRequest('mssante-transport', domain) });
-    else if (pick === 1) items.push({ kind: inList ? 'tls_listed' : 'tls_unlisted', expect: inList ? 'OK' : 'NOTFOUND', wire: socketmapRequest('mssante-tls-policy', domain) });
-    else items.push({ kind: inList ? 'rcpt_listed' : 'rcpt_unlisted', expect: inList ? 'NOTFOUND' : 'REJECT', wire: socketmapRequest('mssante-recipient-access', `dr.x${i % 53}@${domain}`) });
+    if (pick === 0)
+      items.push({
+        kind: inList ? 'transport_listed' : 'transport_unlisted',
+        expect: inList ? 'OK' : 'NOTFOUND',
+        wire: socketmapRequest('mssante-transport', domain),
+      });
+    else if (pick === 1)
+      items.push({
+        kind: inList ? 'tls_listed' : 'tls_unlisted',
+        expect: inList ? 'OK' : 'NOTFOUND',
+        wire: socketmapRequest('mssante-tls-policy', domain),
+      });
+    else
+      items.push({
+        kind: inList ? 'rcpt_listed' : 'rcpt_unlisted',
+        expect: inList ? 'NOTFOUND' : 'REJECT',
+        wire: socketmapRequest('mssante-recipient-access', `dr.x${i % 53}@${domain}`),
+      });
   }
-  return { protocol: 'socketmap', expect: items.map((t) => t.expect), kinds: items.map((t) => t.kind), wire: items.map((t) => t.wire.toString('base64')) };
+  return {
+    protocol: 'socketmap',
+    expect: items.map((t) => t.expect),
+    kinds: items.map((t) => t.kind),
+    wire: items.map((t) => t.wire.toString('base64')),
+  };
 }

@@ -5,12 +5,21 @@
  */
 import { tsImport } from 'tsx/esm/api';
 
-const DEPTS = ['Paris (75)', 'Rhone (69)', 'Gironde (33)', 'Nord (59)', 'Bouches-du-Rhone (13)', 'Haute-Garonne (31)', 'Cher (18)'];
+const DEPTS = [
+  'Paris (75)',
+  'Rhone (69)',
+  'Gironde (33)',
+  'Nord (59)',
+  'Bouches-du-Rhone (13)',
+  'Haute-Garonne (31)',
+  'Cher (18)',
+];
 
 export async function buildSyntheticList(count, generatedAt = '2025-02-28T15:42:07Z') {
   const { buildListXml } = await tsImport('../test/support/xmlsec.ts', import.meta.url);
   const certificates = Math.max(2, Math.round(count / 13));
-  const dn = (k) => `CN=mx${k}.operateur-${k % 97}.mssante.fr,OU=1${String(100000000 + k).slice(1)},O=OPERATEUR DE SANTE ${k},ST=${DEPTS[k % DEPTS.length]},C=FR`;
+  const dn = (k) =>
+    `CN=mx${k}.operateur-${k % 97}.mssante.fr,OU=1${String(100000000 + k).slice(1)},O=OPERATEUR DE SANTE ${k},ST=${DEPTS[k % DEPTS.length]},C=FR`;
   const entries = [];
   for (let i = 0; entries.length < count; i++) {
     const k = i % certificates;

@@ -223,7 +223,8 @@ function persistent(index) {
 
   function send() {
     if (stopped) {
-      if (config.protocol === 'milter') socket.end(Buffer.from([0, 0, 0, 1, 0x51])); // QUIT
+      if (config.protocol === 'milter')
+        socket.end(Buffer.from([0, 0, 0, 1, 0x51])); // QUIT
       else socket.end();
       return;
     }
@@ -330,9 +331,19 @@ function report() {
     warmupAnswered,
     corpusCovered: seenCount / n,
     // Near 100: the generator, not the server, may be what limits this row.
-    loadGenCpuPct: cpuInWindow === null ? null : ((cpuInWindow.user + cpuInWindow.system) / 1e4 / seconds),
-    latencyMs: { p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9), max: answered === 0 ? null : histogram.max / 1e6, mean: answered === 0 ? null : histogram.mean / 1e6 },
-    timeline: config.timelineMs > 0 ? { slotMs: config.timelineMs, slots: Array.from(timeline, (s) => s ?? { n: 0, maxUs: 0, failed: 0 }) } : null,
+    loadGenCpuPct: cpuInWindow === null ? null : (cpuInWindow.user + cpuInWindow.system) / 1e4 / seconds,
+    latencyMs: {
+      p50: ms(50),
+      p90: ms(90),
+      p99: ms(99),
+      p999: ms(99.9),
+      max: answered === 0 ? null : histogram.max / 1e6,
+      mean: answered === 0 ? null : histogram.mean / 1e6,
+    },
+    timeline:
+      config.timelineMs > 0
+        ? { slotMs: config.timelineMs, slots: Array.from(timeline, (s) => s ?? { n: 0, maxUs: 0, failed: 0 }) }
+        : null,
   });
   process.exit(0);
 }

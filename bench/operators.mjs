@@ -45,7 +45,7 @@ const scan = scanList(xml.toString('utf8'));
 // 4096 request facts: 90 % a listed CN with one of its domains, 10 % an unlisted CN.
 const facts = [];
 let seed = 20250228;
-const random = () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+const random = () => (seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32;
 for (let i = 0; i < 4096; i++) {
   const b = scan.bindings[Math.floor(random() * scan.bindings.length)];
   const listed = random() < 0.9;
@@ -54,7 +54,12 @@ for (let i = 0; i < 4096; i++) {
     stage: 'rcpt',
     tlsProtocol: 'TLSv1.3',
     tlsCipher: 'TLS_AES_256_GCM_SHA384',
-    cert: { kind: 'cn', cn: listed ? b.cn : `mx${i}.inconnu.fr`, issuerCn: 'AC IGC-SANTE ELEMENTAIRE ORGANISATIONS', verified: true },
+    cert: {
+      kind: 'cn',
+      cn: listed ? b.cn : `mx${i}.inconnu.fr`,
+      issuerCn: 'AC IGC-SANTE ELEMENTAIRE ORGANISATIONS',
+      verified: true,
+    },
     sender: `dr.x@${b.domains[0]}`,
   });
 }
@@ -97,7 +102,12 @@ function runSlice(arm) {
   for (let i = 0; i < SLICE; i++) {
     const f = facts[i & 4095];
     const instance = `4242.${base + (i >> 1)}`;
-    const d = svc.answer('policy', f, { stage: 'rcpt', connectionId: 1, instance, sender: f.sender, recipient: 'dr.y@destinataire.mssante.fr' }, process.hrtime.bigint());
+    const d = svc.answer(
+      'policy',
+      f,
+      { stage: 'rcpt', connectionId: 1, instance, sender: f.sender, recipient: 'dr.y@destinataire.mssante.fr' },
+      process.hrtime.bigint(),
+    );
     arm.answers.set(d.reason.id, (arm.answers.get(d.reason.id) ?? 0) + 1);
   }
   const used = process.cpuUsage(before);
@@ -118,11 +128,15 @@ while (Date.now() < until) {
 
 const per = (arm) => arm.cpuUs / arm.requests;
 const off = per(arms[0]);
-console.log(`list: ${index.entries.length} entries, ${index.certificateCount} certificates; ${round} rounds of ${SLICE} requests per arm`);
+console.log(
+  `list: ${index.entries.length} entries, ${index.certificateCount} certificates; ${round} rounds of ${SLICE} requests per arm`,
+);
 console.log('| arm | requests | CPU µs / request | vs off |');
 console.log('|---|---|---|---|');
 for (const arm of arms) {
-  console.log(`| ${arm.name} | ${arm.requests} | ${per(arm).toFixed(3)} | ${arm === arms[0] ? '' : `${(per(arm) - off >= 0 ? '+' : '')}${(per(arm) - off).toFixed(3)} µs`} |`);
+  console.log(
+    `| ${arm.name} | ${arm.requests} | ${per(arm).toFixed(3)} | ${arm === arms[0] ? '' : `${per(arm) - off >= 0 ? '+' : ''}${(per(arm) - off).toFixed(3)} µs`} |`,
+  );
 }
 console.log(`answers (throttle arm): ${JSON.stringify(Object.fromEntries(arms[2].answers))}`);
 

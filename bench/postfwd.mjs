@@ -48,7 +48,26 @@ export async function startPostfwd1({ rules, port, pidFile, logFile, cpu }) {
   const launcher = spawnPinned(
     cpu,
     'postfwd1',
-    ['-d', '--file', rules, '-i', '127.0.0.1', '-p', String(port), '--pidfile', pidFile, '-u', 'nobody', '-g', 'nogroup', '--nodns', '--cache=600', '--cache-rdomain-only', '--cache-no-size', '-P'],
+    [
+      '-d',
+      '--file',
+      rules,
+      '-i',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '--pidfile',
+      pidFile,
+      '-u',
+      'nobody',
+      '-g',
+      'nogroup',
+      '--nodns',
+      '--cache=600',
+      '--cache-rdomain-only',
+      '--cache-no-size',
+      '-P',
+    ],
     { stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] },
   );
   await new Promise((r) => launcher.once('exit', r));
@@ -66,17 +85,27 @@ export async function startPostfwd({ rules, port, cachePort, pidFile, logFile, c
     'postfwd2',
     [
       // No --stdout: Net::Server ties STDOUT to the client socket, the log would go to the MTA.
-      '--file', rules,
-      '--server_socket', `tcp:127.0.0.1:${port}`,
-      '--cache_socket', `tcp:127.0.0.1:${cachePort}`,
-      '--pidfile', pidFile,
-      '--user', 'nobody',
-      '--group', 'nogroup',
+      '--file',
+      rules,
+      '--server_socket',
+      `tcp:127.0.0.1:${port}`,
+      '--cache_socket',
+      `tcp:127.0.0.1:${cachePort}`,
+      '--pidfile',
+      pidFile,
+      '--user',
+      'nobody',
+      '--group',
+      'nogroup',
       '--nodns',
-      '--cache=600', '--cache-rdomain-only', '--cache-no-size',
+      '--cache=600',
+      '--cache-rdomain-only',
+      '--cache-no-size',
       '--noidlestats',
-      `--min_servers=${connections}`, `--max_servers=${connections + 10}`,
-      '--min_spare_servers=1', `--max_spare_servers=${connections + 9}`, // Net::Server: spare < max
+      `--min_servers=${connections}`,
+      `--max_servers=${connections + 10}`,
+      '--min_spare_servers=1',
+      `--max_spare_servers=${connections + 9}`, // Net::Server: spare < max
       ...extraArgs,
     ],
     { stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')] },
@@ -128,7 +157,9 @@ function answers(port) {
     };
     socket.setTimeout(2000, () => done(false));
     socket.on('error', () => done(false));
-    socket.on('connect', () => socket.write('request=smtpd_access_policy\nprotocol_state=RCPT\nsender=a@b.example\nrecipient=c@d.example\n\n'));
+    socket.on('connect', () =>
+      socket.write('request=smtpd_access_policy\nprotocol_state=RCPT\nsender=a@b.example\nrecipient=c@d.example\n\n'),
+    );
     socket.on('data', (c) => {
       got += c;
       if (got.includes('\n\n')) done(got.startsWith('action='));

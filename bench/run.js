@@ -13,7 +13,19 @@
  *   node bench/run.js --soak MINUTES   (issue 6: mixed traffic, a list reload every 10 s)
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +33,18 @@ import { buildTransactions, corpusFile, milterOptneg, MILTER_END_OF_SESSION, sca
 import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
 import { postfwdAvailable, startPostfwd, startPostfwd1, writePostfwdRules } from './postfwd.mjs';
-import { HAS_TASKSET, cpuSeconds, freePorts, killAllChildren, memoryMiB, scrape, sleep, spawnPinned, stopChild, waitReady } from './procs.mjs';
+import {
+  HAS_TASKSET,
+  cpuSeconds,
+  freePorts,
+  killAllChildren,
+  memoryMiB,
+  scrape,
+  sleep,
+  spawnPinned,
+  stopChild,
+  waitReady,
+} from './procs.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(BENCH, '..');
@@ -125,7 +148,8 @@ async function main() {
   };
   await section('floor', () => floorSection(lists, rows));
   // The start-up section restarts from the state dir this one fills.
-  if (runs('daemon') || runs('startup')) await section(runs('daemon') ? 'daemon' : 'startup', () => daemonSection(lists, stateDir, rows, facts));
+  if (runs('daemon') || runs('startup'))
+    await section(runs('daemon') ? 'daemon' : 'startup', () => daemonSection(lists, stateDir, rows, facts));
   await section('startup', () => startupSection(lists, stateDir, rows, facts));
   await section('socketmap', () => socketmapSection(lists, rows));
   await section('big', async () => {
@@ -152,7 +176,14 @@ async function floorSection(lists, rows) {
   const corpus = lists.policyCorpus;
   rows.push(await loadRow('floor', 'floor (plain Node, answers DUNNO unread)', floor, { connections: 16, corpus, check: false }));
   rows.push(await loadRow('floor', 'floor', floor, { connections: 100, corpus, check: false }));
-  rows.push(await loadRow('floor', 'floor, new connection per request', floor, { connections: 16, mode: 'newconn', corpus, check: false }));
+  rows.push(
+    await loadRow('floor', 'floor, new connection per request', floor, {
+      connections: 16,
+      mode: 'newconn',
+      corpus,
+      check: false,
+    }),
+  );
   await stopChild(floor.child);
 }
 
@@ -168,7 +199,14 @@ async function daemonSection(lists, stateDir, rows, facts) {
     rows.push(await loadRow('daemon', `daemon, ${name}, trace to file`, d, { connections: 16, corpus }));
     rows.push(await loadRow('daemon', `daemon, ${name}, trace to file`, d, { connections: 100, corpus }));
     rows.push(await loadRow('daemon', 'daemon, new connection per request', d, { connections: 16, mode: 'newconn', corpus }));
-    rows.push(await loadRow('milter', 'daemon, Milter frontend', d, { connections: 100, protocol: 'milter', corpus: lists.milterCorpus, port: d.milterPort }));
+    rows.push(
+      await loadRow('milter', 'daemon, Milter frontend', d, {
+        connections: 100,
+        protocol: 'milter',
+        corpus: lists.milterCorpus,
+        port: d.milterPort,
+      }),
+    );
     const reload = await reloadUnderLoad(d, lists);
     rows.push(reload.row);
     facts.reloadUnderLoad = reload.reloads;
@@ -184,10 +222,29 @@ async function socketmapSection(lists, rows) {
   const d = await startDaemon({ lists, stateDir: join(tmp, 'state-socketmap'), trace: 'file' });
   await settle(d);
   const corpus = lists.socketmapCorpus;
-  rows.push(await loadRow('socketmap', 'daemon, socketmap lookups', d, { connections: 16, protocol: 'socketmap', corpus, port: d.socketmapPort }));
-  rows.push(await loadRow('socketmap', 'daemon, socketmap lookups', d, { connections: 100, protocol: 'socketmap', corpus, port: d.socketmapPort }));
+  rows.push(
+    await loadRow('socketmap', 'daemon, socketmap lookups', d, {
+      connections: 16,
+      protocol: 'socketmap',
+      corpus,
+      port: d.socketmapPort,
+    }),
+  );
+  rows.push(
+    await loadRow('socketmap', 'daemon, socketmap lookups', d, {
+      connections: 100,
+      protocol: 'socketmap',
+      corpus,
+      port: d.socketmapPort,
+    }),
+  );
   // The yardstick of the goal: the policy frontend of the same daemon, right after.
-  rows.push(await loadRow('socketmap-yardstick', 'same daemon, policy frontend (socketmap yardstick)', d, { connections: 100, corpus: lists.policyCorpus }));
+  rows.push(
+    await loadRow('socketmap-yardstick', 'same daemon, policy frontend (socketmap yardstick)', d, {
+      connections: 100,
+      corpus: lists.policyCorpus,
+    }),
+  );
   await stopChild(d.child);
 }
 
@@ -201,7 +258,12 @@ async function startupSection(lists, stateDir, rows, facts) {
     facts.readyFromStateMs.push(d.readyMs);
     await settle(d);
   }
-  rows.push(await loadRow('daemon', `daemon, ${listName(lists)}, trace to /dev/null`, d, { connections: 100, corpus: lists.policyCorpus }));
+  rows.push(
+    await loadRow('daemon', `daemon, ${listName(lists)}, trace to /dev/null`, d, {
+      connections: 100,
+      corpus: lists.policyCorpus,
+    }),
+  );
   await stopChild(d.child);
 }
 
@@ -219,7 +281,9 @@ async function prepareLists() {
     xml = readFileSync(REAL_LIST);
     signer = REAL_SIGNER;
   } else {
-    log(`the real list is not at ${REAL_LIST}: real-list rows use a synthetic unsigned 6 500-entry list instead, and the real-list goals are not judged`);
+    log(
+      `the real list is not at ${REAL_LIST}: real-list rows use a synthetic unsigned 6 500-entry list instead, and the real-list goals are not judged`,
+    );
     xml = Buffer.from(await buildSyntheticList(6500));
   }
   // Two versions with different bytes and the same content: each SIGHUP puts a "new" list in force.
@@ -277,7 +341,9 @@ function swapListFile(lists) {
 
 async function startFloor() {
   const [port] = await freePorts(1);
-  const child = spawnPinned(SERVER_CPU, process.execPath, [join(BENCH, 'floor.mjs'), String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawnPinned(SERVER_CPU, process.execPath, [join(BENCH, 'floor.mjs'), String(port)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   await new Promise((resolveReady, reject) => {
     child.once('exit', (code) => reject(new Error(`floor exited (${code})`)));
     child.stdout.once('data', () => resolveReady());
@@ -295,17 +361,26 @@ async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, 
   const stderr = openSync(stderrFile, 'w');
   const http = `127.0.0.1:${httpPort}`;
   const argv = [
-    CLI, 'serve',
-    '--whitelist', listPath,
+    CLI,
+    'serve',
+    '--whitelist',
+    listPath,
     ...(signer !== null ? ['--signer', signer] : ['--allow-unsigned']),
     // The real list dates from 2025: the age limit would refuse it at a first start.
-    '--max-list-age', '0',
-    '--state-dir', stateDir,
-    '--policy-listen', `127.0.0.1:${policyPort}`,
-    '--milter-listen', `127.0.0.1:${milterPort}`,
-    '--socketmap-listen', `127.0.0.1:${socketmapPort}`,
-    '--http-listen', http,
-    '--log-level', 'info',
+    '--max-list-age',
+    '0',
+    '--state-dir',
+    stateDir,
+    '--policy-listen',
+    `127.0.0.1:${policyPort}`,
+    '--milter-listen',
+    `127.0.0.1:${milterPort}`,
+    '--socketmap-listen',
+    `127.0.0.1:${socketmapPort}`,
+    '--http-listen',
+    http,
+    '--log-level',
+    'info',
     ...(trace === 'file' && !viaStdout ? ['--trace-file', traceFile] : []),
   ];
   const t0 = performance.now();
@@ -340,7 +415,21 @@ async function settle(daemon) {
  * Runs the load generator pinned to the other CPU against `server`; the server's CPU is read from
  * /proc when the measured window opens and closes.
  */
-async function runLoad(server, { connections, mode = 'persistent', protocol = 'policy', corpus, port, seconds = ROW_S, warmupFullPass = false, rate = 0, withDescendants = false, onMeasureStart }) {
+async function runLoad(
+  server,
+  {
+    connections,
+    mode = 'persistent',
+    protocol = 'policy',
+    corpus,
+    port,
+    seconds = ROW_S,
+    warmupFullPass = false,
+    rate = 0,
+    withDescendants = false,
+    onMeasureStart,
+  },
+) {
   const config = {
     host: '127.0.0.1',
     port: port ?? server.policyPort,
@@ -356,7 +445,9 @@ async function runLoad(server, { connections, mode = 'persistent', protocol = 'p
   };
   const configFile = join(tmp, `load-${Date.now()}-${Math.random().toString(16).slice(2)}.json`);
   writeFileSync(configFile, JSON.stringify(config));
-  const child = spawnPinned(LOAD_CPU, process.execPath, [join(BENCH, 'load.mjs'), '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawnPinned(LOAD_CPU, process.execPath, [join(BENCH, 'load.mjs'), '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let cpuStart = 0;
   let cpuEnd = 0;
   let result = null;
@@ -383,7 +474,9 @@ async function runLoad(server, { connections, mode = 'persistent', protocol = 'p
 }
 
 async function loadRow(kind, label, server, options) {
-  log(`${label}: ${options.connections} ${options.mode === 'newconn' ? 'concurrent one-shot clients' : 'connections'}, ${options.seconds ?? ROW_S} s`);
+  log(
+    `${label}: ${options.connections} ${options.mode === 'newconn' ? 'concurrent one-shot clients' : 'connections'}, ${options.seconds ?? ROW_S} s`,
+  );
   const r = await runLoad(server, options);
   return {
     kind,
@@ -501,7 +594,16 @@ async function reloadUnderLoad(daemon, lists) {
   const r = await runLoad(daemon, { connections: 100, corpus: lists.policyCorpus, seconds, onMeasureStart });
   await driver;
   return {
-    row: { kind: 'reload', label: 'daemon, list reloads (SIGHUP) under load', protocol: 'policy', mode: 'persistent', connections: 100, check: true, ...pick(r), rssMiB: memoryMiB(daemon.pid).rss },
+    row: {
+      kind: 'reload',
+      label: 'daemon, list reloads (SIGHUP) under load',
+      protocol: 'policy',
+      mode: 'persistent',
+      connections: 100,
+      check: true,
+      ...pick(r),
+      rssMiB: memoryMiB(daemon.pid).rss,
+    },
     reloads,
   };
 }
@@ -515,13 +617,32 @@ async function bigListRun() {
   writeFileSync(path, xml);
   const scan = scanList(xml);
   const corpus = writeCorpus('policy', buildTransactions(scan, 4000, 7), 'policy-50k');
-  const daemon = await startDaemon({ lists: null, stateDir: join(tmp, 'state-50k'), trace: 'null', listPath: path, signer: null });
+  const daemon = await startDaemon({
+    lists: null,
+    stateDir: join(tmp, 'state-50k'),
+    trace: 'null',
+    listPath: path,
+    signer: null,
+  });
   await settle(daemon);
   const idle = memoryMiB(daemon.pid);
-  const row = await loadRow('big', 'daemon, synthetic 50 000-entry list (unsigned)', daemon, { connections: 100, corpus, seconds: Math.min(ROW_S, 4) });
+  const row = await loadRow('big', 'daemon, synthetic 50 000-entry list (unsigned)', daemon, {
+    connections: 100,
+    corpus,
+    seconds: Math.min(ROW_S, 4),
+  });
   const after = memoryMiB(daemon.pid);
   await stopChild(daemon.child);
-  return { row, facts: { bigReadyColdMs: daemon.readyMs, bigRssIdleMiB: idle.rss, bigRssAfterLoadMiB: after.rss, bigRssPeakMiB: after.hwm, bigEntries: scan.entries } };
+  return {
+    row,
+    facts: {
+      bigReadyColdMs: daemon.readyMs,
+      bigRssIdleMiB: idle.rss,
+      bigRssAfterLoadMiB: after.rss,
+      bigRssPeakMiB: after.hwm,
+      bigEntries: scan.entries,
+    },
+  };
 }
 
 // ---- postfwd -----------------------------------------------------------------------------------
@@ -531,7 +652,15 @@ async function postfwdRun(lists) {
   const dir = join(tmp, 'postfwd');
   const rules = writePostfwdRules(dir, lists.scan);
   const [port, cachePort] = await freePorts(2);
-  const pf = await startPostfwd({ rules, port, cachePort, pidFile: join(dir, 'postfwd.pid'), logFile: join(dir, 'postfwd.log'), connections: 100, cpu: SERVER_CPU });
+  const pf = await startPostfwd({
+    rules,
+    port,
+    cachePort,
+    pidFile: join(dir, 'postfwd.pid'),
+    logFile: join(dir, 'postfwd.log'),
+    connections: 100,
+    cpu: SERVER_CPU,
+  });
   const server = { pid: pf.pid, policyPort: port };
   try {
     // The cache is warm once every corpus item has been answered once (the first pass is uncached).
@@ -552,7 +681,13 @@ async function postfwd1Run(lists) {
   const dir = join(tmp, 'postfwd1');
   const rules = writePostfwdRules(dir, lists.scan);
   const [port] = await freePorts(1);
-  const pf = await startPostfwd1({ rules, port, pidFile: join(dir, 'postfwd1.pid'), logFile: join(dir, 'postfwd1.log'), cpu: SERVER_CPU });
+  const pf = await startPostfwd1({
+    rules,
+    port,
+    pidFile: join(dir, 'postfwd1.pid'),
+    logFile: join(dir, 'postfwd1.log'),
+    cpu: SERVER_CPU,
+  });
   const server = { pid: pf.pid, policyPort: port };
   try {
     return await loadRow('postfwd1', 'postfwd1 (per-CN dispatch rules, request cache warm)', server, {
@@ -617,7 +752,9 @@ async function prepareSection(lists) {
 
 async function soak(lists, minutes) {
   if (!(minutes > 0 && minutes <= 24 * 60)) throw new Error('--soak MINUTES: between 1 and 1440');
-  log(`soak: ${minutes} min, policy 16 connections at 2 000 req/s + Milter 4 connections at 200 tx/s, a reload every 10 s; trace to /dev/null`);
+  log(
+    `soak: ${minutes} min, policy 16 connections at 2 000 req/s + Milter 4 connections at 200 tx/s, a reload every 10 s; trace to /dev/null`,
+  );
   const daemon = await startDaemon({ lists, stateDir: join(tmp, 'state-soak'), trace: 'null' });
   await settle(daemon);
   const snapshot = async () => {
@@ -637,7 +774,14 @@ async function soak(lists, minutes) {
   const snapshots = [await snapshot()];
   const seconds = minutes * 60;
   const policy = runLoad(daemon, { connections: 16, corpus: lists.policyCorpus, seconds, rate: 2000 });
-  const milter = runLoad(daemon, { connections: 4, protocol: 'milter', corpus: lists.milterCorpus, port: daemon.milterPort, seconds, rate: 200 });
+  const milter = runLoad(daemon, {
+    connections: 4,
+    protocol: 'milter',
+    corpus: lists.milterCorpus,
+    port: daemon.milterPort,
+    seconds,
+    rate: 200,
+  });
   const reloads = { ok: 0, failed: 0, slowest: 0 };
   const end = t0 + seconds * 1000 + 1000;
   let nextSnapshot = t0 + 60_000;
@@ -648,7 +792,9 @@ async function soak(lists, minutes) {
       snapshots.push(await snapshot());
       nextSnapshot += 60_000;
       const s = snapshots.at(-1);
-      log(`t=${s.atS}s rss ${s.rssMiB.toFixed(1)} MiB heap ${s.heapUsedMiB.toFixed(1)} MiB loop p99 ${s.eventLoopP99Ms.toFixed(1)} ms max ${s.eventLoopMaxMs.toFixed(1)} ms`);
+      log(
+        `t=${s.atS}s rss ${s.rssMiB.toFixed(1)} MiB heap ${s.heapUsedMiB.toFixed(1)} MiB loop p99 ${s.eventLoopP99Ms.toFixed(1)} ms max ${s.eventLoopMaxMs.toFixed(1)} ms`,
+      );
     }
     const r = await reloadOnce(daemon, lists);
     if (r.completed && r.failedLoads === 0) reloads.ok++;
@@ -686,7 +832,8 @@ const f2 = (v) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v.
 const ratio = (a, b) => (a === null || b === null || a === undefined || b === undefined || b === 0 ? null : a / b);
 
 function report(rows, facts, lists) {
-  const floorOf = (row) => rows.find((r) => r.kind === 'floor' && r.connections === row.connections && r.mode === row.mode && r.protocol === 'policy');
+  const floorOf = (row) =>
+    rows.find((r) => r.kind === 'floor' && r.connections === row.connections && r.mode === row.mode && r.protocol === 'policy');
   const table = [
     '| row | conns | req/s | × floor | p50 ms | p99 ms | p99 × floor | CPU µs/req | CPU × floor | wrong / failed | RSS MiB |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
@@ -706,9 +853,11 @@ function report(rows, facts, lists) {
   const milter = rows.find((r) => r.kind === 'milter');
   const goals = [];
   const goals16 = [];
-  const goal16 = (what, target, value, met) => goals16.push({ what, target, value, met: met === null || Number.isNaN(met) ? null : Boolean(met) });
+  const goal16 = (what, target, value, met) =>
+    goals16.push({ what, target, value, met: met === null || Number.isNaN(met) ? null : Boolean(met) });
   /** `met` null: printed only (not judged, or its rows did not run). */
-  const goal = (what, target, value, met) => goals.push({ what, target, value, met: met === null || Number.isNaN(met) ? null : Boolean(met) });
+  const goal = (what, target, value, met) =>
+    goals.push({ what, target, value, met: met === null || Number.isNaN(met) ? null : Boolean(met) });
   const judged = (ok, ...inputs) => (inputs.some((v) => v === null || v === undefined || Number.isNaN(v)) ? null : ok);
   const realOnly = (ok) => (lists.real ? ok : null);
   const f100 = d100 ? floorOf(d100) : undefined;
@@ -718,15 +867,30 @@ function report(rows, facts, lists) {
   const p99r = ratio(d100?.p99, f100?.p99);
   const cpur = ratio(d100?.cpuUs, f100?.cpuUs);
   // ---- issue 16 ----
-  goal16('CPU per request, c=100, trace on (to a file)', `≤ ${GOALS.cpu} × floor`, `${f2(cpur)} × (${f1(d100?.cpuUs)} µs vs ${f1(f100?.cpuUs)} µs)`, judged(cpur <= GOALS.cpu, cpur));
+  goal16(
+    'CPU per request, c=100, trace on (to a file)',
+    `≤ ${GOALS.cpu} × floor`,
+    `${f2(cpur)} × (${f1(d100?.cpuUs)} µs vs ${f1(f100?.cpuUs)} µs)`,
+    judged(cpur <= GOALS.cpu, cpur),
+  );
   const pf1 = rows.find((r) => r.kind === 'postfwd1');
   if (pf1) {
     const x = ratio(d100?.rps, pf1.rps);
-    goal16('throughput vs postfwd1 (per-CN dispatch rules, warm cache), 100 connections', `≥ ${GOALS.postfwd1} ×`, `${f1(x)} × (${f0(d100?.rps)} vs ${f0(pf1.rps)} req/s; postfwd1 ${pf1.wrong} wrong, ${f0(pf1.cpuUs)} µs CPU/req)`, judged(x >= GOALS.postfwd1, x));
+    goal16(
+      'throughput vs postfwd1 (per-CN dispatch rules, warm cache), 100 connections',
+      `≥ ${GOALS.postfwd1} ×`,
+      `${f1(x)} × (${f0(d100?.rps)} vs ${f0(pf1.rps)} req/s; postfwd1 ${pf1.wrong} wrong, ${f0(pf1.cpuUs)} µs CPU/req)`,
+      judged(x >= GOALS.postfwd1, x),
+    );
   } else goal16('throughput vs postfwd1', `≥ ${GOALS.postfwd1} ×`, 'postfwd1 not run (not installed or not asked)', null);
   if (facts.rssIdleRealMiB !== undefined) {
     const after = facts.rssAfterLoadRealMiB?.rss;
-    goal16(`RSS with the ${listName(lists)}: idle / after sustained load (peak)`, `≤ ${GOALS.rssRealIdle} / ≤ ${GOALS.rssRealAfterLoad} MiB`, `${f0(facts.rssIdleRealMiB)} / ${f0(after)} MiB (${f0(facts.rssAfterLoadRealMiB?.hwm)})`, realOnly(judged(facts.rssIdleRealMiB <= GOALS.rssRealIdle && after <= GOALS.rssRealAfterLoad, after)));
+    goal16(
+      `RSS with the ${listName(lists)}: idle / after sustained load (peak)`,
+      `≤ ${GOALS.rssRealIdle} / ≤ ${GOALS.rssRealAfterLoad} MiB`,
+      `${f0(facts.rssIdleRealMiB)} / ${f0(after)} MiB (${f0(facts.rssAfterLoadRealMiB?.hwm)})`,
+      realOnly(judged(facts.rssIdleRealMiB <= GOALS.rssRealIdle && after <= GOALS.rssRealAfterLoad, after)),
+    );
   }
   const prep = facts.prepareReal;
   if (prep && prep.check.length > 0) {
@@ -746,11 +910,21 @@ function report(rows, facts, lists) {
     const checkMb = mb(facts.prepare50k?.peakMiB);
     const daemonMb = mb(facts.bigRssPeakMiB);
     const worst = Math.max(checkMb ?? 0, daemonMb ?? 0);
-    goal16('50 000-entry list preparation, peak RSS (`check` / daemon with its worker)', `≤ ${GOALS.prepare50kPeakMB} MB`, `${f0(checkMb)} MB / ${f0(daemonMb)} MB`, worst > 0 ? worst <= GOALS.prepare50kPeakMB : null);
+    goal16(
+      '50 000-entry list preparation, peak RSS (`check` / daemon with its worker)',
+      `≤ ${GOALS.prepare50kPeakMB} MB`,
+      `${f0(checkMb)} MB / ${f0(daemonMb)} MB`,
+      worst > 0 ? worst <= GOALS.prepare50kPeakMB : null,
+    );
   }
   if (milter && d100) {
     const x = ratio(milter.cpuUs, d100.cpuUs);
-    goal16('Milter row CPU per transaction', `≤ ${GOALS.milterVsPolicy} × the policy row`, `${f2(x)} × (${f1(milter.cpuUs)} µs vs ${f1(d100.cpuUs)} µs)`, judged(x <= GOALS.milterVsPolicy, x));
+    goal16(
+      'Milter row CPU per transaction',
+      `≤ ${GOALS.milterVsPolicy} × the policy row`,
+      `${f2(x)} × (${f1(milter.cpuUs)} µs vs ${f1(d100.cpuUs)} µs)`,
+      judged(x <= GOALS.milterVsPolicy, x),
+    );
   }
   if (reloadRow && facts.reloadUnderLoad) {
     const bad = reloadRow.failed + reloadRow.wrong;
@@ -760,45 +934,101 @@ function report(rows, facts, lists) {
   // ---- issue 8 ----
   goal('throughput at 16 connections', `≥ ${GOALS.throughput} × floor`, `${f2(t16)} ×`, judged(t16 >= GOALS.throughput, t16));
   goal('throughput at 100 connections', `≥ ${GOALS.throughput} × floor`, `${f2(t100)} ×`, judged(t100 >= GOALS.throughput, t100));
-  goal('p99 at 100 connections', `≤ ${GOALS.p99} × floor`, `${f2(p99r)} × (${f2(d100?.p99)} ms vs ${f2(f100?.p99)} ms)`, judged(p99r <= GOALS.p99, p99r));
+  goal(
+    'p99 at 100 connections',
+    `≤ ${GOALS.p99} × floor`,
+    `${f2(p99r)} × (${f2(d100?.p99)} ms vs ${f2(f100?.p99)} ms)`,
+    judged(p99r <= GOALS.p99, p99r),
+  );
   if (pf) {
     const x = ratio(d100?.rps, pf.rps);
-    goal('throughput vs postfwd2 (request cache warm), 100 connections', `≥ ${GOALS.postfwd} ×`, `${f1(x)} × (postfwd2: ${f0(pf.rps)} req/s, ${pf.wrong} wrong)`, judged(x >= GOALS.postfwd, x));
+    goal(
+      'throughput vs postfwd2 (request cache warm), 100 connections',
+      `≥ ${GOALS.postfwd} ×`,
+      `${f1(x)} × (postfwd2: ${f0(pf.rps)} req/s, ${pf.wrong} wrong)`,
+      judged(x >= GOALS.postfwd, x),
+    );
   } else goal('throughput vs postfwd2', `≥ ${GOALS.postfwd} ×`, 'postfwd2 not run (not installed or not asked)', null);
   if (facts.bigRssIdleMiB !== undefined) {
-    goal('RSS with a synthetic 50 000-entry list (idle / after load / peak)', `≤ ${GOALS.rss50k} MiB`, `${f0(facts.bigRssIdleMiB)} / ${f0(facts.bigRssAfterLoadMiB)} / ${f0(facts.bigRssPeakMiB)} MiB`, Math.max(facts.bigRssIdleMiB, facts.bigRssAfterLoadMiB) <= GOALS.rss50k);
+    goal(
+      'RSS with a synthetic 50 000-entry list (idle / after load / peak)',
+      `≤ ${GOALS.rss50k} MiB`,
+      `${f0(facts.bigRssIdleMiB)} / ${f0(facts.bigRssAfterLoadMiB)} / ${f0(facts.bigRssPeakMiB)} MiB`,
+      Math.max(facts.bigRssIdleMiB, facts.bigRssAfterLoadMiB) <= GOALS.rss50k,
+    );
   }
   if (facts.idleReloads) {
     const worst = Math.max(...facts.idleReloads.map((r) => r.cpuS));
     const ok = worst <= GOALS.reloadCpu && facts.idleReloads.every((r) => r.completed && r.failedLoads === 0);
-    goal(`reload of the ${listName(lists)}, idle: daemon CPU (verify + parse + index + swap + persist)`, `≤ ${GOALS.reloadCpu} s`, `${facts.idleReloads.map((r) => f2(r.cpuS)).join(' / ')} s CPU; ${facts.idleReloads.map((r) => f2(r.wallS)).join(' / ')} s wall`, realOnly(ok));
+    goal(
+      `reload of the ${listName(lists)}, idle: daemon CPU (verify + parse + index + swap + persist)`,
+      `≤ ${GOALS.reloadCpu} s`,
+      `${facts.idleReloads.map((r) => f2(r.cpuS)).join(' / ')} s CPU; ${facts.idleReloads.map((r) => f2(r.wallS)).join(' / ')} s wall`,
+      realOnly(ok),
+    );
   }
   if (reloadRow && facts.reloadUnderLoad) {
     const inForce = facts.reloadUnderLoad.filter((r) => r.completed && r.failedLoads === 0).length;
     const bad = reloadRow.failed + reloadRow.wrong;
-    goal('reloads under load (100 conns): failed + wrong answers', '0', `${bad} (${inForce}/${facts.reloadUnderLoad.length} reloads put in force)`, bad === 0 && inForce === facts.reloadUnderLoad.length);
+    goal(
+      'reloads under load (100 conns): failed + wrong answers',
+      '0',
+      `${bad} (${inForce}/${facts.reloadUnderLoad.length} reloads put in force)`,
+      bad === 0 && inForce === facts.reloadUnderLoad.length,
+    );
     const r = ratio(reloadRow.p99, d100?.p99);
-    goal('reloads under load: p99', `≤ ${GOALS.reloadP99} × steady`, `${f2(r)} × (${f2(reloadRow.p99)} ms; max ${f1(reloadRow.max)} ms)`, judged(r <= GOALS.reloadP99, r));
-    goal('event-loop delay over each reload under load (max / p99)', 'printed', facts.reloadUnderLoad.map((x) => `${f1(x.eventLoopMaxMs)} / ${f1(x.eventLoopP99Ms)} ms`).join('; '), null);
+    goal(
+      'reloads under load: p99',
+      `≤ ${GOALS.reloadP99} × steady`,
+      `${f2(r)} × (${f2(reloadRow.p99)} ms; max ${f1(reloadRow.max)} ms)`,
+      judged(r <= GOALS.reloadP99, r),
+    );
+    goal(
+      'event-loop delay over each reload under load (max / p99)',
+      'printed',
+      facts.reloadUnderLoad.map((x) => `${f1(x.eventLoopMaxMs)} / ${f1(x.eventLoopP99Ms)} ms`).join('; '),
+      null,
+    );
   }
   if (facts.readyFromStateMs) {
     const readyState = median(facts.readyFromStateMs) / 1000;
-    goal(`start-up to ready from the state dir, ${listName(lists)} (median of 3)`, `≤ ${GOALS.startup} s`, `${f2(readyState)} s (${facts.readyFromStateMs.map((v) => f2(v / 1000)).join(', ')}; empty state dir: ${f2(facts.readyColdMs / 1000)} s)`, realOnly(readyState <= GOALS.startup));
+    goal(
+      `start-up to ready from the state dir, ${listName(lists)} (median of 3)`,
+      `≤ ${GOALS.startup} s`,
+      `${f2(readyState)} s (${facts.readyFromStateMs.map((v) => f2(v / 1000)).join(', ')}; empty state dir: ${f2(facts.readyColdMs / 1000)} s)`,
+      realOnly(readyState <= GOALS.startup),
+    );
   }
   const sm100 = rows.find((r) => r.kind === 'socketmap' && r.connections === 100);
   if (sm100) {
     const x = ratio(sm100.rps, rows.find((r) => r.kind === 'socketmap-yardstick')?.rps);
-    goal('socketmap lookups (100 conns): throughput vs the policy frontend, wrong answers', '≥ 1 ×, 0 wrong', `${f2(x)} × (${f0(sm100.rps)} lookups/s, p99 ${f2(sm100.p99)} ms), ${sm100.wrong} wrong / ${sm100.failed} failed`, judged(x >= 1 && sm100.wrong + sm100.failed === 0, x));
+    goal(
+      'socketmap lookups (100 conns): throughput vs the policy frontend, wrong answers',
+      '≥ 1 ×, 0 wrong',
+      `${f2(x)} × (${f0(sm100.rps)} lookups/s, p99 ${f2(sm100.p99)} ms), ${sm100.wrong} wrong / ${sm100.failed} failed`,
+      judged(x >= 1 && sm100.wrong + sm100.failed === 0, x),
+    );
   }
-  if (milter) goal('Milter frontend, same decisions (100 conns)', '0 wrong', `${f0(milter.rps)} tx/s, p99 ${f2(milter.p99)} ms, ${milter.wrong} wrong / ${milter.failed} failed`, milter.wrong + milter.failed === 0);
+  if (milter)
+    goal(
+      'Milter frontend, same decisions (100 conns)',
+      '0 wrong',
+      `${f0(milter.rps)} tx/s, p99 ${f2(milter.p99)} ms, ${milter.wrong} wrong / ${milter.failed} failed`,
+      milter.wrong + milter.failed === 0,
+    );
 
   if (rows.some((r) => r.loadGenCpuPct >= GENERATOR_BOUND_PCT)) {
-    table.push('', `† the load generator used ≥ ${GENERATOR_BOUND_PCT} % of its CPU in this row: the generator, not the server, may be the limit.`);
+    table.push(
+      '',
+      `† the load generator used ≥ ${GENERATOR_BOUND_PCT} % of its CPU in this row: the generator, not the server, may be the limit.`,
+    );
   }
   const goalTable = ['Goals of issue 16:', '', '| goal | target | measured | met |', '|---|---|---|:---:|'];
-  for (const g of goals16) goalTable.push(`| ${g.what} | ${g.target} | ${g.value} | ${g.met === null ? '–' : g.met ? 'yes' : '**no**'} |`);
+  for (const g of goals16)
+    goalTable.push(`| ${g.what} | ${g.target} | ${g.value} | ${g.met === null ? '–' : g.met ? 'yes' : '**no**'} |`);
   goalTable.push('', 'Earlier goals (issue 8):', '', '| goal | target | measured | met |', '|---|---|---|:---:|');
-  for (const g of goals) goalTable.push(`| ${g.what} | ${g.target} | ${g.value} | ${g.met === null ? '–' : g.met ? 'yes' : '**no**'} |`);
+  for (const g of goals)
+    goalTable.push(`| ${g.what} | ${g.target} | ${g.value} | ${g.met === null ? '–' : g.met ? 'yes' : '**no**'} |`);
 
   const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} CPUs, Linux ${release()}, Node ${process.version}`;
   const when = new Date().toISOString().slice(0, 10);
@@ -808,18 +1038,41 @@ function report(rows, facts, lists) {
     `List: ${lists.description}. Requests: Postfix 3.7 RCPT policy requests, ~${lists.requestBytes} bytes, 90 % passes, 10 % refusals of five reasons; every answer's first word checked. ` +
       `Servers pinned to CPU ${SERVER_CPU}, load generator to CPU ${LOAD_CPU}${HAS_TASKSET ? '' : ' (taskset missing: NOT pinned)'}; one request in flight per connection; ${ROW_S} s per row after 1 s warm-up. ` +
       `Trace log: one JSON line per decision at info level (${f1(facts.traceBytes / 2 ** 20)} MiB written by the trace-to-file daemon, ${process.env.BENCH_TRACE === 'stdout' || process.env.BENCH_CLI !== undefined ? 'stdout redirected to a file' : '--trace-file'}). ` +
-      `Daemon environment: ${Object.keys(UNIT_ENV).length === 0 ? "none (Node's defaults)" : Object.entries(UNIT_ENV).map(([k, v]) => `\`${k}=${v}\``).join(' ')} (the systemd unit's${process.env.BENCH_NODE_OPTIONS !== undefined ? ', NODE_OPTIONS from BENCH_NODE_OPTIONS' : ''}). ` +
+      `Daemon environment: ${
+        Object.keys(UNIT_ENV).length === 0
+          ? "none (Node's defaults)"
+          : Object.entries(UNIT_ENV)
+              .map(([k, v]) => `\`${k}=${v}\``)
+              .join(' ')
+      } (the systemd unit's${process.env.BENCH_NODE_OPTIONS !== undefined ? ', NODE_OPTIONS from BENCH_NODE_OPTIONS' : ''}). ` +
       `Machine load (1-min load average) at start / end: ${f1(facts.loadAvgStart)} / ${f1(facts.loadAvgEnd)} on ${cpus().length} CPUs.`,
     '',
     ...table,
     '',
-    ...(facts.failedSections.length > 0 ? [`Sections that failed (their goals are not judged): ${facts.failedSections.join('; ')}`, ''] : []),
+    ...(facts.failedSections.length > 0
+      ? [`Sections that failed (their goals are not judged): ${facts.failedSections.join('; ')}`, '']
+      : []),
     ...goalTable,
     '',
   ];
   process.stdout.write(`${out.join('\n')}\n`);
   saveText(`${out.join('\n')}\n`, 'latest.md');
-  saveJson({ kind: 'bench', date: new Date().toISOString(), machine, daemonEnv: UNIT_ENV, list: lists.description, requestBytes: lists.requestBytes, rowSeconds: ROW_S, rows, goals16, goals, facts }, 'latest.json');
+  saveJson(
+    {
+      kind: 'bench',
+      date: new Date().toISOString(),
+      machine,
+      daemonEnv: UNIT_ENV,
+      list: lists.description,
+      requestBytes: lists.requestBytes,
+      rowSeconds: ROW_S,
+      rows,
+      goals16,
+      goals,
+      facts,
+    },
+    'latest.json',
+  );
 }
 
 function median(values) {

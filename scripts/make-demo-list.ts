@@ -10,16 +10,38 @@ import { buildListXml, signList } from '../test/support/xmlsec.js';
 
 const out = join(import.meta.dirname, '..', 'examples');
 const pki = new TestPki();
-const ca = pki.createCa('demo-ca', [['C', 'FR'], ['O', 'MSSANTE-POLICYD DEMO'], ['CN', 'AC DEMO MSSANTE-POLICYD (NOT IGC-SANTE)']], {
-  notAfter: '20361231235959Z',
-});
-const signer = pki.issue('demo-signer', [['C', 'FR'], ['O', 'MSSANTE-POLICYD DEMO'], ['OU', '000000000000000'], ['CN', 'demo-signer.mssante-policyd.invalid']], ca, {
-  usage: 'signing',
-  notAfter: '20361231235959Z',
-});
+const ca = pki.createCa(
+  'demo-ca',
+  [
+    ['C', 'FR'],
+    ['O', 'MSSANTE-POLICYD DEMO'],
+    ['CN', 'AC DEMO MSSANTE-POLICYD (NOT IGC-SANTE)'],
+  ],
+  {
+    notAfter: '20361231235959Z',
+  },
+);
+const signer = pki.issue(
+  'demo-signer',
+  [
+    ['C', 'FR'],
+    ['O', 'MSSANTE-POLICYD DEMO'],
+    ['OU', '000000000000000'],
+    ['CN', 'demo-signer.mssante-policyd.invalid'],
+  ],
+  ca,
+  {
+    usage: 'signing',
+    notAfter: '20361231235959Z',
+  },
+);
 const hopital = operatorSubject('mx.demo-hopital.test', 'CENTRE HOSPITALIER DE DEMONSTRATION', '1750000000', 'Paris (75)');
 const clinique = operatorSubject('smtp.demo-clinique.test', 'CLINIQUE "DEMO"', '318310021300028', 'Haute-Garonne (31)');
-const dn = (s: typeof hopital): string => [...s].reverse().map(([t, v]) => `${t}=${v}`).join(',');
+const dn = (s: typeof hopital): string =>
+  [...s]
+    .reverse()
+    .map(([t, v]) => `${t}=${v}`)
+    .join(',');
 const entries = [
   { nom: 'demo-hopital.mssante.fr', dn: dn(hopital), description: 'Demo: hospital domain' },
   { nom: 'pharmacie.demo-hopital.mssante.fr', dn: dn(hopital), description: 'Demo: a sub-domain listed explicitly' },

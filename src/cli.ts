@@ -5,7 +5,19 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
-import { ConfigError, PACKAGE_ROOT, SETTINGS, flagValuesOf, resolveConfig, resolveSettings, settingParseOptions, settingsHelp, type FlagValues, type ResolvedSettings, type SettingKey } from './config.js';
+import {
+  ConfigError,
+  PACKAGE_ROOT,
+  SETTINGS,
+  flagValuesOf,
+  resolveConfig,
+  resolveSettings,
+  settingParseOptions,
+  settingsHelp,
+  type FlagValues,
+  type ResolvedSettings,
+  type SettingKey,
+} from './config.js';
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
@@ -75,7 +87,8 @@ async function serveCommand(args: string[]): Promise<number> {
     help: { type: 'boolean' },
   };
   for (const s of SETTINGS) {
-    options[s.key] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
+    options[s.key] =
+      s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
   }
   let parsed;
   try {
@@ -86,7 +99,9 @@ async function serveCommand(args: string[]): Promise<number> {
   }
   const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
   if (values['help'] === true) {
-    process.stdout.write(`mssante-policyd serve [flags]\n\n  --config FILE\n      JSON file of settings keyed by flag name (flag > env > file > default)\n  --print-config\n      print the effective configuration and exit\n${settingsHelp()}\n`);
+    process.stdout.write(
+      `mssante-policyd serve [flags]\n\n  --config FILE\n      JSON file of settings keyed by flag name (flag > env > file > default)\n  --print-config\n      print the effective configuration and exit\n${settingsHelp()}\n`,
+    );
     return 0;
   }
   const flags: FlagValues = new Map();
@@ -96,7 +111,11 @@ async function serveCommand(args: string[]): Promise<number> {
   }
   let config;
   try {
-    config = resolveConfig(flags, process.env, typeof values['config'] === 'string' ? values['config'] : process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
+    config = resolveConfig(
+      flags,
+      process.env,
+      typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null),
+    );
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`serve: ${error.message}\n`);
@@ -134,7 +153,14 @@ export interface CheckReport {
 }
 
 /** The list-trust settings that check and export read exactly as serve does (same table, coercion, limits). */
-const TRUST_SETTINGS = ['signer', 'signer-ca', 'signer-cn', 'signer-subject', 'allow-unsigned', 'max-list-entries'] as const satisfies readonly SettingKey[];
+const TRUST_SETTINGS = [
+  'signer',
+  'signer-ca',
+  'signer-cn',
+  'signer-subject',
+  'allow-unsigned',
+  'max-list-entries',
+] as const satisfies readonly SettingKey[];
 const CHECK_SETTINGS = [...TRUST_SETTINGS, 'max-list-age', 'state-dir', 'max-shrink'] as const satisfies readonly SettingKey[];
 
 /** check's exit code when the list is usable but the guard would refuse it against the stored list. */
@@ -165,16 +191,16 @@ function trustConfigOf(settings: ResolvedSettings): SignerTrustConfig {
 
 const CHECK_USAGE =
   'mssante-policyd check FILE [--config FILE] [--signer PEM]... [--signer-ca PEM --signer-cn NAME|--signer-subject DN]...\n' +
-    '      [--allow-unsigned] [--max-list-age DAYS] [--save-signer PEM] [--json] [--state-dir DIR [--accept]]\n' +
-    '      [--max-shrink PCT] [--max-list-entries N]\n' +
-    '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
-    "  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list's age\n" +
-    '  (--max-list-age, default 30; 0: not judged). --save-signer writes the KeyInfo certificate of a list\n' +
-    '  whose signature verifies, trusted or not: compare its SHA-256 with one obtained by another channel.\n' +
-    "  With --state-dir (or the config file's state-dir) compares with the stored list (guard); --accept\n" +
-    '  records this list so the daemon lets it through the guard on its next load (SIGHUP).\n' +
-    "  Settings are read like serve's (flag > env > --config file > default, same limits).\n" +
-    `  Exit 0: usable; 1: unusable; ${CHECK_EXIT_GUARD_REFUSES}: usable, but the guard would refuse it against the stored list.\n`;
+  '      [--allow-unsigned] [--max-list-age DAYS] [--save-signer PEM] [--json] [--state-dir DIR [--accept]]\n' +
+  '      [--max-shrink PCT] [--max-list-entries N]\n' +
+  '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
+  "  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list's age\n" +
+  '  (--max-list-age, default 30; 0: not judged). --save-signer writes the KeyInfo certificate of a list\n' +
+  '  whose signature verifies, trusted or not: compare its SHA-256 with one obtained by another channel.\n' +
+  "  With --state-dir (or the config file's state-dir) compares with the stored list (guard); --accept\n" +
+  '  records this list so the daemon lets it through the guard on its next load (SIGHUP).\n' +
+  "  Settings are read like serve's (flag > env > --config file > default, same limits).\n" +
+  `  Exit 0: usable; 1: unusable; ${CHECK_EXIT_GUARD_REFUSES}: usable, but the guard would refuse it against the stored list.\n`;
 
 async function checkCommand(args: string[]): Promise<number> {
   let parsed;
@@ -207,7 +233,9 @@ async function checkCommand(args: string[]): Promise<number> {
   const trustConfig = trustConfigOf(settings);
   const allowUnsigned = settings.get<boolean>('allow-unsigned');
   if (!hasSignerTrust(trustConfig) && !allowUnsigned) {
-    process.stderr.write('check: give --signer PEM (the pinned list signer) or --signer-ca PEM --signer-cn NAME, or --allow-unsigned to check the content only\n');
+    process.stderr.write(
+      'check: give --signer PEM (the pinned list signer) or --signer-ca PEM --signer-cn NAME, or --allow-unsigned to check the content only\n',
+    );
     return 2;
   }
   const maxListAgeDays = settings.get<number>('max-list-age');
@@ -244,14 +272,14 @@ async function checkCommand(args: string[]): Promise<number> {
     keyInfo: null,
     accepted: false,
   };
-  const keyInfo = result.ok ? null : result.keyInfo ?? null;
+  const keyInfo = result.ok ? null : (result.keyInfo ?? null);
   if (keyInfo !== null) {
     const { pem: _pem, ...shown } = keyInfo;
     report.keyInfo = shown;
   }
   const saveSigner = v['save-signer'];
   if (typeof saveSigner === 'string') {
-    const pem = result.ok ? (result.list.signature.verified ? result.list.signature.signer.pem : null) : keyInfo?.pem ?? null;
+    const pem = result.ok ? (result.list.signature.verified ? result.list.signature.signer.pem : null) : (keyInfo?.pem ?? null);
     if (pem == null) {
       process.stderr.write('check: --save-signer: no KeyInfo certificate whose signature verifies in this list\n');
       return 1;
@@ -261,7 +289,9 @@ async function checkCommand(args: string[]): Promise<number> {
   if (result.ok) {
     const list = result.list;
     const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
-    report.signature = list.signature.verified ? { verified: true, signer: list.signature.signer } : { verified: false, why: list.signature.why };
+    report.signature = list.signature.verified
+      ? { verified: true, signer: list.signature.signer }
+      : { verified: false, why: list.signature.why };
     report.generatedAt = list.generatedAt;
     report.entries = { total: list.rawEntryCount, accepted: list.entries.length, skipped: list.rejected.length };
     report.domains = index.domainCount;
@@ -275,7 +305,11 @@ async function checkCommand(args: string[]): Promise<number> {
     const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
     report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays) };
     const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
-    report.age = { days: ageDays, maxDays: maxListAgeDays, verdict: maxListAgeDays === 0 ? 'not_checked' : ageDays > maxListAgeDays ? 'too_old' : 'fresh' };
+    report.age = {
+      days: ageDays,
+      maxDays: maxListAgeDays,
+      verdict: maxListAgeDays === 0 ? 'not_checked' : ageDays > maxListAgeDays ? 'too_old' : 'fresh',
+    };
     if (v['accept'] === true) {
       if (stateDir === undefined) {
         process.stderr.write("check: --accept needs --state-dir (the daemon's state directory)\n");
@@ -287,7 +321,10 @@ async function checkCommand(args: string[]): Promise<number> {
     // Too old is the daemon's verdict at a first start (list_too_old), unless this very list is accepted.
     if (report.age.verdict === 'too_old' && current === null && !report.accepted && !acceptedHashes.has(list.sha256)) {
       report.usable = false;
-      report.failure = { reason: 'list_too_old', detail: `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxListAgeDays})` };
+      report.failure = {
+        reason: 'list_too_old',
+        detail: `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxListAgeDays})`,
+      };
     }
   }
   if (v['json'] === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -317,8 +354,12 @@ function dnSpellingVariants(entries: readonly ValidEntry[]): CheckReport['dnSpel
 }
 
 /** The list stored in `stateDir` (the daemon's list in force), for the guard; none without a state dir. */
-function storedListInForce(stateDir: string | undefined, maxEntries: number): { current: { index: WhitelistIndex; sha256: string } | null; against: string } {
-  if (stateDir === undefined) return { current: null, against: "no list in force (give --state-dir to compare with the daemon's)" };
+function storedListInForce(
+  stateDir: string | undefined,
+  maxEntries: number,
+): { current: { index: WhitelistIndex; sha256: string } | null; against: string } {
+  if (stateDir === undefined)
+    return { current: null, against: "no list in force (give --state-dir to compare with the daemon's)" };
   const stored = readStoredList(stateDir);
   // The stored list passed every check when it was put in force; read for its content only, so
   // that it is named (and compared) even when it was signed by another signer than this list.
@@ -334,12 +375,26 @@ function formatCheckReport(r: CheckReport): string {
   const lines: string[] = [`file: ${r.file}`, `sha256: ${r.sha256}`];
   if (r.keyInfo !== null) {
     const k = r.keyInfo;
-    lines.push(`KeyInfo signer (its signature verifies, but it is not trusted): ${k.subject}; issuer ${k.issuer}; valid ${k.validFrom} → ${k.validTo}`);
-    lines.push(`KeyInfo signer SHA-256: ${k.fingerprint256} (compare with a fingerprint obtained by another channel before trusting it)`);
+    lines.push(
+      `KeyInfo signer (its signature verifies, but it is not trusted): ${k.subject}; issuer ${k.issuer}; valid ${k.validFrom} → ${k.validTo}`,
+    );
+    lines.push(
+      `KeyInfo signer SHA-256: ${k.fingerprint256} (compare with a fingerprint obtained by another channel before trusting it)`,
+    );
   }
   if (r.signature?.verified) {
-    const s = r.signature.signer as { subject: string; issuer: string; validFrom: string; validTo: string; trustedBy: string; matched?: string; fingerprint256: string };
-    lines.push(`signature: VALID (signer ${s.subject.replace(/\n/g, ', ')}; issuer ${s.issuer.replace(/\n/g, ', ')}; valid ${s.validFrom} → ${s.validTo}; trusted as ${s.trustedBy})`);
+    const s = r.signature.signer as {
+      subject: string;
+      issuer: string;
+      validFrom: string;
+      validTo: string;
+      trustedBy: string;
+      matched?: string;
+      fingerprint256: string;
+    };
+    lines.push(
+      `signature: VALID (signer ${s.subject.replace(/\n/g, ', ')}; issuer ${s.issuer.replace(/\n/g, ', ')}; valid ${s.validFrom} → ${s.validTo}; trusted as ${s.trustedBy})`,
+    );
     lines.push(`signer matched: ${s.matched ?? s.trustedBy}`);
     lines.push(`signer SHA-256: ${s.fingerprint256}`);
     const days = Math.floor((Date.parse(s.validTo) - Date.now()) / DAY_MS);
@@ -376,10 +431,13 @@ function formatCheckReport(r: CheckReport): string {
       for (const sp of group.spellings) lines.push(`    ${JSON.stringify(sp)}`);
     }
   }
-  if (r.guard !== null) lines.push(`guard against ${r.guard.against}: ${r.guard.verdict}${r.guard.detail ? ` — ${r.guard.detail}` : ''}`);
+  if (r.guard !== null)
+    lines.push(`guard against ${r.guard.against}: ${r.guard.verdict}${r.guard.detail ? ` — ${r.guard.detail}` : ''}`);
   if (r.accepted) lines.push('accepted: the daemon will let this list through the guard on its next load (send SIGHUP)');
   if (r.usable && r.guard?.verdict === 'refuse' && !r.accepted) {
-    lines.push(`USABLE, BUT THE GUARD WOULD REFUSE IT (exit ${CHECK_EXIT_GUARD_REFUSES}): the daemon keeps the stored list; after review, --accept`);
+    lines.push(
+      `USABLE, BUT THE GUARD WOULD REFUSE IT (exit ${CHECK_EXIT_GUARD_REFUSES}): the daemon keeps the stored list; after review, --accept`,
+    );
   } else if (r.usable) {
     lines.push('USABLE');
   }
@@ -434,7 +492,9 @@ async function exportCommand(args: string[]): Promise<number> {
   }
   const trustConfig = trustConfigOf(settings);
   if (!hasSignerTrust(trustConfig)) {
-    process.stderr.write('export: give --signer PEM or --signer-ca PEM --signer-cn NAME: the tables are written from a verified list only\n');
+    process.stderr.write(
+      'export: give --signer PEM or --signer-ca PEM --signer-cn NAME: the tables are written from a verified list only\n',
+    );
     return 2;
   }
   const file = parsed.positionals[0] as string;
@@ -444,7 +504,10 @@ async function exportCommand(args: string[]): Promise<number> {
   try {
     bytes = readFileSync(file);
     trust = loadSignerTrust(trustConfig);
-    tables = new SocketmapTables({ tlsPolicy: settings.get<string>('tls-policy-value'), transport: settings.get<string>('transport-value') });
+    tables = new SocketmapTables({
+      tlsPolicy: settings.get<string>('tls-policy-value'),
+      transport: settings.get<string>('transport-value'),
+    });
   } catch (error) {
     process.stderr.write(`export: ${(error as Error).message}\n`);
     return 2;
@@ -470,7 +533,18 @@ async function exportCommand(args: string[]): Promise<number> {
 async function queryCommand(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args, options: { policy: { type: 'string' }, ...settingParseOptions(['policy-listen']), config: { type: 'string' }, timeout: { type: 'string' }, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args,
+      options: {
+        policy: { type: 'string' },
+        ...settingParseOptions(['policy-listen']),
+        config: { type: 'string' },
+        timeout: { type: 'string' },
+        help: { type: 'boolean' },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (error) {
     process.stderr.write(`query: ${(error as Error).message}\n`);
     return 2;
@@ -479,7 +553,7 @@ async function queryCommand(args: string[]): Promise<number> {
     process.stdout.write(
       'mssante-policyd query [--config FILE] [--policy ADDR] [--timeout SECONDS] name=value...\n' +
         '  Sends one Postfix policy request (request=smtpd_access_policy and protocol_state=RCPT are added\n' +
-        '  unless given) and prints the action. ADDR: host:port or unix:/path; default the daemon\'s\n' +
+        "  unless given) and prints the action. ADDR: host:port or unix:/path; default the daemon's\n" +
         '  policy-listen as serve reads it (--policy-listen, env, --config file), else 127.0.0.1:10040.\n' +
         '  Example: query encryption_protocol=TLSv1.2 ccert_subject=mx.op.fr sender=a@op.mssante.fr\n',
     );
@@ -502,7 +576,7 @@ async function queryCommand(args: string[]): Promise<number> {
     const values = parsed.values as Record<string, unknown>;
     const flags = flagValuesOf(['policy-listen'], values);
     if (typeof values['policy'] === 'string') flags.set('policy-listen', values['policy']);
-    const configFile = typeof values['config'] === 'string' ? values['config'] : process.env['MSSANTE_POLICYD_CONFIG'] ?? null;
+    const configFile = typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
     policyListen = resolveSettings(['policy-listen'], flags, process.env, configFile).get<string | null>('policy-listen');
   } catch (error) {
     if (error instanceof ConfigError) {
@@ -543,7 +617,9 @@ async function queryCommand(args: string[]): Promise<number> {
         }
       });
       socket.on('error', reject);
-      socket.on('close', () => reject(new Error('connection closed without an answer (malformed request, or the daemon refused it)')));
+      socket.on('close', () =>
+        reject(new Error('connection closed without an answer (malformed request, or the daemon refused it)')),
+      );
     });
     process.stdout.write(`action=${answer}\n`);
     return 0;
@@ -562,4 +638,3 @@ main(process.argv.slice(2)).then(
     process.exitCode = 1;
   },
 );
-

@@ -29,53 +29,305 @@ interface Setting {
 }
 
 export const SETTINGS = [
-  { key: 'whitelist', kind: 'string?', default: null, help: 'file path or https:// URL of the MSSante whitelist; required: "demo" serves the embedded demo list, signed by the demo signer (what npm start does)' },
-  { key: 'signer', kind: 'list', default: [], help: 'PEM file of a pinned list signer certificate (end-entity only; a CA is refused); repeatable: pin the successor before a rotation' },
-  { key: 'signer-ca', kind: 'list', default: [], help: 'PEM file of a CA certificate the list signer must be issued by; only with --signer-cn and/or --signer-subject; repeatable' },
-  { key: 'signer-cn', kind: 'list', default: [], help: 'CN a --signer-ca-issued list signer must have (the ANS: alb.mssante.fr); repeatable' },
-  { key: 'signer-subject', kind: 'list', default: [], help: 'full subject DN a --signer-ca-issued list signer must have (normalised compare); repeatable' },
-  { key: 'max-list-age', kind: 'int', default: 30, min: 0, max: 3650, help: 'days: at start-up with no stored list, a list generated longer ago is refused (list_too_old) until a fresh one or check --accept; 0 disables (the embedded demo list is exempt unless set)' },
+  {
+    key: 'whitelist',
+    kind: 'string?',
+    default: null,
+    help: 'file path or https:// URL of the MSSante whitelist; required: "demo" serves the embedded demo list, signed by the demo signer (what npm start does)',
+  },
+  {
+    key: 'signer',
+    kind: 'list',
+    default: [],
+    help: 'PEM file of a pinned list signer certificate (end-entity only; a CA is refused); repeatable: pin the successor before a rotation',
+  },
+  {
+    key: 'signer-ca',
+    kind: 'list',
+    default: [],
+    help: 'PEM file of a CA certificate the list signer must be issued by; only with --signer-cn and/or --signer-subject; repeatable',
+  },
+  {
+    key: 'signer-cn',
+    kind: 'list',
+    default: [],
+    help: 'CN a --signer-ca-issued list signer must have (the ANS: alb.mssante.fr); repeatable',
+  },
+  {
+    key: 'signer-subject',
+    kind: 'list',
+    default: [],
+    help: 'full subject DN a --signer-ca-issued list signer must have (normalised compare); repeatable',
+  },
+  {
+    key: 'max-list-age',
+    kind: 'int',
+    default: 30,
+    min: 0,
+    max: 3650,
+    help: 'days: at start-up with no stored list, a list generated longer ago is refused (list_too_old) until a fresh one or check --accept; 0 disables (the embedded demo list is exempt unless set)',
+  },
   { key: 'allow-unsigned', kind: 'bool', default: false, help: 'accept an unsigned list (demo and tests only)' },
-  { key: 'ca-file', kind: 'string?', default: null, help: 'PEM CA bundle to verify the https list source (IGC-Sante); default: system roots' },
+  {
+    key: 'ca-file',
+    kind: 'string?',
+    default: null,
+    help: 'PEM CA bundle to verify the https list source (IGC-Sante); default: system roots',
+  },
   { key: 'state-dir', kind: 'string', default: './var', help: 'keeps the last list that passed every check; created if missing' },
-  { key: 'refresh', kind: 'seconds', default: 3600, min: 10, max: 7 * 86400, help: 'seconds between checks of the source for a new list (SIGHUP: at once)' },
-  { key: 'max-shrink', kind: 'int', default: 10, min: 0, max: 100, help: 'refuse a new list that drops more than this percentage of the domains in force' },
-  { key: 'max-list-bytes', kind: 'int', default: 64 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, help: 'largest list accepted from the source, in bytes' },
-  { key: 'max-list-entries', kind: 'int', default: 200_000, min: 1, max: 10_000_000, help: 'most Domaine entries accepted in one list' },
-  { key: 'prepare-timeout', kind: 'seconds', default: 120, min: 5, max: 3600, help: 'longest signature check + parsing of one list (the real list takes ~1 s); past it the load fails' },
-  { key: 'fetch-timeout', kind: 'seconds', default: 120, min: 1, max: 3600, help: 'total time allowed for one download of the list' },
-  { key: 'policy-listen', kind: 'string?', default: '127.0.0.1:10040', help: 'Postfix policy protocol listener: host:port or unix:/path ("off" to disable)' },
+  {
+    key: 'refresh',
+    kind: 'seconds',
+    default: 3600,
+    min: 10,
+    max: 7 * 86400,
+    help: 'seconds between checks of the source for a new list (SIGHUP: at once)',
+  },
+  {
+    key: 'max-shrink',
+    kind: 'int',
+    default: 10,
+    min: 0,
+    max: 100,
+    help: 'refuse a new list that drops more than this percentage of the domains in force',
+  },
+  {
+    key: 'max-list-bytes',
+    kind: 'int',
+    default: 64 * 1024 * 1024,
+    min: 1024,
+    max: 1024 * 1024 * 1024,
+    help: 'largest list accepted from the source, in bytes',
+  },
+  {
+    key: 'max-list-entries',
+    kind: 'int',
+    default: 200_000,
+    min: 1,
+    max: 10_000_000,
+    help: 'most Domaine entries accepted in one list',
+  },
+  {
+    key: 'prepare-timeout',
+    kind: 'seconds',
+    default: 120,
+    min: 5,
+    max: 3600,
+    help: 'longest signature check + parsing of one list (the real list takes ~1 s); past it the load fails',
+  },
+  {
+    key: 'fetch-timeout',
+    kind: 'seconds',
+    default: 120,
+    min: 1,
+    max: 3600,
+    help: 'total time allowed for one download of the list',
+  },
+  {
+    key: 'policy-listen',
+    kind: 'string?',
+    default: '127.0.0.1:10040',
+    help: 'Postfix policy protocol listener: host:port or unix:/path ("off" to disable)',
+  },
   { key: 'milter-listen', kind: 'string?', default: null, help: 'Milter listener: host:port or unix:/path (default off)' },
-  { key: 'socketmap-listen', kind: 'string?', default: null, help: 'Postfix socketmap tables for the sending side (mssante-domain, -tls-policy, -transport, -recipient-access): host:port or unix:/path (default off)' },
-  { key: 'max-socketmap-request-bytes', kind: 'int', default: 100_000, min: 256, max: 1024 * 1024, help: 'largest socketmap request (Postfix sends 100 000 bytes at most)' },
-  { key: 'tls-policy-value', kind: 'string', default: 'secure match=hostname:nexthop:dot-nexthop', help: 'answer of the mssante-tls-policy table for a listed domain (a Postfix TLS policy; see README "Outbound")' },
-  { key: 'transport-value', kind: 'string', default: 'smtp-mssante:', help: 'answer of the mssante-transport table for a listed domain (a Postfix transport:nexthop)' },
-  { key: 'http-listen', kind: 'string?', default: '127.0.0.1:9464', help: 'HTTP listener for /metrics /healthz /readyz /v1/... ("off" to disable)' },
-  { key: 'socket-mode', kind: 'string', default: '0660', help: 'mode of unix: socket files, octal (0660: owner and group may connect)' },
-  { key: 'socket-owner', kind: 'string?', default: null, help: 'owner of unix: socket files, user name or uid (needs root; default: the daemon\'s user)' },
-  { key: 'socket-group', kind: 'string?', default: null, help: 'group of unix: socket files, e.g. postfix for a chrooted Postfix (default: the daemon\'s group)' },
-  { key: 'http-allowed-host', kind: 'list', default: [], help: 'another Host header the HTTP listener answers (name or name:port; repeatable); loopback names and the listen address always are, anything else gets 421 (DNS rebinding)' },
-  { key: 'max-connections', kind: 'int', default: 1000, min: 1, max: 100_000, help: 'open connections per listener; more are closed at once' },
-  { key: 'idle-timeout', kind: 'seconds', default: 330, min: 1, max: 86400, help: 'close a client connection idle this long (Postfix keeps them 300 s)' },
-  { key: 'milter-idle-timeout', kind: 'seconds', default: 3600, min: 1, max: 86400, help: 'close a Milter connection silent this long; Postfix sends nothing between MAIL FROM and the end of a message, which may take long' },
-  { key: 'request-timeout', kind: 'seconds', default: 110, min: 1, max: 3600, help: 'longest time for one request to arrive in full (Postfix waits 100 s)' },
-  { key: 'max-line-bytes', kind: 'int', default: 8192, min: 256, max: 1024 * 1024, help: 'longest policy request line (Postfix: 8 KiB strings)' },
+  {
+    key: 'socketmap-listen',
+    kind: 'string?',
+    default: null,
+    help: 'Postfix socketmap tables for the sending side (mssante-domain, -tls-policy, -transport, -recipient-access): host:port or unix:/path (default off)',
+  },
+  {
+    key: 'max-socketmap-request-bytes',
+    kind: 'int',
+    default: 100_000,
+    min: 256,
+    max: 1024 * 1024,
+    help: 'largest socketmap request (Postfix sends 100 000 bytes at most)',
+  },
+  {
+    key: 'tls-policy-value',
+    kind: 'string',
+    default: 'secure match=hostname:nexthop:dot-nexthop',
+    help: 'answer of the mssante-tls-policy table for a listed domain (a Postfix TLS policy; see README "Outbound")',
+  },
+  {
+    key: 'transport-value',
+    kind: 'string',
+    default: 'smtp-mssante:',
+    help: 'answer of the mssante-transport table for a listed domain (a Postfix transport:nexthop)',
+  },
+  {
+    key: 'http-listen',
+    kind: 'string?',
+    default: '127.0.0.1:9464',
+    help: 'HTTP listener for /metrics /healthz /readyz /v1/... ("off" to disable)',
+  },
+  {
+    key: 'socket-mode',
+    kind: 'string',
+    default: '0660',
+    help: 'mode of unix: socket files, octal (0660: owner and group may connect)',
+  },
+  {
+    key: 'socket-owner',
+    kind: 'string?',
+    default: null,
+    help: "owner of unix: socket files, user name or uid (needs root; default: the daemon's user)",
+  },
+  {
+    key: 'socket-group',
+    kind: 'string?',
+    default: null,
+    help: "group of unix: socket files, e.g. postfix for a chrooted Postfix (default: the daemon's group)",
+  },
+  {
+    key: 'http-allowed-host',
+    kind: 'list',
+    default: [],
+    help: 'another Host header the HTTP listener answers (name or name:port; repeatable); loopback names and the listen address always are, anything else gets 421 (DNS rebinding)',
+  },
+  {
+    key: 'max-connections',
+    kind: 'int',
+    default: 1000,
+    min: 1,
+    max: 100_000,
+    help: 'open connections per listener; more are closed at once',
+  },
+  {
+    key: 'idle-timeout',
+    kind: 'seconds',
+    default: 330,
+    min: 1,
+    max: 86400,
+    help: 'close a client connection idle this long (Postfix keeps them 300 s)',
+  },
+  {
+    key: 'milter-idle-timeout',
+    kind: 'seconds',
+    default: 3600,
+    min: 1,
+    max: 86400,
+    help: 'close a Milter connection silent this long; Postfix sends nothing between MAIL FROM and the end of a message, which may take long',
+  },
+  {
+    key: 'request-timeout',
+    kind: 'seconds',
+    default: 110,
+    min: 1,
+    max: 3600,
+    help: 'longest time for one request to arrive in full (Postfix waits 100 s)',
+  },
+  {
+    key: 'max-line-bytes',
+    kind: 'int',
+    default: 8192,
+    min: 256,
+    max: 1024 * 1024,
+    help: 'longest policy request line (Postfix: 8 KiB strings)',
+  },
   { key: 'max-request-bytes', kind: 'int', default: 65536, min: 1024, max: 16 * 1024 * 1024, help: 'largest policy request' },
   { key: 'max-attributes', kind: 'int', default: 100, min: 10, max: 10_000, help: 'most attributes in one policy request' },
-  { key: 'max-milter-packet-bytes', kind: 'int', default: 65536 + 1024, min: 1024, max: 16 * 1024 * 1024, help: 'largest Milter packet' },
-  { key: 'max-connection-bytes', kind: 'int', default: 131_072, min: 16_384, max: 64 * 1024 * 1024, help: 'most memory one connection may make the daemon keep (kept Milter macros, the packet or request being received); more closes it. Must hold one --max-milter-packet-bytes packet, one --max-request-bytes request and one --max-socketmap-request-bytes request' },
-  { key: 'heap-watermark', kind: 'int', default: 70, min: 10, max: 95, help: 'percentage of the V8 heap limit above which new connections are refused (open ones keep being answered)' },
-  { key: 'trusted-issuer-cn', kind: 'list', default: [], help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)' },
-  { key: 'tls-profile', kind: 'string', default: 'off', choices: TLS_PROFILE_NAMES, help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7' },
-  { key: 'log-level', kind: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level (info: one trace line per decision)' },
-  { key: 'log-format', kind: 'string', default: 'auto', choices: LOG_FORMATS, help: 'json: one JSON line per record; journal: each line prefixed with its syslog priority <N> for journald (journalctl -p); auto: journal when stdout is journald (JOURNAL_STREAM), else json' },
-  { key: 'trace-file', kind: 'string?', default: null, help: 'write the decision trace (one JSON line per decision) to this file instead of stdout; SIGUSR1 reopens it (logrotate)' },
-  { key: 'log-pseudonymize', kind: 'bool', default: false, help: 'replace addresses in traces by a keyed hash (key in <state-dir>/pseudonymize.key)' },
-  { key: 'operator-rate', kind: 'int', default: 0, min: 0, max: 1_000_000, help: 'per sending operator (listed certificate), messages per second beyond which mail is deferred (451 4.7.1); 0: off (accounting only)' },
-  { key: 'operator-burst', kind: 'int', default: 0, min: 0, max: 10_000_000, help: 'messages an operator may send at once after a quiet spell (token bucket size); 0: one second of --operator-rate' },
-  { key: 'operator-rate-mode', kind: 'string', default: 'enforce', choices: ['enforce', 'observe'], help: 'enforce: defer the excess; observe: only log and count it (operator_transactions_total{result="throttled"})' },
-  { key: 'operator-rate-exempt', kind: 'list', default: [], help: 'operator never throttled: certificate CN (also its DNs) or full DN; repeatable' },
-  { key: 'shutdown-grace', kind: 'seconds', default: 10, min: 0, max: 300, help: 'on SIGTERM, seconds to let answers in flight complete' },
+  {
+    key: 'max-milter-packet-bytes',
+    kind: 'int',
+    default: 65536 + 1024,
+    min: 1024,
+    max: 16 * 1024 * 1024,
+    help: 'largest Milter packet',
+  },
+  {
+    key: 'max-connection-bytes',
+    kind: 'int',
+    default: 131_072,
+    min: 16_384,
+    max: 64 * 1024 * 1024,
+    help: 'most memory one connection may make the daemon keep (kept Milter macros, the packet or request being received); more closes it. Must hold one --max-milter-packet-bytes packet, one --max-request-bytes request and one --max-socketmap-request-bytes request',
+  },
+  {
+    key: 'heap-watermark',
+    kind: 'int',
+    default: 70,
+    min: 10,
+    max: 95,
+    help: 'percentage of the V8 heap limit above which new connections are refused (open ones keep being answered)',
+  },
+  {
+    key: 'trusted-issuer-cn',
+    kind: 'list',
+    default: [],
+    help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)',
+  },
+  {
+    key: 'tls-profile',
+    kind: 'string',
+    default: 'off',
+    choices: TLS_PROFILE_NAMES,
+    help: 'refuse sessions outside a Referentiel #1 TLS profile: off | ref1-v1.6 | ref1-v1.7',
+  },
+  {
+    key: 'log-level',
+    kind: 'string',
+    default: 'info',
+    choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    help: 'log level (info: one trace line per decision)',
+  },
+  {
+    key: 'log-format',
+    kind: 'string',
+    default: 'auto',
+    choices: LOG_FORMATS,
+    help: 'json: one JSON line per record; journal: each line prefixed with its syslog priority <N> for journald (journalctl -p); auto: journal when stdout is journald (JOURNAL_STREAM), else json',
+  },
+  {
+    key: 'trace-file',
+    kind: 'string?',
+    default: null,
+    help: 'write the decision trace (one JSON line per decision) to this file instead of stdout; SIGUSR1 reopens it (logrotate)',
+  },
+  {
+    key: 'log-pseudonymize',
+    kind: 'bool',
+    default: false,
+    help: 'replace addresses in traces by a keyed hash (key in <state-dir>/pseudonymize.key)',
+  },
+  {
+    key: 'operator-rate',
+    kind: 'int',
+    default: 0,
+    min: 0,
+    max: 1_000_000,
+    help: 'per sending operator (listed certificate), messages per second beyond which mail is deferred (451 4.7.1); 0: off (accounting only)',
+  },
+  {
+    key: 'operator-burst',
+    kind: 'int',
+    default: 0,
+    min: 0,
+    max: 10_000_000,
+    help: 'messages an operator may send at once after a quiet spell (token bucket size); 0: one second of --operator-rate',
+  },
+  {
+    key: 'operator-rate-mode',
+    kind: 'string',
+    default: 'enforce',
+    choices: ['enforce', 'observe'],
+    help: 'enforce: defer the excess; observe: only log and count it (operator_transactions_total{result="throttled"})',
+  },
+  {
+    key: 'operator-rate-exempt',
+    kind: 'list',
+    default: [],
+    help: 'operator never throttled: certificate CN (also its DNs) or full DN; repeatable',
+  },
+  {
+    key: 'shutdown-grace',
+    kind: 'seconds',
+    default: 10,
+    min: 0,
+    max: 300,
+    help: 'on SIGTERM, seconds to let answers in flight complete',
+  },
 ] as const satisfies readonly Setting[];
 
 export type SettingKey = (typeof SETTINGS)[number]['key'];
@@ -159,13 +411,16 @@ function coerce(setting: Setting, value: unknown, origin: string): unknown {
     case 'seconds': {
       const n = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
       if (!Number.isSafeInteger(n)) throw new ConfigError(`${where}: expected a whole number, got ${JSON.stringify(value)}`);
-      if (setting.min !== undefined && n < setting.min) throw new ConfigError(`${where}: ${n} is below the minimum ${setting.min}`);
-      if (setting.max !== undefined && n > setting.max) throw new ConfigError(`${where}: ${n} is above the maximum ${setting.max}`);
+      if (setting.min !== undefined && n < setting.min)
+        throw new ConfigError(`${where}: ${n} is below the minimum ${setting.min}`);
+      if (setting.max !== undefined && n > setting.max)
+        throw new ConfigError(`${where}: ${n} is above the maximum ${setting.max}`);
       return n;
     }
     case 'list': {
       const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : null;
-      if (list === null || !list.every((v) => typeof v === 'string')) throw new ConfigError(`${where}: expected a list of strings`);
+      if (list === null || !list.every((v) => typeof v === 'string'))
+        throw new ConfigError(`${where}: expected a list of strings`);
       return list.map((v) => v.trim()).filter((v) => v.length > 0);
     }
     case 'string':
@@ -197,11 +452,14 @@ export interface ResolvedSettings {
 }
 
 /** node:util parseArgs options for these settings' flags (the same names and kinds as serve's). */
-export function settingParseOptions(keys: readonly SettingKey[]): Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> {
+export function settingParseOptions(
+  keys: readonly SettingKey[],
+): Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
   for (const key of keys) {
     const s = BY_KEY.get(key)!;
-    options[key] = s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
+    options[key] =
+      s.kind === 'bool' ? { type: 'boolean' } : s.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' };
   }
   return options;
 }
@@ -221,7 +479,12 @@ export function flagValuesOf(keys: readonly SettingKey[], values: Record<string,
  * command (serve, check, query, export), so a bad value gets the same error everywhere. The
  * config file may hold any known setting; an unknown one is refused.
  */
-export function resolveSettings(keys: readonly SettingKey[], flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): ResolvedSettings {
+export function resolveSettings(
+  keys: readonly SettingKey[],
+  flags: FlagValues,
+  env: NodeJS.ProcessEnv,
+  configFile: string | null,
+): ResolvedSettings {
   let file: Record<string, unknown> = {};
   if (configFile !== null) {
     let text: string;
@@ -274,7 +537,12 @@ export function resolveSettings(keys: readonly SettingKey[], flags: FlagValues, 
  * `env` from the process, the file from `--config` (JSON object keyed by flag names).
  */
 export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configFile: string | null): Config {
-  const settings = resolveSettings(SETTINGS.map((s) => s.key), flags, env, configFile);
+  const settings = resolveSettings(
+    SETTINGS.map((s) => s.key),
+    flags,
+    env,
+    configFile,
+  );
   const origins: Record<string, SettingOrigin> = {};
   for (const s of SETTINGS) origins[s.key] = settings.origin(s.key);
   const get = settings.get;
@@ -282,7 +550,9 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   const whitelistSetting = get<string | null>('whitelist');
   if (whitelistSetting === null) {
     // A config file that forgot `whitelist` must not serve the demo list: every real mail would get 550.
-    throw new ConfigError(`no whitelist given (--whitelist, ${envName('whitelist')} or "whitelist" in the config file): name the list's file or https:// URL, or "${DEMO_WHITELIST_NAME}" for the embedded demo list`);
+    throw new ConfigError(
+      `no whitelist given (--whitelist, ${envName('whitelist')} or "whitelist" in the config file): name the list's file or https:// URL, or "${DEMO_WHITELIST_NAME}" for the embedded demo list`,
+    );
   }
   const whitelistIsDemo = whitelistSetting === DEMO_WHITELIST_NAME;
   let signer = get<string[]>('signer');
@@ -295,12 +565,16 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   const trusted = signer.length > 0 || signerCa.length > 0;
   if (trusted && allowUnsigned) {
     // With both, a list whose Signature element was stripped would be taken: the signer would protect nothing.
-    throw new ConfigError('--signer/--signer-ca and --allow-unsigned together would accept a list stripped of its signature: choose one');
+    throw new ConfigError(
+      '--signer/--signer-ca and --allow-unsigned together would accept a list stripped of its signature: choose one',
+    );
   }
   // The demo list comes with its demo signer, so `npm start` verifies a real signature.
   if (whitelistIsDemo && !trusted && !allowUnsigned) signer = [DEMO_SIGNER];
   if (signer.length === 0 && signerCa.length === 0 && !allowUnsigned) {
-    throw new ConfigError('no list signer given: pin it with --signer PEM, or trust its CA with --signer-ca PEM --signer-cn NAME; or pass --allow-unsigned (demo and tests only)');
+    throw new ConfigError(
+      'no list signer given: pin it with --signer PEM, or trust its CA with --signer-ca PEM --signer-cn NAME; or pass --allow-unsigned (demo and tests only)',
+    );
   }
   // The embedded demo list is a fixed file, not a download anyone could replay: its age is no signal.
   const whitelist = whitelistIsDemo ? DEMO_WHITELIST : whitelistSetting;
@@ -317,11 +591,17 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   }
   for (const key of ['tls-policy-value', 'transport-value'] as const) {
     // eslint-disable-next-line no-control-regex
-    if (get<string>(key).trim() === '' || /[\x00-\x1f\x7f]/.test(get<string>(key))) throw new ConfigError(`--${key}: must be non-empty text on one line`);
+    if (get<string>(key).trim() === '' || /[\x00-\x1f\x7f]/.test(get<string>(key)))
+      throw new ConfigError(`--${key}: must be non-empty text on one line`);
   }
   const maxConnectionBytes = get<number>('max-connection-bytes');
-  if (get<number>('max-milter-packet-bytes') + 4 > maxConnectionBytes || get<number>('max-request-bytes') + get<number>('max-line-bytes') > maxConnectionBytes) {
-    throw new ConfigError('--max-connection-bytes must hold one --max-milter-packet-bytes packet (+4) and one --max-request-bytes request (+ --max-line-bytes)');
+  if (
+    get<number>('max-milter-packet-bytes') + 4 > maxConnectionBytes ||
+    get<number>('max-request-bytes') + get<number>('max-line-bytes') > maxConnectionBytes
+  ) {
+    throw new ConfigError(
+      '--max-connection-bytes must hold one --max-milter-packet-bytes packet (+4) and one --max-request-bytes request (+ --max-line-bytes)',
+    );
   }
   // A socketmap request being received holds its length digits and colon (11 bytes at most) besides its payload.
   if (get<number>('max-socketmap-request-bytes') + 11 > maxConnectionBytes) {
@@ -335,11 +615,14 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   }
   const socketModeText = get<string>('socket-mode');
   if (!/^0?[0-7]{3}$/.test(socketModeText)) {
-    throw new ConfigError(`--socket-mode: ${JSON.stringify(socketModeText)} is not an octal mode like 0660 (no setuid, setgid or sticky bit)`);
+    throw new ConfigError(
+      `--socket-mode: ${JSON.stringify(socketModeText)} is not an octal mode like 0660 (no setuid, setgid or sticky bit)`,
+    );
   }
   const httpAllowedHosts = get<string[]>('http-allowed-host');
   for (const host of httpAllowedHosts) {
-    if (splitHostHeader(host) === null) throw new ConfigError(`--http-allowed-host: ${JSON.stringify(host)} is not a host name or address, with an optional :port`);
+    if (splitHostHeader(host) === null)
+      throw new ConfigError(`--http-allowed-host: ${JSON.stringify(host)} is not a host name or address, with an optional :port`);
   }
   return Object.freeze({
     whitelist,
@@ -403,7 +686,10 @@ export function settingsHelp(): string {
   return (SETTINGS as readonly Setting[])
     .map((s) => {
       const flag = s.kind === 'bool' ? `--${s.key}` : `--${s.key} ${s.kind === 'list' ? 'VALUE (repeatable)' : 'VALUE'}`;
-      const def = s.default === null || (Array.isArray(s.default) && s.default.length === 0) ? '' : ` [default: ${JSON.stringify(s.default)}]`;
+      const def =
+        s.default === null || (Array.isArray(s.default) && s.default.length === 0)
+          ? ''
+          : ` [default: ${JSON.stringify(s.default)}]`;
       return `  ${flag}\n      ${s.help}${def}\n      env ${envName(s.key)}`;
     })
     .join('\n');

@@ -41,10 +41,17 @@ export function createLogging(level: string, onDrop: () => void = () => undefine
   destination.on('drop', onDrop);
   // journal: each line starts with its syslog priority <N>, which journald strips and files as PRIORITY.
   const journal = effectiveLogFormat(format, process.env) === 'journal';
-  const writeLine = journal ? (line: string): void => void destination.write(journalPrefix(line) + line) : (line: string): void => void destination.write(line);
+  const writeLine = journal
+    ? (line: string): void => void destination.write(journalPrefix(line) + line)
+    : (line: string): void => void destination.write(line);
   const stream = journal ? { write: writeLine, flush: (cb: (err?: Error) => void) => destination.flush(cb) } : destination;
   const logger = pino(
-    { level, base: { service: 'mssante-policyd' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
+    {
+      level,
+      base: { service: 'mssante-policyd' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
     stream,
   );
   return { logger, writeLine };
@@ -96,7 +103,12 @@ export interface RunningDaemon {
 export async function startDaemon(config: Config, logging: Logging): Promise<RunningDaemon> {
   const { logger } = logging;
   // An unreadable or invalid signer file is a start-up error, not a 451 for every mail later.
-  const trust = { signer: config.signer, signerCa: config.signerCa, signerCn: config.signerCn, signerSubject: config.signerSubject };
+  const trust = {
+    signer: config.signer,
+    signerCa: config.signerCa,
+    signerCn: config.signerCn,
+    signerSubject: config.signerSubject,
+  };
   if (hasSignerTrust(trust)) loadSignerTrust(trust);
   ensureStateDir(config.stateDir);
   const metrics = createMetrics();
@@ -125,7 +137,10 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     traceSink?.closeSync();
     throw error;
   }
-  logger.info({ event: 'listening', ...addresses, whitelist: sourceDescription, state_dir: config.stateDir }, 'mssante-policyd ready to answer');
+  logger.info(
+    { event: 'listening', ...addresses, whitelist: sourceDescription, state_dir: config.stateDir },
+    'mssante-policyd ready to answer',
+  );
 
   let stopping: Promise<void> | null = null;
   return {
@@ -165,7 +180,12 @@ interface ListenerDeps {
 }
 
 /** Starts the configured listeners, recording each address and closer as it comes up (the caller closes them on a failure). */
-async function startListeners(config: Config, deps: ListenerDeps, addresses: RunningDaemon['addresses'], closers: Array<(deadlineMs: number) => Promise<void>>): Promise<void> {
+async function startListeners(
+  config: Config,
+  deps: ListenerDeps,
+  addresses: RunningDaemon['addresses'],
+  closers: Array<(deadlineMs: number) => Promise<void>>,
+): Promise<void> {
   const { lifecycle, service, operators, metrics, logger } = deps;
   const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
   if (config.policyListen !== null) {
@@ -267,10 +287,18 @@ export async function serve(config: Config): Promise<void> {
 }
 
 /** The list life cycle: source (file or https, through HTTPS_PROXY), verification settings, guard, state dir. */
-function createListLifecycle(config: Config, trust: SignerTrustConfig, metrics: Metrics, logger: Logger): { lifecycle: ListLifecycle; sourceDescription: string } {
+function createListLifecycle(
+  config: Config,
+  trust: SignerTrustConfig,
+  metrics: Metrics,
+  logger: Logger,
+): { lifecycle: ListLifecycle; sourceDescription: string } {
   const proxy = proxyFromEnv(process.env);
   if (proxy.url !== null && /^https:/i.test(config.whitelist)) {
-    logger.info({ event: 'https_proxy', proxy: redactProxy(proxy.url), no_proxy: proxy.noProxy }, 'the list is downloaded through HTTPS_PROXY (CONNECT) unless NO_PROXY names its host');
+    logger.info(
+      { event: 'https_proxy', proxy: redactProxy(proxy.url), no_proxy: proxy.noProxy },
+      'the list is downloaded through HTTPS_PROXY (CONNECT) unless NO_PROXY names its host',
+    );
   }
   const source = createSource(config.whitelist, {
     ...DEFAULT_SOURCE_OPTIONS,
@@ -296,29 +324,50 @@ function createListLifecycle(config: Config, trust: SignerTrustConfig, metrics: 
     logger.child({ component: 'whitelist' }),
   );
   if (config.allowUnsigned) {
-    logger.warn({ event: 'allow_unsigned' }, '--allow-unsigned: a list without a valid signature may be put in force (demo and tests only)');
+    logger.warn(
+      { event: 'allow_unsigned' },
+      '--allow-unsigned: a list without a valid signature may be put in force (demo and tests only)',
+    );
   }
   return { lifecycle, sourceDescription: source.description };
 }
 
 function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger): OperatorLedger {
-  const settings = { rate: config.operatorRate, burst: config.operatorBurst, mode: config.operatorRateMode, exempt: config.operatorRateExempt };
+  const settings = {
+    rate: config.operatorRate,
+    burst: config.operatorBurst,
+    mode: config.operatorRateMode,
+    exempt: config.operatorRateExempt,
+  };
   if (settings.rate > 0) logger.info({ event: 'operator_rate', ...settings }, 'per-operator throttle on');
   const ledger = new OperatorLedger(settings, {
     forget: (labels) => metrics.forgetOperators(labels),
-    overRate: (operator, messages) => logger.warn({ event: 'operator_over_rate', operator, messages, mode: 'observe' }, 'operator over --operator-rate (observe mode: let through)'),
+    overRate: (operator, messages) =>
+      logger.warn(
+        { event: 'operator_over_rate', operator, messages, mode: 'observe' },
+        'operator over --operator-rate (observe mode: let through)',
+      ),
   });
   metrics.readOperatorCounts(() => ledger.counts());
   return ledger;
 }
 
 /** The HTTP endpoints: metrics, health and readiness, the list in force, lookups and dry runs. */
-function startHttp(listen: string, config: Config, lifecycle: ListLifecycle, service: DecisionService, operators: OperatorLedger, metrics: Metrics, logger: Logger): ReturnType<typeof startHttpServer> {
+function startHttp(
+  listen: string,
+  config: Config,
+  lifecycle: ListLifecycle,
+  service: DecisionService,
+  operators: OperatorLedger,
+  metrics: Metrics,
+  logger: Logger,
+): ReturnType<typeof startHttpServer> {
   return startHttpServer(listen, {
     allowedHosts: config.httpAllowedHosts,
     metrics,
     logger: logger.child({ component: 'http' }),
-    readiness: () => (lifecycle.current() === null ? { ready: false, reasons: ['whitelist_unavailable'] } : { ready: true, reasons: [] }),
+    readiness: () =>
+      lifecycle.current() === null ? { ready: false, reasons: ['whitelist_unavailable'] } : { ready: true, reasons: [] },
     whitelistStatus: () => whitelistStatus(lifecycle),
     lookupDomain: (name) => lookupDomain(lifecycle, name),
     dryRun: (input) => policyDryRun((facts) => service.evaluate(facts), input),
@@ -335,7 +384,10 @@ function whitelistStatus(lifecycle: ListLifecycle): WhitelistStatus {
     sha256: inForce?.sha256 ?? null,
     domains: inForce?.index.domainCount ?? 0,
     entries: inForce?.index.entries.length ?? 0,
-    skipped: inForce === null ? [] : inForce.index.rejected.map((r) => ({ index: r.index, domain: r.domain, reason: r.reason, detail: r.detail })),
+    skipped:
+      inForce === null
+        ? []
+        : inForce.index.rejected.map((r) => ({ index: r.index, domain: r.domain, reason: r.reason, detail: r.detail })),
     lastSuccessAt,
     lastFailureAt: lastFailure?.at ?? null,
     lastFailureReason: lastFailure?.reason ?? null,
@@ -353,7 +405,12 @@ function lookupDomain(lifecycle: ListLifecycle, name: string): DomainLookup | nu
   return {
     domain,
     domainUnicode: entries[0]?.domainUnicode ?? domain,
-    entries: entries.map((e) => ({ dn: e.dnRaw, dnNormalised: e.dnDisplay, cn: e.cn, description: e.description, updatedAt: e.updatedAt })),
+    entries: entries.map((e) => ({
+      dn: e.dnRaw,
+      dnNormalised: e.dnDisplay,
+      cn: e.cn,
+      description: e.description,
+      updatedAt: e.updatedAt,
+    })),
   };
 }
-

@@ -42,7 +42,11 @@ export class DecisionService {
     let decision = this.evaluate(facts);
     // Counted once per message (Postfix: per `instance`); the throttle only ever turns a pass into a 451.
     if (this.deps.operators?.admit(decision, context.instance) === true) {
-      decision = { reason: REASONS.operator_rate_limited, senderDomain: decision.senderDomain, operator: decision.operator ?? null };
+      decision = {
+        reason: REASONS.operator_rate_limited,
+        senderDomain: decision.senderDomain,
+        operator: decision.operator ?? null,
+      };
     }
     const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
     const reason = decision.reason;

@@ -35,11 +35,24 @@ function parse(path: string): ts.SourceFile {
 export function moduleSpecifiers(file: ts.SourceFile): string[] {
   const out: string[] = [];
   const visit = (node: ts.Node): void => {
-    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier !== undefined && ts.isStringLiteral(node.moduleSpecifier)) {
+    if (
+      (ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) &&
+      node.moduleSpecifier !== undefined &&
+      ts.isStringLiteral(node.moduleSpecifier)
+    ) {
       out.push(node.moduleSpecifier.text);
-    } else if (ts.isImportEqualsDeclaration(node) && ts.isExternalModuleReference(node.moduleReference) && ts.isStringLiteral(node.moduleReference.expression)) {
+    } else if (
+      ts.isImportEqualsDeclaration(node) &&
+      ts.isExternalModuleReference(node.moduleReference) &&
+      ts.isStringLiteral(node.moduleReference.expression)
+    ) {
       out.push(node.moduleReference.expression.text);
-    } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] !== undefined && ts.isStringLiteralLike(node.arguments[0])) {
+    } else if (
+      ts.isCallExpression(node) &&
+      node.expression.kind === ts.SyntaxKind.ImportKeyword &&
+      node.arguments[0] !== undefined &&
+      ts.isStringLiteralLike(node.arguments[0])
+    ) {
       out.push(node.arguments[0].text);
     } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) {
       out.push(node.argument.literal.text);
@@ -110,7 +123,9 @@ export function folderCycles(graph: ReadonlyMap<string, ReadonlyMap<string, read
     if (component.length > 1) {
       component.sort();
       const members = new Set(component);
-      const imports = component.flatMap((from) => [...(graph.get(from) ?? new Map<string, string[]>())].filter(([to]) => members.has(to)).flatMap(([, why]) => why));
+      const imports = component.flatMap((from) =>
+        [...(graph.get(from) ?? new Map<string, string[]>())].filter(([to]) => members.has(to)).flatMap(([, why]) => why),
+      );
       cycles.push([component.join(' ↔ '), ...imports]);
     }
   };
@@ -126,7 +141,8 @@ function functionName(node: ts.FunctionLikeDeclaration): string {
     return ts.isClassLike(owner) && owner.name !== undefined ? `${owner.name.text}.${own}` : own;
   }
   const parent = node.parent;
-  if (ts.isVariableDeclaration(parent) || ts.isPropertyAssignment(parent) || ts.isPropertyDeclaration(parent)) return parent.name.getText();
+  if (ts.isVariableDeclaration(parent) || ts.isPropertyAssignment(parent) || ts.isPropertyDeclaration(parent))
+    return parent.name.getText();
   return '(anonymous)';
 }
 

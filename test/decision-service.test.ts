@@ -24,7 +24,11 @@ function service(mode: 'enforce' | 'observe') {
   const metrics = createMetrics({ defaultMetrics: false });
   const traces: string[] = [];
   const logger = pino({ level: 'info' }, { write: () => undefined });
-  const ledger = new OperatorLedger({ rate: 1, burst: 2, mode, exempt: [] }, { forget: (l) => metrics.forgetOperators(l), overRate: () => undefined }, () => 0);
+  const ledger = new OperatorLedger(
+    { rate: 1, burst: 2, mode, exempt: [] },
+    { forget: (l) => metrics.forgetOperators(l), overRate: () => undefined },
+    () => 0,
+  );
   ledger.setList(index);
   metrics.readOperatorCounts(() => ledger.counts());
   const svc = new DecisionService({
@@ -35,7 +39,8 @@ function service(mode: 'enforce' | 'observe') {
     logger,
     operators: ledger,
   });
-  const answer = (sender: string, instance: string) => svc.answer('policy', facts(sender), { stage: 'rcpt', connectionId: 1, instance, sender }, process.hrtime.bigint());
+  const answer = (sender: string, instance: string) =>
+    svc.answer('policy', facts(sender), { stage: 'rcpt', connectionId: 1, instance, sender }, process.hrtime.bigint());
   return { svc, metrics, traces, answer };
 }
 
@@ -46,13 +51,19 @@ describe('DecisionService with the operator ledger', () => {
     assert.equal(answer('a@op1.mssante.fr', 'm2').reason.id, 'ok');
     const third = answer('a@op1.mssante.fr', 'm3');
     assert.equal(third.reason.id, 'operator_rate_limited');
-    assert.equal(POLICY_ACTIONS[third.reason.id], '451 4.7.1 Debit de l operateur emetteur temporairement limite / sending operator temporarily rate limited');
+    assert.equal(
+      POLICY_ACTIONS[third.reason.id],
+      '451 4.7.1 Debit de l operateur emetteur temporairement limite / sending operator temporarily rate limited',
+    );
     assert.equal(answer('a@op1.mssante.fr', 'm3').reason.id, 'operator_rate_limited', 'second recipient, same answer');
     assert.equal(answer('a@autre.mssante.fr', 'm4').reason.id, 'sender_domain_not_listed');
     assert.equal(svc.evaluate(facts('a@op1.mssante.fr')).reason.id, 'ok', 'evaluate() neither counts nor throttles');
     assert.ok(traces.at(-3)?.includes('"reason":"operator_rate_limited"'), traces.at(-3));
     const text = await metrics.registry.metrics();
-    assert.match(text, /^mssante_policyd_decisions_total\{frontend="policy",result="tempfail",reason="operator_rate_limited"\} 2$/m);
+    assert.match(
+      text,
+      /^mssante_policyd_decisions_total\{frontend="policy",result="tempfail",reason="operator_rate_limited"\} 2$/m,
+    );
     assert.match(text, /^mssante_policyd_operator_transactions_total\{operator="mx\.op1\.fr",result="pass"\} 2$/m);
     assert.match(text, /^mssante_policyd_operator_transactions_total\{operator="mx\.op1\.fr",result="throttled"\} 1$/m);
     assert.match(text, /^mssante_policyd_operator_transactions_total\{operator="mx\.op1\.fr",result="reject"\} 1$/m);
@@ -63,6 +74,9 @@ describe('DecisionService with the operator ledger', () => {
     for (let i = 0; i < 5; i++) assert.equal(answer('a@op1.mssante.fr', `m${i}`).reason.id, 'ok');
     const text = await metrics.registry.metrics();
     assert.match(text, /^mssante_policyd_operator_transactions_total\{operator="mx\.op1\.fr",result="throttled"\} 3$/m);
-    assert.match(text, /^mssante_policyd_decisions_total\{frontend="policy",result="tempfail",reason="operator_rate_limited"\} 0$/m);
+    assert.match(
+      text,
+      /^mssante_policyd_decisions_total\{frontend="policy",result="tempfail",reason="operator_rate_limited"\} 0$/m,
+    );
   });
 });

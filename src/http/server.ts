@@ -155,7 +155,20 @@ const errorSchema = {
 
 const whitelistStatusSchema = {
   type: 'object',
-  required: ['usable', 'source', 'generatedAt', 'sha256', 'domains', 'entries', 'skipped', 'lastSuccessAt', 'lastFailureAt', 'lastFailureReason', 'lastFailureDetail', 'signer'],
+  required: [
+    'usable',
+    'source',
+    'generatedAt',
+    'sha256',
+    'domains',
+    'entries',
+    'skipped',
+    'lastSuccessAt',
+    'lastFailureAt',
+    'lastFailureReason',
+    'lastFailureDetail',
+    'signer',
+  ],
   properties: {
     usable: { type: 'boolean' },
     source: nullableString,
@@ -168,7 +181,12 @@ const whitelistStatusSchema = {
       items: {
         type: 'object',
         required: ['index', 'domain', 'reason', 'detail'],
-        properties: { index: { type: 'integer' }, domain: nullableString, reason: { type: 'string' }, detail: { type: 'string' } },
+        properties: {
+          index: { type: 'integer' },
+          domain: nullableString,
+          reason: { type: 'string' },
+          detail: { type: 'string' },
+        },
       },
     },
     lastSuccessAt: nullableString,
@@ -178,7 +196,12 @@ const whitelistStatusSchema = {
     signer: {
       type: ['object', 'null'],
       required: ['subject', 'validTo'],
-      properties: { subject: { type: 'string' }, validTo: { type: 'string' }, fingerprint256: { type: 'string' }, matched: { type: 'string' } },
+      properties: {
+        subject: { type: 'string' },
+        validTo: { type: 'string' },
+        fingerprint256: { type: 'string' },
+        matched: { type: 'string' },
+      },
     },
   },
 } as const;
@@ -290,51 +313,84 @@ export async function startHttpServer(
   const hostAllowed = hostAllowList(where.kind === 'tcp' ? where.host : null, deps.allowedHosts ?? []);
   app.addHook('onRequest', async (request, reply) => {
     if (hostAllowed(request.headers.host)) return;
-    request.log.debug({ method: request.method, host: (request.headers.host ?? '').slice(0, MAX_HOST_LENGTH) }, 'http Host not allowed');
+    request.log.debug(
+      { method: request.method, host: (request.headers.host ?? '').slice(0, MAX_HOST_LENGTH) },
+      'http Host not allowed',
+    );
     // 421 Misdirected Request: nothing of the daemon's state in the body, whatever the route.
-    await reply.code(421).header('connection', 'close').send({ statusCode: 421, code: 'host_not_allowed', error: 'Misdirected Request', message: 'Host not allowed' });
+    await reply
+      .code(421)
+      .header('connection', 'close')
+      .send({ statusCode: 421, code: 'host_not_allowed', error: 'Misdirected Request', message: 'Host not allowed' });
   });
 
-  app.get('/metrics', {
-    schema: { response: { 200: { content: { [registry.contentType]: { schema: { type: 'string' } } } } } },
-  }, async (_request, reply) => {
-    const text = await registry.metrics();
-    return reply.type(registry.contentType).send(text);
-  });
+  app.get(
+    '/metrics',
+    {
+      schema: { response: { 200: { content: { [registry.contentType]: { schema: { type: 'string' } } } } } },
+    },
+    async (_request, reply) => {
+      const text = await registry.metrics();
+      return reply.type(registry.contentType).send(text);
+    },
+  );
 
-  app.get('/healthz', {
-    schema: { response: { 200: { type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['alive'] } } } } },
-  }, async () => ({ status: 'alive' as const }));
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        response: { 200: { type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['alive'] } } } },
+      },
+    },
+    async () => ({ status: 'alive' as const }),
+  );
 
   app.get('/readyz', { schema: { response: { 200: readinessSchema, 503: readinessSchema } } }, async (_request, reply) => {
     const state = deps.readiness();
     const loopHealthy = loop.healthy();
     const reasons = loopHealthy ? [...state.reasons] : [...state.reasons, READY_REASON_EVENT_LOOP];
     const ready = state.ready && loopHealthy;
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', reasons, eventLoopDelayP99Seconds: loop.p99Seconds() });
+    return reply
+      .code(ready ? 200 : 503)
+      .send({ status: ready ? 'ready' : 'not_ready', reasons, eventLoopDelayP99Seconds: loop.p99Seconds() });
   });
 
   app.get('/v1/whitelist', { schema: { response: { 200: whitelistStatusSchema } } }, async () => deps.whitelistStatus());
 
-  app.get<{ Params: { name: string } }>('/v1/whitelist/domains/:name', {
-    schema: {
-      params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 1024 } } },
-      response: { 200: domainLookupSchema, 404: errorSchema },
+  app.get<{ Params: { name: string } }>(
+    '/v1/whitelist/domains/:name',
+    {
+      schema: {
+        params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 1024 } } },
+        response: { 200: domainLookupSchema, 404: errorSchema },
+      },
     },
-  }, async (request, reply) => {
-    const found = deps.lookupDomain(request.params.name);
-    if (found === null) {
-      return reply.code(404).send({ statusCode: 404, code: 'domain_not_listed', error: 'Not Found', message: 'domain not in the list in force' });
-    }
-    return found;
-  });
+    async (request, reply) => {
+      const found = deps.lookupDomain(request.params.name);
+      if (found === null) {
+        return reply
+          .code(404)
+          .send({ statusCode: 404, code: 'domain_not_listed', error: 'Not Found', message: 'domain not in the list in force' });
+      }
+      return found;
+    },
+  );
 
   const decideResponse = { 200: dryRunResultSchema, 400: errorSchema };
-  app.post<{ Body: DryRunInput }>('/v1/decide', { schema: { body: dryRunInputSchema, response: decideResponse } }, async (request) => deps.dryRun(request.body));
-  app.get<{ Querystring: DryRunInput }>('/v1/decide', { schema: { querystring: dryRunInputSchema, response: decideResponse } }, async (request) => deps.dryRun(request.query));
+  app.post<{ Body: DryRunInput }>(
+    '/v1/decide',
+    { schema: { body: dryRunInputSchema, response: decideResponse } },
+    async (request) => deps.dryRun(request.body),
+  );
+  app.get<{ Querystring: DryRunInput }>(
+    '/v1/decide',
+    { schema: { querystring: dryRunInputSchema, response: decideResponse } },
+    async (request) => deps.dryRun(request.query),
+  );
 
   const operators = deps.operators;
-  if (operators !== undefined) app.get('/v1/operators', { schema: { response: { 200: operatorsSchema } } }, async () => operators());
+  if (operators !== undefined)
+    app.get('/v1/operators', { schema: { response: { 200: operatorsSchema } } }, async () => operators());
 
   let bound: BoundAddress;
   try {

@@ -68,7 +68,10 @@ export function createAdmission(
       const now = Date.now();
       if (now - lastMemoryWarn >= REJECT_WARN_INTERVAL_MS) {
         lastMemoryWarn = now;
-        log.warn({ heapUsedPercent: Math.round(used * 1000) / 10, heapWatermarkPercent: memory?.heapWatermarkPercent, open }, `${frontend} heap above its watermark, refusing connections`);
+        log.warn(
+          { heapUsedPercent: Math.round(used * 1000) / 10, heapWatermarkPercent: memory?.heapWatermarkPercent, open },
+          `${frontend} heap above its watermark, refusing connections`,
+        );
       }
       socket.destroy();
       return false;

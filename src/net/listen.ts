@@ -8,8 +8,7 @@ import { chmod, chown, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 
 export type ListenAddress =
-  | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
-  | { readonly kind: 'unix'; readonly path: string };
+  { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
 
 export class ListenAddressError extends Error {
   override readonly name = 'ListenAddressError';
@@ -24,7 +23,9 @@ export const DEFAULT_UNIX_SOCKET_MODE = 0o660;
 export function parseListenAddress(text: string): ListenAddress {
   const s = text.trim();
   const bad = (why: string): ListenAddressError =>
-    new ListenAddressError(`invalid listen address ${JSON.stringify(text)}: ${why} (expected host:port, [v6addr]:port or unix:/path)`);
+    new ListenAddressError(
+      `invalid listen address ${JSON.stringify(text)}: ${why} (expected host:port, [v6addr]:port or unix:/path)`,
+    );
   if (s.startsWith('unix:')) {
     const path = s.slice(5);
     if (path === '') throw bad('empty socket path');
@@ -125,7 +126,8 @@ export async function listen(server: net.Server, address: ListenAddress, options
 export function resolveId(database: 'passwd' | 'group', name: string): Promise<number> {
   const what = database === 'passwd' ? 'user' : 'group';
   if (/^[0-9]+$/.test(name)) return Promise.resolve(Number(name));
-  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(name)) return Promise.reject(new ListenAddressError(`invalid ${what} name ${JSON.stringify(name)}`));
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(name))
+    return Promise.reject(new ListenAddressError(`invalid ${what} name ${JSON.stringify(name)}`));
   return new Promise((resolve, reject) => {
     execFile('getent', [database, name], { timeout: 10_000 }, (err, stdout) => {
       const id = Number(stdout.split(':')[2]);

@@ -112,8 +112,15 @@ interface Connection extends StreamConnection {
 
 export async function startStreamServer(listenAddress: string, options: StreamServerOptions): Promise<StreamServer> {
   const { limits } = options;
-  for (const key of ['maxConnections', 'idleTimeoutMs', 'requestTimeoutMs', 'maxConnectionBytes', 'heapWatermarkPercent'] as const) {
-    if (!Number.isSafeInteger(limits[key]) || limits[key] < 1) throw new RangeError(`${key} must be a positive integer, got ${limits[key]}`);
+  for (const key of [
+    'maxConnections',
+    'idleTimeoutMs',
+    'requestTimeoutMs',
+    'maxConnectionBytes',
+    'heapWatermarkPercent',
+  ] as const) {
+    if (!Number.isSafeInteger(limits[key]) || limits[key] < 1)
+      throw new RangeError(`${key} must be a positive integer, got ${limits[key]}`);
   }
   const parsed = parseListenAddress(listenAddress);
   const server = net.createServer({ allowHalfOpen: options.allowHalfOpen === true });
@@ -159,7 +166,9 @@ class Listener {
     const { frontend, limits, metrics } = options;
     this.log = options.logger.child({ frontend });
     this.active = metrics.connectionsActive.labels({ frontend });
-    this.admission = createAdmission(frontend, limits.maxConnections, unix, metrics, this.log, { heapWatermarkPercent: limits.heapWatermarkPercent });
+    this.admission = createAdmission(frontend, limits.maxConnections, unix, metrics, this.log, {
+      heapWatermarkPercent: limits.heapWatermarkPercent,
+    });
   }
 
   accept(socket: net.Socket): void {
@@ -191,7 +200,9 @@ class Listener {
     socket.on('timeout', () => this.onIdle(conn));
     // A peer that does not read our replies: stop reading until they are flushed.
     socket.on('drain', () => socket.resume());
-    socket.on('error', (err: NodeJS.ErrnoException) => this.log.debug({ conn: conn.id, remote: conn.remote, code: err.code }, `${frontend} connection error`));
+    socket.on('error', (err: NodeJS.ErrnoException) =>
+      this.log.debug({ conn: conn.id, remote: conn.remote, code: err.code }, `${frontend} connection error`),
+    );
     socket.on('close', () => this.onClose(conn));
     try {
       conn.session = this.options.createSession(conn);
@@ -315,7 +326,11 @@ class Listener {
       if (conn.session?.idle() === true && !conn.socket.writableEnded) conn.socket.end();
     }
     const deadline = setTimeout(() => {
-      if (this.connections.size > 0) this.log.warn({ connections: this.connections.size }, `${this.options.frontend} drain deadline reached, destroying connections`);
+      if (this.connections.size > 0)
+        this.log.warn(
+          { connections: this.connections.size },
+          `${this.options.frontend} drain deadline reached, destroying connections`,
+        );
       for (const conn of this.connections) conn.socket.destroy();
     }, deadlineMs);
     try {

@@ -10,7 +10,14 @@ export type LogFormat = 'auto' | 'json' | 'journal';
 export const LOG_FORMATS: readonly LogFormat[] = ['auto', 'json', 'journal'];
 
 /** pino level label → syslog priority (RFC 5424): fatal crit, error err, warn warning, info info, debug/trace debug. */
-const PRIORITY: Readonly<Record<string, string>> = { fatal: '<2>', error: '<3>', warn: '<4>', info: '<6>', debug: '<7>', trace: '<7>' };
+const PRIORITY: Readonly<Record<string, string>> = {
+  fatal: '<2>',
+  error: '<3>',
+  warn: '<4>',
+  info: '<6>',
+  debug: '<7>',
+  trace: '<7>',
+};
 const LEVEL_AT_START = /^\{"level":"([a-z]+)"/;
 
 /** The `<N>` prefix for one JSON log line (lines begin with their level label); `<6>` when none is found. */

@@ -9,7 +9,13 @@ import { UNDECIDED_STAGES, type Frontend, type UndecidedStage } from '../trust/f
 
 export const METRIC_PREFIX = 'mssante_policyd_';
 
-const SOCKETMAP_MAP_LABELS = ['mssante-domain', 'mssante-tls-policy', 'mssante-transport', 'mssante-recipient-access', 'unknown'] as const;
+const SOCKETMAP_MAP_LABELS = [
+  'mssante-domain',
+  'mssante-tls-policy',
+  'mssante-transport',
+  'mssante-recipient-access',
+  'unknown',
+] as const;
 const SOCKETMAP_RESULT_LABELS = ['ok', 'notfound', 'temp', 'perm'] as const;
 export type SocketmapMapLabel = (typeof SOCKETMAP_MAP_LABELS)[number];
 export type SocketmapResultLabel = (typeof SOCKETMAP_RESULT_LABELS)[number];
@@ -62,7 +68,12 @@ function createRegistry(defaultMetrics: boolean): Registry {
 
 /** socketmap_lookups_total with every (map, result) child pre-bound (and born at 0). */
 function createSocketmapLookups(registry: Registry): Pick<Metrics, 'socketmapLookups' | 'countSocketmapLookup'> {
-  const socketmapLookups = new Counter({ name: `${METRIC_PREFIX}socketmap_lookups_total`, help: 'Socketmap table lookups (sending side), by map and answer (ok, notfound, temp, perm)', labelNames: ['map', 'result'] as const, registers: [registry] });
+  const socketmapLookups = new Counter({
+    name: `${METRIC_PREFIX}socketmap_lookups_total`,
+    help: 'Socketmap table lookups (sending side), by map and answer (ok, notfound, temp, perm)',
+    labelNames: ['map', 'result'] as const,
+    registers: [registry],
+  });
   const socketmapChildren = new Map<string, Counter.Internal>();
   for (const map of SOCKETMAP_MAP_LABELS) {
     for (const result of SOCKETMAP_RESULT_LABELS) {
@@ -80,7 +91,9 @@ function createSocketmapLookups(registry: Registry): Pick<Metrics, 'socketmapLoo
 }
 
 /** operator_transactions_total: read from the ledger's counts at each scrape; series of operators gone are removed. */
-function createOperatorTransactions(registry: Registry): Pick<Metrics, 'operatorTransactions' | 'readOperatorCounts' | 'forgetOperators'> {
+function createOperatorTransactions(
+  registry: Registry,
+): Pick<Metrics, 'operatorTransactions' | 'readOperatorCounts' | 'forgetOperators'> {
   let operatorSource: (() => Iterable<readonly [string, string, number]>) | null = null;
   /** `operator\nresult` → the total already added to the counter. */
   const operatorReported = new Map<string, number>();
@@ -133,21 +146,83 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5],
     registers: [registry],
   });
-  const whitelistDomains = new Gauge({ name: `${p}whitelist_domains`, help: 'Distinct domains in the list in force', registers: [registry] });
-  const whitelistEntriesRejected = new Gauge({ name: `${p}whitelist_entries_rejected`, help: 'Entries skipped as invalid in the list in force', registers: [registry] });
-  const whitelistGeneratedTimestamp = new Gauge({ name: `${p}whitelist_generated_timestamp_seconds`, help: 'DateDeGeneration of the list in force (unix seconds)', registers: [registry] });
-  const whitelistLastSuccessTimestamp = new Gauge({ name: `${p}whitelist_last_success_timestamp_seconds`, help: 'When a list was last loaded or confirmed unchanged (unix seconds)', registers: [registry] });
-  const whitelistLastFailureTimestamp = new Gauge({ name: `${p}whitelist_last_failure_timestamp_seconds`, help: 'When a list load last failed (unix seconds, 0 if never)', registers: [registry] });
-  const whitelistLoadFailures = new Counter({ name: `${p}whitelist_load_failures_total`, help: 'List loads that failed, by reason id', labelNames: ['reason'] as const, registers: [registry] });
-  const whitelistLoadDuration = new Histogram({ name: `${p}whitelist_load_duration_seconds`, help: 'Wall time of a list load (fetch, verify, parse, index)', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers: [registry] });
-  const whitelistUsable = new Gauge({ name: `${p}whitelist_usable`, help: '1 while a usable list is in force, else 0', registers: [registry] });
-  const whitelistSignerNotAfter = new Gauge({ name: `${p}whitelist_signer_not_after_timestamp_seconds`, help: 'notAfter of the certificate that signed the list in force (unix seconds; 0 while no signed list is in force)', registers: [registry] });
-  const connectionsActive = new Gauge({ name: `${p}connections_active`, help: 'Open client connections by frontend', labelNames: ['frontend'] as const, registers: [registry] });
-  const connectionsRejected = new Counter({ name: `${p}connections_rejected_total`, help: 'Connections refused because the connection limit was reached', labelNames: ['frontend'] as const, registers: [registry] });
-  const connectionsRejectedMemory = new Counter({ name: `${p}connections_rejected_memory_total`, help: 'Connections refused because the heap was above --heap-watermark', labelNames: ['frontend'] as const, registers: [registry] });
-  const protocolErrors = new Counter({ name: `${p}protocol_errors_total`, help: 'Protocol errors by frontend and kind: the connection is closed, except for macro_stage_ignored (the macros are dropped)', labelNames: ['frontend', 'kind'] as const, registers: [registry] });
+  const whitelistDomains = new Gauge({
+    name: `${p}whitelist_domains`,
+    help: 'Distinct domains in the list in force',
+    registers: [registry],
+  });
+  const whitelistEntriesRejected = new Gauge({
+    name: `${p}whitelist_entries_rejected`,
+    help: 'Entries skipped as invalid in the list in force',
+    registers: [registry],
+  });
+  const whitelistGeneratedTimestamp = new Gauge({
+    name: `${p}whitelist_generated_timestamp_seconds`,
+    help: 'DateDeGeneration of the list in force (unix seconds)',
+    registers: [registry],
+  });
+  const whitelistLastSuccessTimestamp = new Gauge({
+    name: `${p}whitelist_last_success_timestamp_seconds`,
+    help: 'When a list was last loaded or confirmed unchanged (unix seconds)',
+    registers: [registry],
+  });
+  const whitelistLastFailureTimestamp = new Gauge({
+    name: `${p}whitelist_last_failure_timestamp_seconds`,
+    help: 'When a list load last failed (unix seconds, 0 if never)',
+    registers: [registry],
+  });
+  const whitelistLoadFailures = new Counter({
+    name: `${p}whitelist_load_failures_total`,
+    help: 'List loads that failed, by reason id',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const whitelistLoadDuration = new Histogram({
+    name: `${p}whitelist_load_duration_seconds`,
+    help: 'Wall time of a list load (fetch, verify, parse, index)',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const whitelistUsable = new Gauge({
+    name: `${p}whitelist_usable`,
+    help: '1 while a usable list is in force, else 0',
+    registers: [registry],
+  });
+  const whitelistSignerNotAfter = new Gauge({
+    name: `${p}whitelist_signer_not_after_timestamp_seconds`,
+    help: 'notAfter of the certificate that signed the list in force (unix seconds; 0 while no signed list is in force)',
+    registers: [registry],
+  });
+  const connectionsActive = new Gauge({
+    name: `${p}connections_active`,
+    help: 'Open client connections by frontend',
+    labelNames: ['frontend'] as const,
+    registers: [registry],
+  });
+  const connectionsRejected = new Counter({
+    name: `${p}connections_rejected_total`,
+    help: 'Connections refused because the connection limit was reached',
+    labelNames: ['frontend'] as const,
+    registers: [registry],
+  });
+  const connectionsRejectedMemory = new Counter({
+    name: `${p}connections_rejected_memory_total`,
+    help: 'Connections refused because the heap was above --heap-watermark',
+    labelNames: ['frontend'] as const,
+    registers: [registry],
+  });
+  const protocolErrors = new Counter({
+    name: `${p}protocol_errors_total`,
+    help: 'Protocol errors by frontend and kind: the connection is closed, except for macro_stage_ignored (the macros are dropped)',
+    labelNames: ['frontend', 'kind'] as const,
+    registers: [registry],
+  });
 
-  const logLinesDropped = new Counter({ name: `${p}log_lines_dropped_total`, help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)', registers: [registry] });
+  const logLinesDropped = new Counter({
+    name: `${p}log_lines_dropped_total`,
+    help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)',
+    registers: [registry],
+  });
 
   const { socketmapLookups, countSocketmapLookup } = createSocketmapLookups(registry);
   const { operatorTransactions, readOperatorCounts, forgetOperators } = createOperatorTransactions(registry);

@@ -44,23 +44,53 @@ export const MAX_DN_LENGTH = 4096;
 const MAX_TYPE_LENGTH = 64;
 
 const TYPE_ALIASES: ReadonlyMap<string, string> = new Map([
-  ['cn', 'CN'], ['commonname', 'CN'], ['2.5.4.3', 'CN'],
-  ['ou', 'OU'], ['organizationalunitname', 'OU'], ['2.5.4.11', 'OU'],
-  ['o', 'O'], ['organizationname', 'O'], ['2.5.4.10', 'O'],
-  ['l', 'L'], ['localityname', 'L'], ['2.5.4.7', 'L'],
+  ['cn', 'CN'],
+  ['commonname', 'CN'],
+  ['2.5.4.3', 'CN'],
+  ['ou', 'OU'],
+  ['organizationalunitname', 'OU'],
+  ['2.5.4.11', 'OU'],
+  ['o', 'O'],
+  ['organizationname', 'O'],
+  ['2.5.4.10', 'O'],
+  ['l', 'L'],
+  ['localityname', 'L'],
+  ['2.5.4.7', 'L'],
   // `S` is how Windows CryptoAPI names stateOrProvinceName.
-  ['st', 'ST'], ['s', 'ST'], ['stateorprovincename', 'ST'], ['2.5.4.8', 'ST'],
-  ['c', 'C'], ['countryname', 'C'], ['2.5.4.6', 'C'],
-  ['e', 'EMAILADDRESS'], ['email', 'EMAILADDRESS'], ['emailaddress', 'EMAILADDRESS'], ['1.2.840.113549.1.9.1', 'EMAILADDRESS'],
-  ['serialnumber', 'SERIALNUMBER'], ['2.5.4.5', 'SERIALNUMBER'],
-  ['sn', 'SN'], ['surname', 'SN'], ['2.5.4.4', 'SN'],
-  ['gn', 'GN'], ['givenname', 'GN'], ['2.5.4.42', 'GN'],
-  ['dc', 'DC'], ['domaincomponent', 'DC'], ['0.9.2342.19200300.100.1.25', 'DC'],
-  ['uid', 'UID'], ['userid', 'UID'], ['0.9.2342.19200300.100.1.1', 'UID'],
-  ['street', 'STREET'], ['streetaddress', 'STREET'], ['2.5.4.9', 'STREET'],
-  ['title', 'TITLE'], ['2.5.4.12', 'TITLE'],
-  ['postalcode', 'POSTALCODE'], ['2.5.4.17', 'POSTALCODE'],
-  ['organizationidentifier', 'ORGANIZATIONIDENTIFIER'], ['2.5.4.97', 'ORGANIZATIONIDENTIFIER'],
+  ['st', 'ST'],
+  ['s', 'ST'],
+  ['stateorprovincename', 'ST'],
+  ['2.5.4.8', 'ST'],
+  ['c', 'C'],
+  ['countryname', 'C'],
+  ['2.5.4.6', 'C'],
+  ['e', 'EMAILADDRESS'],
+  ['email', 'EMAILADDRESS'],
+  ['emailaddress', 'EMAILADDRESS'],
+  ['1.2.840.113549.1.9.1', 'EMAILADDRESS'],
+  ['serialnumber', 'SERIALNUMBER'],
+  ['2.5.4.5', 'SERIALNUMBER'],
+  ['sn', 'SN'],
+  ['surname', 'SN'],
+  ['2.5.4.4', 'SN'],
+  ['gn', 'GN'],
+  ['givenname', 'GN'],
+  ['2.5.4.42', 'GN'],
+  ['dc', 'DC'],
+  ['domaincomponent', 'DC'],
+  ['0.9.2342.19200300.100.1.25', 'DC'],
+  ['uid', 'UID'],
+  ['userid', 'UID'],
+  ['0.9.2342.19200300.100.1.1', 'UID'],
+  ['street', 'STREET'],
+  ['streetaddress', 'STREET'],
+  ['2.5.4.9', 'STREET'],
+  ['title', 'TITLE'],
+  ['2.5.4.12', 'TITLE'],
+  ['postalcode', 'POSTALCODE'],
+  ['2.5.4.17', 'POSTALCODE'],
+  ['organizationidentifier', 'ORGANIZATIONIDENTIFIER'],
+  ['2.5.4.97', 'ORGANIZATIONIDENTIFIER'],
 ]);
 
 /**
@@ -69,9 +99,22 @@ const TYPE_ALIASES: ReadonlyMap<string, string> = new Map([
  */
 const SLASH_TYPES: ReadonlySet<string> = new Set([
   ...TYPE_ALIASES.keys(),
-  'initials', 'dnqualifier', 'pseudonym', 'generationqualifier', 'businesscategory', 'name',
-  'description', 'x500uniqueidentifier', 'jurisdictionc', 'jurisdictionst', 'jurisdictionl',
-  'unstructuredname', 'unstructuredaddress', 'role', 'telephonenumber', 'postofficebox',
+  'initials',
+  'dnqualifier',
+  'pseudonym',
+  'generationqualifier',
+  'businesscategory',
+  'name',
+  'description',
+  'x500uniqueidentifier',
+  'jurisdictionc',
+  'jurisdictionst',
+  'jurisdictionl',
+  'unstructuredname',
+  'unstructuredaddress',
+  'role',
+  'telephonenumber',
+  'postofficebox',
 ]);
 
 const fail = (error: string): DnParseResult => Object.freeze({ ok: false as const, error });
@@ -227,7 +270,11 @@ function decodeEscapes(s: string, byteWidth: (i: number) => number, literalSkip:
 /** RFC 3461 xtext: `+XX` → byte; byte runs are read as UTF-8; anything invalid is left as is. */
 export function decodeXtext(s: string): string {
   if (!s.includes('+')) return s;
-  return decodeEscapes(s, (i) => (s.charCodeAt(i) === 0x2b && hexPairAt(s, i + 1) ? 3 : 0), () => 0);
+  return decodeEscapes(
+    s,
+    (i) => (s.charCodeAt(i) === 0x2b && hexPairAt(s, i + 1) ? 3 : 0),
+    () => 0,
+  );
 }
 
 /**
@@ -236,7 +283,8 @@ export function decodeXtext(s: string): string {
  */
 export function decodeOpensslEscapes(s: string): string {
   if (!s.includes('\\')) return s;
-  const isHexEscape = (i: number): boolean => s.charCodeAt(i) === 0x5c && (s.charCodeAt(i + 1) | 0x20) === 0x78 && hexPairAt(s, i + 2);
+  const isHexEscape = (i: number): boolean =>
+    s.charCodeAt(i) === 0x5c && (s.charCodeAt(i + 1) | 0x20) === 0x78 && hexPairAt(s, i + 2);
   return decodeEscapes(
     s,
     (i) => (isHexEscape(i) ? 4 : 0),
@@ -319,7 +367,8 @@ function foldCase(v: string): string {
     }
     const lower = ch.toLowerCase();
     const lc = lower.codePointAt(0)!;
-    out += lower !== ch && lc > 0x7f && lower.length === String.fromCodePoint(lc).length && lower.toUpperCase() === ch ? lower : ch;
+    out +=
+      lower !== ch && lc > 0x7f && lower.length === String.fromCodePoint(lc).length && lower.toUpperCase() === ch ? lower : ch;
   }
   return out;
 }
@@ -333,7 +382,10 @@ function canonicalText(s: string): string {
   // Only runs inside the value: a U+00A0 left at either end after trimming stays significant.
   v = v.replace(SPACE_RUN, (run, at: number) => (at > 0 && at + run.length < v.length ? ' ' : run));
   if (v.includes('(') || v.includes(')')) {
-    v = v.replace(/([^ (])\(/g, '$1 (').replace(/\( /g, '(').replace(/ \)/g, ')');
+    v = v
+      .replace(/([^ (])\(/g, '$1 (')
+      .replace(/\( /g, '(')
+      .replace(/ \)/g, ')');
   }
   return foldCase(v);
 }
@@ -530,7 +582,7 @@ function escapeForDisplay(v: string): string {
     const c = v.charCodeAt(i);
     if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029) {
       for (const b of Buffer.from(ch, 'utf8')) out += `\\${b.toString(16).toUpperCase().padStart(2, '0')}`;
-    } else if (',+"\\<>;='.includes(ch) || ((i === 0) && (ch === '#' || ch === ' ')) || (i === v.length - 1 && ch === ' ')) {
+    } else if (',+"\\<>;='.includes(ch) || (i === 0 && (ch === '#' || ch === ' ')) || (i === v.length - 1 && ch === ' ')) {
       out += `\\${ch}`;
     } else out += ch;
   }

@@ -71,7 +71,11 @@ export class TokenBucket {
   private tokens: number;
   private last: number;
 
-  constructor(private readonly ratePerSecond: number, private readonly burst: number, now: number) {
+  constructor(
+    private readonly ratePerSecond: number,
+    private readonly burst: number,
+    now: number,
+  ) {
     this.tokens = burst;
     this.last = now;
   }
@@ -101,7 +105,11 @@ class Slot {
   lastOverLog = -Infinity;
   overSinceLog = 0;
 
-  constructor(readonly label: string, readonly exempt: boolean, now: number) {
+  constructor(
+    readonly label: string,
+    readonly exempt: boolean,
+    now: number,
+  ) {
     // Windows aligned on the clock, the same for every operator, so that shares compare like with like.
     this.windowStart = now - (now % RATE_WINDOW_MS);
   }
@@ -158,7 +166,8 @@ function exemptKey(text: string): { readonly kind: 'cn' | 'dn'; readonly key: st
 
 /** Throws on an exemption that names nothing a certificate could have: a typo must not pass silently. */
 export function validateExemptions(values: readonly string[]): void {
-  for (const v of values) if (exemptKey(v) === null) throw new Error(`--operator-rate-exempt ${JSON.stringify(v)}: neither a CN nor a DN`);
+  for (const v of values)
+    if (exemptKey(v) === null) throw new Error(`--operator-rate-exempt ${JSON.stringify(v)}: neither a CN nor a DN`);
 }
 
 interface Identity {
@@ -203,7 +212,8 @@ export class OperatorLedger {
       for (const e of index.entries) {
         const cnExempt = this.exemptCns.has(e.cn);
         if (e.cn !== '' && !identities.has(e.cn)) identities.set(e.cn, { label: e.cn, exempt: cnExempt });
-        if (!identities.has(e.dnKey)) identities.set(e.dnKey, { label: e.dnDisplay, exempt: cnExempt || this.exemptDns.has(e.dnKey) });
+        if (!identities.has(e.dnKey))
+          identities.set(e.dnKey, { label: e.dnDisplay, exempt: cnExempt || this.exemptDns.has(e.dnKey) });
       }
     }
     for (const identity of identities.values()) labels.add(identity.label);

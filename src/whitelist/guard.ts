@@ -54,7 +54,11 @@ export function guardList(
   }
   if (list.sha256 === current.sha256) return { verdict: 'unchanged' };
   if (Date.parse(list.generatedAt) < current.index.generatedAtMs && !forced) {
-    return { verdict: 'refuse', reason: 'list_older', detail: `list generated ${list.generatedAt} is older than the one in force (${current.index.generatedAt})` };
+    return {
+      verdict: 'refuse',
+      reason: 'list_older',
+      detail: `list generated ${list.generatedAt} is older than the one in force (${current.index.generatedAt})`,
+    };
   }
   const incoming = new Set(list.entries.map((e) => e.domain));
   let dropped = 0;

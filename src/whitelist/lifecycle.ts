@@ -33,7 +33,12 @@ export interface InForce {
   readonly sha256: string;
   readonly source: string;
   readonly loadedAt: string;
-  readonly signer: { readonly subject: string; readonly validTo: string; readonly fingerprint256: string; readonly matched: string } | null;
+  readonly signer: {
+    readonly subject: string;
+    readonly validTo: string;
+    readonly fingerprint256: string;
+    readonly matched: string;
+  } | null;
   readonly validators: SourceValidators | null;
 }
 
@@ -173,7 +178,10 @@ export class ListLifecycle {
       return;
     }
     const key = trustKey(this.options.trust);
-    const verified = stored.meta?.signer != null && stored.meta.trustKey === key ? { sha256: stored.meta.sha256, signer: stored.meta.signer } : null;
+    const verified =
+      stored.meta?.signer != null && stored.meta.trustKey === key
+        ? { sha256: stored.meta.sha256, signer: stored.meta.signer }
+        : null;
     const prepared = await this.prepare(stored.bytes, verified);
     if (!prepared.ok) {
       this.recordFailure(prepared.reason, `stored list: ${prepared.detail}`, 'state');
@@ -188,7 +196,10 @@ export class ListLifecycle {
     try {
       return readAcceptedHashes(this.options.stateDir);
     } catch (error) {
-      this.logger.error({ event: 'accept_file_unreadable', state_dir: this.options.stateDir, err: (error as Error).message }, 'cannot read the accepted-lists file: check --accept has no effect');
+      this.logger.error(
+        { event: 'accept_file_unreadable', state_dir: this.options.stateDir, err: (error as Error).message },
+        'cannot read the accepted-lists file: check --accept has no effect',
+      );
       return new Set();
     }
   }
@@ -202,7 +213,10 @@ export class ListLifecycle {
     }
   }
 
-  private async prepare(bytes: Uint8Array, alreadyVerified: PrepareOptions['alreadyVerified'] = null): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
+  private async prepare(
+    bytes: Uint8Array,
+    alreadyVerified: PrepareOptions['alreadyVerified'] = null,
+  ): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
     const outcome: PrepareOutcome = await this.runInWorker({
       bytes,
       trust: this.options.trust,
@@ -212,7 +226,10 @@ export class ListLifecycle {
     });
     if (outcome.result === null) return { ok: false, reason: 'worker_failed', detail: outcome.error ?? 'unknown worker failure' };
     if (!outcome.result.ok) return { ok: false, reason: outcome.result.reason, detail: outcome.result.detail };
-    this.logger.debug({ event: 'list_prepared', cpu_ms: Math.round(outcome.cpuMs), entries: outcome.result.list.entries.length }, 'list verified and parsed');
+    this.logger.debug(
+      { event: 'list_prepared', cpu_ms: Math.round(outcome.cpuMs), entries: outcome.result.list.entries.length },
+      'list verified and parsed',
+    );
     return { ok: true, list: outcome.result.list };
   }
 
@@ -265,7 +282,14 @@ export class ListLifecycle {
       return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
     }
     const list = prepared.list;
-    const guard = guardList(this.inForce, list, this.options.maxShrinkPercent, this.acceptedHashes(), this.now().getTime(), this.options.maxListAgeDays);
+    const guard = guardList(
+      this.inForce,
+      list,
+      this.options.maxShrinkPercent,
+      this.acceptedHashes(),
+      this.now().getTime(),
+      this.options.maxListAgeDays,
+    );
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
       if (this.stateStale) await this.persist(fetched.body, list, fetched.validators);
@@ -292,7 +316,12 @@ export class ListLifecycle {
       source,
       loadedAt: at,
       signer: list.signature.verified
-        ? { subject: list.signature.signer.subject, validTo: list.signature.signer.validTo, fingerprint256: list.signature.signer.fingerprint256, matched: list.signature.signer.matched }
+        ? {
+            subject: list.signature.signer.subject,
+            validTo: list.signature.signer.validTo,
+            fingerprint256: list.signature.signer.fingerprint256,
+            matched: list.signature.signer.matched,
+          }
         : null,
       validators,
     };
@@ -329,10 +358,16 @@ export class ListLifecycle {
       'whitelist in force',
     );
     if (!list.signature.verified) {
-      this.logger.warn({ event: 'list_unsigned', why: list.signature.why }, 'the list in force was NOT signature-checked (--allow-unsigned)');
+      this.logger.warn(
+        { event: 'list_unsigned', why: list.signature.why },
+        'the list in force was NOT signature-checked (--allow-unsigned)',
+      );
     }
     for (const r of list.rejected.slice(0, 50)) {
-      this.logger.warn({ event: 'entry_rejected', index: r.index, domain: r.domain, reason: r.reason, detail: r.detail }, 'whitelist entry skipped');
+      this.logger.warn(
+        { event: 'entry_rejected', index: r.index, domain: r.domain, reason: r.reason, detail: r.detail },
+        'whitelist entry skipped',
+      );
     }
   }
 
@@ -353,7 +388,10 @@ export class ListLifecycle {
       this.stateStale = true;
       // The new list stays in force; only the restart copy is stale. Loud, because a restart would serve the older one.
       this.metrics.whitelistLoadFailures.inc({ reason: 'state_write_failed' });
-      this.logger.error({ event: 'state_write_failed', state_dir: this.options.stateDir, err: (error as Error).message }, 'cannot persist the list in force');
+      this.logger.error(
+        { event: 'state_write_failed', state_dir: this.options.stateDir, err: (error as Error).message },
+        'cannot persist the list in force',
+      );
     }
   }
 
@@ -365,12 +403,18 @@ export class ListLifecycle {
   }
 
   private recordFailure(reason: LoadFailure, fullDetail: string, trigger: LoadTrigger | 'state'): void {
-    const detail = fullDetail.length > MAX_DETAIL_CHARS ? `${fullDetail.slice(0, MAX_DETAIL_CHARS)}... (${fullDetail.length} characters)` : fullDetail;
+    const detail =
+      fullDetail.length > MAX_DETAIL_CHARS
+        ? `${fullDetail.slice(0, MAX_DETAIL_CHARS)}... (${fullDetail.length} characters)`
+        : fullDetail;
     this.consecutiveFailures++;
     this.lastFailureValue = { at: this.now().toISOString(), reason, detail };
     this.metrics.whitelistLoadFailures.inc({ reason });
     this.metrics.whitelistLastFailureTimestamp.set(this.now().getTime() / 1000);
-    const keeping = this.inForce === null ? 'none: answering 451 until a list loads' : `${this.inForce.index.generatedAt} (sha256 ${this.inForce.sha256.slice(0, 12)})`;
+    const keeping =
+      this.inForce === null
+        ? 'none: answering 451 until a list loads'
+        : `${this.inForce.index.generatedAt} (sha256 ${this.inForce.sha256.slice(0, 12)})`;
     this.logger[this.inForce === null ? 'error' : 'warn'](
       { event: 'list_load_failed', trigger, reason, detail, consecutive_failures: this.consecutiveFailures, keeping },
       'whitelist load failed; keeping the list in force',

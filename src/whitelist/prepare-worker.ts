@@ -51,12 +51,22 @@ if (!isMainThread && parentPort !== null) {
         if (trustCache === null || trustCache.key !== key) trustCache = { key, trust: loadSignerTrust(job.trust) };
         trust = trustCache.trust;
       }
-      const result = prepareList(job.bytes, { trust, allowUnsigned: job.allowUnsigned, maxEntries: job.maxEntries, alreadyVerified: job.alreadyVerified ?? null });
+      const result = prepareList(job.bytes, {
+        trust,
+        allowUnsigned: job.allowUnsigned,
+        maxEntries: job.maxEntries,
+        alreadyVerified: job.alreadyVerified ?? null,
+      });
       const cpu = process.cpuUsage(started);
       port.postMessage({ id: job.id, result, error: null, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
     } catch (error) {
       const cpu = process.cpuUsage(started);
-      port.postMessage({ id: job.id, result: null, error: (error as Error).message, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
+      port.postMessage({
+        id: job.id,
+        result: null,
+        error: (error as Error).message,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+      } satisfies JobReply);
     }
   });
 }
@@ -82,13 +92,22 @@ export class PrepareWorker {
     const self = import.meta.url;
     // A small young generation (V8's default grows to 3 x 16 MiB): the DOM of a list outlives
     // scavenges anyway, and the process's peak RSS while a list is verified drops (README, Performance).
-    const options = { resourceLimits: { maxOldGenerationSizeMb: this.maxHeapMb, maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB, stackSizeMb: 8 } };
+    const options = {
+      resourceLimits: {
+        maxOldGenerationSizeMb: this.maxHeapMb,
+        maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB,
+        stackSizeMb: 8,
+      },
+    };
     let worker: Worker;
     if (self.endsWith('.ts')) {
       // Under tsx (tests, development) a worker does not inherit tsx's loader: register it first.
       const tsxApi = import.meta.resolve('tsx/esm/api');
       const module = new URL('./prepare-worker.ts', self).href;
-      worker = new Worker(`import(${JSON.stringify(tsxApi)}).then((t) => { t.register(); return import(${JSON.stringify(module)}); });`, { ...options, eval: true });
+      worker = new Worker(
+        `import(${JSON.stringify(tsxApi)}).then((t) => { t.register(); return import(${JSON.stringify(module)}); });`,
+        { ...options, eval: true },
+      );
     } else {
       worker = new Worker(new URL('./prepare-worker.js', self), options);
     }

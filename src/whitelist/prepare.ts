@@ -27,7 +27,8 @@ export interface PreparedList {
   readonly sha256: string;
   readonly bytes: number;
   readonly generatedAt: string;
-  readonly signature: { readonly verified: true; readonly signer: SignerInfo } | { readonly verified: false; readonly why: string };
+  readonly signature:
+    { readonly verified: true; readonly signer: SignerInfo } | { readonly verified: false; readonly why: string };
   readonly rawEntryCount: number;
   readonly entries: ValidEntry[];
   readonly rejected: RejectedEntry[];
@@ -35,7 +36,13 @@ export interface PreparedList {
 
 export type PrepareResult =
   | { readonly ok: true; readonly list: PreparedList }
-  | { readonly ok: false; readonly reason: ListFailure; readonly detail: string; readonly sha256: string; readonly keyInfo?: KeyInfoSigner };
+  | {
+      readonly ok: false;
+      readonly reason: ListFailure;
+      readonly detail: string;
+      readonly sha256: string;
+      readonly keyInfo?: KeyInfoSigner;
+    };
 
 const ISO_UTC = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
@@ -60,10 +67,16 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
     signature = { verified: true, signer: options.alreadyVerified.signer };
   } else if (options.trust !== null && (signed || !options.allowUnsigned)) {
     const verdict = verifyListSignature(xml, options.trust);
-    if (!verdict.ok) return verdict.keyInfo === undefined ? fail(verdict.reason, verdict.detail) : { ...fail(verdict.reason, verdict.detail), keyInfo: verdict.keyInfo } as PrepareResult;
+    if (!verdict.ok)
+      return verdict.keyInfo === undefined
+        ? fail(verdict.reason, verdict.detail)
+        : ({ ...fail(verdict.reason, verdict.detail), keyInfo: verdict.keyInfo } as PrepareResult);
     signature = { verified: true, signer: verdict.signer };
   } else if (options.allowUnsigned) {
-    signature = { verified: false, why: signed ? 'no --signer configured (--allow-unsigned)' : 'list is not signed (--allow-unsigned)' };
+    signature = {
+      verified: false,
+      why: signed ? 'no --signer configured (--allow-unsigned)' : 'list is not signed (--allow-unsigned)',
+    };
   } else {
     return fail('list_unsigned', 'no trusted signer configured and unsigned lists are not allowed');
   }
@@ -72,7 +85,10 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
   if (!parsed.ok) return fail(parsed.reason, parsed.detail);
   const { generatedAt, entries: raws } = parsed.list;
   if (!isValidGenerationDate(generatedAt)) {
-    return fail('generation_date_invalid', `DateDeGeneration is not YYYY-MM-DDTHH:MM:SSZ (${JSON.stringify(generatedAt.slice(0, 40))})`);
+    return fail(
+      'generation_date_invalid',
+      `DateDeGeneration is not YYYY-MM-DDTHH:MM:SSZ (${JSON.stringify(generatedAt.slice(0, 40))})`,
+    );
   }
   if (raws.length > options.maxEntries) {
     return fail('list_too_many_entries', `${raws.length} entries exceed the limit of ${options.maxEntries} (--max-list-entries)`);

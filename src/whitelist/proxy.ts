@@ -34,7 +34,8 @@ export function parseProxyUrl(text: string): URL {
   } catch {
     throw new Error(`HTTPS_PROXY ${JSON.stringify(redactProxy(text))} is not a URL (expected http://host:port)`);
   }
-  if (url.protocol !== 'http:') throw new Error(`HTTPS_PROXY: only an http:// proxy (CONNECT) is supported, not ${url.protocol}//`);
+  if (url.protocol !== 'http:')
+    throw new Error(`HTTPS_PROXY: only an http:// proxy (CONNECT) is supported, not ${url.protocol}//`);
   if (url.hostname === '') throw new Error('HTTPS_PROXY: no host in the proxy URL');
   return url;
 }
@@ -64,7 +65,13 @@ export function redactProxy(text: string): string {
  * the tunnel. Errors come back through the callback (the request emits them); a proxy refusal
  * carries code EPROXY and the proxy's status.
  */
-export function tunnelConnector(proxy: URL, timeoutMs: number): (options: ConnectionOptions & { host?: string; port?: number | string }, done: (error: Error | null, socket?: TLSSocket) => void) => undefined {
+export function tunnelConnector(
+  proxy: URL,
+  timeoutMs: number,
+): (
+  options: ConnectionOptions & { host?: string; port?: number | string },
+  done: (error: Error | null, socket?: TLSSocket) => void,
+) => undefined {
   return (options, done) => {
     const host = options.servername ?? options.host ?? 'localhost';
     const port = Number(options.port ?? 443);
@@ -91,7 +98,12 @@ export function tunnelConnector(proxy: URL, timeoutMs: number): (options: Connec
     connect.once('connect', (res, socket: Socket, head: Buffer) => {
       if (res.statusCode !== 200) {
         socket.destroy();
-        const error = Object.assign(new Error(`proxy ${proxy.host} answered ${res.statusCode ?? '?'} ${res.statusMessage ?? ''} to CONNECT ${target}`.trim()), { code: 'EPROXY' });
+        const error = Object.assign(
+          new Error(
+            `proxy ${proxy.host} answered ${res.statusCode ?? '?'} ${res.statusMessage ?? ''} to CONNECT ${target}`.trim(),
+          ),
+          { code: 'EPROXY' },
+        );
         finish(error);
         return;
       }
@@ -106,8 +118,16 @@ export function tunnelConnector(proxy: URL, timeoutMs: number): (options: Connec
       finish(null, tlsConnect({ ...tlsOptions, socket, ...(isIP(host) === 0 ? { servername: host } : {}) }));
     });
     // The request's own timers do not see this phase's silence: a proxy that never answers is bounded here.
-    connect.setTimeout(timeoutMs, () => connect.destroy(Object.assign(new Error(`proxy ${proxy.host} did not answer CONNECT within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
-    connect.once('error', (e) => finish(Object.assign(new Error(`proxy ${proxy.host}: ${e.message}`), { code: (e as NodeJS.ErrnoException).code ?? 'EPROXY' })));
+    connect.setTimeout(timeoutMs, () =>
+      connect.destroy(
+        Object.assign(new Error(`proxy ${proxy.host} did not answer CONNECT within ${timeoutMs} ms`), { code: 'ETIMEDOUT' }),
+      ),
+    );
+    connect.once('error', (e) =>
+      finish(
+        Object.assign(new Error(`proxy ${proxy.host}: ${e.message}`), { code: (e as NodeJS.ErrnoException).code ?? 'EPROXY' }),
+      ),
+    );
     connect.end();
     return undefined;
   };

@@ -93,7 +93,10 @@ const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE
 
 class Refusal extends Error {
   keyInfo?: KeyInfoSigner;
-  constructor(readonly reason: SignatureFailure, readonly detail: string) {
+  constructor(
+    readonly reason: SignatureFailure,
+    readonly detail: string,
+  ) {
     super(detail);
   }
 }
@@ -118,7 +121,7 @@ export function signerTrustProblem(config: SignerTrustConfig): string | null {
   if (config.signerCa.length > 0 && !constrained) {
     return (
       '--signer-ca needs an identity constraint: add --signer-cn NAME (the ANS signer: --signer-cn alb.mssante.fr) ' +
-      'and/or --signer-subject DN. A CA alone would let every certificate it issues (every operator\'s TLS certificate) sign a list'
+      "and/or --signer-subject DN. A CA alone would let every certificate it issues (every operator's TLS certificate) sign a list"
     );
   }
   if (constrained && config.signerCa.length === 0) {
@@ -144,7 +147,9 @@ function readCertificates(flag: string, path: string): X509Certificate[] {
     try {
       return new X509Certificate(block);
     } catch (error) {
-      throw new Error(`${flag} ${path}: certificate #${i + 1} is not a valid X.509 certificate (${(error as Error).message})`, { cause: error });
+      throw new Error(`${flag} ${path}: certificate #${i + 1} is not a valid X.509 certificate (${(error as Error).message})`, {
+        cause: error,
+      });
     }
   });
 }
@@ -223,10 +228,16 @@ export function verifyListSignature(xml: string, trust: SignerTrust): SignatureV
     return verify(xml, trust);
   } catch (error) {
     if (error instanceof Refusal) {
-      return error.keyInfo === undefined ? { ok: false, reason: error.reason, detail: error.detail } : { ok: false, reason: error.reason, detail: error.detail, keyInfo: error.keyInfo };
+      return error.keyInfo === undefined
+        ? { ok: false, reason: error.reason, detail: error.detail }
+        : { ok: false, reason: error.reason, detail: error.detail, keyInfo: error.keyInfo };
     }
     // xml-crypto throws on node types it cannot canonicalise; anything unforeseen is refused too.
-    return { ok: false, reason: 'signature_profile', detail: `verification failed: ${quote(String((error as Error)?.message ?? error), 160)}` };
+    return {
+      ok: false,
+      reason: 'signature_profile',
+      detail: `verification failed: ${quote(String((error as Error)?.message ?? error), 160)}`,
+    };
   }
 }
 
@@ -254,7 +265,8 @@ function verify(xml: string, trust: SignerTrust): SignatureVerdict {
   } catch (error) {
     profile(`KeyInfo X509Certificate is not a valid certificate (${(error as Error).message})`);
   }
-  if (leaf.publicKey.asymmetricKeyType !== 'rsa') profile(`signer key is ${leaf.publicKey.asymmetricKeyType ?? 'unknown'}, not RSA`);
+  if (leaf.publicKey.asymmetricKeyType !== 'rsa')
+    profile(`signer key is ${leaf.publicKey.asymmetricKeyType ?? 'unknown'}, not RSA`);
 
   const c14n = new ExclusiveCanonicalization();
   // Canonicalised in place, before the Signature leaves the tree (see signedInfoOptions).
@@ -405,7 +417,11 @@ function readSignature(signature: Element): SignatureParts {
   const [signedInfo, signatureValue, keyInfo] = children(signature, ['SignedInfo', 'SignatureValue', 'KeyInfo']);
 
   onlyAttributes(signedInfo, {});
-  const [canonicalization, signatureMethod, reference] = children(signedInfo, ['CanonicalizationMethod', 'SignatureMethod', 'Reference']);
+  const [canonicalization, signatureMethod, reference] = children(signedInfo, [
+    'CanonicalizationMethod',
+    'SignatureMethod',
+    'Reference',
+  ]);
   algorithm(canonicalization, EXC_C14N);
   algorithm(signatureMethod, RSA_SHA256);
 
@@ -460,7 +476,8 @@ function onlyAttributes(el: Element, expected: Readonly<Record<string, string>>)
     if (attr === null || attr.namespaceURI === XMLNS) continue;
     const want = attr.namespaceURI === null ? expected[attr.name] : undefined;
     if (want === undefined) profile(`unexpected attribute ${quote(attr.name)} on ${el.localName}`);
-    if (attr.value !== want) profile(`${el.localName} ${attr.name}=${quote(attr.value, 120)}; only ${quote(want, 120)} is accepted`);
+    if (attr.value !== want)
+      profile(`${el.localName} ${attr.name}=${quote(attr.value, 120)}; only ${quote(want, 120)} is accepted`);
     seen.add(attr.name);
   }
   for (const name of Object.keys(expected)) {
@@ -482,11 +499,16 @@ function base64(el: Element): Buffer {
 
 function nodeKind(n: Node): string {
   switch (n.nodeType) {
-    case TEXT_NODE: return 'text';
-    case CDATA_SECTION_NODE: return 'CDATA section';
-    case COMMENT_NODE: return 'comment';
-    case PROCESSING_INSTRUCTION_NODE: return 'processing instruction';
-    default: return `node of type ${n.nodeType}`;
+    case TEXT_NODE:
+      return 'text';
+    case CDATA_SECTION_NODE:
+      return 'CDATA section';
+    case COMMENT_NODE:
+      return 'comment';
+    case PROCESSING_INSTRUCTION_NODE:
+      return 'processing instruction';
+    default:
+      return `node of type ${n.nodeType}`;
   }
 }
 
@@ -546,7 +568,8 @@ function signedInfoOptions(signedInfo: Element): {
  * carrying a configured identity; either way a certificate meant for signing.
  */
 function trustOf(leaf: X509Certificate, trust: SignerTrust): { by: 'pinned' | 'ca'; matched: string; chain: X509Certificate[] } {
-  if (trust.pins.length === 0 && trust.cas.length === 0) refuse('signer_untrusted', 'no trusted signer is configured (--signer, or --signer-ca with --signer-cn)');
+  if (trust.pins.length === 0 && trust.cas.length === 0)
+    refuse('signer_untrusted', 'no trusted signer is configured (--signer, or --signer-ca with --signer-cn)');
   const describe = `signer ${oneLine(leaf.subject)} (issuer ${oneLine(leaf.issuer)}, SHA-256 ${leaf.fingerprint256})`;
   let found: { by: 'pinned' | 'ca'; matched: string; chain: X509Certificate[] };
   const pin = trust.pins.find((p) => p.certificate.raw.equals(leaf.raw));
@@ -557,7 +580,10 @@ function trustOf(leaf: X509Certificate, trust: SignerTrust): { by: 'pinned' | 'c
     // configured, and KeyInfo carries no intermediates to go further with.
     const ca = trust.cas.find((c) => leaf.checkIssued(c.certificate) && leaf.verify(c.certificate.publicKey));
     if (ca === undefined) {
-      const modes = [trust.pins.length > 0 ? 'a pinned --signer' : null, trust.cas.length > 0 ? 'issued by a --signer-ca certificate' : null].filter((m) => m !== null);
+      const modes = [
+        trust.pins.length > 0 ? 'a pinned --signer' : null,
+        trust.cas.length > 0 ? 'issued by a --signer-ca certificate' : null,
+      ].filter((m) => m !== null);
       refuse('signer_untrusted', `${describe} is not ${modes.join(', nor ')}`);
     }
     const identity = signerIdentity(leaf);
@@ -568,7 +594,11 @@ function trustOf(leaf: X509Certificate, trust: SignerTrust): { by: 'pinned' | 'c
       const wanted = [...trust.cns.map((cn) => `CN ${cn}`), ...trust.subjects.map((s) => `subject ${s.text}`)].join(' or ');
       refuse('signer_constraint', `${describe} is issued by --signer-ca ${ca.path} but is not the configured signer (${wanted})`);
     }
-    found = { by: 'ca', matched: `CA ${oneLine(ca.certificate.subject)} (--signer-ca ${ca.path}) + ${constraint}`, chain: [ca.certificate] };
+    found = {
+      by: 'ca',
+      matched: `CA ${oneLine(ca.certificate.subject)} (--signer-ca ${ca.path}) + ${constraint}`,
+      chain: [ca.certificate],
+    };
   }
   if (leaf.ca) refuse('signer_key_usage', `${describe} is a CA certificate, not a list signer`);
   const usage = usageProblem(leaf);
@@ -601,7 +631,8 @@ function generationDate(root: Element): Date {
   for (let n = root.firstChild; n !== null; n = n.nextSibling) {
     if (n.nodeType === ELEMENT_NODE && (n as Element).localName === 'DateDeGeneration') found.push(n as Element);
   }
-  if (found.length !== 1) refuse('generation_date_invalid', `the list holds ${found.length} DateDeGeneration elements; exactly one is expected`);
+  if (found.length !== 1)
+    refuse('generation_date_invalid', `the list holds ${found.length} DateDeGeneration elements; exactly one is expected`);
   const el = found[0] as Element;
   if (el.namespaceURI !== root.namespaceURI) refuse('generation_date_invalid', 'DateDeGeneration is not in the list namespace');
   for (let n = el.firstChild; n !== null; n = n.nextSibling) {

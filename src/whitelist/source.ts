@@ -83,7 +83,8 @@ export function createSource(location: string, options: SourceOptions): ListSour
         'signed list (the signature does not prevent a rollback); use the https:// URL, or a file path',
     );
   }
-  if (scheme !== 'https') throw new Error(`whitelist source ${redact(loc)}: unsupported scheme "${scheme}:" (use a file path or https://)`);
+  if (scheme !== 'https')
+    throw new Error(`whitelist source ${redact(loc)}: unsupported scheme "${scheme}:" (use a file path or https://)`);
   let url: URL;
   try {
     url = new URL(loc);
@@ -108,10 +109,12 @@ function checkOptions(o: SourceOptions): void {
   const positive: Array<keyof SourceOptions> = ['maxBytes', 'connectTimeoutMs', 'totalTimeoutMs'];
   for (const k of positive) {
     const v = o[k];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new RangeError(`source option ${k} must be a positive number`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      throw new RangeError(`source option ${k} must be a positive number`);
   }
   if (!Number.isInteger(o.retries) || o.retries < 0) throw new RangeError('source option retries must be an integer >= 0');
-  if (!Number.isFinite(o.retryBaseDelayMs) || o.retryBaseDelayMs < 0) throw new RangeError('source option retryBaseDelayMs must be >= 0');
+  if (!Number.isFinite(o.retryBaseDelayMs) || o.retryBaseDelayMs < 0)
+    throw new RangeError('source option retryBaseDelayMs must be >= 0');
 }
 
 function failed(reason: SourceFailure, detail: string, attempts: number): FetchOutcome {
@@ -181,7 +184,8 @@ class FileSource implements ListSource {
     try {
       // The validators describe the file actually read: an updater may have renamed a new one in.
       const opened = await fh.stat();
-      if (opened.size > maxBytes) return failed('source_too_large', `${this.path}: ${tooLarge(`size ${opened.size}`, maxBytes)}`, 1);
+      if (opened.size > maxBytes)
+        return failed('source_too_large', `${this.path}: ${tooLarge(`size ${opened.size}`, maxBytes)}`, 1);
       const chunks: Buffer[] = [];
       let total = 0;
       // Read to EOF but never past maxBytes + 1: the file may grow while being read.
@@ -290,7 +294,10 @@ class HttpsSource implements ListSource {
     if (bypassesProxy(url.hostname, Number(url.port === '' ? 443 : url.port), proxy.noProxy)) return null;
     // One agent per request, like agent: false: no socket is kept between downloads.
     const agent = new Agent({ keepAlive: false, maxSockets: 1 });
-    agent.createConnection = tunnelConnector(parseProxyUrl(proxy.url), this.options.connectTimeoutMs) as unknown as Agent['createConnection'];
+    agent.createConnection = tunnelConnector(
+      parseProxyUrl(proxy.url),
+      this.options.connectTimeoutMs,
+    ) as unknown as Agent['createConnection'];
     return agent;
   }
 
@@ -332,7 +339,11 @@ class HttpsSource implements ListSource {
       }
       const delay = backoffDelay(this.options.retryBaseDelayMs, attempts);
       if (Date.now() - started + delay >= totalTimeoutMs) {
-        return failed(r.reason, `${r.detail} (after ${attempts} attempts; no time left for another before the deadline)`, attempts);
+        return failed(
+          r.reason,
+          `${r.detail} (after ${attempts} attempts; no time left for another before the deadline)`,
+          attempts,
+        );
       }
       if (!(await sleep(delay, signal))) {
         return failed(r.reason, `${r.detail} (after ${attempts} attempts; ${whyAborted()})`, attempts);

@@ -7,12 +7,7 @@ import { formatDn, parseDnCached } from '../trust/dn.js';
 import { normaliseDomain } from '../trust/domain.js';
 import type { RawEntry } from './xml.js';
 
-export type EntryRejection =
-  | 'field_empty'
-  | 'field_placeholder'
-  | 'domain_invalid'
-  | 'dn_invalid'
-  | 'dn_without_cn';
+export type EntryRejection = 'field_empty' | 'field_placeholder' | 'domain_invalid' | 'dn_invalid' | 'dn_without_cn';
 
 /** A usable entry; plain data so that it crosses a worker boundary unchanged. */
 export interface ValidEntry {
@@ -36,22 +31,28 @@ export interface RejectedEntry {
   readonly detail: string;
 }
 
-export type EntryResult = { readonly ok: true; readonly entry: ValidEntry } | { readonly ok: false; readonly rejected: RejectedEntry };
+export type EntryResult =
+  { readonly ok: true; readonly entry: ValidEntry } | { readonly ok: false; readonly rejected: RejectedEntry };
 
 const PLACEHOLDER = /^[_\-.?*\s]+$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
 function reject(raw: RawEntry, reason: EntryRejection, detail: string, domain: string | null = null): EntryResult {
-  return { ok: false, rejected: { index: raw.index, domain: domain ?? (raw.nom.length > 0 ? raw.nom.slice(0, 255) : null), reason, detail } };
+  return {
+    ok: false,
+    rejected: { index: raw.index, domain: domain ?? (raw.nom.length > 0 ? raw.nom.slice(0, 255) : null), reason, detail },
+  };
 }
 
 export function validateEntry(raw: RawEntry): EntryResult {
   if (raw.nom.length === 0) return reject(raw, 'field_empty', 'Nom is empty');
   if (PLACEHOLDER.test(raw.nom)) return reject(raw, 'field_placeholder', `Nom is a placeholder (${JSON.stringify(raw.nom)})`);
   if (raw.dn.length === 0) return reject(raw, 'field_empty', 'DNCertificatOperateur is empty');
-  if (PLACEHOLDER.test(raw.dn)) return reject(raw, 'field_placeholder', `DNCertificatOperateur is a placeholder (${JSON.stringify(raw.dn)})`);
+  if (PLACEHOLDER.test(raw.dn))
+    return reject(raw, 'field_placeholder', `DNCertificatOperateur is a placeholder (${JSON.stringify(raw.dn)})`);
   const domain = normaliseDomain(raw.nom);
-  if (domain === null) return reject(raw, 'domain_invalid', `Nom is not a valid domain name (${JSON.stringify(raw.nom.slice(0, 255))})`);
+  if (domain === null)
+    return reject(raw, 'domain_invalid', `Nom is not a valid domain name (${JSON.stringify(raw.nom.slice(0, 255))})`);
   const parsed = parseDnCached(raw.dn);
   if (!parsed.ok) return reject(raw, 'dn_invalid', `DNCertificatOperateur: ${parsed.error}`, domain);
   if (parsed.dn.cn === null) return reject(raw, 'dn_without_cn', 'DNCertificatOperateur has no CN', domain);

@@ -12,8 +12,15 @@ export const OID_ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
 
 /** RFC 5280 §4.2.1.3 bit numbers. */
 export const KEY_USAGE_BITS = [
-  'digitalSignature', 'nonRepudiation', 'keyEncipherment', 'dataEncipherment', 'keyAgreement',
-  'keyCertSign', 'cRLSign', 'encipherOnly', 'decipherOnly',
+  'digitalSignature',
+  'nonRepudiation',
+  'keyEncipherment',
+  'dataEncipherment',
+  'keyAgreement',
+  'keyCertSign',
+  'cRLSign',
+  'encipherOnly',
+  'decipherOnly',
 ] as const;
 export type KeyUsageName = (typeof KEY_USAGE_BITS)[number];
 
@@ -56,7 +63,7 @@ function tlv(der: Uint8Array, offset: number, limit: number): Tlv {
 
 function childrenOf(der: Uint8Array, parent: Tlv): Tlv[] {
   const out: Tlv[] = [];
-  for (let at = parent.start; at < parent.end; ) {
+  for (let at = parent.start; at < parent.end;) {
     const t = tlv(der, at, parent.end);
     out.push(t);
     at = t.end;
@@ -121,7 +128,8 @@ export function readCertificateUsage(der: Uint8Array): CertificateUsage {
     }
     return { keyUsage, extendedKeyUsage };
   } catch (error) {
-    if (error instanceof DerError) throw new Error(`cannot read the certificate's extensions: ${error.message}`, { cause: error });
+    if (error instanceof DerError)
+      throw new Error(`cannot read the certificate's extensions: ${error.message}`, { cause: error });
     throw error;
   }
 }
@@ -139,17 +147,23 @@ export function signingUsageProblem(usage: CertificateUsage): string | null {
   const eku = usage.extendedKeyUsage;
   if (eku !== null) {
     if (eku.length === 0) return 'its extended key usage extension is empty';
-    if (eku.every((oid) => oid === OID_SERVER_AUTH || oid === OID_CLIENT_AUTH)) return `its extended key usage (${eku.map(ekuName).join(', ')}) is limited to TLS: an MTA's certificate, not a list signer`;
+    if (eku.every((oid) => oid === OID_SERVER_AUTH || oid === OID_CLIENT_AUTH))
+      return `its extended key usage (${eku.map(ekuName).join(', ')}) is limited to TLS: an MTA's certificate, not a list signer`;
   }
   return null;
 }
 
 function ekuName(oid: string): string {
   switch (oid) {
-    case OID_SERVER_AUTH: return 'serverAuth';
-    case OID_CLIENT_AUTH: return 'clientAuth';
-    case OID_EMAIL_PROTECTION: return 'emailProtection';
-    case OID_ANY_EXTENDED_KEY_USAGE: return 'anyExtendedKeyUsage';
-    default: return oid;
+    case OID_SERVER_AUTH:
+      return 'serverAuth';
+    case OID_CLIENT_AUTH:
+      return 'clientAuth';
+    case OID_EMAIL_PROTECTION:
+      return 'emailProtection';
+    case OID_ANY_EXTENDED_KEY_USAGE:
+      return 'anyExtendedKeyUsage';
+    default:
+      return oid;
   }
 }

@@ -27,8 +27,7 @@ export interface RawList {
 export type XmlFailure = LoadFailureAt<'document'>;
 
 export type RawListResult =
-  | { readonly ok: true; readonly list: RawList }
-  | { readonly ok: false; readonly reason: XmlFailure; readonly detail: string };
+  { readonly ok: true; readonly list: RawList } | { readonly ok: false; readonly reason: XmlFailure; readonly detail: string };
 
 const ENTRIES_PATH = 'ListeBlancheMSSante.ListeDomaines.Domaine';
 
@@ -95,7 +94,10 @@ export function parseListXml(xml: string, wellFormed = false): RawListResult {
     return { ok: false, reason: 'xml_not_a_whitelist', detail: `expected one ListeDomaines element, found ${lists.length}` };
   }
   const list = lists[0];
-  const domaines = typeof list === 'object' && list !== null ? ((list as Record<string, unknown>)['Domaine'] as unknown[] | undefined) ?? [] : [];
+  const domaines =
+    typeof list === 'object' && list !== null
+      ? (((list as Record<string, unknown>)['Domaine'] as unknown[] | undefined) ?? [])
+      : [];
   const entries: RawEntry[] = new Array<RawEntry>(domaines.length);
   for (let index = 0; index < domaines.length; index++) {
     const d = domaines[index];

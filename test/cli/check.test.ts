@@ -21,7 +21,10 @@ function stateWith(listPath: string): string {
 /** An unsigned list of one domain, generated long before the demo list. */
 function olderSmallList(): string {
   const path = join(mkdtempSync(join(tmpdir(), 'check-')), 'older.xml');
-  writeFileSync(path, buildListXml([{ nom: 'seul.mssante.test', dn: 'CN=mx.seul.test,OU=1,O=SEUL,ST=Paris (75),C=FR' }], '2024-01-01T00:00:00Z'));
+  writeFileSync(
+    path,
+    buildListXml([{ nom: 'seul.mssante.test', dn: 'CN=mx.seul.test,OU=1,O=SEUL,ST=Paris (75),C=FR' }], '2024-01-01T00:00:00Z'),
+  );
   return path;
 }
 
@@ -79,7 +82,18 @@ describe('mssante-policyd check', () => {
 
   it('--accept records the list for the guard in the state directory', () => {
     const stateDir = mkdtempSync(join(tmpdir(), 'state-'));
-    const r = runCli(['check', DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--max-list-age', '0', '--state-dir', stateDir, '--accept', '--json']);
+    const r = runCli([
+      'check',
+      DEMO_WHITELIST,
+      '--signer',
+      DEMO_SIGNER,
+      '--max-list-age',
+      '0',
+      '--state-dir',
+      stateDir,
+      '--accept',
+      '--json',
+    ]);
     assert.equal(r.code, 0);
     const report = JSON.parse(r.stdout) as CheckReport;
     assert.equal(report.accepted, true);
@@ -92,8 +106,14 @@ describe('mssante-policyd check', () => {
     const r = runCli(['check', real.list, '--signer-ca', real.ca, '--signer-cn', 'alb.mssante.fr', '--max-list-age', '0']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^signature: VALID \(signer .*CN=alb\.mssante\.fr;.*trusted as ca\)$/m);
-    assert.match(r.stdout, /^signer matched: CA .*CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS \(--signer-ca .*\) \+ --signer-cn alb\.mssante\.fr$/m);
-    assert.match(r.stdout, /^signer SHA-256: A0:DE:16:CA:A6:49:6A:1A:35:C5:A1:3D:6B:AF:82:65:62:30:2A:FE:E1:9B:9D:38:A6:9D:D7:AA:4D:A8:D6:97$/m);
+    assert.match(
+      r.stdout,
+      /^signer matched: CA .*CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS \(--signer-ca .*\) \+ --signer-cn alb\.mssante\.fr$/m,
+    );
+    assert.match(
+      r.stdout,
+      /^signer SHA-256: A0:DE:16:CA:A6:49:6A:1A:35:C5:A1:3D:6B:AF:82:65:62:30:2A:FE:E1:9B:9D:38:A6:9D:D7:AA:4D:A8:D6:97$/m,
+    );
     assert.match(r.stdout, /^signer expiry: 2026-08-23T13:54:23\.000Z, (in \d+ days|expired \d+ days ago)/m);
     assert.match(r.stdout, /^age: \d+ days \(not judged: --max-list-age 0\)$/m);
     assert.match(r.stdout, /^entries: 6494 in file, 6494 accepted, 0 skipped$/m);
@@ -109,7 +129,17 @@ describe('mssante-policyd check', () => {
     const caAsSigner = runCli(['check', real.list, '--signer', real.ca, '--max-list-age', '0']);
     assert.notEqual(caAsSigner.code, 0);
     assert.match(caAsSigner.stderr, /is a CA certificate \(basicConstraints CA:TRUE\)/);
-    const otherCn = runCli(['check', real.list, '--signer-ca', real.ca, '--signer-cn', 'mx.operator.fr', '--max-list-age', '0', '--json']);
+    const otherCn = runCli([
+      'check',
+      real.list,
+      '--signer-ca',
+      real.ca,
+      '--signer-cn',
+      'mx.operator.fr',
+      '--max-list-age',
+      '0',
+      '--json',
+    ]);
     assert.equal(otherCn.code, 1);
     assert.equal((JSON.parse(otherCn.stdout) as CheckReport).failure?.reason, 'signer_constraint');
   });
@@ -137,17 +167,28 @@ describe('mssante-policyd check', () => {
     const saved = join(dir, 'candidate.pem');
     const r = runCli(['check', real.list, '--signer', DEMO_SIGNER, '--max-list-age', '0', '--save-signer', saved]);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, /^KeyInfo signer SHA-256: A0:DE:16:CA:A6:49:6A:1A:35:C5:A1:3D:6B:AF:82:65:62:30:2A:FE:E1:9B:9D:38:A6:9D:D7:AA:4D:A8:D6:97 /m);
+    assert.match(
+      r.stdout,
+      /^KeyInfo signer SHA-256: A0:DE:16:CA:A6:49:6A:1A:35:C5:A1:3D:6B:AF:82:65:62:30:2A:FE:E1:9B:9D:38:A6:9D:D7:AA:4D:A8:D6:97 /m,
+    );
     assert.match(r.stdout, /UNUSABLE: signer_untrusted/);
-    assert.equal(new X509Certificate(readFileSync(saved)).fingerprint256, new X509Certificate(readFileSync(real.signer)).fingerprint256);
+    assert.equal(
+      new X509Certificate(readFileSync(saved)).fingerprint256,
+      new X509Certificate(readFileSync(real.signer)).fingerprint256,
+    );
     // Pinned after the comparison, the list verifies.
     const pinned = runCli(['check', real.list, '--signer', saved, '--max-list-age', '0']);
     assert.equal(pinned.code, 0);
     assert.match(pinned.stdout, /^signer matched: pinned signer .*candidate\.pem$/m);
   });
 
-  it('reads --max-list-entries and --max-shrink through serve\'s table: a bad value is refused with serve\'s error', () => {
-    for (const [flag, value] of [['--max-list-entries', 'abc'], ['--max-shrink', 'abc'], ['--max-shrink', '101'], ['--max-list-entries', '0']] as const) {
+  it("reads --max-list-entries and --max-shrink through serve's table: a bad value is refused with serve's error", () => {
+    for (const [flag, value] of [
+      ['--max-list-entries', 'abc'],
+      ['--max-shrink', 'abc'],
+      ['--max-shrink', '101'],
+      ['--max-list-entries', '0'],
+    ] as const) {
       const check = runCli(['check', DEMO_WHITELIST, '--signer', DEMO_SIGNER, flag, value]);
       const serve = runCli(['serve', '--whitelist', 'demo', flag, value, '--print-config']);
       assert.equal(check.code, 2, `${flag} ${value}: ${check.stdout}`);
@@ -178,7 +219,15 @@ describe('mssante-policyd check', () => {
     const stateDir = stateWith(DEMO_WHITELIST);
     const older = olderSmallList();
     const config = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'config.json');
-    writeFileSync(config, JSON.stringify({ whitelist: 'https://example.test/l.xml', 'allow-unsigned': true, 'state-dir': stateDir, 'policy-listen': '127.0.0.1:10040' }));
+    writeFileSync(
+      config,
+      JSON.stringify({
+        whitelist: 'https://example.test/l.xml',
+        'allow-unsigned': true,
+        'state-dir': stateDir,
+        'policy-listen': '127.0.0.1:10040',
+      }),
+    );
     const r = runCli(['check', older, '--config', config, '--json']);
     assert.equal(r.code, 3, r.stdout + r.stderr);
     assert.match((JSON.parse(r.stdout) as CheckReport).guard?.against ?? '', new RegExp(stateDir));

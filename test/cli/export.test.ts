@@ -16,7 +16,8 @@ import { realListOrSkip } from '../support/fixtures.js';
 import { buildIndex } from '../support/index-builder.js';
 import { toolOrSkip } from '../support/tools.js';
 
-const REJECT = 'REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space';
+const REJECT =
+  'REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space';
 
 function exportDemo(extra: string[] = []): { dir: string; code: number | null; stdout: string; stderr: string } {
   const dir = join(mkdtempSync(join(tmpdir(), 'mssante-export-')), 'maps');
@@ -54,13 +55,19 @@ describe('mssante-policyd export --format postfix', () => {
     const { dir, code } = exportDemo(['--tls-policy-value', 'verify', '--transport-value', 'relay:[relais.mssante.test]']);
     assert.equal(code, 0);
     assert.match(readFileSync(join(dir, 'mssante-tls-policy'), 'utf8'), /^demo-clinique\.mssante\.fr verify$/m);
-    assert.match(readFileSync(join(dir, 'mssante-transport'), 'utf8'), /^demo-clinique\.mssante\.fr relay:\[relais\.mssante\.test\]$/m);
+    assert.match(
+      readFileSync(join(dir, 'mssante-transport'), 'utf8'),
+      /^demo-clinique\.mssante\.fr relay:\[relais\.mssante\.test\]$/m,
+    );
   });
 
   it('writes nothing from a list whose signature fails, and needs a signer', () => {
     const work = mkdtempSync(join(tmpdir(), 'mssante-export-'));
     const tampered = join(work, 'tampered.xml');
-    writeFileSync(tampered, readFileSync(DEMO_WHITELIST, 'utf8').replace('demo-clinique.mssante.fr', 'demo-clinique.attaquant.fr'));
+    writeFileSync(
+      tampered,
+      readFileSync(DEMO_WHITELIST, 'utf8').replace('demo-clinique.mssante.fr', 'demo-clinique.attaquant.fr'),
+    );
     const out = join(work, 'maps');
     const r = runCli(['export', '--format', 'postfix', '--out', out, tampered, '--signer', DEMO_SIGNER]);
     assert.equal(r.code, 1);
@@ -69,8 +76,36 @@ describe('mssante-policyd export --format postfix', () => {
     assert.equal(runCli(['export', '--format', 'postfix', '--out', out, DEMO_WHITELIST]).code, 2);
     assert.equal(runCli(['export', '--format', 'postfix', '--out', out, DEMO_WHITELIST, '--allow-unsigned']).code, 2);
     assert.equal(runCli(['export', '--format', 'csv', '--out', out, DEMO_WHITELIST, '--signer', DEMO_SIGNER]).code, 2);
-    assert.equal(runCli(['export', '--format', 'postfix', '--out', out, DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--max-list-entries', 'many']).code, 2);
-    assert.equal(runCli(['export', '--format', 'postfix', '--out', out, DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--tls-policy-value', 'a\nb']).code, 2);
+    assert.equal(
+      runCli([
+        'export',
+        '--format',
+        'postfix',
+        '--out',
+        out,
+        DEMO_WHITELIST,
+        '--signer',
+        DEMO_SIGNER,
+        '--max-list-entries',
+        'many',
+      ]).code,
+      2,
+    );
+    assert.equal(
+      runCli([
+        'export',
+        '--format',
+        'postfix',
+        '--out',
+        out,
+        DEMO_WHITELIST,
+        '--signer',
+        DEMO_SIGNER,
+        '--tls-policy-value',
+        'a\nb',
+      ]).code,
+      2,
+    );
     assert.equal(existsSync(out), false);
   });
 
@@ -97,13 +132,18 @@ describe('mssante-policyd export --format postfix', () => {
     assert.equal(code, 0);
     const conf = postmapConfig();
     for (const name of ['mssante-domain', 'mssante-tls-policy', 'mssante-transport']) {
-      const made: { status: number | null; stderr: string } = spawnSync(bin, ['-c', conf, `hash:${join(dir, name)}`], { encoding: 'utf8' });
+      const made: { status: number | null; stderr: string } = spawnSync(bin, ['-c', conf, `hash:${join(dir, name)}`], {
+        encoding: 'utf8',
+      });
       assert.equal(made.status, 0, made.stderr);
     }
     const hash = (name: string): string => `hash:${join(dir, name)}`;
     assert.equal(query(bin, conf, hash('mssante-domain'), 'demo-hopital.mssante.fr'), 'mx.demo-hopital.test');
     assert.equal(query(bin, conf, hash('mssante-domain'), 'DEMO-HOPITAL.mssante.fr'), 'mx.demo-hopital.test');
-    assert.equal(query(bin, conf, hash('mssante-tls-policy'), 'pharmacie.demo-hopital.mssante.fr'), 'secure match=hostname:nexthop:dot-nexthop');
+    assert.equal(
+      query(bin, conf, hash('mssante-tls-policy'), 'pharmacie.demo-hopital.mssante.fr'),
+      'secure match=hostname:nexthop:dot-nexthop',
+    );
     assert.equal(query(bin, conf, hash('mssante-transport'), 'demo-clinique.mssante.fr'), 'smtp-mssante:');
     for (const key of ['autre.demo-hopital.mssante.fr', '.demo-hopital.mssante.fr', 'mssante.fr', '*']) {
       assert.equal(query(bin, conf, hash('mssante-transport'), key), null, key);
@@ -111,7 +151,12 @@ describe('mssante-policyd export --format postfix', () => {
     const access = `regexp:${join(dir, 'mssante-recipient-access.regexp')}`;
     assert.equal(query(bin, conf, access, 'dr.martin@demo-hopital.mssante.fr'), 'DUNNO');
     assert.equal(query(bin, conf, access, 'Dr.Martin+ext@PHARMACIE.demo-hopital.mssante.fr'), 'DUNNO');
-    for (const key of ['dr.martin@autre.demo-hopital.mssante.fr', 'x@mssante.fr', 'x@demo-hopital.mssante.fr.attaquant.fr', 'x@gmail.com']) {
+    for (const key of [
+      'dr.martin@autre.demo-hopital.mssante.fr',
+      'x@mssante.fr',
+      'x@demo-hopital.mssante.fr.attaquant.fr',
+      'x@gmail.com',
+    ]) {
       assert.equal(query(bin, conf, access, key), REJECT, key);
     }
   });
@@ -125,7 +170,10 @@ describe('mssante-policyd export --format postfix', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /4944 domains/);
     const conf = postmapConfig();
-    const first = readFileSync(join(dir, 'mssante-transport'), 'utf8').split('\n').find((l) => !l.startsWith('#'))!.split(' ')[0]!;
+    const first = readFileSync(join(dir, 'mssante-transport'), 'utf8')
+      .split('\n')
+      .find((l) => !l.startsWith('#'))!
+      .split(' ')[0]!;
     const access = `regexp:${join(dir, 'mssante-recipient-access.regexp')}`;
     assert.equal(query(bin, conf, access, `x@${first}`), 'DUNNO');
     assert.equal(query(bin, conf, access, `x@pas-liste.${first}`), REJECT);

@@ -23,7 +23,10 @@ function annotations(alert: string, labels: Record<string, string>): Record<stri
   const block = text.slice(start, next === -1 ? undefined : next);
   const out: Record<string, string> = {};
   for (const m of block.matchAll(/^ {10}(summary|description|runbook): "((?:[^"\\]|\\.)*)"$/gm)) {
-    out[m[1] as string] = (JSON.parse(`"${m[2]}"`) as string).replace(/\{\{ \$labels\.(\w+) \}\}/g, (_, l: string) => labels[l] ?? '');
+    out[m[1] as string] = (JSON.parse(`"${m[2]}"`) as string).replace(
+      /\{\{ \$labels\.(\w+) \}\}/g,
+      (_, l: string) => labels[l] ?? '',
+    );
   }
   assert.deepEqual(Object.keys(out).sort(), ['description', 'runbook', 'summary']);
   return out;

@@ -33,10 +33,15 @@ interface Run {
 
 function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((ok) => {
-    execFile(cmd, args, { cwd: REPO_ROOT, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive', ...env } }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
-      ok({ code, stdout, stderr });
-    });
+    execFile(
+      cmd,
+      args,
+      { cwd: REPO_ROOT, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive', ...env } },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
+        ok({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -60,7 +65,10 @@ async function dpkgStatus(pkg: string): Promise<string | null> {
 }
 
 /** Starts the installed /usr/bin/mssante-policyd; resolves once /readyz says 200. */
-async function serveInstalled(args: readonly string[], httpAddress: string): Promise<{ stop: () => Promise<void>; logs: string[] }> {
+async function serveInstalled(
+  args: readonly string[],
+  httpAddress: string,
+): Promise<{ stop: () => Promise<void>; logs: string[] }> {
   const child = spawn(`/usr/bin/${NAME}`, ['serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: tmpdir() });
   const logs: string[] = [];
   child.stdout.setEncoding('utf8').on('data', (s: string) => logs.push(s));
@@ -145,18 +153,24 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
     const res = await run('lintian', ['--tag-display-limit', '0', deb]);
     const lines = `${res.stdout}\n${res.stderr}`.split('\n').filter((l) => /^[EW]: /.test(l));
     for (const l of lines) t.diagnostic(l);
-    assert.deepEqual(lines.filter((l) => l.startsWith('E: ')), []);
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith('E: ')),
+      [],
+    );
     assert.equal(res.code, 0, res.stderr);
   });
 
-  await t.test('the CI-only nodejs shim declares this machine\'s Node to dpkg, and satisfies Depends: nodejs (>= 20)', async () => {
-    const shimDeb = (await mustRun('bash', ['scripts/ci-nodejs-shim.sh', '--build-only', out])).stdout.trim();
-    const field = async (name: string): Promise<string> => (await mustRun('dpkg-deb', ['-f', shimDeb, name])).stdout.trim();
-    assert.equal(await field('Package'), SHIM);
-    assert.equal(await field('Provides'), `nodejs (= ${process.versions.node})`);
-    // dpkg's own comparison: the provided version meets the package's dependency.
-    await mustRun('dpkg', ['--compare-versions', process.versions.node, 'ge', '20']);
-  });
+  await t.test(
+    "the CI-only nodejs shim declares this machine's Node to dpkg, and satisfies Depends: nodejs (>= 20)",
+    async () => {
+      const shimDeb = (await mustRun('bash', ['scripts/ci-nodejs-shim.sh', '--build-only', out])).stdout.trim();
+      const field = async (name: string): Promise<string> => (await mustRun('dpkg-deb', ['-f', shimDeb, name])).stdout.trim();
+      assert.equal(await field('Package'), SHIM);
+      assert.equal(await field('Provides'), `nodejs (= ${process.versions.node})`);
+      // dpkg's own comparison: the provided version meets the package's dependency.
+      await mustRun('dpkg', ['--compare-versions', process.versions.node, 'ge', '20']);
+    },
+  );
 
   await t.test('apt-get install ./….deb (Depends: nodejs >= 20 met by dpkg, or by the CI-only shim)', async () => {
     const shim = await mustRun('bash', ['scripts/ci-nodejs-shim.sh']);
@@ -168,7 +182,8 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
     assert.equal(config.whitelist, 'https://espacedeconfiance.mssante.fr/listeblanchemssante.xml');
     assert.equal(config['state-dir'], '/var/lib/mssante-policyd');
     for (const key of ['ca-file', 'signer-ca'] as const) {
-      for (const path of ([] as unknown[]).concat(config[key])) assert.ok(existsSync(String(path)), `${key} ${String(path)} is installed`);
+      for (const path of ([] as unknown[]).concat(config[key]))
+        assert.ok(existsSync(String(path)), `${key} ${String(path)} is installed`);
     }
     // The conffile is what the unit runs with: every key must be a setting the daemon knows.
     const known = new Set<string>(SETTINGS.map((s) => s.key));
@@ -189,14 +204,32 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
     const policy = `127.0.0.1:${await freePort()}`;
     const http = `127.0.0.1:${await freePort()}`;
     const daemon = await serveInstalled(
-      ['--whitelist', DEMO_LIST, '--signer', DEMO_SIGNER, '--state-dir', stateDir, '--policy-listen', policy, '--http-listen', http],
+      [
+        '--whitelist',
+        DEMO_LIST,
+        '--signer',
+        DEMO_SIGNER,
+        '--state-dir',
+        stateDir,
+        '--policy-listen',
+        policy,
+        '--http-listen',
+        http,
+      ],
       http,
     );
     try {
       assert.equal(await askOnce(policy, postfixRequest('mx.demo-hopital.test', 'dr.martin@demo-hopital.mssante.fr')), 'DUNNO');
       assert.match(await askOnce(policy, postfixRequest('mx.demo-hopital.test', 'x@demo-clinique.mssante.fr')), /^550 5\.7\.1 /);
       // The operator's verification command, from the installed files.
-      const query = await mustRun(`/usr/bin/${NAME}`, ['query', '--policy', policy, 'encryption_protocol=TLSv1.3', 'ccert_subject=mx.demo-hopital.test', 'sender=dr.martin@demo-hopital.mssante.fr']);
+      const query = await mustRun(`/usr/bin/${NAME}`, [
+        'query',
+        '--policy',
+        policy,
+        'encryption_protocol=TLSv1.3',
+        'ccert_subject=mx.demo-hopital.test',
+        'sender=dr.martin@demo-hopital.mssante.fr',
+      ]);
       assert.equal(query.stdout.trim(), 'action=DUNNO');
     } finally {
       await daemon.stop();
@@ -208,9 +241,15 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
     if (toolOrSkip(t, 'openssl') === null || toolOrSkip(t, 'xmlsec1') === null) return;
     const lab = join(mkdtempSync(join(tmpdir(), 'mssante-deb-lab-')), 'lab');
     try {
-      const res = await mustRun(`/usr/share/${NAME}/lab.sh`, [lab, '--port', '10925'], { MSSANTE_POLICYD_CMD: '', MSSANTE_DEPLOY_DIR: '' });
+      const res = await mustRun(`/usr/share/${NAME}/lab.sh`, [lab, '--port', '10925'], {
+        MSSANTE_POLICYD_CMD: '',
+        MSSANTE_DEPLOY_DIR: '',
+      });
       assert.match(res.stdout, new RegExp(`^   ${NAME} serve --whitelist ${lab}/whitelist.xml`, 'm'));
-      assert.match(readFileSync(join(lab, 'postfix', 'main.cf'), 'utf8'), /^mssante_policy_service = unix:private\/mssante-policyd$/m);
+      assert.match(
+        readFileSync(join(lab, 'postfix', 'main.cf'), 'utf8'),
+        /^mssante_policy_service = unix:private\/mssante-policyd$/m,
+      );
       const check = await mustRun(`/usr/bin/${NAME}`, ['check', join(lab, 'whitelist.xml'), '--signer', join(lab, 'signer.pem')]);
       assert.match(check.stdout, /^USABLE$/m);
     } finally {
@@ -219,7 +258,26 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
   });
 
   await t.test('apt-get remove keeps the conffile; apt-get purge leaves nothing behind', async () => {
-    const owned = (await mustRun('dpkg', ['-L', NAME])).stdout.split('\n').filter((p) => p !== '' && !['/.', '/etc', '/lib', '/usr', '/usr/bin', '/usr/lib', '/usr/share', '/usr/share/doc', '/usr/share/man', '/usr/share/man/man1', '/lib/systemd', '/lib/systemd/system'].includes(p));
+    const owned = (await mustRun('dpkg', ['-L', NAME])).stdout
+      .split('\n')
+      .filter(
+        (p) =>
+          p !== '' &&
+          ![
+            '/.',
+            '/etc',
+            '/lib',
+            '/usr',
+            '/usr/bin',
+            '/usr/lib',
+            '/usr/share',
+            '/usr/share/doc',
+            '/usr/share/man',
+            '/usr/share/man/man1',
+            '/lib/systemd',
+            '/lib/systemd/system',
+          ].includes(p),
+      );
     // State as the daemon leaves it under systemd, and an operator's edit of the conffile.
     await mustRun('install', ['-d', '/var/lib/mssante-policyd']);
     await mustRun('sh', ['-c', 'echo state > /var/lib/mssante-policyd/whitelist.xml']);

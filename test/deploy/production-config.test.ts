@@ -38,7 +38,10 @@ test('production.json: valid settings, the real endpoint, the shipped IGC-Sante 
   assert.equal(s['signer'], undefined, 'no pinned leaf: the 2023-2026 signer has expired; CA + CN survives the rotation');
   assert.equal(s['state-dir'], '/var/lib/mssante-policyd');
   const signerCa = (s['signer-ca'] as string[]).map(inRepo);
-  assert.deepEqual(signerCa.map((p) => new X509Certificate(readFileSync(p)).subject.split('\n').pop()), ['CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS']);
+  assert.deepEqual(
+    signerCa.map((p) => new X509Certificate(readFileSync(p)).subject.split('\n').pop()),
+    ['CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS'],
+  );
   inRepo(s['ca-file'] as string);
   const config = resolveConfig(new Map(), {}, PRODUCTION);
   assert.equal(config.maxListAgeDays, 30);
@@ -50,7 +53,11 @@ test("deploy/igc-sante: CA certificates only, and the README's SHA-256 fingerpri
   const readme = readFileSync(join(IGC_DIR, 'README.md'), 'utf8');
   const listed = new Set([...readme.matchAll(/`((?:[0-9A-F]{2}:){31}[0-9A-F]{2})`/g)].map((m) => m[1]));
   let count = 0;
-  for (const file of ['ac-igc-sante-elementaire-organisations.pem', 'ac-racine-igc-sante-elementaire.pem', 'chaine-igc-sante-2021.pem']) {
+  for (const file of [
+    'ac-igc-sante-elementaire-organisations.pem',
+    'ac-racine-igc-sante-elementaire.pem',
+    'chaine-igc-sante-2021.pem',
+  ]) {
     const pem = readFileSync(join(IGC_DIR, file), 'utf8');
     assert.doesNotMatch(pem, /PRIVATE KEY/);
     for (const block of pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []) {
@@ -74,14 +81,25 @@ test('a daemon run with production.json (URL swapped for a local HTTPS server) v
   const config = join(dir, 'config.json');
   // Swapped: the URL, and with it the CA of its TLS (a local server cannot present the ANS's
   // certificate). Installed paths point at the repository's copies. Everything else as shipped.
-  writeFileSync(config, JSON.stringify({ ...s, whitelist: server.url, 'ca-file': server.caFile, 'signer-ca': (s['signer-ca'] as string[]).map(inRepo) }));
+  writeFileSync(
+    config,
+    JSON.stringify({
+      ...s,
+      whitelist: server.url,
+      'ca-file': server.caFile,
+      'signer-ca': (s['signer-ca'] as string[]).map(inRepo),
+    }),
+  );
   const trust = ['--signer-ca', inRepo((s['signer-ca'] as string[])[0] as string), '--signer-cn', 'alb.mssante.fr'];
 
   // The real list dates from 2025: older than --max-list-age 30, so the operator accepts that very list first.
   const stateDir = tempDir('production-state');
   const accepted = runCli(['check', real.list, ...trust, '--state-dir', stateDir, '--accept']);
   assert.equal(accepted.code, 0, accepted.stdout + accepted.stderr);
-  assert.match(accepted.stdout, /^signer matched: CA .*AC IGC-SANTE ELEMENTAIRE ORGANISATIONS .*\+ --signer-cn alb\.mssante\.fr$/m);
+  assert.match(
+    accepted.stdout,
+    /^signer matched: CA .*AC IGC-SANTE ELEMENTAIRE ORGANISATIONS .*\+ --signer-cn alb\.mssante\.fr$/m,
+  );
 
   const daemon = await startDaemon({ whitelist: server.url, stateDir, readyTimeoutMs: 120_000, extraArgs: ['--config', config] });
   t.after(() => daemon.stop('SIGKILL'));
@@ -89,6 +107,9 @@ test('a daemon run with production.json (URL swapped for a local HTTPS server) v
   assert.equal(status.generatedAt, '2025-02-28T15:42:07Z');
   assert.equal(status.domains, 4944);
   assert.match(String((status.signer as { subject?: string } | null)?.subject), /CN=alb\.mssante\.fr/);
-  assert.equal(await metricNow(daemon, 'whitelist_signer_not_after_timestamp_seconds'), Date.parse('2026-08-23T13:54:23Z') / 1000);
+  assert.equal(
+    await metricNow(daemon, 'whitelist_signer_not_after_timestamp_seconds'),
+    Date.parse('2026-08-23T13:54:23Z') / 1000,
+  );
   assert.equal(await daemon.stop(), 0);
 });

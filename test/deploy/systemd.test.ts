@@ -73,9 +73,7 @@ test('systemd-analyze verify: no unknown or invalid setting', async (t) => {
   const copy = join(dir, 'mssante-policyd.service');
   writeFileSync(copy, readFileSync(UNIT, 'utf8').replace(/^ExecStart=\S+/m, `ExecStart=${process.execPath}`));
   const res = await run(analyze, ['verify', '--no-pager', copy]);
-  const complaints = `${res.stdout}\n${res.stderr}`
-    .split('\n')
-    .filter((l) => l.includes('mssante-policyd.service'));
+  const complaints = `${res.stdout}\n${res.stderr}`.split('\n').filter((l) => l.includes('mssante-policyd.service'));
   assert.deepEqual(complaints, []);
   assert.equal(res.code, 0, res.stderr);
 });
@@ -102,7 +100,15 @@ test('the unit runs the documented command, and the daemon accepts it', async ()
   const forgot = await run(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli.ts'), ...args, '--print-config']);
   assert.equal(forgot.code, 2);
   assert.match(forgot.stderr, /no whitelist given/);
-  writeFileSync(config, JSON.stringify({ whitelist: 'https://listeblanche.example/liste.xml', signer: ['/etc/mssante-policyd/signer.pem'], 'policy-listen': '127.0.0.1:10040', 'http-listen': '127.0.0.1:9464' }));
+  writeFileSync(
+    config,
+    JSON.stringify({
+      whitelist: 'https://listeblanche.example/liste.xml',
+      signer: ['/etc/mssante-policyd/signer.pem'],
+      'policy-listen': '127.0.0.1:10040',
+      'http-listen': '127.0.0.1:9464',
+    }),
+  );
   const res = await run(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli.ts'), ...args, '--print-config']);
   assert.equal(res.code, 0, res.stderr);
   const effective = JSON.parse(res.stdout) as { stateDir: string; policyListen: string };
@@ -142,7 +148,10 @@ test('postfix-socket unit: systemd-analyze security below 2.0, and verify passes
   const copy = join(dir, 'mssante-policyd.service');
   writeFileSync(copy, readFileSync(SOCKET_UNIT, 'utf8').replace(/^ExecStart=\S+/m, `ExecStart=${process.execPath}`));
   const verify = await run(analyze, ['verify', '--no-pager', copy]);
-  assert.deepEqual(`${verify.stdout}\n${verify.stderr}`.split('\n').filter((l) => l.includes('mssante-policyd.service')), []);
+  assert.deepEqual(
+    `${verify.stdout}\n${verify.stderr}`.split('\n').filter((l) => l.includes('mssante-policyd.service')),
+    [],
+  );
 });
 
 test('postfix-socket unit: the packaged unit run as postfix, listening in the chroot; the daemon accepts it', async () => {
@@ -161,8 +170,18 @@ test('postfix-socket unit: the packaged unit run as postfix, listening in the ch
   }
   const dir = mkdtempSync(join(tmpdir(), 'mssante-unit-'));
   const config = join(dir, 'config.json');
-  writeFileSync(config, JSON.stringify({ whitelist: 'https://listeblanche.example/liste.xml', signer: ['/etc/mssante-policyd/signer.pem'], 'http-listen': '127.0.0.1:9464' }));
-  const args = one(unit, 'ExecStart').split(/\s+/).slice(1).map((a) => (a === '/etc/mssante-policyd/config.json' ? config : a));
+  writeFileSync(
+    config,
+    JSON.stringify({
+      whitelist: 'https://listeblanche.example/liste.xml',
+      signer: ['/etc/mssante-policyd/signer.pem'],
+      'http-listen': '127.0.0.1:9464',
+    }),
+  );
+  const args = one(unit, 'ExecStart')
+    .split(/\s+/)
+    .slice(1)
+    .map((a) => (a === '/etc/mssante-policyd/config.json' ? config : a));
   const res = await run(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli.ts'), ...args, '--print-config']);
   assert.equal(res.code, 0, res.stderr);
   const effective = JSON.parse(res.stdout) as { policyListen: string; socketMode: number };

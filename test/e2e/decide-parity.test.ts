@@ -44,7 +44,15 @@ describe('/v1/decide and the policy protocol agree', () => {
   it('for random facts, both paths give the same action', async () => {
     const cns = fc.constantFrom('mx.demo-hopital.test', 'smtp.demo-clinique.test', 'MX.DEMO-HOPITAL.TEST', 'mx.evil.test', '');
     const senders = fc.oneof(
-      fc.constantFrom('', 'a@demo-hopital.mssante.fr', 'b@pharmacie.demo-hopital.mssante.fr', 'c@demo-clinique.mssante.fr', 'd@x.demo-hopital.mssante.fr', 'postmaster', 'e@[127.0.0.1]'),
+      fc.constantFrom(
+        '',
+        'a@demo-hopital.mssante.fr',
+        'b@pharmacie.demo-hopital.mssante.fr',
+        'c@demo-clinique.mssante.fr',
+        'd@x.demo-hopital.mssante.fr',
+        'postmaster',
+        'e@[127.0.0.1]',
+      ),
       fc.emailAddress(),
     );
     const dns = fc.constantFrom(
@@ -70,7 +78,11 @@ describe('/v1/decide and the policy protocol agree', () => {
     await fc.assert(
       fc.asyncProperty(facts, async (input) => {
         const viaPolicy = await client.ask(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
-        const res = await fetch(`http://${daemon.addresses.http}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(input) });
+        const res = await fetch(`http://${daemon.addresses.http}/v1/decide`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(input),
+        });
         assert.equal(res.status, 200);
         const viaHttp = (await res.json()) as { action: string };
         assert.equal(viaHttp.action, viaPolicy, JSON.stringify(input));

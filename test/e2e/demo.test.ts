@@ -21,7 +21,15 @@ describe('demo list and the query command (README examples)', () => {
     await daemon?.stop();
   });
 
-  const query = (...attrs: string[]): ReturnType<typeof runCli> => runCli(['query', '--policy', daemon.policyAddress, 'encryption_protocol=TLSv1.3', 'ccert_subject=mx.demo-hopital.test', ...attrs]);
+  const query = (...attrs: string[]): ReturnType<typeof runCli> =>
+    runCli([
+      'query',
+      '--policy',
+      daemon.policyAddress,
+      'encryption_protocol=TLSv1.3',
+      'ccert_subject=mx.demo-hopital.test',
+      ...attrs,
+    ]);
 
   it('passes a listed certificate with its own domain', () => {
     const r = query('sender=dr.martin@demo-hopital.mssante.fr');
@@ -30,15 +38,28 @@ describe('demo list and the query command (README examples)', () => {
   });
 
   it('refuses a domain of another operator, and a sub-domain not listed', () => {
-    assert.equal(query('sender=dr.martin@demo-clinique.mssante.fr').stdout, 'action=550 5.7.1 Domaine expediteur non rattache au certificat presente / sender domain not bound to the presented certificate\n');
-    assert.equal(query('sender=x@autre.demo-hopital.mssante.fr').stdout, 'action=550 5.7.1 Domaine expediteur absent de la liste blanche MSSante / sender domain not in the MSSante whitelist\n');
+    assert.equal(
+      query('sender=dr.martin@demo-clinique.mssante.fr').stdout,
+      'action=550 5.7.1 Domaine expediteur non rattache au certificat presente / sender domain not bound to the presented certificate\n',
+    );
+    assert.equal(
+      query('sender=x@autre.demo-hopital.mssante.fr').stdout,
+      'action=550 5.7.1 Domaine expediteur absent de la liste blanche MSSante / sender domain not in the MSSante whitelist\n',
+    );
   });
 
   it('reports the signed demo list and its skipped junk entry', async () => {
-    const status = (await (await fetch(`http://${daemon.httpAddress}/v1/whitelist`)).json()) as { signer: { subject: string } | null; domains: number; skipped: Array<{ reason: string }> };
+    const status = (await (await fetch(`http://${daemon.httpAddress}/v1/whitelist`)).json()) as {
+      signer: { subject: string } | null;
+      domains: number;
+      skipped: Array<{ reason: string }>;
+    };
     assert.match(status.signer?.subject ?? '', /demo-signer/);
     assert.equal(status.domains, 3);
-    assert.deepEqual(status.skipped.map((s) => s.reason), ['field_placeholder']);
+    assert.deepEqual(
+      status.skipped.map((s) => s.reason),
+      ['field_placeholder'],
+    );
   });
 
   it('query says clearly when nobody answers', () => {
@@ -48,9 +69,16 @@ describe('demo list and the query command (README examples)', () => {
   });
 
   it('serve --print-config shows the effective configuration and its origins', () => {
-    const r = runCli(['serve', '--whitelist', 'demo', '--print-config', '--refresh', '600'], { env: { MSSANTE_POLICYD_MAX_SHRINK: '25' } });
+    const r = runCli(['serve', '--whitelist', 'demo', '--print-config', '--refresh', '600'], {
+      env: { MSSANTE_POLICYD_MAX_SHRINK: '25' },
+    });
     assert.equal(r.code, 0);
-    const config = JSON.parse(r.stdout) as { refreshSeconds: number; maxShrinkPercent: number; whitelistIsDemo: boolean; origins: Record<string, string> };
+    const config = JSON.parse(r.stdout) as {
+      refreshSeconds: number;
+      maxShrinkPercent: number;
+      whitelistIsDemo: boolean;
+      origins: Record<string, string>;
+    };
     assert.equal(config.refreshSeconds, 600);
     assert.equal(config.origins.refresh, 'flag');
     assert.equal(config.maxShrinkPercent, 25);
@@ -70,7 +98,14 @@ describe('demo list and the query command (README examples)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     const config = join(dir, 'config.json');
     writeFileSync(config, JSON.stringify({ whitelist: 'demo', 'policy-listen': daemon.policyAddress }));
-    const r = runCli(['query', '--config', config, 'encryption_protocol=TLSv1.3', 'ccert_subject=mx.demo-hopital.test', 'sender=dr.martin@demo-hopital.mssante.fr']);
+    const r = runCli([
+      'query',
+      '--config',
+      config,
+      'encryption_protocol=TLSv1.3',
+      'ccert_subject=mx.demo-hopital.test',
+      'sender=dr.martin@demo-hopital.mssante.fr',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'action=DUNNO\n');
     // --policy still wins over the file.

@@ -19,7 +19,12 @@ import { sendMail, type SendResult } from '../support/swaks.js';
 import { toolOrSkip } from '../support/tools.js';
 import { buildListXml } from '../support/xmlsec.js';
 
-const CA_SUBJECT = [['C', 'FR'], ['O', 'ASIP-SANTE'], ['OU', '0002 187512751'], ['CN', 'TEST AC IGC-SANTE ELEMENTAIRE SERVEURS']] as const;
+const CA_SUBJECT = [
+  ['C', 'FR'],
+  ['O', 'ASIP-SANTE'],
+  ['OU', '0002 187512751'],
+  ['CN', 'TEST AC IGC-SANTE ELEMENTAIRE SERVEURS'],
+] as const;
 
 interface Pki {
   pki: TestPki;
@@ -48,11 +53,21 @@ function makePki(): Pki {
 function createPki(): Pki {
   const pki = new TestPki();
   const ca = pki.createCa('ca', CA_SUBJECT);
-  const other = pki.createCa('other-ca', [['C', 'FR'], ['O', 'ROGUE'], ['CN', 'ROGUE CA']]);
-  const otherCa = pki.createCa('second-ca', [['C', 'FR'], ['O', 'AUTRE PKI'], ['CN', 'AC AUTRE SERVEURS']]);
+  const other = pki.createCa('other-ca', [
+    ['C', 'FR'],
+    ['O', 'ROGUE'],
+    ['CN', 'ROGUE CA'],
+  ]);
+  const otherCa = pki.createCa('second-ca', [
+    ['C', 'FR'],
+    ['O', 'AUTRE PKI'],
+    ['CN', 'AC AUTRE SERVEURS'],
+  ]);
   return {
     otherCa,
-    opAOtherIssuer: pki.issue('op-a-other-issuer', operatorSubject('mx.operateur-a.test', 'OPERATEUR A'), otherCa, { usage: 'tls' }),
+    opAOtherIssuer: pki.issue('op-a-other-issuer', operatorSubject('mx.operateur-a.test', 'OPERATEUR A'), otherCa, {
+      usage: 'tls',
+    }),
     pki,
     ca,
     server: pki.issue('server', operatorSubject('mx.exim.test', 'RECEIVER'), ca, { usage: 'tls', dnsNames: ['mx.exim.test'] }),
@@ -64,9 +79,25 @@ function createPki(): Pki {
 
 /** Every attribute the deploy ACL sends ('' stands for the end-of-request check). */
 const REQUEST_ATTRIBUTES = new Set([
-  '', 'request', 'protocol_state', 'protocol_name', 'client_address', 'client_port', 'client_name', 'helo_name',
-  'sender', 'recipient', 'recipient_count', 'queue_id', 'encryption_protocol', 'encryption_cipher',
-  'encryption_keysize', 'x_ccert_dn', 'x_ccert_verified', 'x_ccert_issuer_dn', 'instance',
+  '',
+  'request',
+  'protocol_state',
+  'protocol_name',
+  'client_address',
+  'client_port',
+  'client_name',
+  'helo_name',
+  'sender',
+  'recipient',
+  'recipient_count',
+  'queue_id',
+  'encryption_protocol',
+  'encryption_cipher',
+  'encryption_keysize',
+  'x_ccert_dn',
+  'x_ccert_verified',
+  'x_ccert_issuer_dn',
+  'instance',
 ]);
 
 /** GnuTLS (Exim's $tls_in_peerdn) writes the subject in certificate order, comma separated. */
@@ -95,7 +126,9 @@ async function startResponder(unixPath?: string): Promise<Responder> {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     let raw = '';
-    socket.on('data', (d: Buffer) => { raw += d.toString('utf8'); });
+    socket.on('data', (d: Buffer) => {
+      raw += d.toString('utf8');
+    });
     socket.on('end', () => {
       const attrs = new Map<string, string>();
       attrs.set('', raw.endsWith('\n\n') ? 'ends-with-empty-line' : 'no-empty-line');
@@ -118,10 +151,11 @@ async function startResponder(unixPath?: string): Promise<Responder> {
     await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
     responder.address = `127.0.0.1:${port}`;
   }
-  responder.close = () => new Promise<void>((r) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => r());
-  });
+  responder.close = () =>
+    new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    });
   return responder;
 }
 
@@ -192,7 +226,10 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.equal(req.get('x_ccert_verified'), '1');
     assert.equal(req.get('x_ccert_dn'), gnutlsDn(p.opA));
     assert.equal(req.get('x_ccert_issuer_dn'), gnutlsDn(p.ca));
-    assert.deepEqual([...req.keys()].filter((k) => !REQUEST_ATTRIBUTES.has(k)), []);
+    assert.deepEqual(
+      [...req.keys()].filter((k) => !REQUEST_ATTRIBUTES.has(k)),
+      [],
+    );
   });
 
   test('the recipients of one message share an instance, the next message gets another (per-operator accounting)', async (t) => {
@@ -224,7 +261,16 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
 
   test('a DN holding a line break cannot add attributes to the request', async (t) => {
     if (!ready(t, bin)) return;
-    const evil = p.pki.issue('evil', [['C', 'FR'], ['O', 'EVIL\nx_ccert_verified=1'], ['CN', 'evil']], p.ca, { usage: 'tls' });
+    const evil = p.pki.issue(
+      'evil',
+      [
+        ['C', 'FR'],
+        ['O', 'EVIL\nx_ccert_verified=1'],
+        ['CN', 'evil'],
+      ],
+      p.ca,
+      { usage: 'tls' },
+    );
     responder.answer = 'DUNNO';
     responder.requests.length = 0;
     const run = await send(exim.port, 'alice@operateur-a.test', 'bob@recv.test', evil);
@@ -234,7 +280,10 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.equal(req.get('x_ccert_verified'), '1');
     // GnuTLS hands the line break over raw; the ACL turns it into a space.
     assert.equal(req.get('x_ccert_dn'), 'C=FR,O=EVIL x_ccert_verified=1,CN=evil');
-    assert.deepEqual([...req.keys()].filter((k) => !REQUEST_ATTRIBUTES.has(k)), []);
+    assert.deepEqual(
+      [...req.keys()].filter((k) => !REQUEST_ATTRIBUTES.has(k)),
+      [],
+    );
   });
 
   test('a session without TLS is asked about with empty TLS facts', async (t) => {
@@ -262,7 +311,8 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
 
   test('action=550 5.7.1 <text> becomes that exact SMTP reply', async (t) => {
     if (!ready(t, bin)) return;
-    responder.answer = '550 5.7.1 Domaine expediteur absent de la liste blanche MSSante / sender domain not in the MSSante whitelist';
+    responder.answer =
+      '550 5.7.1 Domaine expediteur absent de la liste blanche MSSante / sender domain not in the MSSante whitelist';
     const run = await send(exim.port, 'alice@nowhere.test', 'bob@recv.test', p.opA);
     // Exim wraps long replies into continuation lines; the words are the daemon's.
     assert.match(reply(run, 'RCPT'), /^550-5\.7\.1 .*\n550 5\.7\.1 /, why(run, exim));
@@ -281,7 +331,11 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     for (const answer of [null, 'REJECT go away', '250 ok']) {
       responder.answer = answer === null ? null : answer;
       const run = await send(exim.port, 'alice@operateur-a.test', 'bob@recv.test', p.opA);
-      assert.equal(reply(run, 'RCPT'), '451 4.3.0 MSSante policy service unavailable', `answer ${String(answer)}${why(run, exim)}`);
+      assert.equal(
+        reply(run, 'RCPT'),
+        '451 4.3.0 MSSante policy service unavailable',
+        `answer ${String(answer)}${why(run, exim)}`,
+      );
     }
   });
 });
@@ -351,8 +405,14 @@ describe('deploy/exim/mssante-tls.conf (Referentiel #1 TLS versions and suites)'
     responder.answer = 'DUNNO';
     const session = (port: number, protocol?: string, cipher?: string): Promise<SendResult> =>
       sendMail({
-        port, from: 'alice@operateur-a.test', to: 'bob@recv.test', tls: true, cert: p.opA, ehlo: 'client.exim.test',
-        ...(protocol ? { tlsProtocol: protocol } : {}), ...(cipher ? { tlsCipher: cipher } : {}),
+        port,
+        from: 'alice@operateur-a.test',
+        to: 'bob@recv.test',
+        tls: true,
+        cert: p.opA,
+        ehlo: 'client.exim.test',
+        ...(protocol ? { tlsProtocol: protocol } : {}),
+        ...(cipher ? { tlsCipher: cipher } : {}),
       });
 
     for (const c of outside) {
@@ -360,7 +420,11 @@ describe('deploy/exim/mssante-tls.conf (Referentiel #1 TLS versions and suites)'
       assert.notEqual(control.tlsSession, null, `control: GnuTLS defaults accept ${c.why}${why(control, plain)}`);
       const run = await session(exim.port, c.protocol, c.cipher);
       assert.equal(run.tlsSession, null, `${c.why} must get no TLS session${why(run, exim)}`);
-      assert.equal(run.stages.some((s) => s.command === 'MAIL'), false, why(run, exim));
+      assert.equal(
+        run.stages.some((s) => s.command === 'MAIL'),
+        false,
+        why(run, exim),
+      );
     }
     for (const c of inside) {
       const run = await session(exim.port, c.protocol, c.cipher);
@@ -386,10 +450,16 @@ describe('Exim and the real mssante-policyd', () => {
     p = makePki();
     whitelist = join(p.pki.dir, 'whitelist.xml');
     const generatedAt = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-    writeFileSync(whitelist, buildListXml([
-      { nom: 'operateur-a.test', dn: p.opA.subjectRfc2253 },
-      { nom: 'autre.test', dn: 'CN=mx.autre.test,OU=318310021300099,O=AUTRE,ST=Paris (75),C=FR' },
-    ], generatedAt));
+    writeFileSync(
+      whitelist,
+      buildListXml(
+        [
+          { nom: 'operateur-a.test', dn: p.opA.subjectRfc2253 },
+          { nom: 'autre.test', dn: 'CN=mx.autre.test,OU=318310021300099,O=AUTRE,ST=Paris (75),C=FR' },
+        ],
+        generatedAt,
+      ),
+    );
     daemon = await startDaemon({ whitelist });
     exim = await startExim({ bin, policyAddress: daemon.policyAddress, serverCert: p.server, ca: p.ca });
   });
@@ -508,13 +578,19 @@ function ready(t: TestContext, bin: string | null): bin is string {
   return toolOrSkip(t, 'swaks') !== null;
 }
 
-describe('the daemon\'s --tls-profile, behind an Exim that lets any TLS through', () => {
+describe("the daemon's --tls-profile, behind an Exim that lets any TLS through", () => {
   test('ref1-v1.7 and ref1-v1.6 refuse TLS 1.1 and a CBC suite with tls_profile (v1.6 also TLS 1.3); off accepts all', async (t) => {
     const bin = eximOrSkip(t);
     if (bin === null || toolOrSkip(t, 'swaks') === null) return;
     const p = makePki();
     const whitelist = join(p.pki.dir, 'whitelist-profile.xml');
-    writeFileSync(whitelist, buildListXml([{ nom: 'operateur-a.test', dn: p.opA.subjectRfc2253 }], new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z')));
+    writeFileSync(
+      whitelist,
+      buildListXml(
+        [{ nom: 'operateur-a.test', dn: p.opA.subjectRfc2253 }],
+        new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      ),
+    );
     const sessions = {
       tls11: { tlsProtocol: 'tlsv1_1', tlsCipher: 'DEFAULT@SECLEVEL=0' },
       // GnuTLS's defaults offer no SHA-256 CBC suite; this SHA-1 one is outside both profiles.
@@ -529,11 +605,31 @@ describe('the daemon\'s --tls-profile, behind an Exim that lets any TLS through'
     ];
     for (const [profile, expected] of expectations) {
       const daemon = await startDaemon({ whitelist, extraArgs: ['--tls-profile', profile] });
-      const exim = await startExim({ bin, policyAddress: daemon.policyAddress, serverCert: p.server, ca: p.ca, tlsProfile: false });
+      const exim = await startExim({
+        bin,
+        policyAddress: daemon.policyAddress,
+        serverCert: p.server,
+        ca: p.ca,
+        tlsProfile: false,
+      });
       try {
-        for (const [name, options] of Object.entries(sessions) as Array<[keyof typeof sessions, (typeof sessions)[keyof typeof sessions]]>) {
-          const run = await sendMail({ port: exim.port, from: 'alice@operateur-a.test', to: 'bob@recv.test', tls: true, cert: p.opA, ehlo: 'client.exim.test', ...options });
-          assert.notEqual(run.tlsSession, null, `${profile}/${name}: Exim without a TLS profile gives a session${why(run, exim)}`);
+        for (const [name, options] of Object.entries(sessions) as Array<
+          [keyof typeof sessions, (typeof sessions)[keyof typeof sessions]]
+        >) {
+          const run = await sendMail({
+            port: exim.port,
+            from: 'alice@operateur-a.test',
+            to: 'bob@recv.test',
+            tls: true,
+            cert: p.opA,
+            ehlo: 'client.exim.test',
+            ...options,
+          });
+          assert.notEqual(
+            run.tlsSession,
+            null,
+            `${profile}/${name}: Exim without a TLS profile gives a session${why(run, exim)}`,
+          );
           const rcpt = reply(run, 'RCPT');
           if (expected[name] === 'pass') assert.match(rcpt, /^250 /, `${profile}/${name}${why(run, exim)}`);
           else assert.equal(unwrapped(rcpt), POLICY_ACTIONS.tls_profile, `${profile}/${name}${why(run, exim)}`);

@@ -20,7 +20,11 @@ import { join } from 'node:path';
 
 const OP1 = operatorSubject('mx.op1.test', 'GIP OP1');
 const OP2 = operatorSubject('smtp.op2.test', 'GIP OP2', '1750048886');
-const dn = (s: typeof OP1): string => [...s].reverse().map(([t, v]) => `${t}=${v}`).join(',');
+const dn = (s: typeof OP1): string =>
+  [...s]
+    .reverse()
+    .map(([t, v]) => `${t}=${v}`)
+    .join(',');
 const FILLER = Array.from({ length: 20 }, (_, i) => ({ nom: `filler${i}.mssante.test`, dn: dn(OP2) }));
 const BASE = [{ nom: 'op1.mssante.test', dn: dn(OP1) }, { nom: 'op2.mssante.test', dn: dn(OP2) }, ...FILLER];
 
@@ -75,7 +79,9 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     const bad: string[] = [];
     const loop = (async () => {
       while (running) {
-        const action = await client.ask(postfixRequest('mx.op1.test', 'dr.x@op1.mssante.test')).catch((e: Error) => `error: ${e.message}`);
+        const action = await client
+          .ask(postfixRequest('mx.op1.test', 'dr.x@op1.mssante.test'))
+          .catch((e: Error) => `error: ${e.message}`);
         answered++;
         if (action !== 'DUNNO') bad.push(action);
         await sleep(5);
@@ -97,8 +103,21 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
       return;
     }
     pki = new TestPki();
-    const ca = pki.createCa('ca', [['C', 'FR'], ['O', 'TEST-SANTE'], ['CN', 'AC TEST ELEMENTAIRE ORGANISATIONS']]);
-    signer = pki.issue('signer', [['C', 'FR'], ['O', 'TEST ANS'], ['CN', 'liste.test']], ca, { usage: 'signing', notBefore: '20250101000000Z' });
+    const ca = pki.createCa('ca', [
+      ['C', 'FR'],
+      ['O', 'TEST-SANTE'],
+      ['CN', 'AC TEST ELEMENTAIRE ORGANISATIONS'],
+    ]);
+    signer = pki.issue(
+      'signer',
+      [
+        ['C', 'FR'],
+        ['O', 'TEST ANS'],
+        ['CN', 'liste.test'],
+      ],
+      ca,
+      { usage: 'signing', notBefore: '20250101000000Z' },
+    );
     server = await startHttpsListServer(pki);
 
     // Fixed 2026-01 dates, older than --max-list-age's default: the daemons here run with 0 (age is
@@ -107,7 +126,18 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     server.setBehaviour({ kind: 'serve', body: good1, etag: '"v1"' });
     daemon = await startDaemon({
       whitelist: server.url,
-      extraArgs: ['--signer', signer.certPath, '--max-list-age', '0', '--ca-file', server.caFile, '--fetch-timeout', '4', '--max-list-bytes', '1048576'],
+      extraArgs: [
+        '--signer',
+        signer.certPath,
+        '--max-list-age',
+        '0',
+        '--ca-file',
+        server.caFile,
+        '--fetch-timeout',
+        '4',
+        '--max-list-bytes',
+        '1048576',
+      ],
     });
     const client = await PolicyClient.connect(daemon.policyAddress);
     const ask = (cn: string, sender: string): Promise<string> => client.ask(postfixRequest(cn, sender));
@@ -115,7 +145,11 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     assert.equal((await status()).generatedAt, '2026-01-01T00:00:00Z');
 
     const traffic = steadyTraffic(await PolicyClient.connect(daemon.policyAddress));
-    const step = async (name: string, body: Parameters<HttpsListServer['setBehaviour']>[0], expected: { reason?: string; generatedAt: string }): Promise<Status> => {
+    const step = async (
+      name: string,
+      body: Parameters<HttpsListServer['setBehaviour']>[0],
+      expected: { reason?: string; generatedAt: string },
+    ): Promise<Status> => {
       server.setBehaviour(body);
       const s = await reloadAndWait();
       assert.equal(s.usable, true, name);
@@ -126,37 +160,82 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     };
 
     // A good list signed, then altered: the digest no longer matches.
-    const tampered = sign([...BASE, { nom: 'evil.mssante.test', dn: dn(OP1) }], '2026-01-02T00:00:00Z').replace('evil.mssante.test', 'evil.mssante.tesu');
-    await step('bad signature', { kind: 'serve', body: tampered, etag: '"v2"' }, { reason: 'signature_digest_mismatch', generatedAt: '2026-01-01T00:00:00Z' });
+    const tampered = sign([...BASE, { nom: 'evil.mssante.test', dn: dn(OP1) }], '2026-01-02T00:00:00Z').replace(
+      'evil.mssante.test',
+      'evil.mssante.tesu',
+    );
+    await step(
+      'bad signature',
+      { kind: 'serve', body: tampered, etag: '"v2"' },
+      { reason: 'signature_digest_mismatch', generatedAt: '2026-01-01T00:00:00Z' },
+    );
     assert.match(await ask('mx.op1.test', 'a@evil.mssante.tesu'), /^550 5\.7\.1 /);
 
     // A good list with a new domain: used at once.
     const good2 = sign([...BASE, { nom: 'new.mssante.test', dn: dn(OP1) }], '2026-01-03T00:00:00Z');
     assert.match(await ask('mx.op1.test', 'a@new.mssante.test'), /^550 5\.7\.1 /);
-    await step('good list with a new domain', { kind: 'serve', body: good2, etag: '"v3"' }, { generatedAt: '2026-01-03T00:00:00Z' });
+    await step(
+      'good list with a new domain',
+      { kind: 'serve', body: good2, etag: '"v3"' },
+      { generatedAt: '2026-01-03T00:00:00Z' },
+    );
     assert.equal(await ask('mx.op1.test', 'a@new.mssante.test'), 'DUNNO');
 
     // The 2020-10-07 incident: junk entries are skipped, the rest applies.
-    const junk = sign([...BASE, { nom: 'new.mssante.test', dn: dn(OP1) }, { nom: '_', dn: '_' }, { nom: '_', dn: '_' }, { nom: '_', dn: '_' }, { nom: 'junkday.mssante.test', dn: dn(OP2) }], '2026-01-04T00:00:00Z');
-    const s4 = await step('list with junk entries', { kind: 'serve', body: junk, etag: '"v4"' }, { generatedAt: '2026-01-04T00:00:00Z' });
+    const junk = sign(
+      [
+        ...BASE,
+        { nom: 'new.mssante.test', dn: dn(OP1) },
+        { nom: '_', dn: '_' },
+        { nom: '_', dn: '_' },
+        { nom: '_', dn: '_' },
+        { nom: 'junkday.mssante.test', dn: dn(OP2) },
+      ],
+      '2026-01-04T00:00:00Z',
+    );
+    const s4 = await step(
+      'list with junk entries',
+      { kind: 'serve', body: junk, etag: '"v4"' },
+      { generatedAt: '2026-01-04T00:00:00Z' },
+    );
     assert.equal(s4.skipped.length, 3);
     assert.ok(s4.skipped.every((r) => r.reason === 'field_placeholder'));
     assert.equal(await ask('smtp.op2.test', 'a@junkday.mssante.test'), 'DUNNO');
 
     // Broken downloads and sources: all ignored.
     const truncated = junk.slice(0, Math.floor(junk.length / 2));
-    await step('truncated file', { kind: 'serve', body: truncated, etag: '"v5"' }, { reason: 'xml_malformed', generatedAt: '2026-01-04T00:00:00Z' });
+    await step(
+      'truncated file',
+      { kind: 'serve', body: truncated, etag: '"v5"' },
+      { reason: 'xml_malformed', generatedAt: '2026-01-04T00:00:00Z' },
+    );
     await step('404', { kind: 'status', status: 404 }, { reason: 'source_http_status', generatedAt: '2026-01-04T00:00:00Z' });
-    await step('500 every time', { kind: 'status', status: 500 }, { reason: 'source_http_status', generatedAt: '2026-01-04T00:00:00Z' });
+    await step(
+      '500 every time',
+      { kind: 'status', status: 500 },
+      { reason: 'source_http_status', generatedAt: '2026-01-04T00:00:00Z' },
+    );
     await step('server that never answers', { kind: 'hang' }, { reason: 'source_timeout', generatedAt: '2026-01-04T00:00:00Z' });
-    await step('oversize body', { kind: 'oversize', bytes: 2 * 1048576, declareLength: false }, { reason: 'source_too_large', generatedAt: '2026-01-04T00:00:00Z' });
+    await step(
+      'oversize body',
+      { kind: 'oversize', bytes: 2 * 1048576, declareLength: false },
+      { reason: 'source_too_large', generatedAt: '2026-01-04T00:00:00Z' },
+    );
 
     // Rollback: an older (validly signed) list is refused.
-    await step('older list', { kind: 'serve', body: good2, etag: '"v3b"' }, { reason: 'list_older', generatedAt: '2026-01-04T00:00:00Z' });
+    await step(
+      'older list',
+      { kind: 'serve', body: good2, etag: '"v3b"' },
+      { reason: 'list_older', generatedAt: '2026-01-04T00:00:00Z' },
+    );
 
     // A list that drops half the domains: refused by the guard...
     const half = sign([BASE[0]!, BASE[1]!, ...FILLER.slice(0, 9)], '2026-01-05T00:00:00Z');
-    const s5 = await step('list dropping 50 % of the domains', { kind: 'serve', body: half, etag: '"v6"' }, { reason: 'list_shrink', generatedAt: '2026-01-04T00:00:00Z' });
+    const s5 = await step(
+      'list dropping 50 % of the domains',
+      { kind: 'serve', body: half, etag: '"v6"' },
+      { reason: 'list_shrink', generatedAt: '2026-01-04T00:00:00Z' },
+    );
     assert.equal(s5.domains, 24);
     assert.equal(await ask('smtp.op2.test', 'a@filler15.mssante.test'), 'DUNNO');
 
@@ -199,7 +278,11 @@ describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)',
     daemon = null;
     server.setBehaviour({ kind: 'status', status: 500 });
     const stateDir = mkdtempSync(join(tmpdir(), 'unready-'));
-    const unready = await startDaemonUnready({ whitelist: server.url, stateDir, extraArgs: ['--signer', signer.certPath, '--max-list-age', '0', '--ca-file', server.caFile, '--fetch-timeout', '2'] });
+    const unready = await startDaemonUnready({
+      whitelist: server.url,
+      stateDir,
+      extraArgs: ['--signer', signer.certPath, '--max-list-age', '0', '--ca-file', server.caFile, '--fetch-timeout', '2'],
+    });
     const answer = await waitFor('a tempfail answer', async () => {
       try {
         const c = await PolicyClient.connect(unready.policyAddress);

@@ -37,13 +37,19 @@ if (missing !== null && process.env.CI === 'true') {
     before(async () => {
       const pki = new TestPki();
       dir = pki.dir;
-      ca = pki.createCa('igc-sante-test', [['C', 'FR'], ['O', 'ASIP-SANTE'], ['CN', 'TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS']]);
+      ca = pki.createCa('igc-sante-test', [
+        ['C', 'FR'],
+        ['O', 'ASIP-SANTE'],
+        ['CN', 'TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS'],
+      ]);
       const server = pki.issue('mx-destinataire', operatorSubject('mx.destinataire.mssante.test', 'DESTINATAIRE'), ca, {
         usage: 'tls',
         dnsNames: ['mx.destinataire.mssante.test'],
       });
       listed = pki.issue('op1', operatorSubject('mx.op1.mssante.test', 'OPERATEUR UN', '318310021300001'), ca, { usage: 'tls' });
-      unlisted = pki.issue('op3', operatorSubject('mx.op3.mssante.test', 'OPERATEUR TROIS', '318310021300003'), ca, { usage: 'tls' });
+      unlisted = pki.issue('op3', operatorSubject('mx.op3.mssante.test', 'OPERATEUR TROIS', '318310021300003'), ca, {
+        usage: 'tls',
+      });
       const whitelist = join(dir, 'whitelist.xml');
       const generatedAt = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
       writeFileSync(whitelist, buildListXml([{ nom: 'op1.mssante.test', dn: listed.subjectRfc2253 }], generatedAt));
@@ -64,7 +70,8 @@ if (missing !== null && process.env.CI === 'true') {
     after(async () => {
       await postfix?.stop();
       await daemon?.stop();
-      if (process.env.MSSANTE_KEEP_TMP !== '1') for (const d of [dir, daemon?.stateDir]) if (d !== undefined) rmSync(d, { recursive: true, force: true });
+      if (process.env.MSSANTE_KEEP_TMP !== '1')
+        for (const d of [dir, daemon?.stateDir]) if (d !== undefined) rmSync(d, { recursive: true, force: true });
     });
 
     const context = (run: SendResult): string =>
@@ -83,7 +90,10 @@ if (missing !== null && process.env.CI === 'true') {
       assert.equal(data?.enhanced, '5.7.1');
       assert.ok(data?.text.includes(REASONS.cert_not_listed.en), data?.text);
       assert.deepEqual(postfix.queue(), []);
-      assert.equal(postfix.messages(RECIPIENT).some((m) => m.includes(run.testId)), false);
+      assert.equal(
+        postfix.messages(RECIPIENT).some((m) => m.includes(run.testId)),
+        false,
+      );
     });
 
     test('listed certificate and domain: DATA accepted, delivered', async () => {
@@ -104,7 +114,16 @@ if (missing !== null && process.env.CI === 'true') {
       const client = await PolicyClient.connect(daemon.policyAddress);
       try {
         for (const state of ['CONNECT', 'EHLO', 'VRFY', 'ETRN', 'SOMETHING-NEW']) {
-          assert.equal(await client.ask({ protocol_state: state, encryption_protocol: 'TLSv1.3', ccert_subject: 'mx.op3.mssante.test', sender: 'x@op1.mssante.test' }), 'DUNNO', state);
+          assert.equal(
+            await client.ask({
+              protocol_state: state,
+              encryption_protocol: 'TLSv1.3',
+              ccert_subject: 'mx.op3.mssante.test',
+              sender: 'x@op1.mssante.test',
+            }),
+            'DUNNO',
+            state,
+          );
         }
       } finally {
         client.close();
@@ -117,7 +136,11 @@ if (missing !== null && process.env.CI === 'true') {
       while (daemon.logs.filter((l) => l.includes('"event":"misplaced_check"')).length < 5 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
       }
-      assert.equal(daemon.logs.filter((l) => l.includes('"event":"misplaced_check"')).length, 5, daemon.logs.slice(-10).join('\n'));
+      assert.equal(
+        daemon.logs.filter((l) => l.includes('"event":"misplaced_check"')).length,
+        5,
+        daemon.logs.slice(-10).join('\n'),
+      );
     });
   });
 }

@@ -23,9 +23,14 @@ const DELIVERY_TIMEOUT_MS = 30_000;
 
 function run(argv: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((ok) => {
-    execFile(argv[0]!, argv.slice(1), { cwd: REPO_ROOT, env: { ...process.env, ...env }, maxBuffer: 8 * 1024 * 1024 }, (err, stdout, stderr) => {
-      ok({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
+    execFile(
+      argv[0]!,
+      argv.slice(1),
+      { cwd: REPO_ROOT, env: { ...process.env, ...env }, maxBuffer: 8 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        ok({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -52,7 +57,9 @@ test('lab kit: the printed Postfix, daemon and swaks commands give the printed a
   const http = `127.0.0.1:${await freePort()}`;
   // The daemon from this checkout's source, as the kit prints it for an installed mssante-policyd.
   const cmd = `${process.execPath} --import tsx ${join(REPO_ROOT, 'src', 'cli.ts')}`;
-  const kit = await run(['bash', 'scripts/lab.sh', dir, '--port', String(port), '--http-listen', http], { MSSANTE_POLICYD_CMD: cmd });
+  const kit = await run(['bash', 'scripts/lab.sh', dir, '--port', String(port), '--http-listen', http], {
+    MSSANTE_POLICYD_CMD: cmd,
+  });
   assert.equal(kit.code, 0, kit.stderr);
   const lines = kit.stdout.split('\n');
 
@@ -60,16 +67,25 @@ test('lab kit: the printed Postfix, daemon and swaks commands give the printed a
   const mainCf = readFileSync(join(dir, 'postfix', 'main.cf'), 'utf8');
   for (const file of ['test-instance/main.cf', 'main.cf.policy']) {
     const shipped = readFileSync(join(REPO_ROOT, 'deploy', 'postfix', file), 'utf8').split('\n');
-    const inSite = (l: string): boolean => /^(queue_directory|data_directory|maillog_file|maillog_file_prefixes|virtual_mailbox_base|smtpd_tls_CAfile|smtpd_tls_cert_file|smtpd_tls_key_file|mssante_policy_service) = /.test(l);
-    for (const line of shipped.filter((l) => l !== '' && !inSite(l))) assert.ok(mainCf.includes(line), `${file}: "${line}" in the lab's main.cf`);
+    const inSite = (l: string): boolean =>
+      /^(queue_directory|data_directory|maillog_file|maillog_file_prefixes|virtual_mailbox_base|smtpd_tls_CAfile|smtpd_tls_cert_file|smtpd_tls_key_file|mssante_policy_service) = /.test(
+        l,
+      );
+    for (const line of shipped.filter((l) => l !== '' && !inSite(l)))
+      assert.ok(mainCf.includes(line), `${file}: "${line}" in the lab's main.cf`);
   }
   const postconf = spawnSync('postconf', ['-c', join(dir, 'postfix'), '-h', 'mssante_policy_service'], { encoding: 'utf8' });
   assert.equal(postconf.stdout.trim(), 'unix:private/mssante-policyd');
-  assert.match(readFileSync(join(dir, 'postfix', 'master.cf'), 'utf8'), new RegExp(`^${port}\\s+inet\\s+n\\s+-\\s+y\\s+-\\s+-\\s+smtpd$`, 'm'), 'smtpd chrooted');
+  assert.match(
+    readFileSync(join(dir, 'postfix', 'master.cf'), 'utf8'),
+    new RegExp(`^${port}\\s+inet\\s+n\\s+-\\s+y\\s+-\\s+-\\s+smtpd$`, 'm'),
+    'smtpd chrooted',
+  );
 
   const postfixStart = commandAfter(lines, '1. ');
   const started = await run(postfixStart);
-  const maillog = (): string => (existsSync(join(dir, 'postfix', 'maillog')) ? readFileSync(join(dir, 'postfix', 'maillog'), 'utf8') : '');
+  const maillog = (): string =>
+    existsSync(join(dir, 'postfix', 'maillog')) ? readFileSync(join(dir, 'postfix', 'maillog'), 'utf8') : '';
   assert.equal(started.code, 0, `${postfixStart.join(' ')}: ${started.stderr}\n${maillog()}`);
   const serve = commandAfter(lines, '2. ');
   const daemon = spawn(serve[0]!, serve.slice(1), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -85,7 +101,10 @@ test('lab kit: the printed Postfix, daemon and swaks commands give the printed a
   });
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
-    const status = await fetch(`http://${http}/readyz`, { signal: AbortSignal.timeout(2000) }).then(async (r) => (await r.arrayBuffer(), r.status), () => 0);
+    const status = await fetch(`http://${http}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
+      async (r) => (await r.arrayBuffer(), r.status),
+      () => 0,
+    );
     if (status === 200) break;
     assert.ok(Date.now() < deadline, `daemon not ready:\n${logs.join('')}`);
     assert.equal(daemon.exitCode, null, `daemon exited:\n${logs.join('')}`);
@@ -130,7 +149,11 @@ test('lab kit: the printed Postfix, daemon and swaks commands give the printed a
   }
   assert.equal(cases, 4, 'the kit prints four cases');
 
-  const query = lines.find((l) => l.includes('Ask the daemon directly:'))!.split('directly:')[1]!.trim().split(/\s+/);
+  const query = lines
+    .find((l) => l.includes('Ask the daemon directly:'))!
+    .split('directly:')[1]!
+    .trim()
+    .split(/\s+/);
   const answer = await run(query);
   assert.equal(answer.stdout.trim(), 'action=DUNNO', answer.stderr);
 });

@@ -41,7 +41,15 @@ interface Dashboard {
 interface RuleGroup {
   name: string;
   file: string;
-  rules: Array<{ name: string; query: string; type: string; health: string; lastError?: string; state?: string; annotations?: Record<string, string> }>;
+  rules: Array<{
+    name: string;
+    query: string;
+    type: string;
+    health: string;
+    lastError?: string;
+    state?: string;
+    annotations?: Record<string, string>;
+  }>;
 }
 
 function isoSeconds(d: Date): string {
@@ -59,7 +67,11 @@ async function socketmapExchange(address: string, requests: readonly Buffer[]): 
     socket.on('error', fail);
     socket.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('utf8');
-      for (let m = /^(\d+):/.exec(buffered); m !== null && buffered.length >= m[0].length + Number(m[1]) + 1; m = /^(\d+):/.exec(buffered)) {
+      for (
+        let m = /^(\d+):/.exec(buffered);
+        m !== null && buffered.length >= m[0].length + Number(m[1]) + 1;
+        m = /^(\d+):/.exec(buffered)
+      ) {
         answers.push(buffered.slice(m[0].length, m[0].length + Number(m[1])));
         buffered = buffered.slice(m[0].length + Number(m[1]) + 1);
       }
@@ -146,7 +158,15 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
   const socketmapAddress = `127.0.0.1:${await freePort()}`;
   const daemon = await startDaemon({
     whitelist: listPath,
-    extraArgs: ['--allow-unsigned', '--refresh', '10', '--max-connections', String(MAX_CONNECTIONS), '--socketmap-listen', socketmapAddress],
+    extraArgs: [
+      '--allow-unsigned',
+      '--refresh',
+      '10',
+      '--max-connections',
+      String(MAX_CONNECTIONS),
+      '--socketmap-listen',
+      socketmapAddress,
+    ],
   });
   t.after(async () => {
     await daemon.stop();
@@ -162,10 +182,21 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
   await p.waitFor(`up{job="${JOB}", ${inst}} == 1`);
 
   // The next refresh (every 10 s) finds a broken file: a load failure, the list in force stays.
-  writeFileSync(listPath, '<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="https://listeblanche.mssante.fr/schema"><DateDeGen');
+  writeFileSync(
+    listPath,
+    '<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="https://listeblanche.mssante.fr/schema"><DateDeGen',
+  );
 
   const rcpt = (attrs: Record<string, string>): Buffer =>
-    encodeRequest(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', protocol_name: 'ESMTP', recipient: 'dr.y@local.mssante.fr', ...attrs }));
+    encodeRequest(
+      Object.entries({
+        request: 'smtpd_access_policy',
+        protocol_state: 'RCPT',
+        protocol_name: 'ESMTP',
+        recipient: 'dr.y@local.mssante.fr',
+        ...attrs,
+      }),
+    );
   const tls = { encryption_protocol: 'TLSv1.3', encryption_cipher: 'TLS_AES_256_GCM_SHA384' };
   const requests = [
     rcpt({ sender: 'dr.x@hopital-a.mssante.fr', ccert_subject: 'mx.hopital-a.fr', ...tls }),
@@ -177,8 +208,14 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
   for (let round = 0; round < 5; round++) answers.push(...(await policyExchange(daemon.policyAddress, requests)));
   assert.equal(answers.length, 5 * requests.length);
   for (const a of answers) assert.match(a, /^action=(DUNNO|550 5\.7\.1 |451 4\.3\.0 )/);
-  assert.ok(answers.some((a) => a === 'action=DUNNO'), 'the listed sender with its own certificate passes');
-  assert.ok(answers.some((a) => a.startsWith('action=550 ')), 'the others are refused');
+  assert.ok(
+    answers.some((a) => a === 'action=DUNNO'),
+    'the listed sender with its own certificate passes',
+  );
+  assert.ok(
+    answers.some((a) => a.startsWith('action=550 ')),
+    'the others are refused',
+  );
 
   // Sending side: socketmap lookups (a listed domain, a recipient outside the list), answered in order.
   const lookups = await socketmapExchange(socketmapAddress, [
@@ -218,7 +255,10 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
 
   await t.test('every dashboard query returns data', async () => {
     const dash = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as Dashboard;
-    assert.deepEqual(dash.__inputs.map((i) => [i.name, i.pluginId]), [['DS_PROMETHEUS', 'prometheus']]);
+    assert.deepEqual(
+      dash.__inputs.map((i) => [i.name, i.pluginId]),
+      [['DS_PROMETHEUS', 'prometheus']],
+    );
     const substitute = (expr: string): string =>
       expr
         .replaceAll('$__rate_interval', '1m')
@@ -244,7 +284,10 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
       const m = /^label_values\((.+),\s*(\w+)\)$/.exec(q);
       assert.ok(m, `variable ${variable.name} is a label_values() query`);
       const series = await p.query(substitute(m[1]!));
-      assert.ok(series.resultType === 'vector' && series.result.some((s) => s.metric[m[2]!] !== undefined), `variable ${variable.name} has values`);
+      assert.ok(
+        series.resultType === 'vector' && series.result.some((s) => s.metric[m[2]!] !== undefined),
+        `variable ${variable.name} has values`,
+      );
     }
     t.diagnostic(`${checked} dashboard queries checked`);
   });
@@ -260,7 +303,9 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
   await t.test('every alert rule loads, evaluates cleanly and sees its metrics', async () => {
     const { groups } = await p.api<{ groups: RuleGroup[] }>('rules', { type: 'alert' });
     const rules = groups.filter((g) => g.file === ALERTS).flatMap((g) => g.rules);
-    const promtoolCount = Number(/SUCCESS: (\d+) rules found/.exec(execFileSync(promtool, ['check', 'rules', ALERTS], { encoding: 'utf8' }))?.[1]);
+    const promtoolCount = Number(
+      /SUCCESS: (\d+) rules found/.exec(execFileSync(promtool, ['check', 'rules', ALERTS], { encoding: 'utf8' }))?.[1],
+    );
     assert.equal(rules.length, promtoolCount, 'Prometheus loaded every rule of the file');
     for (const rule of rules) {
       assert.ok(rule.annotations?.runbook && rule.annotations.runbook.length > 20, `${rule.name} has a runbook line`);
@@ -287,7 +332,13 @@ test('a real Prometheus scrapes the daemon: dashboard queries, alert rules and l
     assert.equal(stale.labels.instance, daemon.httpAddress);
     assert.ok(Number(stale.value) > 2.9 * 86_400, `the alert carries the list age (${stale.value} s)`);
     // A usable list, no tempfail, daemon up: those stay quiet.
-    for (const quiet of ['MssantePolicydWhitelistUnusable', 'MssantePolicydTempfail', 'MssantePolicydDown', 'MssantePolicydAbsent', 'MssantePolicydSocketmapTempPerm']) {
+    for (const quiet of [
+      'MssantePolicydWhitelistUnusable',
+      'MssantePolicydTempfail',
+      'MssantePolicydDown',
+      'MssantePolicydAbsent',
+      'MssantePolicydSocketmapTempPerm',
+    ]) {
       assert.equal(await state(quiet), 'inactive', quiet);
     }
   });

@@ -68,7 +68,11 @@ describe('who may sign the list (running daemon)', () => {
     const l = lists as ListSigner;
     server ??= await startHttpsListServer(l.pki);
     server.setBehaviour({ kind: 'serve', body: l.sign(GOOD, generatedAt), etag: null });
-    const d = await startDaemon({ whitelist: server.url, readyTimeoutMs: READY_MS, extraArgs: [...args, '--ca-file', server.caFile] });
+    const d = await startDaemon({
+      whitelist: server.url,
+      readyTimeoutMs: READY_MS,
+      extraArgs: [...args, '--ca-file', server.caFile],
+    });
     daemons.push(d);
     await waitFor('the first list in force', async () => (await listInForce(d)).generatedAt === generatedAt);
     return d;
@@ -88,15 +92,32 @@ describe('who may sign the list (running daemon)', () => {
     assert.match(s.lastFailureDetail ?? '', /O=ATTACKER/);
     assert.equal(s.generatedAt, goodAt, 'the previous list stays in force');
     assert.match(String((s.signer as { subject?: string } | null)?.subject), /CN=liste\.test/);
-    assert.equal(s.signer?.fingerprint256, new X509Certificate(l.signer.certPem).fingerprint256, '/v1/whitelist names the signer in force');
+    assert.equal(
+      s.signer?.fingerprint256,
+      new X509Certificate(l.signer.certPem).fingerprint256,
+      '/v1/whitelist names the signer in force',
+    );
     assert.match(s.signer?.matched ?? '', /\+ --signer-cn liste\.test$/);
     assert.match(await askOnce(d.policyAddress, attackerMail()), /^550 5\.7\.1 /);
     assert.equal(await askOnce(d.policyAddress, postfixRequest(VALID.cn, 'a@victim.mssante.test')), 'DUNNO');
     assert.equal(await metricNow(d, 'whitelist_load_failures_total', { reason: 'signer_constraint' }), 1);
 
     // A TLS certificate of the same CA carrying the signer's CN (a CA mistake): the key usage rule.
-    const sameCn = l.pki.issue('tls-with-signer-cn', [['C', 'FR'], ['O', 'TEST ANS'], ['CN', 'liste.test']], l.ca, { usage: 'tls' });
-    server!.setBehaviour({ kind: 'serve', body: l.sign([...BASE_ENTRIES, VICTIM, { nom: 'x.mssante.test', dn: OP1_DN }], isoDays(0), sameCn), etag: null });
+    const sameCn = l.pki.issue(
+      'tls-with-signer-cn',
+      [
+        ['C', 'FR'],
+        ['O', 'TEST ANS'],
+        ['CN', 'liste.test'],
+      ],
+      l.ca,
+      { usage: 'tls' },
+    );
+    server!.setBehaviour({
+      kind: 'serve',
+      body: l.sign([...BASE_ENTRIES, VICTIM, { nom: 'x.mssante.test', dn: OP1_DN }], isoDays(0), sameCn),
+      etag: null,
+    });
     const s2 = await reloadAndWait(d);
     assert.equal(s2.lastFailureReason, 'signer_key_usage', s2.lastFailureDetail ?? '');
     assert.equal(s2.generatedAt, goodAt);
@@ -154,7 +175,12 @@ describe('who may sign the list (running daemon)', () => {
 
     const stateDir = d.stateDir;
     assert.equal(await d.stop(), 0);
-    const d2 = await startDaemon({ whitelist: server!.url, stateDir, readyTimeoutMs: READY_MS, extraArgs: ['--signer', l.signer.certPath, '--signer', candidate, '--ca-file', server!.caFile] });
+    const d2 = await startDaemon({
+      whitelist: server!.url,
+      stateDir,
+      readyTimeoutMs: READY_MS,
+      extraArgs: ['--signer', l.signer.certPath, '--signer', candidate, '--ca-file', server!.caFile],
+    });
     daemons.push(d2);
     const s3 = await waitFor('the successor-signed list in force', async () => {
       const now = await listInForce(d2);
@@ -199,15 +225,25 @@ describe('freshness: --max-list-age (running daemon)', () => {
     const oldAt = isoDays(-40);
     server.setBehaviour({ kind: 'serve', body: lists.sign(GOOD, oldAt), etag: null });
     const stateDir = tempDir('fresh');
-    const u = await startDaemonUnready({ whitelist: server.url, stateDir, readyTimeoutMs: READY_MS, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
-    const failed = await waitFor('the refusal', async () => {
-      try {
-        const s = await listInForce({ httpAddress: u.httpAddress });
-        return s.lastFailureReason !== null ? s : null;
-      } catch {
-        return null; // not listening yet
-      }
-    }, 60_000, 200);
+    const u = await startDaemonUnready({
+      whitelist: server.url,
+      stateDir,
+      readyTimeoutMs: READY_MS,
+      extraArgs: [...lists.trustArgs, '--ca-file', server.caFile],
+    });
+    const failed = await waitFor(
+      'the refusal',
+      async () => {
+        try {
+          const s = await listInForce({ httpAddress: u.httpAddress });
+          return s.lastFailureReason !== null ? s : null;
+        } catch {
+          return null; // not listening yet
+        }
+      },
+      60_000,
+      200,
+    );
     assert.equal(failed.lastFailureReason, 'list_too_old', failed.lastFailureDetail ?? '');
     assert.match(failed.lastFailureDetail ?? '', /40 days old \(--max-list-age 30\)/);
     assert.equal(failed.usable, false);
@@ -221,7 +257,7 @@ describe('freshness: --max-list-age (running daemon)', () => {
     daemons.push(d);
     assert.equal((await listInForce(d)).generatedAt, freshAt);
     assert.equal(await askOnce(d.policyAddress, postfixRequest(VALID.cn, VALID.sender)), 'DUNNO');
-    assert.equal(await metricNow(d, 'whitelist_load_failures_total', { reason: 'list_too_old' }) >= 1, true);
+    assert.equal((await metricNow(d, 'whitelist_load_failures_total', { reason: 'list_too_old' })) >= 1, true);
     assert.equal(await d.stop(), 0);
   });
 
@@ -231,14 +267,24 @@ describe('freshness: --max-list-age (running daemon)', () => {
     const old = lists.sign(GOOD, oldAt);
     server.setBehaviour({ kind: 'serve', body: old, etag: null });
     const stateDir = tempDir('accept-old');
-    const u = await startDaemonUnready({ whitelist: server.url, stateDir, readyTimeoutMs: READY_MS, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
-    await waitFor('the refusal', async () => {
-      try {
-        return (await listInForce({ httpAddress: u.httpAddress })).lastFailureReason === 'list_too_old';
-      } catch {
-        return false;
-      }
-    }, 60_000, 200);
+    const u = await startDaemonUnready({
+      whitelist: server.url,
+      stateDir,
+      readyTimeoutMs: READY_MS,
+      extraArgs: [...lists.trustArgs, '--ca-file', server.caFile],
+    });
+    await waitFor(
+      'the refusal',
+      async () => {
+        try {
+          return (await listInForce({ httpAddress: u.httpAddress })).lastFailureReason === 'list_too_old';
+        } catch {
+          return false;
+        }
+      },
+      60_000,
+      200,
+    );
 
     const file = join(tempDir('old'), 'old.xml');
     writeFileSync(file, old);
@@ -254,7 +300,12 @@ describe('freshness: --max-list-age (running daemon)', () => {
     // The list in force ages: a restart (stored copy) keeps serving it, even with a tighter limit.
     assert.equal(await d.stop(), 0);
     server.setBehaviour({ kind: 'status', status: 503 });
-    const d2 = await startDaemon({ whitelist: server.url, stateDir, readyTimeoutMs: READY_MS, extraArgs: [...lists.trustArgs, '--max-list-age', '1', '--ca-file', server.caFile] });
+    const d2 = await startDaemon({
+      whitelist: server.url,
+      stateDir,
+      readyTimeoutMs: READY_MS,
+      extraArgs: [...lists.trustArgs, '--max-list-age', '1', '--ca-file', server.caFile],
+    });
     daemons.push(d2);
     assert.equal((await listInForce(d2)).generatedAt, oldAt);
     assert.equal(await askOnce(d2.policyAddress, postfixRequest(VALID.cn, VALID.sender)), 'DUNNO');

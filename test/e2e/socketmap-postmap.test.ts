@@ -16,7 +16,8 @@ import { createMetrics } from '../../src/observe/metrics.js';
 import { freePort, startDaemon, type DaemonHandle } from '../support/daemon.js';
 import { toolOrSkip } from '../support/tools.js';
 
-const REJECT = 'REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space';
+const REJECT =
+  'REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space';
 const TLS = 'secure match=hostname:nexthop:dot-nexthop';
 
 /** postmap needs a main.cf to read; an empty instance config is enough for a lookup. */
@@ -36,8 +37,17 @@ interface Query {
  * postmap writes its warnings to stderr only when stderr is a terminal (else to syslog): run it under
  * script(1) to see them. The exit status alone cannot tell an error from "not found" (both 1).
  */
-async function postmapOnTerminal(script: string, bin: string, configDir: string, address: string, map: string, key: string): Promise<string> {
-  const command = [bin, '-c', configDir, '-q', key, `socketmap:inet:${address}:${map}`].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+async function postmapOnTerminal(
+  script: string,
+  bin: string,
+  configDir: string,
+  address: string,
+  map: string,
+  key: string,
+): Promise<string> {
+  const command = [bin, '-c', configDir, '-q', key, `socketmap:inet:${address}:${map}`]
+    .map((a) => `'${a.replace(/'/g, `'\\''`)}'`)
+    .join(' ');
   // Asynchronous: the server answering it runs in this process.
   return new Promise((resolve) => {
     execFile(script, ['-qec', command, '/dev/null'], { encoding: 'utf8', timeout: 60_000 }, (_err, stdout) => resolve(stdout));
@@ -45,7 +55,10 @@ async function postmapOnTerminal(script: string, bin: string, configDir: string,
 }
 
 function postmapQuery(bin: string, configDir: string, address: string, map: string, key: string): Query {
-  const r = spawnSync(bin, ['-c', configDir, '-q', key, `socketmap:inet:${address}:${map}`], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(bin, ['-c', configDir, '-q', key, `socketmap:inet:${address}:${map}`], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   return { status: r.status, value: r.stdout.replace(/\n$/, ''), stderr: r.stderr };
 }
 
@@ -130,9 +143,23 @@ describe('socketmap errors as Postfix sees them', () => {
       currentIndex: () => null,
     });
     try {
-      const temp = await postmapOnTerminal(script, bin, postmapConfig(), server.address, 'mssante-transport', 'demo-hopital.mssante.fr');
+      const temp = await postmapOnTerminal(
+        script,
+        bin,
+        postmapConfig(),
+        server.address,
+        'mssante-transport',
+        'demo-hopital.mssante.fr',
+      );
       assert.match(temp, /socketmap server temporary error: 4\.3\.0 Liste blanche MSSante indisponible/);
-      const perm = await postmapOnTerminal(script, bin, postmapConfig(), server.address, 'mssante-typo', 'demo-hopital.mssante.fr');
+      const perm = await postmapOnTerminal(
+        script,
+        bin,
+        postmapConfig(),
+        server.address,
+        'mssante-typo',
+        'demo-hopital.mssante.fr',
+      );
       assert.match(perm, /socketmap server permanent error: unknown map name/);
     } finally {
       await server.close(1000);

@@ -49,7 +49,11 @@ function limitsTable(): Map<string, Row> {
     const cells = line.split('|').map((c) => c.trim());
     const flag = /^`--([a-z-]+)`$/.exec(cells[1] ?? '');
     if (flag === null) continue;
-    rows.set(flag[1]!, { setting: flag[1]!, defaultCell: cells[2] ?? '', proofs: [...(cells[4] ?? '').matchAll(/`([^`]+\.test\.ts)`/g)].map((m) => m[1]!) });
+    rows.set(flag[1]!, {
+      setting: flag[1]!,
+      defaultCell: cells[2] ?? '',
+      proofs: [...(cells[4] ?? '').matchAll(/`([^`]+\.test\.ts)`/g)].map((m) => m[1]!),
+    });
   }
   return rows;
 }
@@ -62,7 +66,10 @@ describe('SECURITY.md limits table', () => {
     for (const setting of numeric) {
       const row = rows.get(setting.key);
       assert.ok(row !== undefined, `--${setting.key} has a row`);
-      assert.ok(row.defaultCell.includes(`\`${String(setting.default)}\``), `--${setting.key}: the table says ${row.defaultCell}, config.ts says ${String(setting.default)}`);
+      assert.ok(
+        row.defaultCell.includes(`\`${String(setting.default)}\``),
+        `--${setting.key}: the table says ${row.defaultCell}, config.ts says ${String(setting.default)}`,
+      );
     }
   });
 
@@ -76,7 +83,10 @@ describe('SECURITY.md limits table', () => {
         const path = join(REPO_ROOT, proof);
         assert.ok(existsSync(path), `--${setting.key}: ${proof} exists`);
         const source = readFileSync(path, 'utf8');
-        assert.ok(terms.some((t) => source.includes(t)), `--${setting.key}: ${proof} mentions one of ${terms.join(', ')}`);
+        assert.ok(
+          terms.some((t) => source.includes(t)),
+          `--${setting.key}: ${proof} mentions one of ${terms.join(', ')}`,
+        );
       }
     }
   });

@@ -66,12 +66,19 @@ describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { t
     assert.equal(status.lastFailureReason, reason, `refused for ${reason}: ${status.lastFailureDetail ?? ''}`);
     assert.equal(status.usable, true);
     assert.equal(status.generatedAt, good.generatedAt, 'the good list stays in force');
-    assert.equal(await metricNow(d, 'whitelist_load_failures_total', { reason }), failuresBefore + 1, 'the failure is counted under its reason');
+    assert.equal(
+      await metricNow(d, 'whitelist_load_failures_total', { reason }),
+      failuresBefore + 1,
+      'the failure is counted under its reason',
+    );
     assert.deepEqual(wrong, [], 'every answer during the load was a pass');
     if (opts.slow === true) assert.ok(answersDuringLoad > 0, 'answers kept flowing while the list was being loaded');
     assert.equal(await client!.ask(postfixRequest(VALID.cn, VALID.sender)), 'DUNNO');
     assert.equal(await milterAskOnce(d.milterAddress!, VALID.cn, VALID.sender), 'CONTINUE');
-    assert.ok((status.lastFailureDetail ?? '').length <= 1024, `the failure detail is bounded (${(status.lastFailureDetail ?? '').length} characters)`);
+    assert.ok(
+      (status.lastFailureDetail ?? '').length <= 1024,
+      `the failure detail is bounded (${(status.lastFailureDetail ?? '').length} characters)`,
+    );
     return status.lastFailureDetail ?? '';
   }
 
@@ -85,7 +92,17 @@ describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { t
     daemon = await startDaemon({
       whitelist: server.url,
       milter: true,
-      extraArgs: [...lists.trustArgs, '--ca-file', server.caFile, '--fetch-timeout', '3', '--max-list-bytes', String(MAX_LIST_BYTES), '--max-list-entries', String(MAX_LIST_ENTRIES)],
+      extraArgs: [
+        ...lists.trustArgs,
+        '--ca-file',
+        server.caFile,
+        '--fetch-timeout',
+        '3',
+        '--max-list-bytes',
+        String(MAX_LIST_BYTES),
+        '--max-list-entries',
+        String(MAX_LIST_ENTRIES),
+      ],
     });
     client = await PolicyClient.connect(daemon.policyAddress);
     return true;
@@ -93,7 +110,9 @@ describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { t
 
   it('a source that drips 1 byte/s is cut by --fetch-timeout (source_timeout)', async (t) => {
     if (!(await ready(t))) return;
-    await refused({ kind: 'drip', body: lists!.sign(BASE_ENTRIES, isoDays(-1)), intervalMs: 1000 }, 'source_timeout', { slow: true });
+    await refused({ kind: 'drip', body: lists!.sign(BASE_ENTRIES, isoDays(-1)), intervalMs: 1000 }, 'source_timeout', {
+      slow: true,
+    });
   });
 
   it('entity expansion (billion laughs in a DOCTYPE) is refused before any parsing (doctype_forbidden)', async (t) => {
@@ -112,7 +131,11 @@ describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { t
 
   it('a 100 MB text node is refused by --max-list-bytes while streaming (source_too_large)', async (t) => {
     if (!(await ready(t))) return;
-    const body = Buffer.concat([Buffer.from(`${HEAD}<Domaine><Nom>a.mssante.test</Nom><Description>`), Buffer.alloc(100 * 1024 * 1024, 0x41), Buffer.from(`</Description></Domaine>${TAIL}`)]);
+    const body = Buffer.concat([
+      Buffer.from(`${HEAD}<Domaine><Nom>a.mssante.test</Nom><Description>`),
+      Buffer.alloc(100 * 1024 * 1024, 0x41),
+      Buffer.from(`</Description></Domaine>${TAIL}`),
+    ]);
     await refused({ kind: 'serve', body, etag: null, chunked: true }, 'source_too_large');
   });
 
@@ -129,14 +152,23 @@ describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { t
 
   it('a signed list with more entries than --max-list-entries is refused (list_too_many_entries)', async (t) => {
     if (!(await ready(t))) return;
-    const many = [...BASE_ENTRIES, ...Array.from({ length: MAX_LIST_ENTRIES + 1 - BASE_ENTRIES.length }, (_, i) => ({ nom: `many${i}.mssante.test`, dn: OP1_DN }))];
+    const many = [
+      ...BASE_ENTRIES,
+      ...Array.from({ length: MAX_LIST_ENTRIES + 1 - BASE_ENTRIES.length }, (_, i) => ({
+        nom: `many${i}.mssante.test`,
+        dn: OP1_DN,
+      })),
+    ];
     await refused({ kind: 'serve', body: lists!.sign(many, isoDays(-1)), etag: null }, 'list_too_many_entries');
   });
 
   it('clock skew: a signer valid only in the future cannot sign a list dated now (signer_not_valid_at_generation)', async (t) => {
     if (!(await ready(t))) return;
     const future = lists!.issueSigner('future-signer', { notBefore: opensslDays(30), notAfter: opensslDays(400) });
-    await refused({ kind: 'serve', body: lists!.sign(BASE_ENTRIES, isoDays(0), future), etag: null }, 'signer_not_valid_at_generation');
+    await refused(
+      { kind: 'serve', body: lists!.sign(BASE_ENTRIES, isoDays(0), future), etag: null },
+      'signer_not_valid_at_generation',
+    );
     // The same signer on a list dated inside its validity: the list is from the future, see below.
     await refused({ kind: 'serve', body: lists!.sign(BASE_ENTRIES, isoDays(40), future), etag: null }, 'list_from_future');
   });
@@ -151,7 +183,11 @@ describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { t
     if (!(await ready(t))) return;
     const d = daemon!;
     const ahead = new Date(Date.now() + 2 * 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-    server!.setBehaviour({ kind: 'serve', body: lists!.sign([...BASE_ENTRIES, { nom: 'ahead.mssante.test', dn: OP1_DN }], ahead), etag: null });
+    server!.setBehaviour({
+      kind: 'serve',
+      body: lists!.sign([...BASE_ENTRIES, { nom: 'ahead.mssante.test', dn: OP1_DN }], ahead),
+      etag: null,
+    });
     const { status, wrong } = await reloadWhileAsking(d, client!);
     assert.deepEqual(wrong, []);
     assert.equal(status.generatedAt, ahead);

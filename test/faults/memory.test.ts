@@ -48,7 +48,10 @@ function junkMacros(stage: string): Buffer {
 function largestSubject(): Buffer {
   const room = CONNECTION_BYTES - (PACKET_BYTES + 4) - MACRO_ENTRY_COST - 2 * 64; // 64 chars for the MAIL macro
   const chars = Math.floor(room / 2) - '{cert_subject}'.length;
-  return encodeMacro('H', [['{cert_subject}', 'C'.repeat(chars)], ...Array.from({ length: 100 }, (_, i): [string, string] => [`y${i}`, 'v'])]);
+  return encodeMacro('H', [
+    ['{cert_subject}', 'C'.repeat(chars)],
+    ...Array.from({ length: 100 }, (_, i): [string, string] => [`y${i}`, 'v']),
+  ]);
 }
 
 /** The header and all but one byte of a largest BODY packet: the daemon holds its buffer. */
@@ -109,7 +112,12 @@ describe('memory under 1 000 hostile Milter connections', { timeout: 300_000 }, 
       largestSubject(),
       encodeMacro('M', [['i', 'Q'.repeat(20)]]), // costs 2 × 21 + 64 = 106 bytes, within the 128 left for it
       // Dropped whole whatever their size: one macro each is enough to show they are counted, not kept.
-      ...DROPPED_STAGES.map((stage) => encodeMacro(stage, [['{cert_subject}', 'forged'], ['i', 'x']])),
+      ...DROPPED_STAGES.map((stage) =>
+        encodeMacro(stage, [
+          ['{cert_subject}', 'forged'],
+          ['i', 'x'],
+        ]),
+      ),
       incompletePacket(),
     ];
     // In batches, so that the listen backlog never overflows on a loaded machine.
@@ -125,13 +133,27 @@ describe('memory under 1 000 hostile Milter connections', { timeout: 300_000 }, 
       'every hostile packet read',
       async () => {
         if (!isAlive(d.pid)) return 'died';
-        return (await metricNow(d, 'protocol_errors_total', { frontend: 'milter', kind: 'macro_stage_ignored' })) >= CONNECTIONS * DROPPED_STAGES.length && 'read';
+        return (
+          (await metricNow(d, 'protocol_errors_total', { frontend: 'milter', kind: 'macro_stage_ignored' })) >=
+            CONNECTIONS * DROPPED_STAGES.length && 'read'
+        );
       },
       120_000,
       500,
     );
-    assert.equal(outcome, 'read', `the daemon died:\n${d.logs.filter((l) => l.startsWith('stderr:')).slice(-8).join('\n')}`);
-    assert.equal(await metricNow(d, 'connections_active', { frontend: 'milter' }), CONNECTIONS, 'every hostile connection is held, none went over budget');
+    assert.equal(
+      outcome,
+      'read',
+      `the daemon died:\n${d.logs
+        .filter((l) => l.startsWith('stderr:'))
+        .slice(-8)
+        .join('\n')}`,
+    );
+    assert.equal(
+      await metricNow(d, 'connections_active', { frontend: 'milter' }),
+      CONNECTIONS,
+      'every hostile connection is held, none went over budget',
+    );
     assert.equal(await metricNow(d, 'protocol_errors_total', { frontend: 'milter', kind: 'connection_budget_exceeded' }), 0);
 
     const started = Date.now();
@@ -145,7 +167,9 @@ describe('memory under 1 000 hostile Milter connections', { timeout: 300_000 }, 
 
     const peakKiB = statusKiB(d.pid, 'VmHWM');
     const boundKiB = rssBeforeKiB + (CONNECTIONS * (CONNECTION_BYTES + PER_SOCKET_OVERHEAD) + GC_HEADROOM) / 1024;
-    console.log(`# RSS before ${Math.round(rssBeforeKiB / 1024)} MiB, peak ${Math.round(peakKiB / 1024)} MiB, bound ${Math.round(boundKiB / 1024)} MiB; sent in ${sentMs} ms, read in ${started - t0} ms; policy answer in ${latencyMs} ms`);
+    console.log(
+      `# RSS before ${Math.round(rssBeforeKiB / 1024)} MiB, peak ${Math.round(peakKiB / 1024)} MiB, bound ${Math.round(boundKiB / 1024)} MiB; sent in ${sentMs} ms, read in ${started - t0} ms; policy answer in ${latencyMs} ms`,
+    );
     assert.ok(peakKiB < boundKiB, `peak RSS ${peakKiB} KiB under the bound ${Math.round(boundKiB)} KiB`);
   });
 });

@@ -49,7 +49,11 @@ const LIMITS = {
 /** Longest any abuse may hold a connection: the largest timeout, plus slack for a loaded machine. */
 const BOUND_MS = (Math.max(LIMITS.idleTimeoutS, LIMITS.milterIdleTimeoutS, LIMITS.requestTimeoutS) + 5) * 1000;
 
-const VALID_REQUEST = Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', ...postfixRequest(VALID.cn, VALID.sender) });
+const VALID_REQUEST = Object.entries({
+  request: 'smtpd_access_policy',
+  protocol_state: 'RCPT',
+  ...postfixRequest(VALID.cn, VALID.sender),
+});
 
 describe('protocol abuse on both frontends (running daemon, small limits)', { timeout: 120_000 }, () => {
   let d: DaemonHandle;
@@ -60,15 +64,24 @@ describe('protocol abuse on both frontends (running daemon, small limits)', { ti
       whitelist: unsignedListFile(),
       milter: true,
       extraArgs: [
-        '--max-connections', String(LIMITS.maxConnections),
-        '--idle-timeout', String(LIMITS.idleTimeoutS),
-        '--milter-idle-timeout', String(LIMITS.milterIdleTimeoutS),
-        '--request-timeout', String(LIMITS.requestTimeoutS),
-        '--max-line-bytes', String(LIMITS.maxLineBytes),
-        '--max-request-bytes', String(LIMITS.maxRequestBytes),
-        '--max-attributes', String(LIMITS.maxAttributes),
-        '--max-milter-packet-bytes', String(LIMITS.maxMilterPacketBytes),
-        '--log-level', 'debug',
+        '--max-connections',
+        String(LIMITS.maxConnections),
+        '--idle-timeout',
+        String(LIMITS.idleTimeoutS),
+        '--milter-idle-timeout',
+        String(LIMITS.milterIdleTimeoutS),
+        '--request-timeout',
+        String(LIMITS.requestTimeoutS),
+        '--max-line-bytes',
+        String(LIMITS.maxLineBytes),
+        '--max-request-bytes',
+        String(LIMITS.maxRequestBytes),
+        '--max-attributes',
+        String(LIMITS.maxAttributes),
+        '--max-milter-packet-bytes',
+        String(LIMITS.maxMilterPacketBytes),
+        '--log-level',
+        'debug',
       ],
     });
     witness = await startWitness(d);
@@ -115,7 +128,8 @@ describe('protocol abuse on both frontends (running daemon, small limits)', { ti
       assert.equal(c.received().length, 0, `${frontend}: random bytes got no answer`);
     }
     // Policy: a protocol error (counted) or, for bytes that happen to end a line and stop, the idle timeout (logged).
-    const accounted = async (): Promise<number> => (await errors('policy')) - policyErrors + logsSince(from, /^policy connection idle/).length;
+    const accounted = async (): Promise<number> =>
+      (await errors('policy')) - policyErrors + logsSince(from, /^policy connection idle/).length;
     await waitFor('every policy close accounted for', async () => (await accounted()) >= 30);
     assert.equal(await accounted(), 30, 'each policy close is accounted for, once');
     // Milter: every close is a counted protocol error, its idle timeout included.
@@ -175,7 +189,10 @@ describe('protocol abuse on both frontends (running daemon, small limits)', { ti
   });
 
   it('a request that never ends is cut by --request-timeout (policy) and the packet timeout (milter)', async () => {
-    const [policyTimeouts, milterTimeouts] = [await errors('policy', 'request_timeout'), await metricNow(d, 'protocol_errors_total', { frontend: 'milter' })];
+    const [policyTimeouts, milterTimeouts] = [
+      await errors('policy', 'request_timeout'),
+      await metricNow(d, 'protocol_errors_total', { frontend: 'milter' }),
+    ];
     const p = await connectRaw(d.policyAddress);
     p.socket.write('request=smtpd_access_policy\nprotocol_state=RCPT\n');
     const m = await milterSession(d.milterAddress!, VALID.cn);
@@ -186,13 +203,20 @@ describe('protocol abuse on both frontends (running daemon, small limits)', { ti
     assert.equal(p.received().length, 0);
     assert.equal(await errors('policy', 'request_timeout'), policyTimeouts + 1);
     const samples = await scrape(d);
-    assert.equal(metric(samples, 'protocol_errors_total', { frontend: 'milter' }), milterTimeouts + 1, 'the milter cut is counted (request_timeout or idle_timeout)');
+    assert.equal(
+      metric(samples, 'protocol_errors_total', { frontend: 'milter' }),
+      milterTimeouts + 1,
+      'the milter cut is counted (request_timeout or idle_timeout)',
+    );
     await stillAnswering();
   });
 
   it('slowloris (1 byte every 250 ms): the socket is never idle, the request timeout cuts it anyway', async () => {
     const from = d.logs.length;
-    const [policyTimeouts, milterTimeouts] = [await errors('policy', 'request_timeout'), await errors('milter', 'request_timeout')];
+    const [policyTimeouts, milterTimeouts] = [
+      await errors('policy', 'request_timeout'),
+      await errors('milter', 'request_timeout'),
+    ];
     const p = await connectRaw(d.policyAddress);
     const m = await milterSession(d.milterAddress!, VALID.cn);
     const policyBytes = Buffer.from(`sender=${'a'.repeat(900)}`);
@@ -219,17 +243,27 @@ describe('protocol abuse on both frontends (running daemon, small limits)', { ti
   it('connections beyond --max-connections are closed at once and counted; idle ones time out; a fresh one is answered', async () => {
     for (const frontend of ['policy', 'milter'] as const) {
       const address = frontend === 'policy' ? d.policyAddress : d.milterAddress!;
-      await waitFor(`${frontend}: only the witness connected`, async () => (await metricNow(d, 'connections_active', { frontend })) === 1);
+      await waitFor(
+        `${frontend}: only the witness connected`,
+        async () => (await metricNow(d, 'connections_active', { frontend })) === 1,
+      );
       const rejected = await metricNow(d, 'connections_rejected_total', { frontend });
       const opened: RawConnection[] = [];
-      for (let batch = 0; batch < 4; batch++) opened.push(...(await Promise.all(Array.from({ length: 50 }, () => connectRaw(address)))));
+      for (let batch = 0; batch < 4; batch++)
+        opened.push(...(await Promise.all(Array.from({ length: 50 }, () => connectRaw(address)))));
       // The witness holds one connection: 49 more fit, the 151 others are closed at once.
-      await waitFor(`${frontend}: the excess counted`, async () => (await metricNow(d, 'connections_rejected_total', { frontend })) === rejected + 151);
+      await waitFor(
+        `${frontend}: the excess counted`,
+        async () => (await metricNow(d, 'connections_rejected_total', { frontend })) === rejected + 151,
+      );
       assert.equal(await metricNow(d, 'connections_active', { frontend }), LIMITS.maxConnections);
       assert.ok(logRecords(d, /connection limit reached/).length >= 1, 'the refusal is logged (rate-limited)');
       // The idle ones are closed by the idle timeout; then there is room again.
       await Promise.all(opened.map((c) => closedWithin(c, BOUND_MS, `${frontend} idle connection`)));
-      await waitFor(`${frontend}: only the witness left`, async () => (await metricNow(d, 'connections_active', { frontend })) === 1);
+      await waitFor(
+        `${frontend}: only the witness left`,
+        async () => (await metricNow(d, 'connections_active', { frontend })) === 1,
+      );
     }
     await stillAnswering();
   });
@@ -249,7 +283,10 @@ describe('protocol abuse on both frontends (running daemon, small limits)', { ti
     }
     await waitFor('every stormed connection gone', async () => {
       const s = await scrape(d);
-      return metric(s, 'connections_active', { frontend: 'policy' }) === 1 && metric(s, 'connections_active', { frontend: 'milter' }) === 1;
+      return (
+        metric(s, 'connections_active', { frontend: 'policy' }) === 1 &&
+        metric(s, 'connections_active', { frontend: 'milter' }) === 1
+      );
     });
     assert.equal(await errors('policy'), policyErrors, 'a connection closed before any byte is no protocol error');
     assert.equal(await errors('milter'), milterErrors);
@@ -268,14 +305,23 @@ describe('protocol abuse on both frontends (running daemon, small limits)', { ti
     const m = await MilterTestClient.connect(d.milterAddress!);
     m.send(encodeOptneg(6, 0x1ff, 0x1fffff));
     await m.readPacket();
-    m.send(encodeMacro('H', milterTlsMacros(VALID.cn)), encodeHelo(`evil\n${forged}`), encodeMacro('M', [['i', `Q\n${forged}`]]), encodeMail([`<${VALID.sender}>`]));
+    m.send(
+      encodeMacro('H', milterTlsMacros(VALID.cn)),
+      encodeHelo(`evil\n${forged}`),
+      encodeMacro('M', [['i', `Q\n${forged}`]]),
+      encodeMail([`<${VALID.sender}>`]),
+    );
     assert.equal((await m.readPacket()).command, 'c');
     m.destroy();
     const traces = await waitFor('both traces', () => {
       const t = logsSince(from, /./).filter((r) => typeof r.helo === 'string' && String(r.helo).startsWith('evil'));
       return t.length === 2 ? t : null;
     });
-    assert.deepEqual(traces.map((r) => r.helo).sort(), [`evil\n${forged}`, `evil\r${forged}`].sort(), 'the values are kept as data');
+    assert.deepEqual(
+      traces.map((r) => r.helo).sort(),
+      [`evil\n${forged}`, `evil\r${forged}`].sort(),
+      'the values are kept as data',
+    );
     for (const line of d.logs.slice(from)) {
       if (line.startsWith('stderr: ')) continue;
       const record = JSON.parse(line) as Record<string, unknown>;

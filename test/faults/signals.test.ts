@@ -67,11 +67,21 @@ describe('signals (running daemon)', { timeout: 600_000 }, () => {
     const generatedAt = isoDays(-1);
     const body = lists.sign(entries, generatedAt);
     server.setBehaviour({ kind: 'serve', body, etag: null });
-    const d = await startDaemon({ whitelist: server.url, milter: true, extraArgs: [...lists.trustArgs, '--ca-file', server.caFile] });
+    const d = await startDaemon({
+      whitelist: server.url,
+      milter: true,
+      extraArgs: [...lists.trustArgs, '--ca-file', server.caFile],
+    });
     daemons.push(d);
-    await waitFor('the start-up load', async () => (await listInForce(d)).lastSuccessAt !== null && logRecords(d, 'list_loaded').length > 0);
+    await waitFor(
+      'the start-up load',
+      async () => (await listInForce(d)).lastSuccessAt !== null && logRecords(d, 'list_loaded').length > 0,
+    );
     // The load's duration is observed after its log line: wait for it, or it would count as a storm load.
-    await waitFor('the start-up load to be counted', async () => (await metricNow(d, 'whitelist_load_duration_seconds_count')) >= 1);
+    await waitFor(
+      'the start-up load to be counted',
+      async () => (await metricNow(d, 'whitelist_load_duration_seconds_count')) >= 1,
+    );
     const loadsBefore = await metricNow(d, 'whitelist_load_duration_seconds_count');
     const unchangedBefore = logRecords(d, 'list_unchanged').length;
     const sighupsBefore = logRecords(d, 'sighup').length;
@@ -95,14 +105,21 @@ describe('signals (running daemon)', { timeout: 600_000 }, () => {
     release();
 
     // The running load, then at most one queued behind it: exactly two, whatever the speed.
-    await waitFor('the running and the queued load to end', async () => {
-      const loads = (await metricNow(d, 'whitelist_load_duration_seconds_count')) - loadsBefore;
-      return loads >= 2 && logRecords(d, 'list_unchanged').length - unchangedBefore >= 2;
-    }, 120_000, 200);
+    await waitFor(
+      'the running and the queued load to end',
+      async () => {
+        const loads = (await metricNow(d, 'whitelist_load_duration_seconds_count')) - loadsBefore;
+        return loads >= 2 && logRecords(d, 'list_unchanged').length - unchangedBefore >= 2;
+      },
+      120_000,
+      200,
+    );
     const report = await witness.stop();
     const loads = (await metricNow(d, 'whitelist_load_duration_seconds_count')) - loadsBefore;
     const sighups = logRecords(d, 'sighup').length - sighupsBefore;
-    t.diagnostic(`${sighups} SIGHUP seen, ${loads} loads, ${report.policyAnswers} policy and ${report.milterAnswers} milter answers`);
+    t.diagnostic(
+      `${sighups} SIGHUP seen, ${loads} loads, ${report.policyAnswers} policy and ${report.milterAnswers} milter answers`,
+    );
 
     assert.ok(isAlive(d.pid), 'alive');
     assert.equal(sighups, SIGNALS);
@@ -124,17 +141,32 @@ describe('signals (running daemon)', { timeout: 600_000 }, () => {
 
     // 60 policy connections with a request sent but for its final empty line, 40 Milter sessions
     // between HELO and MAIL FROM, and 5 idle policy connections.
-    const request = encodeRequest(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', ...postfixRequest(VALID.cn, VALID.sender) }));
+    const request = encodeRequest(
+      Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', ...postfixRequest(VALID.cn, VALID.sender) }),
+    );
     const policy: RawConnection[] = await Promise.all(Array.from({ length: 60 }, () => connectRaw(d.policyAddress)));
     for (const c of policy) c.socket.write(request.subarray(0, request.length - 1));
-    const milter: MilterTestClient[] = await Promise.all(Array.from({ length: 40 }, () => milterSession(d.milterAddress!, VALID.cn)));
-    for (const m of milter) m.send(encodeMacro('M', [['i', 'TERM'], ['{mail_addr}', VALID.sender]]));
+    const milter: MilterTestClient[] = await Promise.all(
+      Array.from({ length: 40 }, () => milterSession(d.milterAddress!, VALID.cn)),
+    );
+    for (const m of milter)
+      m.send(
+        encodeMacro('M', [
+          ['i', 'TERM'],
+          ['{mail_addr}', VALID.sender],
+        ]),
+      );
     const idle: RawConnection[] = await Promise.all(Array.from({ length: 5 }, () => connectRaw(d.policyAddress)));
     await waitFor('105 connections open', async () => (await metricNow(d, 'connections_active')) === 105);
 
     const exited = d.stop('SIGTERM');
-    await waitFor('the listeners to close', async () => (await refused(d.policyAddress)) && (await refused(d.milterAddress!)), 10_000);
-    for (const c of idle) assert.equal((await closedWithin(c, 5000, 'idle connection')).serverEnded, true, 'idle connections are ended at once');
+    await waitFor(
+      'the listeners to close',
+      async () => (await refused(d.policyAddress)) && (await refused(d.milterAddress!)),
+      10_000,
+    );
+    for (const c of idle)
+      assert.equal((await closedWithin(c, 5000, 'idle connection')).serverEnded, true, 'idle connections are ended at once');
 
     // Now the MTAs finish what they started: every answer still comes, then the connection ends.
     for (const c of policy) c.socket.write('\n');
@@ -158,7 +190,9 @@ describe('signals (running daemon)', { timeout: 600_000 }, () => {
     daemons.push(d);
     const stuck: RawConnection[] = await Promise.all(Array.from({ length: 20 }, () => connectRaw(d.policyAddress)));
     for (const c of stuck) c.socket.write('request=smtpd_access_policy\n');
-    const stuckMilter: MilterTestClient[] = await Promise.all(Array.from({ length: 20 }, () => milterSession(d.milterAddress!, VALID.cn)));
+    const stuckMilter: MilterTestClient[] = await Promise.all(
+      Array.from({ length: 20 }, () => milterSession(d.milterAddress!, VALID.cn)),
+    );
     await waitFor('40 connections open', async () => (await metricNow(d, 'connections_active')) === 40);
     const started = Date.now();
     const code = await d.stop('SIGTERM');

@@ -40,7 +40,8 @@ import { toolOrSkip } from '../support/tools.js';
 const STATE_LIST = 'whitelist.xml';
 const STATE_META = 'whitelist.json';
 const sha256 = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex');
-const extra = (n: number, prefix: string): ListEntry[] => Array.from({ length: n }, (_, i) => ({ nom: `${prefix}${i}.mssante.test`, dn: OP1_DN }));
+const extra = (n: number, prefix: string): ListEntry[] =>
+  Array.from({ length: n }, (_, i) => ({ nom: `${prefix}${i}.mssante.test`, dn: OP1_DN }));
 
 describe('state directory faults (running daemon, file source, signed lists)', { timeout: 150_000 }, () => {
   let lists: ListSigner | null = null;
@@ -73,7 +74,8 @@ describe('state directory faults (running daemon, file source, signed lists)', {
   }
 
   const stored = (stateDir: string): string => readFileSync(join(stateDir, STATE_LIST), 'utf8');
-  const storedMetaSha = (stateDir: string): string => (JSON.parse(readFileSync(join(stateDir, STATE_META), 'utf8')) as { sha256: string }).sha256;
+  const storedMetaSha = (stateDir: string): string =>
+    (JSON.parse(readFileSync(join(stateDir, STATE_META), 'utf8')) as { sha256: string }).sha256;
   const temps = (stateDir: string): string[] => readdirSync(stateDir).filter((n) => n.endsWith('.tmp'));
 
   it('read-only state directory: the new list still goes in force, state_write_failed is counted, the stored copy stays whole', async (t) => {
@@ -156,13 +158,20 @@ describe('state directory faults (running daemon, file source, signed lists)', {
     for (const [name, bytes, meta] of [
       ['garbage', 'garbage <<< not a list \x01\x02', null],
       // A copy cut in half whose metadata still names the whole list: the hash check sends it to full verification.
-      ['truncated', a.slice(0, Math.floor(a.length / 2)), { source, sha256: sha256(a), generatedAt: isoDays(-3), verifiedAt: isoDays(-1), validators: null }],
+      [
+        'truncated',
+        a.slice(0, Math.floor(a.length / 2)),
+        { source, sha256: sha256(a), generatedAt: isoDays(-3), verifiedAt: isoDays(-1), validators: null },
+      ],
     ] as const) {
       const stateDir = workDir(`state-${name}`);
       writeFileSync(join(stateDir, STATE_LIST), bytes);
       if (meta !== null) writeFileSync(join(stateDir, STATE_META), JSON.stringify(meta));
       const d = await start(source, stateDir);
-      const failed = await waitFor('the start-up failure log line', () => logRecords(d, 'list_load_failed').filter((r) => r.trigger === 'state')[0]);
+      const failed = await waitFor(
+        'the start-up failure log line',
+        () => logRecords(d, 'list_load_failed').filter((r) => r.trigger === 'state')[0],
+      );
       assert.match(String(failed.reason), /^(xml_malformed|signature_missing|encoding_invalid)$/, name);
       assert.match(String(failed.detail), /^stored list: /);
       const s = await listInForce(d);
@@ -187,7 +196,11 @@ describe('state directory faults (running daemon, file source, signed lists)', {
     assert.equal(readyz.status, 503);
     assert.match(readyz.text, /whitelist_unavailable/);
     for (let i = 0; i < 3; i++) {
-      assert.match(await askOnce(u.policyAddress, postfixRequest(VALID.cn, VALID.sender)), /^451 4\.3\.0 /, 'deferred, never refused');
+      assert.match(
+        await askOnce(u.policyAddress, postfixRequest(VALID.cn, VALID.sender)),
+        /^451 4\.3\.0 /,
+        'deferred, never refused',
+      );
       assert.match(await milterAskOnce(u.milterAddress, VALID.cn, VALID.sender), /^451 4\.3\.0 /);
     }
     assert.equal(await metricNow(u, 'decisions_total', { result: 'tempfail', reason: 'whitelist_unavailable' }), 6);
@@ -220,7 +233,11 @@ describe('state directory faults (running daemon, file source, signed lists)', {
       const d = await start(source);
       const stateDir = d.stateDir;
       assert.equal(stored(stateDir), a);
-      const strace = spawn('strace', ['-f', '-qq', '-p', String(d.pid), '-e', 'trace=fsync,/^rename', '-e', inject, '-o', '/dev/null'], { stdio: 'ignore' });
+      const strace = spawn(
+        'strace',
+        ['-f', '-qq', '-p', String(d.pid), '-e', 'trace=fsync,/^rename', '-e', inject, '-o', '/dev/null'],
+        { stdio: 'ignore' },
+      );
       let straceRunning = true;
       const straceExited = new Promise<void>((ok) =>
         strace.once('exit', () => {
@@ -241,10 +258,20 @@ describe('state directory faults (running daemon, file source, signed lists)', {
         replaceFile(source, b);
         d.signal('SIGHUP');
         if (point.startsWith('fsync')) {
-          await waitFor('the temp file of the new list', () => temps(stateDir).some((n) => readFileSync(join(stateDir, n)).length === Buffer.byteLength(b)), 15_000, 5);
+          await waitFor(
+            'the temp file of the new list',
+            () => temps(stateDir).some((n) => readFileSync(join(stateDir, n)).length === Buffer.byteLength(b)),
+            15_000,
+            5,
+          );
         } else {
           // Held in the metadata's rename: the new list is in place and the metadata's temp file written.
-          await waitFor('the new list renamed into place, the metadata temp file written', () => existsSync(join(stateDir, STATE_LIST)) && stored(stateDir) === b && temps(stateDir).length === 1, 15_000, 5);
+          await waitFor(
+            'the new list renamed into place, the metadata temp file written',
+            () => existsSync(join(stateDir, STATE_LIST)) && stored(stateDir) === b && temps(stateDir).length === 1,
+            15_000,
+            5,
+          );
         }
         await d.stop('SIGKILL');
       } finally {
@@ -288,7 +315,10 @@ describe('state directory faults (running daemon, file source, signed lists)', {
       d = await start(join(dir, 'gone.xml'), stateDir);
       const s = await listInForce(d);
       assert.equal(s.usable, true, `kill after ${delayMs} ms: a list is served`);
-      assert.ok(s.sha256 === sha256(previous) || s.sha256 === sha256(next), `kill after ${delayMs} ms: the previous or the new list, whole`);
+      assert.ok(
+        s.sha256 === sha256(previous) || s.sha256 === sha256(next),
+        `kill after ${delayMs} ms: the previous or the new list, whole`,
+      );
       assert.equal(await askOnce(d.policyAddress, postfixRequest(VALID.cn, VALID.sender)), 'DUNNO');
       outcomes.push(`${delayMs} ms → ${s.sha256 === sha256(next) ? 'new' : 'previous'}`);
       // Back to the live source for the next round.
@@ -296,7 +326,10 @@ describe('state directory faults (running daemon, file source, signed lists)', {
       d = await start(source, stateDir);
       await waitFor('the new list from the source', async () => {
         const now = await listInForce(d);
-        return now.sha256 === sha256(next) || (now.lastFailureReason !== null && assert.fail(`round ${i}: ${now.lastFailureReason}: ${now.lastFailureDetail}`));
+        return (
+          now.sha256 === sha256(next) ||
+          (now.lastFailureReason !== null && assert.fail(`round ${i}: ${now.lastFailureReason}: ${now.lastFailureDetail}`))
+        );
       });
       previous = next;
     }

@@ -28,7 +28,12 @@ describe('list worker heap limit', { timeout: 60_000 }, () => {
       assert.match(crashed.error ?? '', /memory|exited/i, crashed.error ?? '');
       t.diagnostic(`worker failure: ${crashed.error ?? ''}`);
 
-      const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1000 });
+      const good = await worker.run({
+        bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))),
+        trust: NO_TRUST,
+        allowUnsigned: true,
+        maxEntries: 1000,
+      });
       assert.ok(good.result?.ok === true, `the next list loads: ${good.error ?? ''}`);
       assert.equal(good.result.ok && good.result.list.entries.length, BASE_ENTRIES.length);
     } finally {
@@ -51,12 +56,23 @@ describe('list worker heap limit', { timeout: 60_000 }, () => {
       }
       const slow = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration>${open}${close}<ListeDomaines/><Signature xmlns="http://www.w3.org/2000/09/xmldsig#"/></ListeBlancheMSSante>`;
       const started = Date.now();
-      const cut = await worker.run({ bytes: Buffer.from(slow), trust: { ...NO_TRUST, signer: [join(REPO_ROOT, 'examples', 'demo-signer.pem')] }, allowUnsigned: false, maxEntries: 1000 }, 1500);
+      const cut = await worker.run(
+        {
+          bytes: Buffer.from(slow),
+          trust: { ...NO_TRUST, signer: [join(REPO_ROOT, 'examples', 'demo-signer.pem')] },
+          allowUnsigned: false,
+          maxEntries: 1000,
+        },
+        1500,
+      );
       assert.equal(cut.result, null);
       assert.match(cut.error ?? '', /took longer than 1\.5 s/);
       assert.ok(Date.now() - started < 10_000, 'the deadline, not the document, ended the job');
 
-      const good = await worker.run({ bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1000 }, 30_000);
+      const good = await worker.run(
+        { bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1000 },
+        30_000,
+      );
       assert.ok(good.result?.ok === true, `the next list loads in a fresh worker: ${good.error ?? ''}`);
     } finally {
       clearInterval(keepAlive);

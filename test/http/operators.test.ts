@@ -17,7 +17,14 @@ const index = buildIndex([
 ]);
 
 function facts(cn: string, sender: string): Facts {
-  return { frontend: 'policy', stage: 'rcpt', tlsProtocol: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384', cert: { kind: 'cn', cn, issuerCn: null, verified: true }, sender };
+  return {
+    frontend: 'policy',
+    stage: 'rcpt',
+    tlsProtocol: 'TLSv1.3',
+    tlsCipher: 'TLS_AES_256_GCM_SHA384',
+    cert: { kind: 'cn', cn, issuerCn: null, verified: true },
+    sender,
+  };
 }
 
 describe('GET /v1/operators', () => {
@@ -66,7 +73,10 @@ describe('GET /v1/operators', () => {
     assert.equal(body.rate, 5);
     assert.equal(body.burst, 10);
     assert.equal(body.windowSeconds, 60);
-    assert.deepEqual(body.operators.map((o) => o.operator), ['mx.flood.fr', 'unlisted', 'mx.calm.fr']);
+    assert.deepEqual(
+      body.operators.map((o) => o.operator),
+      ['mx.flood.fr', 'unlisted', 'mx.calm.fr'],
+    );
     const [a, u, b] = body.operators;
     assert.equal(a?.transactions, 90);
     assert.equal(a?.throttled, 80);

@@ -25,7 +25,8 @@ function fakeWorld() {
   const lines: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString('utf8').split('\n'))
+        if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
       done();
     },
   });
@@ -92,14 +93,28 @@ function fakeWorld() {
   return { world, deps };
 }
 
-async function get(address: string, path: string, method = 'GET', body?: string): Promise<{ status: number; type: string; body: string }> {
+async function get(
+  address: string,
+  path: string,
+  method = 'GET',
+  body?: string,
+): Promise<{ status: number; type: string; body: string }> {
   const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: host.replace(/^\[|\]$/g, ''), port, path, method, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body: Buffer.concat(chunks).toString('utf8') }));
-    });
+    const req = httpRequest(
+      { host: host.replace(/^\[|\]$/g, ''), port, path, method, headers: body ? { 'content-type': 'application/json' } : {} },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            type: String(res.headers['content-type']),
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
+        );
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -200,8 +215,17 @@ describe('http server', () => {
     const qs = new URLSearchParams({ ...input, ccert_subject: 'mx.other.fr' }).toString();
     const viaGet = await get(server.address, `/v1/decide?${qs}`);
     assert.equal(viaGet.status, 200);
-    assert.deepEqual(JSON.parse(viaGet.body), { result: 'reject', reason: 'sender_cert_mismatch', action: POLICY_ACTIONS.sender_cert_mismatch });
-    const postMismatch = await get(server.address, '/v1/decide', 'POST', JSON.stringify({ ...input, ccert_subject: 'mx.other.fr' }));
+    assert.deepEqual(JSON.parse(viaGet.body), {
+      result: 'reject',
+      reason: 'sender_cert_mismatch',
+      action: POLICY_ACTIONS.sender_cert_mismatch,
+    });
+    const postMismatch = await get(
+      server.address,
+      '/v1/decide',
+      'POST',
+      JSON.stringify({ ...input, ccert_subject: 'mx.other.fr' }),
+    );
     assert.equal(postMismatch.body, viaGet.body);
 
     world.listLoaded = false;
@@ -237,7 +261,12 @@ describe('http server', () => {
   });
 
   it('is read-only: other methods and unknown paths are 404', async () => {
-    for (const [method, path] of [['PUT', '/v1/whitelist'], ['DELETE', '/v1/whitelist'], ['POST', '/metrics'], ['GET', '/v1/reload']] as const) {
+    for (const [method, path] of [
+      ['PUT', '/v1/whitelist'],
+      ['DELETE', '/v1/whitelist'],
+      ['POST', '/metrics'],
+      ['GET', '/v1/reload'],
+    ] as const) {
       assert.equal((await get(server.address, path, method)).status, 404, `${method} ${path}`);
     }
   });
@@ -252,7 +281,11 @@ describe('http server', () => {
     assert.equal(line.level, 20);
     assert.equal(line.statusCode, 200);
     assert.equal(line.method, 'GET');
-    assert.deepEqual(mine.filter((l) => (l.level as number) >= 30), [], 'nothing above debug for a normal request');
+    assert.deepEqual(
+      mine.filter((l) => (l.level as number) >= 30),
+      [],
+      'nothing above debug for a normal request',
+    );
   });
 });
 
@@ -260,11 +293,20 @@ describe('http server', () => {
 function withHost(address: string, path: string, host: string | undefined): Promise<{ status: number; body: string }> {
   const i = address.lastIndexOf(':');
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: address.slice(0, i), port: Number(address.slice(i + 1)), path, setHost: false, headers: host === undefined ? {} : { host } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-    });
+    const req = httpRequest(
+      {
+        host: address.slice(0, i),
+        port: Number(address.slice(i + 1)),
+        path,
+        setHost: false,
+        headers: host === undefined ? {} : { host },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -282,18 +324,52 @@ describe('Host allow-list (DNS rebinding)', () => {
 
   it('answers loopback names, the listen address and --http-allowed-host, with or without a port', async () => {
     const port = server.address.slice(server.address.lastIndexOf(':') + 1);
-    for (const host of ['localhost', `localhost:${port}`, 'LOCALHOST', '127.0.0.1', `127.0.0.1:${port}`, '[::1]', `[::1]:${port}`, 'metrics.internal.example', 'metrics.internal.example:9464', 'proxy.example:8443']) {
+    for (const host of [
+      'localhost',
+      `localhost:${port}`,
+      'LOCALHOST',
+      '127.0.0.1',
+      `127.0.0.1:${port}`,
+      '[::1]',
+      `[::1]:${port}`,
+      'metrics.internal.example',
+      'metrics.internal.example:9464',
+      'proxy.example:8443',
+    ]) {
       const r = await withHost(server.address, '/metrics', host);
       assert.equal(r.status, 200, host);
     }
   });
 
   it('refuses any other Host with 421 and a body that tells nothing of the daemon', async () => {
-    for (const host of ['evil.example', 'evil.example:9464', 'localhost.evil.example', '127.0.0.1.nip.io', 'proxy.example', 'proxy.example:80', '[::2]', 'localhost:abc', 'local host', '', 'x'.repeat(400)]) {
-      for (const path of ['/metrics', '/v1/whitelist', '/v1/whitelist/domains/hopital.mssante.fr', '/v1/decide?sender=a@hopital.mssante.fr', '/healthz']) {
+    for (const host of [
+      'evil.example',
+      'evil.example:9464',
+      'localhost.evil.example',
+      '127.0.0.1.nip.io',
+      'proxy.example',
+      'proxy.example:80',
+      '[::2]',
+      'localhost:abc',
+      'local host',
+      '',
+      'x'.repeat(400),
+    ]) {
+      for (const path of [
+        '/metrics',
+        '/v1/whitelist',
+        '/v1/whitelist/domains/hopital.mssante.fr',
+        '/v1/decide?sender=a@hopital.mssante.fr',
+        '/healthz',
+      ]) {
         const r = await withHost(server.address, path, host);
         assert.equal(r.status, 421, `${host} ${path}`);
-        assert.deepEqual(JSON.parse(r.body), { statusCode: 421, code: 'host_not_allowed', error: 'Misdirected Request', message: 'Host not allowed' });
+        assert.deepEqual(JSON.parse(r.body), {
+          statusCode: 421,
+          code: 'host_not_allowed',
+          error: 'Misdirected Request',
+          message: 'Host not allowed',
+        });
         assert.doesNotMatch(r.body, /mssante_policyd|hopital|usable/);
       }
     }
@@ -316,14 +392,19 @@ describe('readiness from the event loop', () => {
   it('turns not ready while the loop is saturated, and ready again once it recovers', async () => {
     const { world, deps } = fakeWorld();
     world.listLoaded = true;
-    const server = await startHttpServer('127.0.0.1:0', { ...deps, eventLoop: { maxDelayMs: 50, windowMs: 300, resolutionMs: 10 } });
+    const server = await startHttpServer('127.0.0.1:0', {
+      ...deps,
+      eventLoop: { maxDelayMs: 50, windowMs: 300, resolutionMs: 10 },
+    });
     try {
       assert.equal((await get(server.address, '/readyz')).status, 200);
       // Long synchronous chunks with brief yields: every delay sample is ~150 ms.
       const until = Date.now() + 900;
       while (Date.now() < until) {
         const chunkEnd = Date.now() + 150;
-        while (Date.now() < chunkEnd) { /* busy */ }
+        while (Date.now() < chunkEnd) {
+          /* busy */
+        }
         await new Promise((r) => setImmediate(r));
       }
       const busy = await get(server.address, '/readyz');

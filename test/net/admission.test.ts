@@ -11,7 +11,12 @@ import { createAdmission, heapUsedRatio } from '../../src/net/admission.js';
 import { createMetrics, type Metrics } from '../../src/observe/metrics.js';
 
 function fakeSocket(): Socket & { destroyedByAdmission: boolean } {
-  const s = { destroyedByAdmission: false, destroy() { s.destroyedByAdmission = true; } };
+  const s = {
+    destroyedByAdmission: false,
+    destroy() {
+      s.destroyedByAdmission = true;
+    },
+  };
   return s as unknown as Socket & { destroyedByAdmission: boolean };
 }
 
@@ -36,7 +41,10 @@ describe('admission', () => {
     const metrics = createMetrics({ defaultMetrics: false });
     const { logger, lines } = logSink();
     let ratio = 0.8;
-    const admission = createAdmission('milter', 1000, false, metrics, logger, { heapWatermarkPercent: 70, heapUsedRatio: () => ratio });
+    const admission = createAdmission('milter', 1000, false, metrics, logger, {
+      heapWatermarkPercent: 70,
+      heapUsedRatio: () => ratio,
+    });
     const refused = Array.from({ length: 50 }, () => fakeSocket());
     for (const socket of refused) assert.equal(admission.admit(socket, 3), false);
     assert.ok(refused.every((s) => s.destroyedByAdmission));

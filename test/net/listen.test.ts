@@ -5,7 +5,14 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { DEFAULT_UNIX_SOCKET_MODE, ListenAddressError, formatAddress, listen, parseListenAddress, resolveId } from '../../src/net/listen.js';
+import {
+  DEFAULT_UNIX_SOCKET_MODE,
+  ListenAddressError,
+  formatAddress,
+  listen,
+  parseListenAddress,
+  resolveId,
+} from '../../src/net/listen.js';
 
 function closeServer(server: net.Server): Promise<void> {
   return new Promise((ok) => server.close(() => ok()));
@@ -21,7 +28,11 @@ function connects(path: string): Promise<boolean> {
 
 /** A socket file left by a process killed while listening (nothing accepts on it any more). */
 async function staleSocket(path: string): Promise<void> {
-  const child = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`], { stdio: 'ignore' });
+  const child = spawn(
+    process.execPath,
+    ['-e', `require('node:net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`],
+    { stdio: 'ignore' },
+  );
   await new Promise((ok) => child.once('exit', ok));
   assert.ok(lstatSync(path).isSocket(), 'the killed process left its socket file');
   assert.equal(await connects(path), false, 'nothing answers on it');
@@ -33,7 +44,10 @@ describe('listen addresses', () => {
     assert.deepEqual(parseListenAddress('localhost:0'), { kind: 'tcp', host: 'localhost', port: 0 });
     assert.deepEqual(parseListenAddress('[::1]:10040'), { kind: 'tcp', host: '::1', port: 10040 });
     assert.deepEqual(parseListenAddress('[::]:25'), { kind: 'tcp', host: '::', port: 25 });
-    assert.deepEqual(parseListenAddress('unix:/run/mssante-policyd/policy.sock'), { kind: 'unix', path: '/run/mssante-policyd/policy.sock' });
+    assert.deepEqual(parseListenAddress('unix:/run/mssante-policyd/policy.sock'), {
+      kind: 'unix',
+      path: '/run/mssante-policyd/policy.sock',
+    });
     assert.deepEqual(parseListenAddress('unix:relative.sock'), { kind: 'unix', path: 'relative.sock' });
   });
 
@@ -43,9 +57,29 @@ describe('listen addresses', () => {
     }
   });
 
-  for (const bad of ['', '10040', '127.0.0.1', '127.0.0.1:', ':10040', '::1:10040', '[::1]10040', '[::1', '[nothost]:1', '127.0.0.1:65536', '127.0.0.1:-1', '127.0.0.1:1e3', 'unix:', 'inet:127.0.0.1:10040', `unix:/${'x'.repeat(120)}`, 'a b:1']) {
+  for (const bad of [
+    '',
+    '10040',
+    '127.0.0.1',
+    '127.0.0.1:',
+    ':10040',
+    '::1:10040',
+    '[::1]10040',
+    '[::1',
+    '[nothost]:1',
+    '127.0.0.1:65536',
+    '127.0.0.1:-1',
+    '127.0.0.1:1e3',
+    'unix:',
+    'inet:127.0.0.1:10040',
+    `unix:/${'x'.repeat(120)}`,
+    'a b:1',
+  ]) {
     it(`refuses ${JSON.stringify(bad)} with a clear error`, () => {
-      assert.throws(() => parseListenAddress(bad), (err: unknown) => err instanceof ListenAddressError && /expected host:port/.test(err.message));
+      assert.throws(
+        () => parseListenAddress(bad),
+        (err: unknown) => err instanceof ListenAddressError && /expected host:port/.test(err.message),
+      );
     });
   }
 
@@ -91,7 +125,11 @@ describe('unix socket files', () => {
 
   it('get mode 0660 by default, or the mode asked', async () => {
     await withDir(async (dir) => {
-      for (const [mode, expected] of [[undefined, DEFAULT_UNIX_SOCKET_MODE], [0o600, 0o600], [0o666, 0o666]] as const) {
+      for (const [mode, expected] of [
+        [undefined, DEFAULT_UNIX_SOCKET_MODE],
+        [0o600, 0o600],
+        [0o666, 0o666],
+      ] as const) {
         const path = join(dir, `m${expected.toString(8)}.sock`);
         const server = net.createServer();
         const bound = await listen(server, { kind: 'unix', path }, mode === undefined ? {} : { unixMode: mode });
@@ -132,8 +170,14 @@ describe('unix socket files', () => {
   it('refuse an unknown owner or group before binding: no socket file is left', async () => {
     await withDir(async (dir) => {
       const path = join(dir, 'typo.sock');
-      await assert.rejects(listen(net.createServer(), { kind: 'unix', path }, { unixGroup: 'no-such-group-mssante' }), /unknown group "no-such-group-mssante"/);
-      await assert.rejects(listen(net.createServer(), { kind: 'unix', path }, { unixOwner: 'no-such-user-mssante' }), /unknown user "no-such-user-mssante"/);
+      await assert.rejects(
+        listen(net.createServer(), { kind: 'unix', path }, { unixGroup: 'no-such-group-mssante' }),
+        /unknown group "no-such-group-mssante"/,
+      );
+      await assert.rejects(
+        listen(net.createServer(), { kind: 'unix', path }, { unixOwner: 'no-such-user-mssante' }),
+        /unknown user "no-such-user-mssante"/,
+      );
       await assert.rejects(listen(net.createServer(), { kind: 'unix', path }, { unixOwner: '-rf' }), /invalid user name/);
       assert.equal(existsSync(path), false);
     });

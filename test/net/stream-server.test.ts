@@ -17,7 +17,13 @@ after(async () => {
 
 /** Larger than a socket buffer: it cannot all leave in the write() call itself. */
 const FAREWELL = Buffer.from(`bye:${'z'.repeat(4 * 1024 * 1024)}\n`, 'latin1');
-const LIMITS: StreamLimits = { maxConnections: 10, idleTimeoutMs: 60_000, requestTimeoutMs: 60_000, maxConnectionBytes: 100, heapWatermarkPercent: 95 };
+const LIMITS: StreamLimits = {
+  maxConnections: 10,
+  idleTimeoutMs: 60_000,
+  requestTimeoutMs: 60_000,
+  maxConnectionBytes: 100,
+  heapWatermarkPercent: 95,
+};
 
 async function start(limits: Partial<StreamLimits> = {}) {
   const logs: Array<Record<string, unknown>> = [];
@@ -87,7 +93,8 @@ class Client {
   async until(text: string): Promise<void> {
     while (!this.data.includes(text)) {
       await Promise.race([new Promise((r) => this.socket.once('data', r)), this.closed]);
-      if (this.socket.destroyed && !this.data.includes(text)) throw new Error(`closed before ${JSON.stringify(text)}; got ${JSON.stringify(this.data)}`);
+      if (this.socket.destroyed && !this.data.includes(text))
+        throw new Error(`closed before ${JSON.stringify(text)}; got ${JSON.stringify(this.data)}`);
     }
   }
 }

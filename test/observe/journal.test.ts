@@ -46,18 +46,39 @@ describe('journald priority prefix', () => {
   });
 
   /** The daemon's stdout in a file until it says it is ready; then SIGTERM; the lines it wrote. */
-  async function daemonLines(args: string[], journalStreamOf: 'stdout' | 'other', whileUp: (policy: string) => Promise<void> = async () => {}): Promise<string[]> {
+  async function daemonLines(
+    args: string[],
+    journalStreamOf: 'stdout' | 'other',
+    whileUp: (policy: string) => Promise<void> = async () => {},
+  ): Promise<string[]> {
     const dir = mkdtempSync(join(tmpdir(), 'journal-daemon-'));
     const out = join(dir, 'stdout');
     const fd = openSync(out, 'w');
     const st = fstatSync(fd);
-    const env = { ...process.env, JOURNAL_STREAM: journalStreamOf === 'stdout' ? `${st.dev}:${st.ino}` : `${st.dev}:${st.ino + 7}` };
+    const env = {
+      ...process.env,
+      JOURNAL_STREAM: journalStreamOf === 'stdout' ? `${st.dev}:${st.ino}` : `${st.dev}:${st.ino + 7}`,
+    };
     const policy = `127.0.0.1:${await freePort()}`;
     const http = `127.0.0.1:${await freePort()}`;
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), 'serve', '--whitelist', 'demo', '--allow-unsigned', '--state-dir', join(dir, 'state'),
-        '--policy-listen', policy, '--http-listen', http, ...args],
+      [
+        '--import',
+        'tsx',
+        join(REPO_ROOT, 'src', 'cli.ts'),
+        'serve',
+        '--whitelist',
+        'demo',
+        '--allow-unsigned',
+        '--state-dir',
+        join(dir, 'state'),
+        '--policy-listen',
+        policy,
+        '--http-listen',
+        http,
+        ...args,
+      ],
       { cwd: REPO_ROOT, env, stdio: ['ignore', fd, 'inherit'] },
     );
     closeSync(fd);
@@ -69,7 +90,12 @@ describe('journald priority prefix', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
       // The list in force (/readyz 200) before any question.
-      while ((await fetch(`http://${http}/readyz`).then(async (r) => (await r.arrayBuffer(), r.status), () => 0)) !== 200) {
+      while (
+        (await fetch(`http://${http}/readyz`).then(
+          async (r) => (await r.arrayBuffer(), r.status),
+          () => 0,
+        )) !== 200
+      ) {
         assert.ok(Date.now() < deadline && child.exitCode === null, 'not ready');
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -78,7 +104,9 @@ describe('journald priority prefix', () => {
       child.kill('SIGTERM');
       await exited;
     }
-    const lines = readFileSync(out, 'utf8').split('\n').filter((l) => l !== '');
+    const lines = readFileSync(out, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
     rmSync(dir, { recursive: true, force: true });
     return lines;
   }
@@ -107,6 +135,9 @@ describe('journald priority prefix', () => {
     assert.ok(plain.length > 0);
     for (const l of plain) assert.match(l, /^\{"level":"/);
     const forced = await daemonLines(['--log-format', 'journal'], 'other');
-    assert.ok(forced.some((l) => l.startsWith('<4>{"level":"warn"')), forced.join('\n'));
+    assert.ok(
+      forced.some((l) => l.startsWith('<4>{"level":"warn"')),
+      forced.join('\n'),
+    );
   });
 });

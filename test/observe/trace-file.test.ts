@@ -54,7 +54,11 @@ describe('--trace-file (running daemon)', { timeout: 120_000 }, () => {
     const rotated = decisions(`${trace}.1`).map((r) => r['queue_id']);
     const current = decisions(trace).map((r) => r['queue_id']);
     const all = [...rotated, ...current];
-    const expected = [...Array.from({ length: 50 }, (_, i) => `A${i}`), ...Array.from({ length: 20 }, (_, i) => `B${i}`), ...Array.from({ length: 30 }, (_, i) => `C${i}`)];
+    const expected = [
+      ...Array.from({ length: 50 }, (_, i) => `A${i}`),
+      ...Array.from({ length: 20 }, (_, i) => `B${i}`),
+      ...Array.from({ length: 30 }, (_, i) => `C${i}`),
+    ];
     assert.deepEqual(all, expected, 'every decision once, in order, across the two files');
     assert.deepEqual(current, expected.slice(70), 'the lines after SIGUSR1 are in the new file');
     assert.equal(logRecords(daemon, 'decision').length, 0, 'no trace line on stdout');

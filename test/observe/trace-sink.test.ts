@@ -23,7 +23,10 @@ describe('TraceFileSink', () => {
     for (let i = 0; i < 1000; i++) sink.write(line(i, 50));
     assert.equal(statSync(path).size, 0, 'nothing written during the turn');
     await sink.drain();
-    assert.deepEqual(read(path), Array.from({ length: 1000 }, (_, i) => i));
+    assert.deepEqual(
+      read(path),
+      Array.from({ length: 1000 }, (_, i) => i),
+    );
     sink.closeSync();
   });
 
@@ -49,9 +52,17 @@ describe('TraceFileSink', () => {
     const written = read(path);
     const fit = Math.floor((64 * 1024) / big);
     assert.equal(written.length, fit);
-    assert.deepEqual(written, Array.from({ length: fit }, (_, i) => i), 'the first lines, whole and in order');
+    assert.deepEqual(
+      written,
+      Array.from({ length: fit }, (_, i) => i),
+      'the first lines, whole and in order',
+    );
     assert.equal(sink.dropped, total - fit);
-    assert.equal(drops.reduce((a, b) => a + b, 0), total - fit, 'every drop reported');
+    assert.equal(
+      drops.reduce((a, b) => a + b, 0),
+      total - fit,
+      'every drop reported',
+    );
     assert.ok(readFileSync(path, 'utf8').endsWith('\n'));
   });
 
@@ -79,8 +90,14 @@ describe('TraceFileSink', () => {
     for (let i = 150; i < 300; i++) sink.write(line(i));
     await sink.drain();
     sink.closeSync();
-    assert.deepEqual(read(`${path}.1`), Array.from({ length: 150 }, (_, i) => i));
-    assert.deepEqual(read(path), Array.from({ length: 150 }, (_, i) => 150 + i));
+    assert.deepEqual(
+      read(`${path}.1`),
+      Array.from({ length: 150 }, (_, i) => i),
+    );
+    assert.deepEqual(
+      read(path),
+      Array.from({ length: 150 }, (_, i) => 150 + i),
+    );
   });
 
   it('reopen while a batch is being written loses nothing', async () => {
@@ -100,7 +117,10 @@ describe('TraceFileSink', () => {
     await sink.drain();
     sink.closeSync();
     all.push(...read(`${path}.1`), ...read(path));
-    assert.deepEqual(all, Array.from({ length: 10_000 }, (_, i) => i));
+    assert.deepEqual(
+      all,
+      Array.from({ length: 10_000 }, (_, i) => i),
+    );
     assert.equal(sink.dropped, 0);
   });
 
@@ -109,6 +129,9 @@ describe('TraceFileSink', () => {
     const sink = new TraceFileSink({ path });
     for (let i = 0; i < 10; i++) sink.write(line(i));
     sink.closeSync();
-    assert.deepEqual(read(path), Array.from({ length: 10 }, (_, i) => i));
+    assert.deepEqual(
+      read(path),
+      Array.from({ length: 10 }, (_, i) => i),
+    );
   });
 });

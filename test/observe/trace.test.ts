@@ -5,13 +5,25 @@ import { DecisionTracer } from '../../src/observe/trace.js';
 import { REASONS } from '../../src/trust/reasons.js';
 
 /** A tracer whose lines are kept, and its logger at info (the daemon's default level). */
-function capture(level = 'info'): { tracer: (key?: Buffer | null) => DecisionTracer; lines: () => Array<Record<string, unknown>>; raw: () => string } {
+function capture(level = 'info'): {
+  tracer: (key?: Buffer | null) => DecisionTracer;
+  lines: () => Array<Record<string, unknown>>;
+  raw: () => string;
+} {
   let text = '';
   const logger = pino({ level });
   return {
-    tracer: (key = null) => new DecisionTracer(logger, key, (line) => { text += line; }),
+    tracer: (key = null) =>
+      new DecisionTracer(logger, key, (line) => {
+        text += line;
+      }),
     raw: () => text,
-    lines: () => text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>),
+    lines: () =>
+      text
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
   };
 }
 
@@ -35,14 +47,36 @@ const context = {
 describe('DecisionTracer', () => {
   it('records the fields the référentiel asks for, one line per decision', () => {
     const { tracer, lines } = capture();
-    tracer().record('policy', context, { reason: REASONS.sender_cert_mismatch, senderDomain: 'op1.mssante.fr' }, '550 5.7.1 x', 0.000321);
+    tracer().record(
+      'policy',
+      context,
+      { reason: REASONS.sender_cert_mismatch, senderDomain: 'op1.mssante.fr' },
+      '550 5.7.1 x',
+      0.000321,
+    );
     const [line] = lines();
     assert.ok(line);
     for (const [field, value] of Object.entries({
-      event: 'decision', frontend: 'policy', stage: 'rcpt', result: 'reject', reason: 'sender_cert_mismatch', action: '550 5.7.1 x', latency_us: 321,
-      instance: '1a2b.3c4d', queue_id: 'ABC123', client_address: '192.0.2.10', client_name: 'mx.op1.fr', helo: 'mx.op1.fr',
-      cert_subject: 'mx.op1.fr', cert_issuer: 'AC IGC-SANTE', cert_fingerprint: 'AB:CD', tls_protocol: 'TLSv1.3',
-      sender: 'dr.x@op1.mssante.fr', recipient: 'dr.y@op2.mssante.fr', size: '12345', sender_domain: 'op1.mssante.fr',
+      event: 'decision',
+      frontend: 'policy',
+      stage: 'rcpt',
+      result: 'reject',
+      reason: 'sender_cert_mismatch',
+      action: '550 5.7.1 x',
+      latency_us: 321,
+      instance: '1a2b.3c4d',
+      queue_id: 'ABC123',
+      client_address: '192.0.2.10',
+      client_name: 'mx.op1.fr',
+      helo: 'mx.op1.fr',
+      cert_subject: 'mx.op1.fr',
+      cert_issuer: 'AC IGC-SANTE',
+      cert_fingerprint: 'AB:CD',
+      tls_protocol: 'TLSv1.3',
+      sender: 'dr.x@op1.mssante.fr',
+      recipient: 'dr.y@op2.mssante.fr',
+      size: '12345',
+      sender_domain: 'op1.mssante.fr',
     })) {
       assert.equal(line[field], value, field);
     }
@@ -53,7 +87,13 @@ describe('DecisionTracer', () => {
 
   it('keeps attacker-controlled CR/LF inside one JSON line', () => {
     const { tracer, raw, lines } = capture();
-    tracer().record('policy', { ...context, helo: 'evil\r\n{"reason":"ok"}', sender: 'a%s%n\n@x.fr' }, { reason: REASONS.cert_not_listed, senderDomain: null }, 'x', 0);
+    tracer().record(
+      'policy',
+      { ...context, helo: 'evil\r\n{"reason":"ok"}', sender: 'a%s%n\n@x.fr' },
+      { reason: REASONS.cert_not_listed, senderDomain: null },
+      'x',
+      0,
+    );
     assert.equal(raw().trim().split('\n').length, 1);
     assert.equal(lines()[0]?.['helo'], 'evil\r\n{"reason":"ok"}');
     assert.equal(lines()[0]?.['reason'], 'cert_not_listed');

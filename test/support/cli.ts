@@ -5,7 +5,10 @@ import { REPO_ROOT } from './fixtures.js';
 
 export const CLI = join(REPO_ROOT, 'src', 'cli.ts');
 
-export function runCli(args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): { code: number | null; stdout: string; stderr: string } {
+export function runCli(
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): { code: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], {
     cwd: REPO_ROOT,
     encoding: 'utf8',

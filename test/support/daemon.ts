@@ -89,14 +89,22 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
   // MSSANTE_POLICYD_CLI runs another entry point, e.g. the built dist/cli.js as shipped.
   const entry = process.env.MSSANTE_POLICYD_CLI ?? join(REPO, 'src', 'cli.ts');
   const args = [
-    ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []), entry, 'serve',
-    '--whitelist', options.whitelist,
-    '--state-dir', stateDir,
-    '--policy-listen', policyAddress,
-    '--http-listen', httpAddress,
+    ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []),
+    entry,
+    'serve',
+    '--whitelist',
+    options.whitelist,
+    '--state-dir',
+    stateDir,
+    '--policy-listen',
+    policyAddress,
+    '--http-listen',
+    httpAddress,
     ...(milterAddress !== null ? ['--milter-listen', milterAddress] : []),
     // Most end-to-end tests use unsigned lists; the ones that pin a signer must not get this escape.
-    ...(['--signer', '--signer-ca', '--allow-unsigned', '--config'].some((flag) => extraArgs.includes(flag)) ? [] : ['--allow-unsigned']),
+    ...(['--signer', '--signer-ca', '--allow-unsigned', '--config'].some((flag) => extraArgs.includes(flag))
+      ? []
+      : ['--allow-unsigned']),
     ...extraArgs,
   ];
   const child = spawn(process.execPath, args, {

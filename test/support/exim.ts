@@ -12,7 +12,20 @@
  * and harmless): hence the Debian-exim ownership below and a transport user of Debian-exim.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, appendFileSync, chmodSync, chownSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  appendFileSync,
+  chmodSync,
+  chownSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -171,7 +184,7 @@ export async function startExim(options: EximOptions): Promise<RunningExim> {
     `tls_privatekey = ${serverKey}`,
     `tls_verify_certificates = ${caCrt}`,
     'tls_try_verify_hosts = *',
-    ...(options.tlsProfile ?? true ? [`.include ${EXIM_TLS_FILE}`] : []),
+    ...((options.tlsProfile ?? true) ? [`.include ${EXIM_TLS_FILE}`] : []),
     'acl_smtp_mail = acl_mail',
     'acl_smtp_rcpt = acl_rcpt',
     '',
@@ -223,10 +236,19 @@ export async function startExim(options: EximOptions): Promise<RunningExim> {
 
   const child: ChildProcess = spawn(bin, ['-C', configPath, '-bdf'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout?.on('data', (d: Buffer) => { output += d.toString(); });
-  child.stderr?.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stdout?.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
   let exited = false;
-  const exitedPromise = new Promise<void>((r) => child.once('exit', () => { exited = true; r(); }));
+  const exitedPromise = new Promise<void>((r) =>
+    child.once('exit', () => {
+      exited = true;
+      r();
+    }),
+  );
 
   const logs = (): string => {
     let text = output;
@@ -249,7 +271,12 @@ export async function startExim(options: EximOptions): Promise<RunningExim> {
   }
 
   const inbox = join(dir, 'mail', 'inbox');
-  const copies = (): string[] => (existsSync(inbox) ? readFileSync(inbox, 'utf8').split(/^(?=From )/m).filter((c) => c !== '') : []);
+  const copies = (): string[] =>
+    existsSync(inbox)
+      ? readFileSync(inbox, 'utf8')
+          .split(/^(?=From )/m)
+          .filter((c) => c !== '')
+      : [];
   const envelopeTo = (copy: string): string => /^Envelope-to: (.*)$/m.exec(copy)?.[1]?.trim() ?? '';
   return {
     port,
@@ -283,7 +310,10 @@ export async function startExim(options: EximOptions): Promise<RunningExim> {
 function canConnect(port: number): Promise<boolean> {
   return new Promise((r) => {
     const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => { s.destroy(); r(true); });
+    s.once('connect', () => {
+      s.destroy();
+      r(true);
+    });
     s.once('error', () => r(false));
   });
 }
@@ -291,4 +321,3 @@ function canConnect(port: number): Promise<boolean> {
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
-

@@ -10,7 +10,15 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { encodeConnect, encodeHelo, encodeMacro, encodeMail, encodeOptneg, encodeRaw, SMFIC } from '../../src/frontends/milter/codec.js';
+import {
+  encodeConnect,
+  encodeHelo,
+  encodeMacro,
+  encodeMail,
+  encodeOptneg,
+  encodeRaw,
+  SMFIC,
+} from '../../src/frontends/milter/codec.js';
 import type { WhitelistStatus } from '../../src/http/server.js';
 import { freePort, startDaemon, type DaemonHandle, type DaemonOptions } from './daemon.js';
 import { MilterTestClient } from './miltertest.js';
@@ -65,12 +73,29 @@ export const SIGNER_CN = 'liste.test';
 
 export function createListSigner(): ListSigner {
   const pki = new TestPki();
-  const ca = pki.createCa('list-ca', [['C', 'FR'], ['O', 'TEST-SANTE'], ['CN', 'AC TEST ELEMENTAIRE ORGANISATIONS']], {
-    notBefore: opensslDays(-800),
-    notAfter: opensslDays(3650),
-  });
+  const ca = pki.createCa(
+    'list-ca',
+    [
+      ['C', 'FR'],
+      ['O', 'TEST-SANTE'],
+      ['CN', 'AC TEST ELEMENTAIRE ORGANISATIONS'],
+    ],
+    {
+      notBefore: opensslDays(-800),
+      notAfter: opensslDays(3650),
+    },
+  );
   const issueSigner = (name: string, validity: Pick<IssueOptions, 'notBefore' | 'notAfter'>): Issued =>
-    pki.issue(name, [['C', 'FR'], ['O', 'TEST ANS'], ['CN', SIGNER_CN]], ca, { usage: 'signing', ...validity });
+    pki.issue(
+      name,
+      [
+        ['C', 'FR'],
+        ['O', 'TEST ANS'],
+        ['CN', SIGNER_CN],
+      ],
+      ca,
+      { usage: 'signing', ...validity },
+    );
   const signer = issueSigner('signer', { notBefore: opensslDays(-400), notAfter: opensslDays(365) });
   return {
     pki,
@@ -78,7 +103,8 @@ export function createListSigner(): ListSigner {
     trustArgs: ['--signer-ca', ca.certPath, '--signer-cn', SIGNER_CN],
     signer,
     issueSigner,
-    sign: (entries, generatedAt, by = signer) => signList(buildListXml(entries, generatedAt), { keyPath: by.keyPath, certPath: by.certPath }),
+    sign: (entries, generatedAt, by = signer) =>
+      signList(buildListXml(entries, generatedAt), { keyPath: by.keyPath, certPath: by.certPath }),
     cleanup: () => rmSync(pki.dir, { recursive: true, force: true }),
   };
 }
@@ -104,7 +130,10 @@ export function replaceFile(path: string, body: string | Buffer): void {
 // ---------------------------------------------------------------------------------------------
 // The daemon's HTTP side, read as data.
 
-export async function httpGet(daemon: Pick<DaemonHandle, 'httpAddress'>, path: string): Promise<{ status: number; text: string }> {
+export async function httpGet(
+  daemon: Pick<DaemonHandle, 'httpAddress'>,
+  path: string,
+): Promise<{ status: number; text: string }> {
   const res = await fetch(`http://${daemon.httpAddress}${path}`, { signal: AbortSignal.timeout(5000) });
   return { status: res.status, text: await res.text() };
 }
@@ -116,7 +145,11 @@ export async function listInForce(daemon: Pick<DaemonHandle, 'httpAddress'>): Pr
   return JSON.parse(text) as WhitelistStatus;
 }
 
-export type Samples = ReadonlyArray<{ readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly value: number }>;
+export type Samples = ReadonlyArray<{
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}>;
 
 /** GET /metrics, parsed (text format: `name{a="b",...} value`). */
 export async function scrape(daemon: Pick<DaemonHandle, 'httpAddress'>): Promise<Samples> {
@@ -145,7 +178,11 @@ export function metric(samples: Samples, name: string, labels: Readonly<Record<s
 }
 
 /** One metric, scraped now. */
-export async function metricNow(daemon: Pick<DaemonHandle, 'httpAddress'>, name: string, labels: Readonly<Record<string, string>> = {}): Promise<number> {
+export async function metricNow(
+  daemon: Pick<DaemonHandle, 'httpAddress'>,
+  name: string,
+  labels: Readonly<Record<string, string>> = {},
+): Promise<number> {
   return metric(await scrape(daemon), name, labels);
 }
 
@@ -166,7 +203,12 @@ export function logRecords(daemon: Pick<DaemonHandle, 'logs'>, event: string | R
 }
 
 /** Polls `probe` until it returns something other than null/undefined/false; throws with `what` after timeoutMs. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 20_000, everyMs = 50): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false> | T | null | undefined | false,
+  timeoutMs = 20_000,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown = null;
   for (;;) {
@@ -176,7 +218,10 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | null | u
     } catch (error) {
       lastError = error;
     }
-    if (Date.now() >= deadline) throw new Error(`timed out waiting for ${what}${lastError === null ? '' : ` (last error: ${(lastError as Error).message})`}`);
+    if (Date.now() >= deadline)
+      throw new Error(
+        `timed out waiting for ${what}${lastError === null ? '' : ` (last error: ${(lastError as Error).message})`}`,
+      );
     await sleep(everyMs);
   }
 }
@@ -211,7 +256,8 @@ export async function reloadWhileAsking(
   const wrong: string[] = [];
   for (;;) {
     const now = await listInForce(daemon);
-    if (now.lastSuccessAt !== before.lastSuccessAt || now.lastFailureAt !== before.lastFailureAt) return { status: now, answersDuringLoad, wrong };
+    if (now.lastSuccessAt !== before.lastSuccessAt || now.lastFailureAt !== before.lastFailureAt)
+      return { status: now, answersDuringLoad, wrong };
     if (Date.now() > deadline) throw new Error(`the reload did not finish within ${timeoutMs} ms`);
     const action = await client.ask(postfixRequest(VALID.cn, VALID.sender)).catch((e: Error) => `error: ${e.message}`);
     answersDuringLoad++;
@@ -265,7 +311,13 @@ export async function milterSession(address: string, cn: string): Promise<Milter
 
 /** MAIL FROM on a negotiated session: 'CONTINUE' (pass) or the SMTP reply line; ABORT after it, like Postfix. */
 export async function milterMail(client: MilterTestClient, sender: string): Promise<string> {
-  client.send(encodeMacro('M', [['i', 'FAULTS'], ['{mail_addr}', sender]]), encodeMail([`<${sender}>`]));
+  client.send(
+    encodeMacro('M', [
+      ['i', 'FAULTS'],
+      ['{mail_addr}', sender],
+    ]),
+    encodeMail([`<${sender}>`]),
+  );
   const reply = await client.readPacket();
   client.send(encodeRaw(SMFIC.ABORT));
   if (reply.command === 'c') return 'CONTINUE';
@@ -387,7 +439,10 @@ export async function closedWithin(conn: RawConnection, timeoutMs: number, what:
     return await Promise.race([
       conn.closed,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: the daemon did not close the connection within ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(
+          () => reject(new Error(`${what}: the daemon did not close the connection within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
       }),
     ]);
   } finally {

@@ -90,11 +90,24 @@ export async function startHttpsListServer(pki?: TestPki): Promise<HttpsListServ
   const ownPki = pki === undefined;
   const p = pki ?? new TestPki();
   const n = ++serverCount;
-  const ca = p.createCa(`list-ca-${n}`, [['C', 'FR'], ['O', 'Test IGC-Sante'], ['CN', `Test list CA ${n}`]]);
-  const leaf = p.issue(`list-server-${n}`, [['C', 'FR'], ['O', 'Test ANS'], ['CN', 'localhost']], ca, {
-    usage: 'server',
-    dnsNames: ['localhost'],
-  });
+  const ca = p.createCa(`list-ca-${n}`, [
+    ['C', 'FR'],
+    ['O', 'Test IGC-Sante'],
+    ['CN', `Test list CA ${n}`],
+  ]);
+  const leaf = p.issue(
+    `list-server-${n}`,
+    [
+      ['C', 'FR'],
+      ['O', 'Test ANS'],
+      ['CN', 'localhost'],
+    ],
+    ca,
+    {
+      usage: 'server',
+      dnsNames: ['localhost'],
+    },
+  );
 
   let behaviour: Behaviour = { kind: 'status', status: 503, body: 'no behaviour set' };
   let served = 0;
@@ -128,7 +141,10 @@ export async function startHttpsListServer(pki?: TestPki): Promise<HttpsListServ
       case 'hang':
         return;
       case 'held':
-        void b.until.then(() => handle(b.then, req, res, index), () => handle(b.then, req, res, index));
+        void b.until.then(
+          () => handle(b.then, req, res, index),
+          () => handle(b.then, req, res, index),
+        );
         return;
       case 'drip':
         drip(Buffer.from(b.body), b.intervalMs ?? 1000, res);
@@ -138,13 +154,17 @@ export async function startHttpsListServer(pki?: TestPki): Promise<HttpsListServ
         return;
       case 'lying-length': {
         const socket = req.socket;
-        socket.write(`HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: ${b.declared}\r\nConnection: close\r\n\r\n`);
+        socket.write(
+          `HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: ${b.declared}\r\nConnection: close\r\n\r\n`,
+        );
         socket.end(Buffer.from(b.body));
         return;
       }
       case 'gzip-bomb': {
         const bomb = gzipBomb(b.decompressedBytes);
-        res.writeHead(200, { 'content-type': 'application/xml', 'content-encoding': 'gzip', 'content-length': bomb.length }).end(bomb);
+        res
+          .writeHead(200, { 'content-type': 'application/xml', 'content-encoding': 'gzip', 'content-length': bomb.length })
+          .end(bomb);
         return;
       }
       case 'redirect': {
@@ -213,7 +233,10 @@ export async function startHttpsListServer(pki?: TestPki): Promise<HttpsListServ
   }
 
   function oversize(bytes: number, declareLength: boolean, res: ServerResponse): void {
-    res.writeHead(200, declareLength ? { 'content-type': 'application/xml', 'content-length': bytes } : { 'content-type': 'application/xml' });
+    res.writeHead(
+      200,
+      declareLength ? { 'content-type': 'application/xml', 'content-length': bytes } : { 'content-type': 'application/xml' },
+    );
     let left = bytes;
     const pump = (): void => {
       while (left > 0 && !res.destroyed) {

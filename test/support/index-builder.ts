@@ -4,10 +4,21 @@ import { validateEntries } from '../../src/whitelist/validate.js';
 import type { RawEntry } from '../../src/whitelist/xml.js';
 
 export function rawEntry(index: number, nom: string, dn: string): RawEntry {
-  return { index, nom, dn, description: `test ${nom}`, responsableContact: '', supportContact: '', dateMaj: '2025-01-01T00:00:00Z' };
+  return {
+    index,
+    nom,
+    dn,
+    description: `test ${nom}`,
+    responsableContact: '',
+    supportContact: '',
+    dateMaj: '2025-01-01T00:00:00Z',
+  };
 }
 
-export function buildIndex(pairs: ReadonlyArray<readonly [string, string]>, generatedAt = '2025-02-28T15:42:07Z'): WhitelistIndex {
+export function buildIndex(
+  pairs: ReadonlyArray<readonly [string, string]>,
+  generatedAt = '2025-02-28T15:42:07Z',
+): WhitelistIndex {
   const { entries, rejected } = validateEntries(pairs.map(([nom, dn], i) => rawEntry(i, nom, dn)));
   return new WhitelistIndex({ generatedAt }, entries, rejected);
 }

@@ -115,7 +115,12 @@ export function runMiltertest(miltertest: string, script: string, timeoutMs = 30
   return new Promise((resolve) => {
     execFile(miltertest, ['-s', file], { timeout: timeoutMs }, (err, stdout, stderr) => {
       rmSync(dir, { recursive: true, force: true });
-      const status = err === null ? 0 : typeof (err as NodeJS.ErrnoException & { code?: unknown }).code === 'number' ? ((err as unknown as { code: number }).code) : null;
+      const status =
+        err === null
+          ? 0
+          : typeof (err as NodeJS.ErrnoException & { code?: unknown }).code === 'number'
+            ? (err as unknown as { code: number }).code
+            : null;
       resolve({ status, stdout, stderr });
     });
   });

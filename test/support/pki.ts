@@ -33,7 +33,10 @@ export interface IssueOptions {
 export type Subject = ReadonlyArray<readonly [string, string]>;
 
 export function subjectRfc2253(subject: Subject): string {
-  return [...subject].reverse().map(([t, v]) => `${t}=${v}`).join(',');
+  return [...subject]
+    .reverse()
+    .map(([t, v]) => `${t}=${v}`)
+    .join(',');
 }
 
 function subjectSlash(subject: Subject): string {
@@ -119,21 +122,39 @@ export class TestPki {
         '',
       ].join('\n'),
     );
-    writeFileSync(join(this.dir, `${name}.serial`), `${(this.serial++).toString(16).padStart(4, '0')}${randomBytes(6).toString('hex')}\n`);
+    writeFileSync(
+      join(this.dir, `${name}.serial`),
+      `${(this.serial++).toString(16).padStart(4, '0')}${randomBytes(6).toString('hex')}\n`,
+    );
     execFileSync('openssl', ['genrsa', '-out', keyPath, '2048'], { stdio: 'pipe' });
     execFileSync(
       'openssl',
       ['req', '-new', '-config', config, '-utf8', '-key', keyPath, '-subj', subjectSlash(subject), '-out', csrPath],
       { stdio: 'pipe' },
     );
-    const signArgs = issuer === null
-      ? ['-selfsign', '-keyfile', keyPath]
-      : ['-cert', issuer.certPath, '-keyfile', issuer.keyPath];
+    const signArgs =
+      issuer === null ? ['-selfsign', '-keyfile', keyPath] : ['-cert', issuer.certPath, '-keyfile', issuer.keyPath];
     execFileSync(
       'openssl',
       [
-        'ca', '-batch', '-config', config, '-notext', '-utf8', '-in', csrPath, '-out', certPath,
-        '-startdate', notBefore, '-enddate', notAfter, '-extfile', extPath, '-extensions', 'ext',
+        'ca',
+        '-batch',
+        '-config',
+        config,
+        '-notext',
+        '-utf8',
+        '-in',
+        csrPath,
+        '-out',
+        certPath,
+        '-startdate',
+        notBefore,
+        '-enddate',
+        notAfter,
+        '-extfile',
+        extPath,
+        '-extensions',
+        'ext',
         ...signArgs,
       ],
       { stdio: 'pipe' },
@@ -151,5 +172,11 @@ export class TestPki {
 
 /** The subject shape of an IGC-Santé operator server certificate. */
 export function operatorSubject(cn: string, o: string, ou = '318310021300028', st = 'Paris (75)'): Subject {
-  return [['C', 'FR'], ['ST', st], ['O', o], ['OU', ou], ['CN', cn]];
+  return [
+    ['C', 'FR'],
+    ['ST', st],
+    ['O', o],
+    ['OU', ou],
+    ['CN', cn],
+  ];
 }

@@ -54,5 +54,13 @@ export async function askOnce(address: string, attributes: Record<string, string
 
 /** A listed, verified Postfix identity asking for `sender`. */
 export function postfixRequest(cn: string, sender: string): Record<string, string> {
-  return { encryption_protocol: 'TLSv1.3', encryption_cipher: 'TLS_AES_256_GCM_SHA384', ccert_subject: cn, sender, recipient: 'dest@op-recv.mssante.fr', client_address: '127.0.0.1', queue_id: 'TEST' };
+  return {
+    encryption_protocol: 'TLSv1.3',
+    encryption_cipher: 'TLS_AES_256_GCM_SHA384',
+    ccert_subject: cn,
+    sender,
+    recipient: 'dest@op-recv.mssante.fr',
+    client_address: '127.0.0.1',
+    queue_id: 'TEST',
+  };
 }

@@ -112,13 +112,21 @@ export async function startRelay(options: RelayOptions): Promise<RelayInstance> 
 
   const readLog = (): string => (existsSync(maillog) ? readFileSync(maillog, 'utf8') : '');
   const check = spawnSync('postfix', ['-c', configDir, 'check'], { encoding: 'utf8' });
-  if (check.status !== 0) throw new Error(`postfix -c ${configDir} check failed (${check.status}):\n${check.stderr}${check.stdout}\n${readLog()}`);
+  if (check.status !== 0)
+    throw new Error(`postfix -c ${configDir} check failed (${check.status}):\n${check.stderr}${check.stdout}\n${readLog()}`);
   // The relay (and every process it starts) sees its own /etc/hosts, in a private mount namespace:
   // the machine's file is never touched.
   const hosts = join(dir, 'hosts');
   writeFileSync(hosts, `127.0.0.1 localhost ${options.localDestinations.names.join(' ')}\n`);
-  const start = spawnSync('unshare', ['--mount', 'sh', '-c', 'mount --bind "$1" /etc/hosts && exec postfix -c "$2" start', 'sh', hosts, configDir], { encoding: 'utf8' });
-  if (start.status !== 0) throw new Error(`postfix -c ${configDir} start (in a mount namespace) failed (${start.status}):\n${start.stderr}${start.stdout}\n${readLog()}`);
+  const start = spawnSync(
+    'unshare',
+    ['--mount', 'sh', '-c', 'mount --bind "$1" /etc/hosts && exec postfix -c "$2" start', 'sh', hosts, configDir],
+    { encoding: 'utf8' },
+  );
+  if (start.status !== 0)
+    throw new Error(
+      `postfix -c ${configDir} start (in a mount namespace) failed (${start.status}):\n${start.stderr}${start.stdout}\n${readLog()}`,
+    );
   const abortOnExit = (): void => {
     spawnSync('postfix', ['-c', configDir, 'abort'], { stdio: 'ignore' });
   };
@@ -137,7 +145,10 @@ export async function startRelay(options: RelayOptions): Promise<RelayInstance> 
     masterCf,
     queue() {
       const out = execFileSync('postqueue', ['-c', configDir, '-j'], { encoding: 'utf8' });
-      return out.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as QueueEntry);
+      return out
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as QueueEntry);
     },
     log: readLog,
     flush() {

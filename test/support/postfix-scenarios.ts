@@ -31,7 +31,12 @@ const EXPECT: Readonly<Record<PostfixVariant, Expectations>> = {
     title: 'Postfix + check_policy_service (deploy/postfix/main.cf.policy) + mssante-policyd',
     refusalStage: 'RCPT',
     // default_action of check_policy_service in main.cf.policy.
-    deferral: { stage: 'RCPT', code: 451, enhanced: '4.3.5', text: /Service de politique MSSante indisponible \/ MSSante policy service unavailable/ },
+    deferral: {
+      stage: 'RCPT',
+      code: 451,
+      enhanced: '4.3.5',
+      text: /Service de politique MSSante indisponible \/ MSSante policy service unavailable/,
+    },
   },
   milter: {
     title: 'Postfix + smtpd_milters (deploy/postfix/main.cf.milter) + mssante-policyd',
@@ -46,7 +51,8 @@ const EXPECT: Readonly<Record<PostfixVariant, Expectations>> = {
 export function postfixE2eMissing(): string | null {
   const postfix = postfixMissing();
   if (postfix !== null) return postfix;
-  if (spawnSync('swaks', ['--version'], { stdio: 'ignore' }).status !== 0) return 'swaks is not installed (apt-get install swaks)';
+  if (spawnSync('swaks', ['--version'], { stdio: 'ignore' }).status !== 0)
+    return 'swaks is not installed (apt-get install swaks)';
   return null;
 }
 
@@ -70,7 +76,11 @@ export function makePki(): Pki {
     ['OU', 'IGC-SANTE TEST'],
     ['CN', 'TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS'],
   ]);
-  const rogueCa = pki.createCa('rogue-ca', [['C', 'FR'], ['O', 'PAS IGC-SANTE'], ['CN', 'AC PAS IGC-SANTE']]);
+  const rogueCa = pki.createCa('rogue-ca', [
+    ['C', 'FR'],
+    ['O', 'PAS IGC-SANTE'],
+    ['CN', 'AC PAS IGC-SANTE'],
+  ]);
   const server = pki.issue('mx-destinataire', operatorSubject('mx.destinataire.mssante.test', 'DESTINATAIRE'), ca, {
     usage: 'tls',
     dnsNames: ['mx.destinataire.mssante.test'],
@@ -80,7 +90,9 @@ export function makePki(): Pki {
     ca,
     server,
     op1: pki.issue('op1', op1Subject, ca, { usage: 'tls' }),
-    op2: pki.issue('op2', operatorSubject('mx.op2.mssante.test', 'OPERATEUR DEUX', '318310021300002', 'Rhone (69)'), ca, { usage: 'tls' }),
+    op2: pki.issue('op2', operatorSubject('mx.op2.mssante.test', 'OPERATEUR DEUX', '318310021300002', 'Rhone (69)'), ca, {
+      usage: 'tls',
+    }),
     op3: pki.issue('op3', operatorSubject('mx.op3.mssante.test', 'OPERATEUR TROIS', '318310021300003'), ca, { usage: 'tls' }),
     rogue: pki.issue('rogue', op1Subject, rogueCa, { usage: 'tls' }),
     dir: pki.dir,
@@ -92,9 +104,10 @@ export function makePki(): Pki {
  * CI=true a missing prerequisite is a failing test instead.
  */
 export function describePostfixScenarios(variant: PostfixVariant, options: { readonly unixSocketInChroot?: boolean } = {}): void {
-  const expect = options.unixSocketInChroot === true
-    ? { ...EXPECT[variant], title: `${EXPECT[variant].title}, over unix:private/mssante-policyd (chrooted smtpd)` }
-    : EXPECT[variant];
+  const expect =
+    options.unixSocketInChroot === true
+      ? { ...EXPECT[variant], title: `${EXPECT[variant].title}, over unix:private/mssante-policyd (chrooted smtpd)` }
+      : EXPECT[variant];
   // The socket in smtpd's chroot (queue_directory/private/), reachable by group postfix.
   const chrootSocket = (pf: PostfixInstance): string => `unix:${join(pf.queueDir, 'private', 'mssante-policyd')}`;
   const daemonArgs = options.unixSocketInChroot === true ? ['--socket-group', 'postfix'] : [];
@@ -136,18 +149,24 @@ export function describePostfixScenarios(variant: PostfixVariant, options: { rea
       );
       if (options.unixSocketInChroot === true) {
         // Postfix first: the daemon's socket goes into the queue directory Postfix creates.
-        postfix = await startPostfix({ variant, serviceAddress: 'unix:private/mssante-policyd', caFile: p.ca.certPath, serverCert: p.server, recipients: [RECIPIENT] });
+        postfix = await startPostfix({
+          variant,
+          serviceAddress: 'unix:private/mssante-policyd',
+          caFile: p.ca.certPath,
+          serverCert: p.server,
+          recipients: [RECIPIENT],
+        });
         const listen = variant === 'policy' ? { policy: chrootSocket(postfix) } : { milter: chrootSocket(postfix) };
         daemon = await startDaemon({ whitelist, milter: variant === 'milter', listen, extraArgs: daemonArgs });
       } else {
-      daemon = await startDaemon({ whitelist, milter: variant === 'milter' });
-      postfix = await startPostfix({
-        variant,
-        serviceAddress: serviceAddress(daemon),
-        caFile: p.ca.certPath,
-        serverCert: p.server,
-        recipients: [RECIPIENT],
-      });
+        daemon = await startDaemon({ whitelist, milter: variant === 'milter' });
+        postfix = await startPostfix({
+          variant,
+          serviceAddress: serviceAddress(daemon),
+          caFile: p.ca.certPath,
+          serverCert: p.server,
+          recipients: [RECIPIENT],
+        });
       }
     });
 
@@ -185,20 +204,31 @@ export function describePostfixScenarios(variant: PostfixVariant, options: { rea
       assert.equal(run.enhanced, '5.7.1');
       assert.ok(run.lastText.includes(REASONS[reason].fr), `no French reason "${REASONS[reason].fr}" in: ${run.lastText}`);
       assert.ok(run.lastText.includes(REASONS[reason].en), `no English reason "${REASONS[reason].en}" in: ${run.lastText}`);
-      assert.equal(run.stages.some((s) => s.command === 'DATA'), false, 'DATA was sent after a refusal');
+      assert.equal(
+        run.stages.some((s) => s.command === 'DATA'),
+        false,
+        'DATA was sent after a refusal',
+      );
       assert.notEqual(run.exitCode, 0);
       assertNowhere(run);
     }
 
     function assertNowhere(run: SendResult): void {
       assert.deepEqual(postfix.queue(), [], 'Postfix queued a refused message');
-      assert.equal(postfix.messages(RECIPIENT).some((m) => m.includes(run.testId)), false, 'a refused message was delivered');
+      assert.equal(
+        postfix.messages(RECIPIENT).some((m) => m.includes(run.testId)),
+        false,
+        'a refused message was delivered',
+      );
     }
 
     test('listed certificate, its listed domain: 250 and delivered, the certificate verified by Postfix', async () => {
       const message = await assertDelivered(await send({ from: 'alice@op1.mssante.test', cert: p.op1 }));
       // smtpd_tls_received_header: the CN Postfix verified against the CA, as the daemon was told.
-      assert.match(message, /Client CN "mx\.op1\.mssante\.test", Issuer "TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS" \(verified OK\)/);
+      assert.match(
+        message,
+        /Client CN "mx\.op1\.mssante\.test", Issuer "TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS" \(verified OK\)/,
+      );
     });
 
     test('explicitly listed sub-domain of the same operator: delivered', async () => {
@@ -255,16 +285,30 @@ export function describePostfixScenarios(variant: PostfixVariant, options: { rea
     });
 
     test('TLS 1.2 with an AES-GCM suite of the profile: delivered', async () => {
-      const run = await send({ from: 'ken@op1.mssante.test', cert: p.op1, tlsProtocol: 'tlsv1_2', tlsCipher: 'ECDHE-RSA-AES256-GCM-SHA384' });
+      const run = await send({
+        from: 'ken@op1.mssante.test',
+        cert: p.op1,
+        tlsProtocol: 'tlsv1_2',
+        tlsCipher: 'ECDHE-RSA-AES256-GCM-SHA384',
+      });
       assert.match(run.tlsSession ?? '', /^TLSv1\.2:ECDHE-RSA-AES256-GCM-SHA384:/, context(run));
       await assertDelivered(run);
     });
 
     test('TLS 1.2 with a CBC suite outside the profile: no TLS session, no mail', async () => {
-      const run = await send({ from: 'leo@op1.mssante.test', cert: p.op1, tlsProtocol: 'tlsv1_2', tlsCipher: 'ECDHE-RSA-AES128-SHA256' });
+      const run = await send({
+        from: 'leo@op1.mssante.test',
+        cert: p.op1,
+        tlsProtocol: 'tlsv1_2',
+        tlsCipher: 'ECDHE-RSA-AES128-SHA256',
+      });
       assert.equal(run.tlsSession, null, context(run));
       assert.notEqual(run.exitCode, 0);
-      assert.equal(run.stages.some((s) => s.command === 'MAIL'), false, context(run));
+      assert.equal(
+        run.stages.some((s) => s.command === 'MAIL'),
+        false,
+        context(run),
+      );
       assertNowhere(run);
     });
 
@@ -287,13 +331,23 @@ export function describePostfixScenarios(variant: PostfixVariant, options: { rea
       assert.equal(first?.code, expect.deferral.code, context(deferred));
       assert.equal(first?.enhanced, expect.deferral.enhanced);
       assert.match(first?.text ?? '', expect.deferral.text);
-      assert.equal(deferred.stages.some((s) => s.code >= 500), false, context(deferred));
+      assert.equal(
+        deferred.stages.some((s) => s.code >= 500),
+        false,
+        context(deferred),
+      );
       // A 4xx leaves the message with the sending MTA, which retries: nothing is lost on this side.
       assert.notEqual(deferred.exitCode, 0);
       assertNowhere(deferred);
 
       const listen = variant === 'policy' ? { policy: daemon.policyAddress } : { milter: serviceAddress(daemon) };
-      daemon = await startDaemon({ whitelist, stateDir: daemon.stateDir, milter: variant === 'milter', listen, extraArgs: daemonArgs });
+      daemon = await startDaemon({
+        whitelist,
+        stateDir: daemon.stateDir,
+        milter: variant === 'milter',
+        listen,
+        extraArgs: daemonArgs,
+      });
       await assertDelivered(await send({ from: 'mallory@op1.mssante.test', cert: p.op1 }));
     });
   });

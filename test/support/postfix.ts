@@ -6,7 +6,19 @@
  * Accepted mail is really delivered by Postfix's virtual(8) agent into a maildir per recipient.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  chownSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -247,7 +259,10 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
   };
   const queue = (): QueueEntry[] => {
     const out = execFileSync('postqueue', ['-c', configDir, '-j'], { encoding: 'utf8' });
-    return out.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as QueueEntry);
+    return out
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => JSON.parse(l) as QueueEntry);
   };
   return {
     dir,
@@ -263,7 +278,9 @@ export async function startPostfix(options: PostfixOptions): Promise<PostfixInst
         const hit = messages(recipient).find((m) => m.includes(`X-Mssante-Test-Id: ${testId}`));
         if (hit !== undefined) return hit;
         if (Date.now() > deadline) {
-          throw new Error(`no message ${testId} for ${recipient} within ${timeoutMs} ms; queue: ${JSON.stringify(queue())}\n${readLog()}`);
+          throw new Error(
+            `no message ${testId} for ${recipient} within ${timeoutMs} ms; queue: ${JSON.stringify(queue())}\n${readLog()}`,
+          );
         }
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -314,7 +331,9 @@ export async function waitForBanner(port: number, timeoutMs: number, readLog: ()
       s.once('close', () => ok(got));
     });
     if (banner.startsWith('220')) return;
-    const fatal = readLog().split('\n').filter((l) => /\b(fatal|panic):/.test(l));
+    const fatal = readLog()
+      .split('\n')
+      .filter((l) => /\b(fatal|panic):/.test(l));
     if (fatal.length > 0) throw new Error(`Postfix smtpd cannot start:\n${fatal.join('\n')}`);
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -28,7 +28,10 @@ export interface Sample {
 export type QueryData =
   | { readonly resultType: 'vector'; readonly result: Sample[] }
   | { readonly resultType: 'scalar' | 'string'; readonly result: [number, string] }
-  | { readonly resultType: 'matrix'; readonly result: Array<{ metric: Record<string, string>; values: Array<[number, string]> }> };
+  | {
+      readonly resultType: 'matrix';
+      readonly result: Array<{ metric: Record<string, string>; values: Array<[number, string]> }>;
+    };
 
 export interface PrometheusHandle {
   /** http://127.0.0.1:PORT */
@@ -78,9 +81,12 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Prome
   process.once('exit', killOnExit);
 
   async function api<T>(path: string, params: Record<string, string> = {}): Promise<T> {
-    const res = await fetch(`${url}/api/v1/${path}?${new URLSearchParams(params).toString()}`, { signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(`${url}/api/v1/${path}?${new URLSearchParams(params).toString()}`, {
+      signal: AbortSignal.timeout(10_000),
+    });
     const body = (await res.json()) as { status: string; data: T; errorType?: string; error?: string };
-    if (body.status !== 'success') throw new Error(`prometheus ${path} ${JSON.stringify(params)}: ${body.errorType}: ${body.error}`);
+    if (body.status !== 'success')
+      throw new Error(`prometheus ${path} ${JSON.stringify(params)}: ${body.errorType}: ${body.error}`);
     return body.data;
   }
   async function query(expr: string): Promise<QueryData> {

@@ -84,10 +84,17 @@ class LineReader {
 export class SmtpSession {
   /** 4xx and 5xx replies in this session: Postfix disconnects past smtpd_hard_error_limit (20). */
   errors = 0;
-  private constructor(private socket: net.Socket, private readonly reader: LineReader) {}
+  private constructor(
+    private socket: net.Socket,
+    private readonly reader: LineReader,
+  ) {}
 
   /** Connects, EHLO, STARTTLS with the client certificate, EHLO again. */
-  static async open(port: number, cert: { readonly certPath: string; readonly keyPath: string }, ehlo = 'client.mssante.test'): Promise<SmtpSession> {
+  static async open(
+    port: number,
+    cert: { readonly certPath: string; readonly keyPath: string },
+    ehlo = 'client.mssante.test',
+  ): Promise<SmtpSession> {
     const plain = net.connect(port, '127.0.0.1');
     await new Promise<void>((ok, fail) => {
       plain.once('connect', ok);
@@ -100,7 +107,13 @@ export class SmtpSession {
     session.expect(await session.command(`EHLO ${ehlo}`), 250, 'EHLO');
     session.expect(await session.command('STARTTLS'), 220, 'STARTTLS');
     reader.detach(plain);
-    const secure = tls.connect({ socket: plain, cert: readFileSync(cert.certPath), key: readFileSync(cert.keyPath), rejectUnauthorized: false, servername: 'mx.destinataire.mssante.test' });
+    const secure = tls.connect({
+      socket: plain,
+      cert: readFileSync(cert.certPath),
+      key: readFileSync(cert.keyPath),
+      rejectUnauthorized: false,
+      servername: 'mx.destinataire.mssante.test',
+    });
     await new Promise<void>((ok, fail) => {
       secure.once('secureConnect', ok);
       secure.once('error', fail);

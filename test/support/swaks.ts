@@ -51,14 +51,22 @@ export interface SendResult {
 export function sendMail(options: SendOptions): Promise<SendResult> {
   const testId = randomUUID();
   const args = [
-    '--server', options.server ?? '127.0.0.1',
-    '--port', String(options.port),
-    '--from', options.from === '' ? '<>' : options.from,
-    '--to', options.to,
-    '--ehlo', options.ehlo ?? 'client.mssante.test',
-    '--timeout', String(options.timeoutSeconds ?? 20),
-    '--add-header', `X-Mssante-Test-Id: ${testId}`,
-    '--header', `Subject: mssante-policyd e2e ${testId}`,
+    '--server',
+    options.server ?? '127.0.0.1',
+    '--port',
+    String(options.port),
+    '--from',
+    options.from === '' ? '<>' : options.from,
+    '--to',
+    options.to,
+    '--ehlo',
+    options.ehlo ?? 'client.mssante.test',
+    '--timeout',
+    String(options.timeoutSeconds ?? 20),
+    '--add-header',
+    `X-Mssante-Test-Id: ${testId}`,
+    '--header',
+    `Subject: mssante-policyd e2e ${testId}`,
   ];
   if (options.tls) args.push('--tls');
   if (options.cert) args.push('--tls-cert', options.cert.certPath, '--tls-key', options.cert.keyPath);

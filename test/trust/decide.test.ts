@@ -19,11 +19,24 @@ const index = buildIndex([
   ['hôpital-démo.mssante.fr', OP2],
 ]);
 
-const cn = (value: string, issuerCn: string | null = 'AC IGC-SANTE ELEMENTAIRE ORGANISATIONS'): CertIdentity => ({ kind: 'cn', cn: value, issuerCn, verified: true });
+const cn = (value: string, issuerCn: string | null = 'AC IGC-SANTE ELEMENTAIRE ORGANISATIONS'): CertIdentity => ({
+  kind: 'cn',
+  cn: value,
+  issuerCn,
+  verified: true,
+});
 const dn = (value: string, verified = true): CertIdentity => ({ kind: 'dn', dn: value, issuerCn: null, verified });
 
 function facts(overrides: Partial<Facts>): Facts {
-  return { frontend: 'policy', stage: 'rcpt', tlsProtocol: 'TLSv1.2', tlsCipher: 'ECDHE-RSA-AES256-GCM-SHA384', cert: cn('mx.op1.fr'), sender: 'dr.x@op1.mssante.fr', ...overrides };
+  return {
+    frontend: 'policy',
+    stage: 'rcpt',
+    tlsProtocol: 'TLSv1.2',
+    tlsCipher: 'ECDHE-RSA-AES256-GCM-SHA384',
+    cert: cn('mx.op1.fr'),
+    sender: 'dr.x@op1.mssante.fr',
+    ...overrides,
+  };
 }
 
 const cases: Array<[string, Partial<Facts>, ReasonId]> = [
@@ -51,8 +64,16 @@ const cases: Array<[string, Partial<Facts>, ReasonId]> = [
   ['sender with IP literal', { sender: 'a@[192.0.2.1]' }, 'sender_invalid'],
   ['sender not told', { sender: null }, 'sender_missing'],
   ['full DN listed, same order', { cert: dn(OP1) }, 'ok'],
-  ['full DN in certificate order with spaces (GnuTLS)', { cert: dn('C=FR, ST=Haute-Garonne (31), O=GIP OP1, OU=318310021300028, CN=mx.op1.fr') }, 'ok'],
-  ['full DN in slash form (OpenSSL/Sendmail)', { cert: dn('/C=FR/ST=Haute-Garonne (31)/O=GIP OP1/OU=318310021300028/CN=mx.op1.fr') }, 'ok'],
+  [
+    'full DN in certificate order with spaces (GnuTLS)',
+    { cert: dn('C=FR, ST=Haute-Garonne (31), O=GIP OP1, OU=318310021300028, CN=mx.op1.fr') },
+    'ok',
+  ],
+  [
+    'full DN in slash form (OpenSSL/Sendmail)',
+    { cert: dn('/C=FR/ST=Haute-Garonne (31)/O=GIP OP1/OU=318310021300028/CN=mx.op1.fr') },
+    'ok',
+  ],
   ['same CN, other O (full DN)', { cert: dn(OP1_OTHER_O) }, 'cert_not_listed'],
   ['full DN of op1 with op2 domain', { cert: dn(OP1), sender: 'a@op2.mssante.fr' }, 'sender_cert_mismatch'],
   ['garbage DN', { cert: dn('not a dn') }, 'cert_not_listed'],
@@ -85,7 +106,10 @@ describe('decide()', () => {
 
   it('refusals carry 550 5.7.1 with French then English text, ASCII only', () => {
     const action = POLICY_ACTIONS[decide(facts({ sender: 'a@unknown.mssante.fr' }), index).reason.id];
-    assert.equal(action, '550 5.7.1 Domaine expediteur absent de la liste blanche MSSante / sender domain not in the MSSante whitelist');
+    assert.equal(
+      action,
+      '550 5.7.1 Domaine expediteur absent de la liste blanche MSSante / sender domain not in the MSSante whitelist',
+    );
     for (const a of Object.values(POLICY_ACTIONS)) assert.match(a, /^[\x20-\x7e]+$/);
   });
 
@@ -105,18 +129,37 @@ describe('decide()', () => {
     assert.equal(decide(cbc, index, v17).reason.id, 'tls_profile');
     assert.equal(decide(facts({ tlsProtocol: 'TLSv1.1' }), index, v16).reason.id, 'tls_profile');
     assert.equal(decide(facts({ tlsProtocol: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384' }), index, v17).reason.id, 'ok');
-    assert.equal(decide(facts({ tlsProtocol: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384' }), index, v16).reason.id, 'tls_profile');
+    assert.equal(
+      decide(facts({ tlsProtocol: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384' }), index, v16).reason.id,
+      'tls_profile',
+    );
     // Exim names: TLS1.2 and IANA suite names
-    assert.equal(decide(facts({ tlsProtocol: 'TLS1.2', tlsCipher: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256' }), index, v17).reason.id, 'ok');
-    assert.equal(decide(facts({ tlsProtocol: 'TLS1.2', tlsCipher: 'TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256' }), index, v17).reason.id, 'tls_profile');
+    assert.equal(
+      decide(facts({ tlsProtocol: 'TLS1.2', tlsCipher: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256' }), index, v17).reason.id,
+      'ok',
+    );
+    assert.equal(
+      decide(facts({ tlsProtocol: 'TLS1.2', tlsCipher: 'TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256' }), index, v17).reason.id,
+      'tls_profile',
+    );
   });
 
   it('property: no input makes decide() pass a certificate that is not listed', () => {
     const listedCns = new Set(['mx.op1.fr', 'smtp.op2.fr']);
     const arbitraryCert = fc.oneof(
       fc.constant(null),
-      fc.record({ kind: fc.constant('cn' as const), cn: fc.string(), issuerCn: fc.option(fc.string()), verified: fc.constant(true as const) }),
-      fc.record({ kind: fc.constant('dn' as const), dn: fc.oneof(fc.string(), fc.constantFrom(OP1, OP2, OP1_OTHER_O)), issuerCn: fc.option(fc.string()), verified: fc.boolean() }),
+      fc.record({
+        kind: fc.constant('cn' as const),
+        cn: fc.string(),
+        issuerCn: fc.option(fc.string()),
+        verified: fc.constant(true as const),
+      }),
+      fc.record({
+        kind: fc.constant('dn' as const),
+        dn: fc.oneof(fc.string(), fc.constantFrom(OP1, OP2, OP1_OTHER_O)),
+        issuerCn: fc.option(fc.string()),
+        verified: fc.boolean(),
+      }),
     );
     fc.assert(
       fc.property(
@@ -128,7 +171,8 @@ describe('decide()', () => {
           if (d.reason.result !== 'pass') return;
           // A pass means: a verified certificate whose identity is listed.
           assert.ok(cert !== null && cert.verified);
-          if (cert.kind === 'cn') assert.ok(listedCns.has(cert.cn.trim().toLowerCase()), `passed unlisted CN ${JSON.stringify(cert.cn)}`);
+          if (cert.kind === 'cn')
+            assert.ok(listedCns.has(cert.cn.trim().toLowerCase()), `passed unlisted CN ${JSON.stringify(cert.cn)}`);
           else assert.ok(index.isDnListed(decideKey(cert.dn)), `passed unlisted DN ${JSON.stringify(cert.dn)}`);
         },
       ),

@@ -18,7 +18,6 @@ import { TestPki } from '../support/pki.js';
 import { REAL_LIST } from '../support/fixtures.js';
 import { toolOrSkip } from '../support/tools.js';
 
-
 function dnOf(text: string): Dn {
   const r = parseDn(text);
   assert.ok(r.ok, `expected ${JSON.stringify(text)} to parse, got ${r.ok ? '' : r.error}`);
@@ -37,7 +36,8 @@ function rfc4514(rdns: Pairs): string {
       chars.forEach((ch, i) => {
         const c = ch.codePointAt(0)!;
         if (c < 0x20 || c === 0x7f) out += [...Buffer.from(ch)].map((b) => `\\${b.toString(16).padStart(2, '0')}`).join('');
-        else if (',+"\\<>;'.includes(ch) || (i === 0 && (ch === ' ' || ch === '#')) || (i === chars.length - 1 && ch === ' ')) out += `\\${ch}`;
+        else if (',+"\\<>;'.includes(ch) || (i === 0 && (ch === ' ' || ch === '#')) || (i === chars.length - 1 && ch === ' '))
+          out += `\\${ch}`;
         else out += ch;
       });
       return `${t}=${out}`;
@@ -74,119 +74,171 @@ const reversed = (p: Pairs): Pairs => [...p].reverse();
 
 describe('list spelling variants (mssante-rules §3) compared with the clean spelling', () => {
   const CADILLAC = 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC,ST=Gironde (33),C=FR';
-  const rows: ReadonlyArray<{ readonly name: string; readonly variant: string; readonly clean: string; readonly same: boolean }> = [
-    {
-      name: 'spaces after the separators',
-      variant: 'CN=mailin.interop-mssante.apicrypt.org, OU=343975235300037, O=APICEM, ST=Nord (59), C=FR',
-      clean: 'CN=mailin.interop-mssante.apicrypt.org,OU=343975235300037,O=APICEM,ST=Nord (59),C=FR',
-      same: true,
-    },
-    {
-      name: 'spaces around = and before separators',
-      variant: 'CN = mss.ch-cadillac.fr , OU = 1330781295 , O = C.H. DE CADILLAC , ST = Gironde (33) , C = FR',
-      clean: CADILLAC,
-      same: true,
-    },
-    {
-      name: 'trailing space inside a value',
-      variant: 'CN=mssante.clinique-sainthilaire.fr,OU=1760780619,O=CLINIQUE SAINT-HILAIRE ,ST=Seine-Maritime (76),C=FR',
-      clean: 'CN=mssante.clinique-sainthilaire.fr,OU=1760780619,O=CLINIQUE SAINT-HILAIRE,ST=Seine-Maritime (76),C=FR',
-      same: true,
-    },
-    {
-      name: 'trailing space inside the CN',
-      variant: 'CN=smtp-1.mssante.adista.fr ,OU=332315971500305,O=ADISTA,ST=Meurthe et Moselle (54),C=FR',
-      clean: 'CN=smtp-1.mssante.adista.fr,OU=332315971500305,O=ADISTA,ST=Meurthe et Moselle (54),C=FR',
-      same: true,
-    },
-    {
-      name: 'Paris(75) vs Paris (75)',
-      variant: 'CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Paris(75),C=FR',
-      clean: 'CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Paris (75),C=FR',
-      same: true,
-    },
-    {
-      name: 'spaces inside the parentheses',
-      variant: 'CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Paris ( 75 ),C=FR',
-      clean: 'CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Paris (75),C=FR',
-      same: true,
-    },
-    { name: 'RFC 1779 quoted value with a double space', variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O="C.H. DE  CADILLAC",ST=Gironde (33),C=FR', clean: CADILLAC, same: true },
-    { name: 'unquoted double space', variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE  CADILLAC,ST=Gironde (33),C=FR', clean: CADILLAC, same: true },
-    {
-      name: 'run of three spaces',
-      variant: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER   ORTHEZ,ST=Pyrénées-Atlantiques (64),C=FR',
-      clean: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER ORTHEZ,ST=Pyrénées-Atlantiques (64),C=FR',
-      same: true,
-    },
-    {
-      name: 'U+00A0 followed by a space, quoted',
-      variant: 'CN=scytale.curie.fr,OU=1750160012,O="CLCC\u00a0 INSTITUT CURIE",ST=Paris (75),C=FR',
-      clean: 'CN=scytale.curie.fr,OU=1750160012,O=CLCC INSTITUT CURIE,ST=Paris (75),C=FR',
-      same: true,
-    },
-    {
-      name: 'U+00A0 alone',
-      variant: 'CN=mss.hlrs-lamusse.net,OU=1270000912,O=HOPITAL LA\u00a0MUSSE ST SEBASTIEN/MORSENT,ST=Eure (27),C=FR',
-      clean: 'CN=mss.hlrs-lamusse.net,OU=1270000912,O=HOPITAL LA MUSSE ST SEBASTIEN/MORSENT,ST=Eure (27),C=FR',
-      same: true,
-    },
-    {
-      name: 'bare embedded quotes vs the RFC 4514 escaped quotes GnuTLS writes',
-      variant: 'CN=mssante.ch-ouestguyane.fr,OU=1970300083,O=CENTRE HOSPITALIER "FRANCK-JOLY",ST=Guyane (973),C=FR',
-      clean: 'CN=mssante.ch-ouestguyane.fr,OU=1970300083,O=CENTRE HOSPITALIER \\"FRANCK-JOLY\\",ST=Guyane (973),C=FR',
-      same: true,
-    },
-    {
-      // Embedded quotes are part of the value (only one surrounding pair is syntax): the list holds
-      // both spellings for the same domain, as two certificates.
-      name: 'bare embedded quotes vs the same words without quotes',
-      variant: 'CN=mssante.ch-ouestguyane.fr,OU=1970300083,O=CENTRE HOSPITALIER "FRANCK-JOLY",ST=Guyane (973),C=FR',
-      clean: 'CN=mssante.ch-ouestguyane.fr,OU=1970300083,O="CENTRE HOSPITALIER  FRANCK-JOLY",ST=Guyane (973),C=FR',
-      same: false,
-    },
-    { name: 'comma inside RFC 1779 quotes', variant: 'CN=h.example.fr,O="CH DE PAU, SITE 2",C=FR', clean: 'CN=h.example.fr,O=CH DE PAU\\, SITE 2,C=FR', same: true },
-    { name: 'comma inside bare embedded quotes', variant: 'CN=h.example.fr,O=CH "PAU, SITE 2",C=FR', clean: 'CN=h.example.fr,O=CH \\"PAU\\, SITE 2\\",C=FR', same: true },
-    {
-      // L and ST are different attributes: the certificate carries one of them, the MTA shows which.
-      name: 'L= instead of ST=',
-      variant: 'CN=cert-expire-audit.espacedeconfiance.mssante.fr,OU=300000000099622,O=GIP - TEST9962,L=Paris (75),C=FR',
-      clean: 'CN=cert-expire-audit.espacedeconfiance.mssante.fr,OU=300000000099622,O=GIP - TEST9962,ST=Paris (75),C=FR',
-      same: false,
-    },
-    { name: 'letter case of types and values', variant: 'cn=MSS.CH-Cadillac.FR,ou=1330781295,o=c.h. de cadillac,st=GIRONDE (33),c=fr', clean: CADILLAC, same: true },
-    {
-      name: 'long type names and OIDs',
-      variant: 'commonName=mss.ch-cadillac.fr,organizationalUnitName=1330781295,2.5.4.10=C.H. DE CADILLAC,stateOrProvinceName=Gironde (33),OID.2.5.4.6=FR',
-      clean: CADILLAC,
-      same: true,
-    },
-    {
-      // Not a documented variant (the real list is NFC throughout): other code points, other subject.
-      name: 'decomposed (NFD) vs composed accents',
-      variant: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER ORTHEZ,ST=Pyre\u0301ne\u0301es-Atlantiques (64),C=FR',
-      clean: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER ORTHEZ,ST=Pyrénées-Atlantiques (64),C=FR',
-      same: false,
-    },
-    { name: 'escaped trailing space', variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC\\ ,ST=Gironde (33),C=FR', clean: CADILLAC, same: true },
-    { name: 'RFC 1779 ; separators', variant: 'CN=mss.ch-cadillac.fr; OU=1330781295; O=C.H. DE CADILLAC; ST=Gironde (33); C=FR', clean: CADILLAC, same: true },
-    {
-      name: 'same CN, different OU (a different certificate)',
-      variant: 'CN=messagerie1.mssantepdl.fr,OU=1440050409,O=GCS E-SANTE PAYS DE LA LOIRE,ST=Loire-Atlantique (44),C=FR',
-      clean: 'CN=messagerie1.mssantepdl.fr,OU=353820845500021,O=GCS E-SANTE PAYS DE LA LOIRE,ST=Loire-Atlantique (44),C=FR',
-      same: false,
-    },
-    {
-      name: 'same CN, different O (a different certificate)',
-      variant: 'CN=mss.esante-martinique.fr,OU=1970210829,O=GRADES MARTINIQUE,ST=Martinique (972),C=FR',
-      clean: 'CN=mss.esante-martinique.fr,OU=1970210829,O=GCS SYST INF SANTE DE MART (ET SIEGE),ST=Martinique (972),C=FR',
-      same: false,
-    },
-    { name: 'one RDN missing', variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC,C=FR', clean: CADILLAC, same: false },
-    { name: 'one RDN more', variant: `${CADILLAC},EMAILADDRESS=x@ch-cadillac.fr`, clean: CADILLAC, same: false },
-    { name: 'rotated, not reversed', variant: 'C=FR,CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC,ST=Gironde (33)', clean: CADILLAC, same: false },
-    { name: 'one character of the CN differs', variant: CADILLAC.replace('cadillac.fr', 'cadi1lac.fr'), clean: CADILLAC, same: false },
-  ];
+  const rows: ReadonlyArray<{ readonly name: string; readonly variant: string; readonly clean: string; readonly same: boolean }> =
+    [
+      {
+        name: 'spaces after the separators',
+        variant: 'CN=mailin.interop-mssante.apicrypt.org, OU=343975235300037, O=APICEM, ST=Nord (59), C=FR',
+        clean: 'CN=mailin.interop-mssante.apicrypt.org,OU=343975235300037,O=APICEM,ST=Nord (59),C=FR',
+        same: true,
+      },
+      {
+        name: 'spaces around = and before separators',
+        variant: 'CN = mss.ch-cadillac.fr , OU = 1330781295 , O = C.H. DE CADILLAC , ST = Gironde (33) , C = FR',
+        clean: CADILLAC,
+        same: true,
+      },
+      {
+        name: 'trailing space inside a value',
+        variant: 'CN=mssante.clinique-sainthilaire.fr,OU=1760780619,O=CLINIQUE SAINT-HILAIRE ,ST=Seine-Maritime (76),C=FR',
+        clean: 'CN=mssante.clinique-sainthilaire.fr,OU=1760780619,O=CLINIQUE SAINT-HILAIRE,ST=Seine-Maritime (76),C=FR',
+        same: true,
+      },
+      {
+        name: 'trailing space inside the CN',
+        variant: 'CN=smtp-1.mssante.adista.fr ,OU=332315971500305,O=ADISTA,ST=Meurthe et Moselle (54),C=FR',
+        clean: 'CN=smtp-1.mssante.adista.fr,OU=332315971500305,O=ADISTA,ST=Meurthe et Moselle (54),C=FR',
+        same: true,
+      },
+      {
+        name: 'Paris(75) vs Paris (75)',
+        variant: 'CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Paris(75),C=FR',
+        clean: 'CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Paris (75),C=FR',
+        same: true,
+      },
+      {
+        name: 'spaces inside the parentheses',
+        variant: 'CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Paris ( 75 ),C=FR',
+        clean: 'CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Paris (75),C=FR',
+        same: true,
+      },
+      {
+        name: 'RFC 1779 quoted value with a double space',
+        variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O="C.H. DE  CADILLAC",ST=Gironde (33),C=FR',
+        clean: CADILLAC,
+        same: true,
+      },
+      {
+        name: 'unquoted double space',
+        variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE  CADILLAC,ST=Gironde (33),C=FR',
+        clean: CADILLAC,
+        same: true,
+      },
+      {
+        name: 'run of three spaces',
+        variant: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER   ORTHEZ,ST=Pyrénées-Atlantiques (64),C=FR',
+        clean: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER ORTHEZ,ST=Pyrénées-Atlantiques (64),C=FR',
+        same: true,
+      },
+      {
+        name: 'U+00A0 followed by a space, quoted',
+        variant: 'CN=scytale.curie.fr,OU=1750160012,O="CLCC\u00a0 INSTITUT CURIE",ST=Paris (75),C=FR',
+        clean: 'CN=scytale.curie.fr,OU=1750160012,O=CLCC INSTITUT CURIE,ST=Paris (75),C=FR',
+        same: true,
+      },
+      {
+        name: 'U+00A0 alone',
+        variant: 'CN=mss.hlrs-lamusse.net,OU=1270000912,O=HOPITAL LA\u00a0MUSSE ST SEBASTIEN/MORSENT,ST=Eure (27),C=FR',
+        clean: 'CN=mss.hlrs-lamusse.net,OU=1270000912,O=HOPITAL LA MUSSE ST SEBASTIEN/MORSENT,ST=Eure (27),C=FR',
+        same: true,
+      },
+      {
+        name: 'bare embedded quotes vs the RFC 4514 escaped quotes GnuTLS writes',
+        variant: 'CN=mssante.ch-ouestguyane.fr,OU=1970300083,O=CENTRE HOSPITALIER "FRANCK-JOLY",ST=Guyane (973),C=FR',
+        clean: 'CN=mssante.ch-ouestguyane.fr,OU=1970300083,O=CENTRE HOSPITALIER \\"FRANCK-JOLY\\",ST=Guyane (973),C=FR',
+        same: true,
+      },
+      {
+        // Embedded quotes are part of the value (only one surrounding pair is syntax): the list holds
+        // both spellings for the same domain, as two certificates.
+        name: 'bare embedded quotes vs the same words without quotes',
+        variant: 'CN=mssante.ch-ouestguyane.fr,OU=1970300083,O=CENTRE HOSPITALIER "FRANCK-JOLY",ST=Guyane (973),C=FR',
+        clean: 'CN=mssante.ch-ouestguyane.fr,OU=1970300083,O="CENTRE HOSPITALIER  FRANCK-JOLY",ST=Guyane (973),C=FR',
+        same: false,
+      },
+      {
+        name: 'comma inside RFC 1779 quotes',
+        variant: 'CN=h.example.fr,O="CH DE PAU, SITE 2",C=FR',
+        clean: 'CN=h.example.fr,O=CH DE PAU\\, SITE 2,C=FR',
+        same: true,
+      },
+      {
+        name: 'comma inside bare embedded quotes',
+        variant: 'CN=h.example.fr,O=CH "PAU, SITE 2",C=FR',
+        clean: 'CN=h.example.fr,O=CH \\"PAU\\, SITE 2\\",C=FR',
+        same: true,
+      },
+      {
+        // L and ST are different attributes: the certificate carries one of them, the MTA shows which.
+        name: 'L= instead of ST=',
+        variant: 'CN=cert-expire-audit.espacedeconfiance.mssante.fr,OU=300000000099622,O=GIP - TEST9962,L=Paris (75),C=FR',
+        clean: 'CN=cert-expire-audit.espacedeconfiance.mssante.fr,OU=300000000099622,O=GIP - TEST9962,ST=Paris (75),C=FR',
+        same: false,
+      },
+      {
+        name: 'letter case of types and values',
+        variant: 'cn=MSS.CH-Cadillac.FR,ou=1330781295,o=c.h. de cadillac,st=GIRONDE (33),c=fr',
+        clean: CADILLAC,
+        same: true,
+      },
+      {
+        name: 'long type names and OIDs',
+        variant:
+          'commonName=mss.ch-cadillac.fr,organizationalUnitName=1330781295,2.5.4.10=C.H. DE CADILLAC,stateOrProvinceName=Gironde (33),OID.2.5.4.6=FR',
+        clean: CADILLAC,
+        same: true,
+      },
+      {
+        // Not a documented variant (the real list is NFC throughout): other code points, other subject.
+        name: 'decomposed (NFD) vs composed accents',
+        variant: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER ORTHEZ,ST=Pyre\u0301ne\u0301es-Atlantiques (64),C=FR',
+        clean: 'CN=mss.ch-orthez.fr,OU=1640780813,O=CENTRE HOSPITALIER ORTHEZ,ST=Pyrénées-Atlantiques (64),C=FR',
+        same: false,
+      },
+      {
+        name: 'escaped trailing space',
+        variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC\\ ,ST=Gironde (33),C=FR',
+        clean: CADILLAC,
+        same: true,
+      },
+      {
+        name: 'RFC 1779 ; separators',
+        variant: 'CN=mss.ch-cadillac.fr; OU=1330781295; O=C.H. DE CADILLAC; ST=Gironde (33); C=FR',
+        clean: CADILLAC,
+        same: true,
+      },
+      {
+        name: 'same CN, different OU (a different certificate)',
+        variant: 'CN=messagerie1.mssantepdl.fr,OU=1440050409,O=GCS E-SANTE PAYS DE LA LOIRE,ST=Loire-Atlantique (44),C=FR',
+        clean: 'CN=messagerie1.mssantepdl.fr,OU=353820845500021,O=GCS E-SANTE PAYS DE LA LOIRE,ST=Loire-Atlantique (44),C=FR',
+        same: false,
+      },
+      {
+        name: 'same CN, different O (a different certificate)',
+        variant: 'CN=mss.esante-martinique.fr,OU=1970210829,O=GRADES MARTINIQUE,ST=Martinique (972),C=FR',
+        clean: 'CN=mss.esante-martinique.fr,OU=1970210829,O=GCS SYST INF SANTE DE MART (ET SIEGE),ST=Martinique (972),C=FR',
+        same: false,
+      },
+      {
+        name: 'one RDN missing',
+        variant: 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC,C=FR',
+        clean: CADILLAC,
+        same: false,
+      },
+      { name: 'one RDN more', variant: `${CADILLAC},EMAILADDRESS=x@ch-cadillac.fr`, clean: CADILLAC, same: false },
+      {
+        name: 'rotated, not reversed',
+        variant: 'C=FR,CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC,ST=Gironde (33)',
+        clean: CADILLAC,
+        same: false,
+      },
+      {
+        name: 'one character of the CN differs',
+        variant: CADILLAC.replace('cadillac.fr', 'cadi1lac.fr'),
+        clean: CADILLAC,
+        same: false,
+      },
+    ];
   for (const row of rows) {
     test(`${row.name}: ${row.same ? 'same subject' : 'different subject'}`, () => {
       const a = keyOf(row.variant);
@@ -198,14 +250,20 @@ describe('list spelling variants (mssante-rules §3) compared with the clean spe
 
   test('a bare + or ; inside a value is text, not a separator', () => {
     const dn = dnOf('CN=h.example.fr,O=SOINS+DOMICILE;NORD,C=FR');
-    assert.deepEqual(dn.rdns.map((r) => r.map((a) => a.type)), [['CN'], ['O'], ['C']]);
+    assert.deepEqual(
+      dn.rdns.map((r) => r.map((a) => a.type)),
+      [['CN'], ['O'], ['C']],
+    );
     assert.equal(dn.rdns[1]![0]!.value, 'soins+domicile;nord');
   });
 
   test('a multi-valued RDN (+) stays one RDN, compared as a set, never flattened', () => {
     const dn = dnOf('CN=h.example.fr+SERIALNUMBER=42,O=X,C=FR');
     assert.deepEqual(dn.rdns, [
-      [{ type: 'CN', value: 'h.example.fr' }, { type: 'SERIALNUMBER', value: '42' }],
+      [
+        { type: 'CN', value: 'h.example.fr' },
+        { type: 'SERIALNUMBER', value: '42' },
+      ],
       [{ type: 'O', value: 'x' }],
       [{ type: 'C', value: 'fr' }],
     ]);
@@ -230,7 +288,8 @@ describe('MTA renderings of one subject compare equal to the list spelling', () 
     ['OU', '1130786049'],
     ['CN', 'mss.hopital-exemple.fr'],
   ];
-  const LIST = 'CN=mss.hopital-exemple.fr,OU=1130786049,O="HOPITAL LA MUSSE \\"ST\\" SEBASTIEN/MORSENT, SITE 2",ST=Bouches-du-Rhône(13),C=FR';
+  const LIST =
+    'CN=mss.hopital-exemple.fr,OU=1130786049,O="HOPITAL LA MUSSE \\"ST\\" SEBASTIEN/MORSENT, SITE 2",ST=Bouches-du-Rhône(13),C=FR';
   const rows: ReadonlyArray<readonly [string, string]> = [
     ['Exim GnuTLS, certificate order, UTF-8, \\" and \\, escapes', rfc4514(SUBJECT)],
     ['RFC 4514, CN first', rfc4514(reversed(SUBJECT))],
@@ -254,7 +313,10 @@ describe('MTA renderings of one subject compare equal to the list spelling', () 
 
   test('a Sendmail macro as it arrives: xtext (+5C = backslash) wrapping \\xHH', () => {
     const macro = '/C=FR/ST=Bouches-du-Rh+5CxC3+5CxB4ne+20+2813+29/O=GIP+20SESAN/OU=1750048886/CN=smtp-1.sesan.santnet.com';
-    assert.equal(sendmailXtext('/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/O=GIP SESAN/OU=1750048886/CN=smtp-1.sesan.santnet.com'), macro);
+    assert.equal(
+      sendmailXtext('/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/O=GIP SESAN/OU=1750048886/CN=smtp-1.sesan.santnet.com'),
+      macro,
+    );
     const once = decodeXtext(macro);
     assert.equal(once, '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/O=GIP SESAN/OU=1750048886/CN=smtp-1.sesan.santnet.com');
     assert.equal(keyOf(once), keyOf('CN=smtp-1.sesan.santnet.com,OU=1750048886,O=GIP SESAN,ST=Bouches-du-Rhône (13),C=FR'));
@@ -273,7 +335,9 @@ describe('MTA renderings of one subject compare equal to the list spelling', () 
     const pki = new TestPki();
     const cert = pki.issue('dn-subject', SUBJECT, null, { usage: 'tls' });
     const renderings = ['compat', 'RFC2253', 'RFC2253,-esc_msb', 'oneline', 'oneline,-esc_msb'].map((opt) => {
-      const out = execFileSync(openssl, ['x509', '-in', cert.certPath, '-noout', '-subject', '-nameopt', opt], { encoding: 'utf8' });
+      const out = execFileSync(openssl, ['x509', '-in', cert.certPath, '-noout', '-subject', '-nameopt', opt], {
+        encoding: 'utf8',
+      });
       return out.replace(/^subject=\s*/, '').trim();
     });
     const expected = keyOf(LIST);
@@ -339,7 +403,10 @@ describe('decoders', () => {
 describe('parse results', () => {
   test('RDNs keep their order and canonical types; cn is the last CN', () => {
     const dn = dnOf('/C=FR/O=X/1.3.6.1.4.1.311.60.2.1.3=FR/emailAddress=A@B.FR/CN=first.example.fr/CN=Last.Example.FR');
-    assert.deepEqual(dn.rdns.map((r) => r[0]!.type), ['C', 'O', '1.3.6.1.4.1.311.60.2.1.3', 'EMAILADDRESS', 'CN', 'CN']);
+    assert.deepEqual(
+      dn.rdns.map((r) => r[0]!.type),
+      ['C', 'O', '1.3.6.1.4.1.311.60.2.1.3', 'EMAILADDRESS', 'CN', 'CN'],
+    );
     assert.equal(dn.cn, 'last.example.fr');
     assert.equal(dnOf('E=a@b.fr,O=x').rdns[0]![0]!.type, 'EMAILADDRESS');
     assert.equal(dnOf('O=x,C=FR').cn, null);
@@ -347,7 +414,20 @@ describe('parse results', () => {
   });
 
   test('formatDn renders CN first, escaped, on one line', () => {
-    assert.equal(formatDn(dnOf(rfc4514(reversed([['CN', 'h.example.fr'], ['O', 'A, B'], ['C', 'FR']])))), 'CN=h.example.fr,O=a\\, b,C=fr');
+    assert.equal(
+      formatDn(
+        dnOf(
+          rfc4514(
+            reversed([
+              ['CN', 'h.example.fr'],
+              ['O', 'A, B'],
+              ['C', 'FR'],
+            ]),
+          ),
+        ),
+      ),
+      'CN=h.example.fr,O=a\\, b,C=fr',
+    );
     assert.equal(formatDn(dnOf('/C=FR/O=A/CN=h.example.fr')), 'CN=h.example.fr,O=a,C=fr');
     const nasty = formatDn(dnOf('/C=FR/CN=x\\x0D\\x0Aevil: yes'));
     assert.equal(nasty, 'CN=x\\0D\\0Aevil: yes,C=fr');
@@ -410,9 +490,15 @@ describe('the real list (../shared/fixtures/real)', () => {
     const entities: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
     const decodeXml = (s: string): string =>
       s.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);/g, (_m, e: string) =>
-        e.startsWith('#x') ? String.fromCodePoint(parseInt(e.slice(2), 16))
-          : e.startsWith('#') ? String.fromCodePoint(parseInt(e.slice(1), 10)) : entities[e]!);
-    const texts = [...xml.matchAll(/<DNCertificatOperateur>([^<]*)<\/DNCertificatOperateur>/g)].map((m) => decodeXml(m[1]!).trim());
+        e.startsWith('#x')
+          ? String.fromCodePoint(parseInt(e.slice(2), 16))
+          : e.startsWith('#')
+            ? String.fromCodePoint(parseInt(e.slice(1), 10))
+            : entities[e]!,
+      );
+    const texts = [...xml.matchAll(/<DNCertificatOperateur>([^<]*)<\/DNCertificatOperateur>/g)].map((m) =>
+      decodeXml(m[1]!).trim(),
+    );
     // The regex must have seen every element, or the counts below would prove nothing.
     assert.equal(texts.length, xml.split('<DNCertificatOperateur').length - 1);
     assert.equal(texts.length, 6494);
@@ -425,7 +511,10 @@ describe('the real list (../shared/fixtures/real)', () => {
       assert.ok(r.dn.cn !== null && /^[a-z0-9.-]+$/.test(r.dn.cn), `${text}: CN ${String(r.dn.cn)}`);
       byKey.set(r.dn.key, [...(byKey.get(r.dn.key) ?? []), text]);
       // The same subject as an MTA would render it must land on the same key.
-      assert.ok(r.dn.rdns.every((x) => x.length === 1), text);
+      assert.ok(
+        r.dn.rdns.every((x) => x.length === 1),
+        text,
+      );
       const pairs: Pairs = [...r.dn.rdns].reverse().map((x) => [x[0]!.type, x[0]!.value] as const);
       assert.equal(keyOf(opensslSlash(pairs)), r.dn.key, text);
       assert.equal(keyOf(rfc4514(pairs)), r.dn.key, text);
@@ -448,7 +537,16 @@ describe('the real list (../shared/fixtures/real)', () => {
 });
 
 describe('properties (fast-check)', () => {
-  const tricky = fc.constantFrom(...'=,;+"\\/ \u00a0#<>()xX0123456789ABCDEFabcdef+é'.split(''), 'CN=', '/O=', '\\x', '\\C3', '+C3', '"', 'OID.2.5.4.3=');
+  const tricky = fc.constantFrom(
+    ...'=,;+"\\/ \u00a0#<>()xX0123456789ABCDEFabcdef+é'.split(''),
+    'CN=',
+    '/O=',
+    '\\x',
+    '\\C3',
+    '+C3',
+    '"',
+    'OID.2.5.4.3=',
+  );
 
   test('parseDn never throws, and anything it accepts has a well-formed key', () => {
     fc.assert(
@@ -470,7 +568,10 @@ describe('properties (fast-check)', () => {
     fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }).filter((c) => c !== '\\'),
   );
   const subject = fc.array(
-    fc.tuple(fc.constantFrom('CN', 'OU', 'O', 'L', 'ST', 'C', 'emailAddress', 'serialNumber', '2.5.4.97'), fc.string({ unit: valueChar, maxLength: 12 })),
+    fc.tuple(
+      fc.constantFrom('CN', 'OU', 'O', 'L', 'ST', 'C', 'emailAddress', 'serialNumber', '2.5.4.97'),
+      fc.string({ unit: valueChar, maxLength: 12 }),
+    ),
     { minLength: 1, maxLength: 6 },
   );
 
@@ -489,7 +590,10 @@ describe('properties (fast-check)', () => {
 
   test('no value can forge a separator: equal keys mean equal RDN sequences, in one order or the other', () => {
     const withBackslash = fc.array(
-      fc.tuple(fc.constantFrom('CN', 'O', 'OU'), fc.string({ unit: fc.constantFrom('a', 'b', ',', '=', '\\', 'O', 'C', 'N', ' ', '+'), maxLength: 8 })),
+      fc.tuple(
+        fc.constantFrom('CN', 'O', 'OU'),
+        fc.string({ unit: fc.constantFrom('a', 'b', ',', '=', '\\', 'O', 'C', 'N', ' ', '+'), maxLength: 8 }),
+      ),
       { minLength: 1, maxLength: 4 },
     );
     const seq = (dn: Dn): string => JSON.stringify(dn.rdns.map((r) => r.map((x) => [x.type, x.value])));
@@ -536,7 +640,13 @@ describe('identity equality folds only what is documented (no false pass by norm
   test('full-DN path: no hostile spelling of the CN gives the listed subject', () => {
     const key = keyOf(LISTED);
     for (const [name, cn] of hostile) {
-      const subject: Pairs = [['C', 'FR'], ['ST', 'Paris (75)'], ['O', 'GIP SESAN'], ['OU', '1750048886'], ['CN', cn]];
+      const subject: Pairs = [
+        ['C', 'FR'],
+        ['ST', 'Paris (75)'],
+        ['O', 'GIP SESAN'],
+        ['OU', '1750048886'],
+        ['CN', cn],
+      ];
       for (const rendering of [rfc4514(subject), opensslSlash(subject), opensslSlash(subject, false)]) {
         const r = parseDn(rendering);
         if (r.ok) assert.notEqual(r.dn.key, key, `${name}: ${rendering}`);
@@ -552,17 +662,58 @@ describe('identity equality folds only what is documented (no false pass by norm
     // Bare / inside a value (the real list writes SEBASTIEN/MORSENT) stays text.
     assert.equal(dnOf('/C=FR/O=HOPITAL ST SEBASTIEN/MORSENT/CN=h.example.fr').rdns[1]![0]!.value, 'hopital st sebastien/morsent');
     // An escaped \/ (OpenSSL 3) never splits, even before a known type.
-    assert.deepEqual(dnOf('/C=FR/O=A\\/CN=x/CN=h.example.fr').rdns.map((r) => r[0]!.value), ['fr', 'a/cn=x', 'h.example.fr']);
+    assert.deepEqual(
+      dnOf('/C=FR/O=A\\/CN=x/CN=h.example.fr').rdns.map((r) => r[0]!.value),
+      ['fr', 'a/cn=x', 'h.example.fr'],
+    );
   });
 
   // The documented folds, as a generator can see them: ASCII letter case, ASCII spaces (ends, runs),
   // U+00A0 inside a run. Any other code point inserted anywhere, or replacing a character, must
   // change the identity.
-  const significant = fc.oneof(
-    fc.constantFrom('\u212a', '\u212b', '\u0130', '\u017f', '\u037e', '\u2126', '\t', '\u3000', '\u2000', '\u2005', '\u200a', '\u200b', '\ufeff', '\u202f', '\u1680', '\u0301', '\uff4d', '\u00c5', '\u00e5', 'é', 'É', '"', '\\', '+', ',', '=', '/', '.', '-', '0', '\u00a0'),
-    fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }),
-  ).filter((c) => c !== ' ' && !/^[A-Za-z]$/.test(c));
-  const host = fc.string({ unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz0123456789.-'.split('')), minLength: 1, maxLength: 20 });
+  const significant = fc
+    .oneof(
+      fc.constantFrom(
+        '\u212a',
+        '\u212b',
+        '\u0130',
+        '\u017f',
+        '\u037e',
+        '\u2126',
+        '\t',
+        '\u3000',
+        '\u2000',
+        '\u2005',
+        '\u200a',
+        '\u200b',
+        '\ufeff',
+        '\u202f',
+        '\u1680',
+        '\u0301',
+        '\uff4d',
+        '\u00c5',
+        '\u00e5',
+        'é',
+        'É',
+        '"',
+        '\\',
+        '+',
+        ',',
+        '=',
+        '/',
+        '.',
+        '-',
+        '0',
+        '\u00a0',
+      ),
+      fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }),
+    )
+    .filter((c) => c !== ' ' && !/^[A-Za-z]$/.test(c));
+  const host = fc.string({
+    unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz0123456789.-'.split('')),
+    minLength: 1,
+    maxLength: 20,
+  });
 
   const variants = (base: string, c: string, at: number): string[] => {
     const i = at % (base.length + 1);
@@ -595,7 +746,7 @@ describe('identity equality folds only what is documented (no false pass by norm
         const k = which % pairs.length;
         const listed = keyOf(rfc4514(pairs));
         for (const v of variants(pairs[k]![1], c, at)) {
-          const changed: Pairs = pairs.map((p, i) => (i === k ? [p[0], v] as const : p));
+          const changed: Pairs = pairs.map((p, i) => (i === k ? ([p[0], v] as const) : p));
           for (const rendering of [rfc4514(changed), rfc4514(reversed(changed)), opensslSlash(changed)]) {
             const r = parseDn(rendering);
             if (r.ok) assert.notEqual(r.dn.key, listed, JSON.stringify(rendering));

@@ -10,7 +10,19 @@ describe('normaliseDomain', () => {
   });
 
   it('refuses what is not a host name of two labels or more', () => {
-    for (const bad of ['', '.', 'localhost', 'fr', '192.0.2.1', 'op1 mssante.fr', '-op1.mssante.fr', 'op1-.mssante.fr', 'op1..mssante.fr', `${'a'.repeat(64)}.mssante.fr`, `${'a.'.repeat(127)}fr`]) {
+    for (const bad of [
+      '',
+      '.',
+      'localhost',
+      'fr',
+      '192.0.2.1',
+      'op1 mssante.fr',
+      '-op1.mssante.fr',
+      'op1-.mssante.fr',
+      'op1..mssante.fr',
+      `${'a'.repeat(64)}.mssante.fr`,
+      `${'a.'.repeat(127)}fr`,
+    ]) {
       assert.equal(normaliseDomain(bad), null, JSON.stringify(bad));
     }
   });

@@ -71,7 +71,10 @@ describe('decide() exposes the identity it matched', () => {
     assert.equal(decide(facts(cn('MX.OP1.FR'), 'a@op1.mssante.fr'), index).operator, 'mx.op1.fr');
     assert.equal(mismatchOp1.reason.id, 'sender_cert_mismatch');
     assert.equal(mismatchOp1.operator, 'mx.op1.fr', 'a refusal after the certificate matched still names it');
-    const byDn = decide(facts(dn('C=FR,ST=Haute-Garonne (31),O=GIP OP1,OU=318310021300028,CN=mx.op1.fr'), 'a@op1.mssante.fr'), index);
+    const byDn = decide(
+      facts(dn('C=FR,ST=Haute-Garonne (31),O=GIP OP1,OU=318310021300028,CN=mx.op1.fr'), 'a@op1.mssante.fr'),
+      index,
+    );
     assert.equal(byDn.reason.id, 'ok');
     assert.ok(byDn.operator?.includes('CN=mx.op1.fr'));
     assert.equal(unlisted.operator, null);
@@ -130,7 +133,13 @@ describe('OperatorLedger accounting', () => {
     assert.equal(l.slotCount, 3);
     l.setList(buildIndex([['op2.mssante.fr', OP2]]));
     assert.deepEqual(sink.forgotten, ['mx.op1.fr']);
-    assert.deepEqual(l.snapshot().operators.map((o) => o.operator).sort(), ['smtp.op2.fr', UNLISTED].sort());
+    assert.deepEqual(
+      l
+        .snapshot()
+        .operators.map((o) => o.operator)
+        .sort(),
+      ['smtp.op2.fr', UNLISTED].sort(),
+    );
     // Still listed: its history stays.
     assert.equal(l.snapshot().operators.find((o) => o.operator === 'smtp.op2.fr')?.transactions, 500);
     // A decision taken on the old list is counted as unlisted, never under a departed label.
@@ -213,7 +222,11 @@ describe('OperatorLedger throttle', () => {
   });
 
   it('exempt by CN (also its DN identity) or by DN', () => {
-    const { l } = ledger({ rate: 1, burst: 1, exempt: ['MX.OP1.FR', 'CN=smtp.op2.fr, OU=1750048886, O=GIP OP2, ST=Paris (75), C=FR'] });
+    const { l } = ledger({
+      rate: 1,
+      burst: 1,
+      exempt: ['MX.OP1.FR', 'CN=smtp.op2.fr, OU=1750048886, O=GIP OP2, ST=Paris (75), C=FR'],
+    });
     const op1ByDn = decide(facts(dn(OP1), 'a@op1.mssante.fr'), index);
     const op2ByDn = decide(facts(dn(OP2), 'b@op2.mssante.fr'), index);
     const op3ByDn = decide(facts(dn(OP3), 'c@op3.mssante.fr'), index);

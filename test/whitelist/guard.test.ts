@@ -7,11 +7,20 @@ import { buildIndex, rawEntry } from '../support/index-builder.js';
 
 const DN = 'CN=mx.op1.fr,OU=1,O=OP1,C=FR';
 const NOW = Date.parse('2026-06-01T00:00:00Z');
-const domains = (n: number): Array<readonly [string, string]> => Array.from({ length: n }, (_, i) => [`d${i}.mssante.fr`, DN] as const);
+const domains = (n: number): Array<readonly [string, string]> =>
+  Array.from({ length: n }, (_, i) => [`d${i}.mssante.fr`, DN] as const);
 
 function prepared(pairs: ReadonlyArray<readonly [string, string]>, generatedAt: string, sha256: string): PreparedList {
   const { entries, rejected } = validateEntries(pairs.map(([nom, dn], i) => rawEntry(i, nom, dn)));
-  return { sha256, bytes: 0, generatedAt, signature: { verified: false, why: 'test' }, rawEntryCount: pairs.length, entries, rejected };
+  return {
+    sha256,
+    bytes: 0,
+    generatedAt,
+    signature: { verified: false, why: 'test' },
+    rawEntryCount: pairs.length,
+    entries,
+    rejected,
+  };
 }
 
 const current = { index: buildIndex(domains(100), '2026-05-01T00:00:00Z'), sha256: 'a'.repeat(64) };
@@ -33,7 +42,9 @@ describe('guardList', () => {
   it('refuses an older list (replay), and calls the same sha256 unchanged', () => {
     const older = guardList(current, prepared(domains(100), '2026-04-30T23:59:59Z', 'd'.repeat(64)), 10, new Set(), NOW);
     assert.equal(older.verdict === 'refuse' && older.reason, 'list_older');
-    assert.deepEqual(guardList(current, prepared(domains(100), '2026-05-01T00:00:00Z', 'a'.repeat(64)), 10, new Set(), NOW), { verdict: 'unchanged' });
+    assert.deepEqual(guardList(current, prepared(domains(100), '2026-05-01T00:00:00Z', 'a'.repeat(64)), 10, new Set(), NOW), {
+      verdict: 'unchanged',
+    });
   });
 
   it('refuses a list dated more than a day ahead of the clock, even with nothing in force', () => {
@@ -58,6 +69,9 @@ describe('guardList', () => {
 
   it('a list in force that ages is not judged on age: a newer one replaces it whatever its age', () => {
     const aged = { index: buildIndex(domains(100), '2025-01-01T00:00:00Z'), sha256: '3'.repeat(64) };
-    assert.equal(guardList(aged, prepared(domains(100), '2025-02-01T00:00:00Z', '4'.repeat(64)), 10, new Set(), NOW, 30).verdict, 'accept');
+    assert.equal(
+      guardList(aged, prepared(domains(100), '2025-02-01T00:00:00Z', '4'.repeat(64)), 10, new Set(), NOW, 30).verdict,
+      'accept',
+    );
   });
 });

@@ -35,22 +35,49 @@ describe('prepareList', () => {
     const first = prepareList(demo, { trust, allowUnsigned: false, maxEntries: 100 });
     assert.ok(first.ok && first.list.signature.verified);
     const signer = first.list.signature.signer;
-    const again = prepareList(demo, { trust, allowUnsigned: false, maxEntries: 100, alreadyVerified: { sha256: first.list.sha256, signer } });
+    const again = prepareList(demo, {
+      trust,
+      allowUnsigned: false,
+      maxEntries: 100,
+      alreadyVerified: { sha256: first.list.sha256, signer },
+    });
     assert.ok(again.ok && again.list.signature.verified);
     const tampered = Buffer.from(demo.toString('utf8').replace('demo-clinique', 'demo-cliniqe'));
-    const caught = prepareList(tampered, { trust, allowUnsigned: false, maxEntries: 100, alreadyVerified: { sha256: first.list.sha256, signer } });
+    const caught = prepareList(tampered, {
+      trust,
+      allowUnsigned: false,
+      maxEntries: 100,
+      alreadyVerified: { sha256: first.list.sha256, signer },
+    });
     assert.equal(!caught.ok && caught.reason, 'signature_digest_mismatch');
   });
 
   it('enforces the entry limit and refuses invalid UTF-8, a bad date and a list with no valid entry', () => {
-    const two = Buffer.from(buildListXml([{ nom: 'a.mssante.fr', dn: DN }, { nom: 'b.mssante.fr', dn: DN }], '2026-01-01T00:00:00Z'));
+    const two = Buffer.from(
+      buildListXml(
+        [
+          { nom: 'a.mssante.fr', dn: DN },
+          { nom: 'b.mssante.fr', dn: DN },
+        ],
+        '2026-01-01T00:00:00Z',
+      ),
+    );
     const tooMany = prepareList(two, { trust: null, allowUnsigned: true, maxEntries: 1 });
     assert.equal(!tooMany.ok && tooMany.reason, 'list_too_many_entries');
     const latin1 = Buffer.concat([two.subarray(0, 200), Buffer.from([0xe9]), two.subarray(200)]);
-    assert.equal(((r) => !r.ok && r.reason)(prepareList(latin1, { trust: null, allowUnsigned: true, maxEntries: 10 })), 'encoding_invalid');
+    assert.equal(
+      ((r) => !r.ok && r.reason)(prepareList(latin1, { trust: null, allowUnsigned: true, maxEntries: 10 })),
+      'encoding_invalid',
+    );
     const badDate = Buffer.from(buildListXml([{ nom: 'a.mssante.fr', dn: DN }], '28/02/2025'));
-    assert.equal(((r) => !r.ok && r.reason)(prepareList(badDate, { trust: null, allowUnsigned: true, maxEntries: 10 })), 'generation_date_invalid');
+    assert.equal(
+      ((r) => !r.ok && r.reason)(prepareList(badDate, { trust: null, allowUnsigned: true, maxEntries: 10 })),
+      'generation_date_invalid',
+    );
     const junk = Buffer.from(buildListXml([{ nom: '_', dn: '_' }], '2026-01-01T00:00:00Z'));
-    assert.equal(((r) => !r.ok && r.reason)(prepareList(junk, { trust: null, allowUnsigned: true, maxEntries: 10 })), 'list_empty');
+    assert.equal(
+      ((r) => !r.ok && r.reason)(prepareList(junk, { trust: null, allowUnsigned: true, maxEntries: 10 })),
+      'list_empty',
+    );
   });
 });

@@ -114,8 +114,15 @@ describe('https source through HTTPS_PROXY (CONNECT)', () => {
     } finally {
       proxy.refuseWith = null;
     }
-    const otherCa = new TestPki().createCa('not-the-list-ca', [['C', 'FR'], ['CN', 'Other CA']]);
-    const r = await createSource(server.url, { ...options, caFile: otherCa.certPath, proxy: { url: proxy.url, noProxy: null } }).fetch(null);
+    const otherCa = new TestPki().createCa('not-the-list-ca', [
+      ['C', 'FR'],
+      ['CN', 'Other CA'],
+    ]);
+    const r = await createSource(server.url, {
+      ...options,
+      caFile: otherCa.certPath,
+      proxy: { url: proxy.url, noProxy: null },
+    }).fetch(null);
     assert.equal(r.kind === 'failed' && r.reason, 'source_tls', JSON.stringify(r.kind === 'failed' ? r.detail : r.kind));
   });
 
@@ -137,7 +144,10 @@ describe('https source through HTTPS_PROXY (CONNECT)', () => {
 
 describe('proxy settings', () => {
   it('reads HTTPS_PROXY/NO_PROXY, upper or lower case; empty means unset', () => {
-    assert.deepEqual(proxyFromEnv({ HTTPS_PROXY: 'http://p:3128', NO_PROXY: 'localhost' }), { url: 'http://p:3128', noProxy: 'localhost' });
+    assert.deepEqual(proxyFromEnv({ HTTPS_PROXY: 'http://p:3128', NO_PROXY: 'localhost' }), {
+      url: 'http://p:3128',
+      noProxy: 'localhost',
+    });
     assert.deepEqual(proxyFromEnv({ https_proxy: 'p:3128', no_proxy: '.lan' }), { url: 'p:3128', noProxy: '.lan' });
     assert.deepEqual(proxyFromEnv({ HTTPS_PROXY: ' ' }), { url: null, noProxy: null });
   });
@@ -147,7 +157,11 @@ describe('proxy settings', () => {
     assert.throws(() => parseProxyUrl('https://proxy.lan:3128'), /only an http:\/\/ proxy \(CONNECT\)/);
     assert.throws(() => parseProxyUrl('http://user:pw@'), /HTTPS_PROXY .*\*\*\*@.* is not a URL|no host/);
     assert.throws(
-      () => createSource('https://espacedeconfiance.mssante.fr/listeblanchemssante.xml', { ...DEFAULT_SOURCE_OPTIONS, proxy: { url: 'socks5://p:1080', noProxy: null } }),
+      () =>
+        createSource('https://espacedeconfiance.mssante.fr/listeblanchemssante.xml', {
+          ...DEFAULT_SOURCE_OPTIONS,
+          proxy: { url: 'socks5://p:1080', noProxy: null },
+        }),
       /only an http:\/\/ proxy/,
     );
   });

@@ -27,7 +27,6 @@ import {
   type TemplateOptions,
 } from '../support/xmlsec.js';
 
-
 const GENERATED = '2025-02-28T15:42:07Z';
 const ENTRIES = [
   { nom: 'alpha.mssante.fr', dn: 'CN=mx.alpha.fr,OU=318310021300028,O=GIP ALPHA,ST=Paris (75),C=FR' },
@@ -80,17 +79,51 @@ function getPki(): Pki {
   if (pki) return pki;
   const p = new TestPki();
   const wide = { notBefore: '20200101000000Z', notAfter: '20400101000000Z' };
-  const subject = (cn: string): Subject => [['C', 'FR'], ['O', 'TEST-SANTE'], ['OU', '0002 187512751'], ['CN', cn]];
+  const subject = (cn: string): Subject => [
+    ['C', 'FR'],
+    ['O', 'TEST-SANTE'],
+    ['OU', '0002 187512751'],
+    ['CN', cn],
+  ];
   const root = p.createCa('root', subject('AC RACINE TEST-SANTE'), wide);
   const inter = p.issue('inter', subject('AC TEST-SANTE ORGANISATIONS'), root, { usage: 'ca', ...wide });
-  const signerSubject: Subject = [['C', 'FR'], ['ST', 'Hauts-de-Seine (92)'], ['O', 'TEST LISTES'], ['OU', '347976684200724'], ['CN', 'alb.test.fr']];
-  const signer = p.issue('signer', signerSubject, inter, { usage: 'signing', notBefore: '20240101000000Z', notAfter: '20390101000000Z' });
+  const signerSubject: Subject = [
+    ['C', 'FR'],
+    ['ST', 'Hauts-de-Seine (92)'],
+    ['O', 'TEST LISTES'],
+    ['OU', '347976684200724'],
+    ['CN', 'alb.test.fr'],
+  ];
+  const signer = p.issue('signer', signerSubject, inter, {
+    usage: 'signing',
+    notBefore: '20240101000000Z',
+    notAfter: '20390101000000Z',
+  });
   // Expired today, valid on GENERATED: the real signer's situation.
-  const expired = p.issue('expired', signerSubject, inter, { usage: 'signing', notBefore: '20240601000000Z', notAfter: '20250601000000Z' });
+  const expired = p.issue('expired', signerSubject, inter, {
+    usage: 'signing',
+    notBefore: '20240601000000Z',
+    notAfter: '20250601000000Z',
+  });
   const outsiderCa = p.createCa('outsider-ca', subject('AC RACINE TEST-SANTE'), wide);
-  const outsider = p.issue('outsider', signerSubject, outsiderCa, { usage: 'signing', notBefore: '20240101000000Z', notAfter: '20390101000000Z' });
+  const outsider = p.issue('outsider', signerSubject, outsiderCa, {
+    usage: 'signing',
+    notBefore: '20240101000000Z',
+    notAfter: '20390101000000Z',
+  });
   const valid = { notBefore: '20240101000000Z', notAfter: '20390101000000Z' };
-  const attackerTls = p.issue('attacker-tls', [['C', 'FR'], ['ST', 'Paris (75)'], ['O', 'ATTACKER'], ['OU', '999999999'], ['CN', 'mx.attacker.test']], inter, { usage: 'tls', ...valid });
+  const attackerTls = p.issue(
+    'attacker-tls',
+    [
+      ['C', 'FR'],
+      ['ST', 'Paris (75)'],
+      ['O', 'ATTACKER'],
+      ['OU', '999999999'],
+      ['CN', 'mx.attacker.test'],
+    ],
+    inter,
+    { usage: 'tls', ...valid },
+  );
   const tlsWithSignerCn = p.issue('tls-signer-cn', signerSubject, inter, { usage: 'tls', ...valid });
   const encipherOnly = p.issue('encipher-only', signerSubject, inter, { usage: 'encipherment', ...valid });
   const noExtensions = p.issue('no-extensions', signerSubject, inter, { usage: 'no-extensions', ...valid });
@@ -99,7 +132,20 @@ function getPki(): Pki {
   writeFileSync(bundlePath, `${root.certPem}\n${inter.certPem}`);
   const mixedPath = join(dir, 'signer-and-ca.pem');
   writeFileSync(mixedPath, `${signer.certPem}\n${inter.certPem}`);
-  pki = { root, inter, signer, expired, outsiderCa, outsider, attackerTls, tlsWithSignerCn, encipherOnly, noExtensions, bundlePath, mixedPath };
+  pki = {
+    root,
+    inter,
+    signer,
+    expired,
+    outsiderCa,
+    outsider,
+    attackerTls,
+    tlsWithSignerCn,
+    encipherOnly,
+    noExtensions,
+    bundlePath,
+    mixedPath,
+  };
   return pki;
 }
 
@@ -119,7 +165,12 @@ function signedOrSkip(t: TestContext, generatedAt = GENERATED, signer?: Issued):
   return { xml: signList(buildListXml(ENTRIES, generatedAt), s), pinned: trustOf(s.certPath) };
 }
 
-function variant(t: TestContext, options: TemplateOptions, extraArgs: readonly string[] = [], unsigned = buildListXml(ENTRIES, GENERATED)): string | null {
+function variant(
+  t: TestContext,
+  options: TemplateOptions,
+  extraArgs: readonly string[] = [],
+  unsigned = buildListXml(ENTRIES, GENERATED),
+): string | null {
   if (toolOrSkip(t, 'xmlsec1') === null) return null;
   return signTemplate(withTemplate(unsigned, signatureTemplate(options)), getPki().signer, extraArgs);
 }
@@ -133,7 +184,9 @@ test('the real ANS list verifies with its pinned signer, judged at DateDeGenerat
   const verdict = verifyListSignature(xml, trust);
   const wallMs = performance.now() - started;
   const used = process.cpuUsage(cpu);
-  t.diagnostic(`real list (${(xml.length / 1e6).toFixed(1)} MB): wall ${wallMs.toFixed(0)} ms, CPU user ${(used.user / 1000).toFixed(0)} ms + system ${(used.system / 1000).toFixed(0)} ms`);
+  t.diagnostic(
+    `real list (${(xml.length / 1e6).toFixed(1)} MB): wall ${wallMs.toFixed(0)} ms, CPU user ${(used.user / 1000).toFixed(0)} ms + system ${(used.system / 1000).toFixed(0)} ms`,
+  );
   accepted(verdict);
   assert.equal(verdict.generatedAt.toISOString(), '2025-02-28T15:42:07.000Z');
   assert.equal(verdict.signer.trustedBy, 'pinned');
@@ -147,7 +200,11 @@ test('the real ANS list verifies with its pinned signer, judged at DateDeGenerat
 test('the real ANS list is refused when its signer is not configured', (t) => {
   const xml = realOrSkip(t);
   if (xml === null) return;
-  refused(verifyListSignature(xml, caTrust([getPki().bundlePath], { cn: ['alb.mssante.fr'] })), 'signer_untrusted', /alb\.mssante\.fr/);
+  refused(
+    verifyListSignature(xml, caTrust([getPki().bundlePath], { cn: ['alb.mssante.fr'] })),
+    'signer_untrusted',
+    /alb\.mssante\.fr/,
+  );
 });
 
 test('the real ANS list with one changed character is refused (digest)', (t) => {
@@ -205,7 +262,11 @@ test('a signer from another CA, or a look-alike subject, is untrusted', (t) => {
   const signed = signedOrSkip(t, GENERATED, outsider);
   if (signed === null) return;
   // Same subject and issuer names as the trusted ones, other keys.
-  refused(verifyListSignature(signed.xml, caTrust([bundlePath])), 'signer_untrusted', /is not issued by a --signer-ca certificate/);
+  refused(
+    verifyListSignature(signed.xml, caTrust([bundlePath])),
+    'signer_untrusted',
+    /is not issued by a --signer-ca certificate/,
+  );
   refused(verifyListSignature(signed.xml, trustOf(signer.certPath)), 'signer_untrusted', /is not a pinned --signer/);
   accepted(verifyListSignature(signed.xml, caTrust([outsiderCa.certPath])));
   refused(verifyListSignature(signed.xml, { pins: [], cas: [], cns: [], subjects: [] }), 'signer_untrusted', /no trusted signer/);
@@ -245,12 +306,18 @@ test('ANS-style base64 with &#13; line breaks, a ds: prefix declared on the root
   const signed = signedOrSkip(t);
   if (signed === null) return;
   // SignatureValue and KeyInfo are outside SignedInfo's digest: rewriting their line breaks keeps it valid.
-  const crlf = signed.xml.replace(/(<(SignatureValue|X509Certificate)>)([^<]*)/g, (_m, open: string, _n, body: string) => open + body.replace(/\n/g, '&#13;\n'));
+  const crlf = signed.xml.replace(
+    /(<(SignatureValue|X509Certificate)>)([^<]*)/g,
+    (_m, open: string, _n, body: string) => open + body.replace(/\n/g, '&#13;\n'),
+  );
   assert.match(crlf, /&#13;\n/);
   accepted(verifyListSignature(crlf, signed.pinned));
 
   // Exclusive c14n must render the namespace SignedInfo inherits from the root.
-  const unsigned = buildListXml(ENTRIES, GENERATED).replace('<ListeBlancheMSSante ', `<ListeBlancheMSSante xmlns:ds="${ALGORITHMS.enveloped.split('#')[0]}#" `);
+  const unsigned = buildListXml(ENTRIES, GENERATED).replace(
+    '<ListeBlancheMSSante ',
+    `<ListeBlancheMSSante xmlns:ds="${ALGORITHMS.enveloped.split('#')[0]}#" `,
+  );
   const prefixed = variant(t, { prefix: 'ds', declareNamespace: false }, [], unsigned);
   if (prefixed === null) return;
   assert.match(prefixed, /<ds:Signature>/);
@@ -275,7 +342,10 @@ test('XML 1.0 text: a signed CR (&#13;) and U+2028 are data, as for the signer',
   assert.match(xml, /Domaine(&#13;|&#xD;) de/);
   accepted(verifyListSignature(xml, trustOf(signer.certPath)));
   // U+2028 is not a line end in XML 1.0: swapping it for LF changes the signed text.
-  refused(verifyListSignature(xml.replace('Domaine\u2028de', 'Domaine\nde'), trustOf(signer.certPath)), 'signature_digest_mismatch');
+  refused(
+    verifyListSignature(xml.replace('Domaine\u2028de', 'Domaine\nde'), trustOf(signer.certPath)),
+    'signature_digest_mismatch',
+  );
 });
 
 test('tampering: one changed character, a changed SignatureValue', (t) => {
@@ -296,12 +366,15 @@ test('tampering: one changed character, a changed SignatureValue', (t) => {
 test('signature wrapping: content moved beside a valid signature is refused', (t) => {
   const signed = signedOrSkip(t);
   if (signed === null) return;
-  const forged = '<ListeDomaines><Domaine><Nom>evil.fr</Nom><DNCertificatOperateur>CN=evil</DNCertificatOperateur></Domaine></ListeDomaines>';
+  const forged =
+    '<ListeDomaines><Domaine><Nom>evil.fr</Nom><DNCertificatOperateur>CN=evil</DNCertificatOperateur></Domaine></ListeDomaines>';
   const signature = /<Signature[\s\S]*<\/Signature>/.exec(signed.xml)?.[0] ?? '';
   assert.ok(signature.length > 0);
 
   // The original ListeDomaines wrapped in an unknown element, a forged one beside it.
-  const wrapped = signed.xml.replace('<ListeDomaines>', '<Archive><ListeDomaines>').replace('</ListeDomaines>', `</ListeDomaines></Archive>${forged}`);
+  const wrapped = signed.xml
+    .replace('<ListeDomaines>', '<Archive><ListeDomaines>')
+    .replace('</ListeDomaines>', `</ListeDomaines></Archive>${forged}`);
   refused(verifyListSignature(wrapped, signed.pinned), 'signature_digest_mismatch');
 
   // The whole signed document moved inside a forged one: the Signature is no longer the root's child.
@@ -318,7 +391,11 @@ test('signature wrapping: content moved beside a valid signature is refused', (t
   refused(verifyListSignature(first, signed.pinned), 'signature_profile', /last child/);
 
   // Anything after the Signature inside the root.
-  refused(verifyListSignature(signed.xml.replace('</Signature>', `</Signature>${forged}`), signed.pinned), 'signature_profile', /last child/);
+  refused(
+    verifyListSignature(signed.xml.replace('</Signature>', `</Signature>${forged}`), signed.pinned),
+    'signature_profile',
+    /last child/,
+  );
   refused(verifyListSignature(signed.xml.replace('</Signature>', '</Signature>text'), signed.pinned), 'signature_profile');
   refused(verifyListSignature(signed.xml.replace('</Signature>', '</Signature><!-- c -->'), signed.pinned), 'signature_profile');
 });
@@ -327,8 +404,16 @@ test('a second Signature anywhere is refused', (t) => {
   const signed = signedOrSkip(t);
   if (signed === null) return;
   const signature = /<Signature[\s\S]*<\/Signature>/.exec(signed.xml)?.[0] ?? '';
-  refused(verifyListSignature(signed.xml.replace('</Signature>', `</Signature>${signature}`), signed.pinned), 'signature_profile', /2 Signature/);
-  refused(verifyListSignature(signed.xml.replace('<ListeDomaines>', `<ListeDomaines>${signature}`), signed.pinned), 'signature_profile', /2 Signature/);
+  refused(
+    verifyListSignature(signed.xml.replace('</Signature>', `</Signature>${signature}`), signed.pinned),
+    'signature_profile',
+    /2 Signature/,
+  );
+  refused(
+    verifyListSignature(signed.xml.replace('<ListeDomaines>', `<ListeDomaines>${signature}`), signed.pinned),
+    'signature_profile',
+    /2 Signature/,
+  );
   // A stray XMLDSig element outside the Signature.
   const stray = signed.xml.replace('<ListeDomaines>', `<ListeDomaines><SignedInfo xmlns="http://www.w3.org/2000/09/xmldsig#"/>`);
   refused(verifyListSignature(stray, signed.pinned), 'signature_profile', /outside a Signature/);
@@ -345,8 +430,17 @@ test('genuinely signed lists outside the ANS profile are refused', (t) => {
     'signature_profile',
     /Transforms must hold exactly Transform, Transform; found Transform, Transform, Transform/,
   );
-  refused(verifyListSignature(variant(t, { transforms: [ALGORITHMS.enveloped, ALGORITHMS.c14n] }) ?? '', trust), 'signature_profile', /REC-xml-c14n/);
-  const byId = variant(t, { referenceUri: '#liste' }, [], buildListXml(ENTRIES, GENERATED).replace('<ListeDomaines>', '<ListeDomaines xml:id="liste">'));
+  refused(
+    verifyListSignature(variant(t, { transforms: [ALGORITHMS.enveloped, ALGORITHMS.c14n] }) ?? '', trust),
+    'signature_profile',
+    /REC-xml-c14n/,
+  );
+  const byId = variant(
+    t,
+    { referenceUri: '#liste' },
+    [],
+    buildListXml(ENTRIES, GENERATED).replace('<ListeDomaines>', '<ListeDomaines xml:id="liste">'),
+  );
   refused(verifyListSignature(byId ?? '', trust), 'signature_profile', /URI="#liste"/);
   refused(verifyListSignature(variant(t, { referenceUri: '#xpointer(/)' }) ?? '', trust), 'signature_profile', /xpointer/);
 });
@@ -354,13 +448,20 @@ test('genuinely signed lists outside the ANS profile are refused', (t) => {
 test('extra parts in the Signature are refused', (t) => {
   const signed = signedOrSkip(t);
   if (signed === null) return;
-  const check = (xml: string, detail: RegExp): void => refused(verifyListSignature(xml, signed.pinned), 'signature_profile', detail);
+  const check = (xml: string, detail: RegExp): void =>
+    refused(verifyListSignature(xml, signed.pinned), 'signature_profile', detail);
   check(signed.xml.replace('<Signature ', '<Signature Id="s" '), /unexpected attribute "Id"/);
   check(signed.xml.replace('</KeyInfo>', '</KeyInfo><Object>x</Object>'), /Signature must hold exactly/);
   const cert = /<X509Certificate>[^<]*<\/X509Certificate>/.exec(signed.xml)?.[0] ?? '';
   check(signed.xml.replace(cert, cert + cert), /X509Data must hold exactly X509Certificate/);
   check(signed.xml.replace('<Reference URI="">', '<Reference URI="" Type="x">'), /unexpected attribute "Type"/);
-  check(signed.xml.replace('</Transforms>', '<Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><XPath>1</XPath></Transform></Transforms>'), /Transforms must hold/);
+  check(
+    signed.xml.replace(
+      '</Transforms>',
+      '<Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><XPath>1</XPath></Transform></Transforms>',
+    ),
+    /Transforms must hold/,
+  );
   check(signed.xml.replace('<DigestValue>', '<DigestValue><!-- x -->'), /comment inside DigestValue/);
   check(signed.xml.replace(/<DigestValue>[^<]*/, '<DigestValue>AAAA'), /not a SHA-256 digest/);
   check(signed.xml.replace(/<X509Certificate>[^<]*/, '<X509Certificate>AAAA'), /not a valid certificate/);
@@ -389,7 +490,10 @@ test('DOCTYPE, entity bomb, truncated and malformed files', (t) => {
   refused(verifyListSignature(signed.xml.replace('?>', '?><!DOCTYPE ListeBlancheMSSante>'), signed.pinned), 'doctype_forbidden');
 
   // A copy stopped before the closing root tag, and one stopped mid-entry (the real-world failure).
-  refused(verifyListSignature(signed.xml.slice(0, signed.xml.lastIndexOf('</ListeBlancheMSSante>')), signed.pinned), 'xml_malformed');
+  refused(
+    verifyListSignature(signed.xml.slice(0, signed.xml.lastIndexOf('</ListeBlancheMSSante>')), signed.pinned),
+    'xml_malformed',
+  );
   refused(verifyListSignature(signed.xml.slice(0, signed.xml.indexOf('</Domaine>')), signed.pinned), 'xml_malformed');
   refused(verifyListSignature(`${signed.xml}<ListeBlancheMSSante/>`, signed.pinned), 'xml_malformed');
   refused(verifyListSignature(`${signed.xml}garbage`, signed.pinned), 'xml_malformed');
@@ -413,7 +517,10 @@ test('an unsigned list: signature_missing, and isSigned() says so', (t) => {
 test('loadSignerTrust reads one or several certificates per file and explains failures', () => {
   const { bundlePath, signer, root, inter } = getPki();
   const pinned = loadSignerTrust([signer.certPath]);
-  assert.deepEqual(pinned.pins.map((c) => c.certificate.fingerprint256), [new X509Certificate(signer.certPem).fingerprint256]);
+  assert.deepEqual(
+    pinned.pins.map((c) => c.certificate.fingerprint256),
+    [new X509Certificate(signer.certPem).fingerprint256],
+  );
   const cas = loadSignerTrust({ signer: [], signerCa: [bundlePath], signerCn: ['alb.test.fr'], signerSubject: [] });
   assert.deepEqual(
     cas.cas.map((c) => c.certificate.fingerprint256),
@@ -425,14 +532,22 @@ test('loadSignerTrust reads one or several certificates per file and explains fa
   assert.throws(() => loadSignerTrust([join(dir, 'key.pem')]), /key\.pem: no PEM certificate/);
   const broken = signer.certPem.replace(/\n[A-Za-z0-9+/]{10}/, '\n!!!!!!!!!!');
   writeFileSync(join(dir, 'broken.pem'), `${root.certPem}${broken}`);
-  assert.throws(() => loadSignerTrust([join(dir, 'broken.pem')]), /broken\.pem: certificate #2 is not a valid X\.509 certificate/);
+  assert.throws(
+    () => loadSignerTrust([join(dir, 'broken.pem')]),
+    /broken\.pem: certificate #2 is not a valid X\.509 certificate/,
+  );
 });
 
 // ------------------------------------------------------------------ trust modes (issue #11)
 
 function loadError(config: { signer?: string[]; signerCa?: string[]; signerCn?: string[]; signerSubject?: string[] }): string {
   try {
-    loadSignerTrust({ signer: config.signer ?? [], signerCa: config.signerCa ?? [], signerCn: config.signerCn ?? [], signerSubject: config.signerSubject ?? [] });
+    loadSignerTrust({
+      signer: config.signer ?? [],
+      signerCa: config.signerCa ?? [],
+      signerCn: config.signerCn ?? [],
+      signerSubject: config.signerSubject ?? [],
+    });
   } catch (error) {
     return (error as Error).message;
   }
@@ -441,24 +556,45 @@ function loadError(config: { signer?: string[]; signerCa?: string[]; signerCn?: 
 
 test('--signer pins end-entity certificates only: a CA, or a bundle holding the signer and its CA, is refused', () => {
   const { inter, root, mixedPath, bundlePath } = getPki();
-  assert.match(loadError({ signer: [inter.certPath] }), /is a CA certificate \(basicConstraints CA:TRUE\).*--signer-ca PEM with --signer-cn NAME/);
+  assert.match(
+    loadError({ signer: [inter.certPath] }),
+    /is a CA certificate \(basicConstraints CA:TRUE\).*--signer-ca PEM with --signer-cn NAME/,
+  );
   assert.match(loadError({ signer: [root.certPath] }), /AC RACINE TEST-SANTE.*is a CA certificate/);
-  assert.match(loadError({ signer: [mixedPath] }), /signer-and-ca\.pem: certificate #2 .*AC TEST-SANTE ORGANISATIONS.*is a CA certificate/);
+  assert.match(
+    loadError({ signer: [mixedPath] }),
+    /signer-and-ca\.pem: certificate #2 .*AC TEST-SANTE ORGANISATIONS.*is a CA certificate/,
+  );
   assert.match(loadError({ signer: [bundlePath] }), /certificate #1 .* is a CA certificate/);
 });
 
 test('--signer refuses to pin a certificate that cannot sign (TLS-only EKU, no signing key usage)', () => {
   const { attackerTls, encipherOnly } = getPki();
-  assert.match(loadError({ signer: [attackerTls.certPath] }), /cannot sign a list: its extended key usage \(serverAuth, clientAuth\) is limited to TLS/);
-  assert.match(loadError({ signer: [encipherOnly.certPath] }), /cannot sign a list: its key usage \(keyEncipherment, dataEncipherment\) allows neither digitalSignature nor nonRepudiation/);
+  assert.match(
+    loadError({ signer: [attackerTls.certPath] }),
+    /cannot sign a list: its extended key usage \(serverAuth, clientAuth\) is limited to TLS/,
+  );
+  assert.match(
+    loadError({ signer: [encipherOnly.certPath] }),
+    /cannot sign a list: its key usage \(keyEncipherment, dataEncipherment\) allows neither digitalSignature nor nonRepudiation/,
+  );
 });
 
 test('--signer-ca needs --signer-cn or --signer-subject, and only CA certificates; a constraint needs a CA', () => {
   const { inter, signer } = getPki();
-  assert.match(loadError({ signerCa: [inter.certPath] }), /--signer-ca needs an identity constraint: add --signer-cn NAME .*alb\.mssante\.fr.*--signer-subject DN/);
-  assert.match(loadError({ signerCa: [signer.certPath], signerCn: ['alb.test.fr'] }), /is not a CA certificate .*pin a signer certificate with --signer PEM/);
+  assert.match(
+    loadError({ signerCa: [inter.certPath] }),
+    /--signer-ca needs an identity constraint: add --signer-cn NAME .*alb\.mssante\.fr.*--signer-subject DN/,
+  );
+  assert.match(
+    loadError({ signerCa: [signer.certPath], signerCn: ['alb.test.fr'] }),
+    /is not a CA certificate .*pin a signer certificate with --signer PEM/,
+  );
   assert.match(loadError({ signer: [signer.certPath], signerCn: ['alb.test.fr'] }), /give the CA with --signer-ca PEM/);
-  assert.match(loadError({ signerCa: [inter.certPath], signerSubject: ['not a dn'] }), /--signer-subject "not a dn": not a distinguished name/);
+  assert.match(
+    loadError({ signerCa: [inter.certPath], signerSubject: ['not a dn'] }),
+    /--signer-subject "not a dn": not a distinguished name/,
+  );
   assert.match(loadError({ signerCa: [inter.certPath], signerCn: ['  '] }), /--signer-cn: empty name/);
 });
 
@@ -468,19 +604,37 @@ test('CA mode: the signer must carry the configured CN or subject (normalised), 
   const { inter } = getPki();
   const byCn = verifyListSignature(signed.xml, caTrust([inter.certPath], { cn: ['ALB.Test.FR'] }));
   accepted(byCn);
-  assert.match(byCn.signer.matched, /^CA .*AC TEST-SANTE ORGANISATIONS \(--signer-ca .*inter\.crt\) \+ --signer-cn alb\.test\.fr$/);
+  assert.match(
+    byCn.signer.matched,
+    /^CA .*AC TEST-SANTE ORGANISATIONS \(--signer-ca .*inter\.crt\) \+ --signer-cn alb\.test\.fr$/,
+  );
   // The list's spelling: CN first, odd spaces, `Hauts-de-Seine(92)`; the certificate's is C first.
   const subject = 'CN=alb.test.fr, OU=347976684200724 ,O=TEST  LISTES,ST=Hauts-de-Seine(92),C=FR';
   const bySubject = verifyListSignature(signed.xml, caTrust([inter.certPath], { subject: [subject] }));
   accepted(bySubject);
   assert.match(bySubject.signer.matched, /\+ --signer-subject CN=alb\.test\.fr/);
-  refused(verifyListSignature(signed.xml, caTrust([inter.certPath], { cn: ['alb.mssante.fr'] })), 'signer_constraint', /is not the configured signer \(CN alb\.mssante\.fr\)/);
   refused(
-    verifyListSignature(signed.xml, caTrust([inter.certPath], { subject: ['CN=alb.test.fr,OU=347976684200724,O=OTHER,ST=Hauts-de-Seine (92),C=FR'] })),
+    verifyListSignature(signed.xml, caTrust([inter.certPath], { cn: ['alb.mssante.fr'] })),
+    'signer_constraint',
+    /is not the configured signer \(CN alb\.mssante\.fr\)/,
+  );
+  refused(
+    verifyListSignature(
+      signed.xml,
+      caTrust([inter.certPath], { subject: ['CN=alb.test.fr,OU=347976684200724,O=OTHER,ST=Hauts-de-Seine (92),C=FR'] }),
+    ),
     'signer_constraint',
   );
   // A pin and a CA together (rotation): the pin matches first and says so.
-  const both = verifyListSignature(signed.xml, loadSignerTrust({ signer: [getPki().signer.certPath], signerCa: [inter.certPath], signerCn: ['alb.test.fr'], signerSubject: [] }));
+  const both = verifyListSignature(
+    signed.xml,
+    loadSignerTrust({
+      signer: [getPki().signer.certPath],
+      signerCa: [inter.certPath],
+      signerCn: ['alb.test.fr'],
+      signerSubject: [],
+    }),
+  );
   accepted(both);
   assert.equal(both.signer.trustedBy, 'pinned');
   assert.match(both.signer.matched, /^pinned signer .*signer\.crt$/);
@@ -493,7 +647,10 @@ test("the attacker's TLS certificate from the signer's CA never signs a list", (
   // The hole of issue #11: the CA alone used to let it through.
   const byConstraint = verifyListSignature(forged, caTrust([inter.certPath]));
   refused(byConstraint, 'signer_constraint', /O=ATTACKER/);
-  assert.equal(byConstraint.ok ? null : byConstraint.keyInfo?.fingerprint256, new X509Certificate(attackerTls.certPem).fingerprint256);
+  assert.equal(
+    byConstraint.ok ? null : byConstraint.keyInfo?.fingerprint256,
+    new X509Certificate(attackerTls.certPem).fingerprint256,
+  );
   refused(verifyListSignature(forged, trustOf(getPki().signer.certPath)), 'signer_untrusted');
   // Even with the signer's CN (a CA mistake, or a CN constraint too loose), a TLS-only certificate is refused.
   const sameCn = signList(buildListXml(ENTRIES, GENERATED), tlsWithSignerCn);
@@ -504,7 +661,11 @@ test('key usage: without digitalSignature/nonRepudiation refused; without the ex
   const { encipherOnly, noExtensions, inter } = getPki();
   if (toolOrSkip(t, 'xmlsec1') === null) return;
   const enc = signList(buildListXml(ENTRIES, GENERATED), encipherOnly);
-  refused(verifyListSignature(enc, caTrust([inter.certPath])), 'signer_key_usage', /allows neither digitalSignature nor nonRepudiation/);
+  refused(
+    verifyListSignature(enc, caTrust([inter.certPath])),
+    'signer_key_usage',
+    /allows neither digitalSignature nor nonRepudiation/,
+  );
   const bare = signList(buildListXml(ENTRIES, GENERATED), noExtensions);
   accepted(verifyListSignature(bare, caTrust([inter.certPath])));
 });
@@ -513,10 +674,19 @@ test('the real list: CA mode with CN alb.mssante.fr accepts it; other CNs and th
   const xml = realOrSkip(t);
   if (xml === null) return;
   const ca = IGC_ORGANISATIONS_CA;
-  const verdict = verifyListSignature(xml, loadSignerTrust({ signer: [], signerCa: [ca], signerCn: ['alb.mssante.fr'], signerSubject: [] }));
+  const verdict = verifyListSignature(
+    xml,
+    loadSignerTrust({ signer: [], signerCa: [ca], signerCn: ['alb.mssante.fr'], signerSubject: [] }),
+  );
   accepted(verdict);
   assert.equal(verdict.signer.trustedBy, 'ca');
   assert.match(verdict.signer.matched, /AC IGC-SANTE ELEMENTAIRE ORGANISATIONS .* \+ --signer-cn alb\.mssante\.fr/);
-  refused(verifyListSignature(xml, loadSignerTrust({ signer: [], signerCa: [ca], signerCn: ['mx.some-operator.fr'], signerSubject: [] })), 'signer_constraint');
+  refused(
+    verifyListSignature(
+      xml,
+      loadSignerTrust({ signer: [], signerCa: [ca], signerCn: ['mx.some-operator.fr'], signerSubject: [] }),
+    ),
+    'signer_constraint',
+  );
   assert.match(loadError({ signer: [ca] }), /is a CA certificate/);
 });

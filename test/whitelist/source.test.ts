@@ -64,7 +64,9 @@ describe('https source', () => {
   function source(overrides: Partial<SourceOptions> = {}, url = server.url) {
     return createSource(url, { ...fast, ...overrides });
   }
-  function requestsDuring<T>(fn: () => Promise<T>): Promise<{ result: T; count: number; first: (typeof server.requests)[number] | undefined }> {
+  function requestsDuring<T>(
+    fn: () => Promise<T>,
+  ): Promise<{ result: T; count: number; first: (typeof server.requests)[number] | undefined }> {
     const start = server.requests.length;
     return fn().then((result) => ({ result, count: server.requests.length - start, first: server.requests[start] }));
   }
@@ -105,9 +107,7 @@ describe('https source', () => {
   it('fetches again when the ETag changed', async () => {
     const v2 = Buffer.concat([LIST, Buffer.from('<!-- v2 -->')]);
     server.setBehaviour({ kind: 'serve', body: v2, etag: '"list-v2"', lastModified: 'Sat, 01 Mar 2025 10:00:00 GMT' });
-    const r = assertFetched(
-      await source().fetch({ etag: ETAG, lastModified: LAST_MODIFIED, mtimeMs: null, size: LIST.length }),
-    );
+    const r = assertFetched(await source().fetch({ etag: ETAG, lastModified: LAST_MODIFIED, mtimeMs: null, size: LIST.length }));
     assert.ok(r.body.equals(v2));
     assert.equal(r.validators.etag, '"list-v2"');
   });
@@ -217,7 +217,10 @@ describe('https source', () => {
 
   it('a certificate from another CA → source_tls, not retried', async () => {
     server.setBehaviour({ kind: 'serve', body: LIST });
-    const other = pki.createCa('other-ca', [['C', 'FR'], ['CN', 'Not the list CA']]);
+    const other = pki.createCa('other-ca', [
+      ['C', 'FR'],
+      ['CN', 'Not the list CA'],
+    ]);
     const { result, count } = await requestsDuring(() => source({ caFile: other.certPath }).fetch(null));
     assertFailed(result, 'source_tls', 1);
     assert.equal(count, 0);
@@ -359,7 +362,10 @@ describe('createSource', () => {
       );
       const junk = join(dir, 'junk.pem');
       writeFileSync(junk, 'not a certificate\n');
-      assert.throws(() => createSource('https://example.test/list.xml', { ...DEFAULT_SOURCE_OPTIONS, caFile: junk }), /no PEM certificate/);
+      assert.throws(
+        () => createSource('https://example.test/list.xml', { ...DEFAULT_SOURCE_OPTIONS, caFile: junk }),
+        /no PEM certificate/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

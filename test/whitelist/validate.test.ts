@@ -34,9 +34,21 @@ describe('validateEntry', () => {
   }
 
   it('keeps the good entries around the 2020-10-07 junk', () => {
-    const { entries, rejected: bad } = validateEntries([rawEntry(0, 'a.mssante.fr', DN), rawEntry(1, '_', '_'), rawEntry(2, '_', '_'), rawEntry(3, '_', '_'), rawEntry(4, 'b.mssante.fr', DN)]);
-    assert.deepEqual(entries.map((e) => e.domain), ['a.mssante.fr', 'b.mssante.fr']);
-    assert.deepEqual(bad.map((r) => r.index), [1, 2, 3]);
+    const { entries, rejected: bad } = validateEntries([
+      rawEntry(0, 'a.mssante.fr', DN),
+      rawEntry(1, '_', '_'),
+      rawEntry(2, '_', '_'),
+      rawEntry(3, '_', '_'),
+      rawEntry(4, 'b.mssante.fr', DN),
+    ]);
+    assert.deepEqual(
+      entries.map((e) => e.domain),
+      ['a.mssante.fr', 'b.mssante.fr'],
+    );
+    assert.deepEqual(
+      bad.map((r) => r.index),
+      [1, 2, 3],
+    );
   });
 
   it('normalises domains to lower-case A-labels and keeps the U-label for reports', () => {

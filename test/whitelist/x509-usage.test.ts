@@ -8,30 +8,57 @@ import { TestPki, type Usage } from '../support/pki.js';
 import { REAL_SIGNER } from '../support/fixtures.js';
 import { toolOrSkip } from '../support/tools.js';
 
-
 /** openssl's own reading of the two extensions, as our names. */
 function opensslUsage(certPath: string): { ku: string[] | null; eku: string[] | null } {
-  const text = execFileSync('openssl', ['x509', '-in', certPath, '-noout', '-ext', 'keyUsage,extendedKeyUsage'], { encoding: 'utf8' });
+  const text = execFileSync('openssl', ['x509', '-in', certPath, '-noout', '-ext', 'keyUsage,extendedKeyUsage'], {
+    encoding: 'utf8',
+  });
   const after = (title: string): string[] | null => {
     const m = new RegExp(`${title}:[^\\n]*\\n\\s+([^\\n]+)`).exec(text);
     return m === null ? null : (m[1] as string).split(',').map((x) => x.trim());
   };
   const kuNames: Record<string, string> = {
-    'Digital Signature': 'digitalSignature', 'Non Repudiation': 'nonRepudiation', 'Key Encipherment': 'keyEncipherment',
-    'Data Encipherment': 'dataEncipherment', 'Key Agreement': 'keyAgreement', 'Certificate Sign': 'keyCertSign', 'CRL Sign': 'cRLSign',
+    'Digital Signature': 'digitalSignature',
+    'Non Repudiation': 'nonRepudiation',
+    'Key Encipherment': 'keyEncipherment',
+    'Data Encipherment': 'dataEncipherment',
+    'Key Agreement': 'keyAgreement',
+    'Certificate Sign': 'keyCertSign',
+    'CRL Sign': 'cRLSign',
   };
   const ekuOids: Record<string, string> = {
-    'TLS Web Server Authentication': '1.3.6.1.5.5.7.3.1', 'TLS Web Client Authentication': '1.3.6.1.5.5.7.3.2', 'E-mail Protection': '1.3.6.1.5.5.7.3.4',
+    'TLS Web Server Authentication': '1.3.6.1.5.5.7.3.1',
+    'TLS Web Client Authentication': '1.3.6.1.5.5.7.3.2',
+    'E-mail Protection': '1.3.6.1.5.5.7.3.4',
   };
-  return { ku: after('X509v3 Key Usage')?.map((n) => kuNames[n] ?? n) ?? null, eku: after('X509v3 Extended Key Usage')?.map((n) => ekuOids[n] ?? n) ?? null };
+  return {
+    ku: after('X509v3 Key Usage')?.map((n) => kuNames[n] ?? n) ?? null,
+    eku: after('X509v3 Extended Key Usage')?.map((n) => ekuOids[n] ?? n) ?? null,
+  };
 }
 
 test('key usage and EKU read from DER agree with openssl for every test certificate profile', (t) => {
   if (toolOrSkip(t, 'openssl') === null) return;
   const pki = new TestPki();
-  const ca = pki.createCa('ca', [['C', 'FR'], ['CN', 'usage test CA']]);
+  const ca = pki.createCa('ca', [
+    ['C', 'FR'],
+    ['CN', 'usage test CA'],
+  ]);
   const profiles: Usage[] = ['client', 'server', 'tls', 'signing', 'encipherment', 'no-extensions'];
-  const certs = [ca, ...profiles.map((u) => pki.issue(u, [['C', 'FR'], ['CN', `${u}.test`]], ca, { usage: u }))];
+  const certs = [
+    ca,
+    ...profiles.map((u) =>
+      pki.issue(
+        u,
+        [
+          ['C', 'FR'],
+          ['CN', `${u}.test`],
+        ],
+        ca,
+        { usage: u },
+      ),
+    ),
+  ];
   const real = REAL_SIGNER;
   const paths = [...certs.map((c) => c.certPath), ...(existsSync(real) ? [real] : [])];
   for (const path of paths) {

@@ -22,7 +22,8 @@ describe('parseListXml', () => {
   });
 
   it('refuses a DOCTYPE (entity expansion) before parsing', () => {
-    const bomb = '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><ListeBlancheMSSante><ListeDomaines/></ListeBlancheMSSante>';
+    const bomb =
+      '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><ListeBlancheMSSante><ListeDomaines/></ListeBlancheMSSante>';
     assert.equal(hasDoctype(bomb), true);
     const result = parseListXml(bomb);
     assert.equal(result.ok, false);

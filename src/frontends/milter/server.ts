@@ -92,7 +92,9 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
   const maxConnectionBytes = options.maxConnectionBytes ?? MILTER_SERVER_DEFAULTS.maxConnectionBytes;
   new MilterDecoder({ maxPacketBytes }); // validates the limit now rather than at the first connection
   if (maxPacketBytes + 4 > maxConnectionBytes) {
-    throw new RangeError(`maxConnectionBytes (${maxConnectionBytes}) must hold at least one packet of maxPacketBytes (${maxPacketBytes}) plus its 4-byte header`);
+    throw new RangeError(
+      `maxConnectionBytes (${maxConnectionBytes}) must hold at least one packet of maxPacketBytes (${maxPacketBytes}) plus its 4-byte header`,
+    );
   }
   const { logger, onMailFrom } = options;
   return startStreamServer(listenAddress, {
@@ -112,7 +114,12 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
   });
 }
 
-function milterSession(conn: StreamConnection, maxPacketBytes: number, onMailFrom: MilterServerOptions['onMailFrom'], logger: Logger): StreamSession {
+function milterSession(
+  conn: StreamConnection,
+  maxPacketBytes: number,
+  onMailFrom: MilterServerOptions['onMailFrom'],
+  logger: Logger,
+): StreamSession {
   const decoder = new MilterDecoder({ maxPacketBytes });
   const session = new MilterSession(conn.id);
 
@@ -121,7 +128,10 @@ function milterSession(conn: StreamConnection, maxPacketBytes: number, onMailFro
       const verdict = onMailFrom(transaction);
       return verdict.action === 'continue' ? CONTINUE_REPLY : encodeReplyCode(verdict.smtpCode, verdict.text);
     } catch (err) {
-      logger.error({ frontend: 'milter', conn: conn.id, remote: conn.remote, err }, 'milter MAIL FROM handler failed, answering internal_error');
+      logger.error(
+        { frontend: 'milter', conn: conn.id, remote: conn.remote, err },
+        'milter MAIL FROM handler failed, answering internal_error',
+      );
       return INTERNAL_ERROR_REPLY;
     }
   }

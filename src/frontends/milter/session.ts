@@ -14,7 +14,17 @@
  * stage; OPTNEG and QUIT_NC start afresh.
  */
 import { REASONS, replyText } from '../../trust/reasons.js';
-import { SMFIF, SMFIM, SMFIP, encodeContinue, encodeOptnegReply, encodeReplyCode, type MilterCommand, type MilterSymList, type OptnegReply } from './codec.js';
+import {
+  SMFIF,
+  SMFIM,
+  SMFIP,
+  encodeContinue,
+  encodeOptnegReply,
+  encodeReplyCode,
+  type MilterCommand,
+  type MilterSymList,
+  type OptnegReply,
+} from './codec.js';
 
 export interface MilterTransaction {
   /** CONNECT, HELO then MAIL macros merged (a later stage wins); names of more than one character in braces. */
@@ -28,8 +38,7 @@ export interface MilterTransaction {
 }
 
 export type MilterVerdict =
-  | { readonly action: 'continue' }
-  | { readonly action: 'reply'; readonly smtpCode: string; readonly text: string };
+  { readonly action: 'continue' } | { readonly action: 'reply'; readonly smtpCode: string; readonly text: string };
 
 /** Protocol error kinds of the session (the codec's come from MilterCodecError). */
 export type MilterSessionErrorKind = 'unexpected_command' | 'unsupported_version';
@@ -51,7 +60,17 @@ export const REQUESTED_MACROS: readonly MilterSymList[] = Object.freeze([
   { stage: SMFIM.HELO, names: ['{tls_version}', '{cipher}', '{cipher_bits}', '{cert_subject}', '{cert_issuer}', '{verify}'] },
   {
     stage: SMFIM.ENVFROM,
-    names: ['{mail_addr}', 'i', '{auth_authen}', '{tls_version}', '{cipher}', '{cipher_bits}', '{cert_subject}', '{cert_issuer}', '{verify}'],
+    names: [
+      '{mail_addr}',
+      'i',
+      '{auth_authen}',
+      '{tls_version}',
+      '{cipher}',
+      '{cipher_bits}',
+      '{cert_subject}',
+      '{cert_issuer}',
+      '{verify}',
+    ],
   },
 ]);
 
@@ -77,7 +96,11 @@ export const MAX_PROTOCOL_VERSION = 6;
  * offered are set (libmilter refuses others); macro lists are requested when version 6 and
  * SMFIF_SETSYMLIST are both available.
  */
-export function negotiate(offer: { readonly version: number; readonly actions: number; readonly protocol: number }): Required<OptnegReply> | null {
+export function negotiate(offer: {
+  readonly version: number;
+  readonly actions: number;
+  readonly protocol: number;
+}): Required<OptnegReply> | null {
   if (offer.version < MIN_PROTOCOL_VERSION) return null;
   const version = Math.min(offer.version, MAX_PROTOCOL_VERSION);
   const protocol = (UNWANTED_EVENTS | NO_REPLY_EVENTS) & offer.protocol;
@@ -154,7 +177,8 @@ export class MilterSession {
     if (command.type === 'quit') return END;
     if (command.type === 'optneg') {
       const answer = negotiate(command);
-      if (answer === null) return { type: 'error', kind: 'unsupported_version', fields: { command: 'O', version: command.version } };
+      if (answer === null)
+        return { type: 'error', kind: 'unsupported_version', fields: { command: 'O', version: command.version } };
       this.reset();
       this.protocol = answer.protocol;
       return { type: 'reply', bytes: encodeOptnegReply(answer) };

@@ -162,7 +162,8 @@ export class PolicyDecoder {
   }
 
   #checkUsable(): void {
-    if (this.#failure !== null) throw new PolicyCodecError(this.#failure.kind, `decoder already failed: ${this.#failure.message}`);
+    if (this.#failure !== null)
+      throw new PolicyCodecError(this.#failure.kind, `decoder already failed: ${this.#failure.message}`);
     if (this.#ended) throw new Error('PolicyDecoder used after end()');
   }
 

@@ -59,9 +59,13 @@ export async function startPolicyFrontend(listen: string, options: PolicyFronten
  * The HTTP dry run (/v1/decide): policy attributes, at RCPT unless `protocol_state` says
  * otherwise, through the same request → Facts mapping; decided, neither counted nor traced.
  */
-export function policyDryRun(evaluate: (facts: Facts) => Decision, attributes: object): { result: Result; reason: string; action: string } {
+export function policyDryRun(
+  evaluate: (facts: Facts) => Decision,
+  attributes: object,
+): { result: Result; reason: string; action: string } {
   const request = new Map<string, string>([['protocol_state', 'RCPT']]);
-  for (const [name, value] of Object.entries(attributes) as Array<[string, unknown]>) if (typeof value === 'string') request.set(name, value);
+  for (const [name, value] of Object.entries(attributes) as Array<[string, unknown]>)
+    if (typeof value === 'string') request.set(name, value);
   const decision = evaluate(factsFromRequest(request));
   return { result: decision.reason.result, reason: decision.reason.id, action: POLICY_ACTIONS[decision.reason.id] };
 }

@@ -12,7 +12,14 @@ import type { Metrics } from '../../observe/metrics.js';
 import { POLICY_ACTIONS } from '../../trust/reasons.js';
 import type { ListenOptions } from '../../net/listen.js';
 import { startStreamServer, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
-import { DEFAULT_POLICY_LIMITS, PolicyCodecError, PolicyDecoder, encodeReply, type PolicyLimits, type PolicyRequest } from './codec.js';
+import {
+  DEFAULT_POLICY_LIMITS,
+  PolicyCodecError,
+  PolicyDecoder,
+  encodeReply,
+  type PolicyLimits,
+  type PolicyRequest,
+} from './codec.js';
 
 export interface ConnectionInfo {
   readonly id: number;
@@ -71,7 +78,9 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
   const maxConnectionBytes = options.maxConnectionBytes ?? POLICY_SERVER_DEFAULTS.maxConnectionBytes;
   new PolicyDecoder(limits); // validates the limits now rather than at the first connection
   if (limits.maxRequestBytes + limits.maxLineBytes > maxConnectionBytes) {
-    throw new RangeError(`maxConnectionBytes (${maxConnectionBytes}) must hold one request (maxRequestBytes + maxLineBytes = ${limits.maxRequestBytes + limits.maxLineBytes})`);
+    throw new RangeError(
+      `maxConnectionBytes (${maxConnectionBytes}) must hold one request (maxRequestBytes + maxLineBytes = ${limits.maxRequestBytes + limits.maxLineBytes})`,
+    );
   }
   const { logger, handle } = options;
   return startStreamServer(listenAddress, {
@@ -93,7 +102,12 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
 
 const FAILED = Symbol('codec error');
 
-function policySession(conn: StreamConnection, limits: PolicyLimits, handle: PolicyServerOptions['handle'], logger: Logger): StreamSession {
+function policySession(
+  conn: StreamConnection,
+  limits: PolicyLimits,
+  handle: PolicyServerOptions['handle'],
+  logger: Logger,
+): StreamSession {
   const decoder = new PolicyDecoder(limits);
   const info: ConnectionInfo = Object.freeze({ id: conn.id, remote: conn.remote });
 
@@ -101,7 +115,10 @@ function policySession(conn: StreamConnection, limits: PolicyLimits, handle: Pol
     try {
       return handle(request, info);
     } catch (err) {
-      logger.error({ frontend: 'policy', conn: conn.id, remote: conn.remote, err }, 'policy handler failed, answering internal_error');
+      logger.error(
+        { frontend: 'policy', conn: conn.id, remote: conn.remote, err },
+        'policy handler failed, answering internal_error',
+      );
       return POLICY_ACTIONS.internal_error;
     }
   }

@@ -30,7 +30,8 @@ export interface SocketmapRequest {
   readonly key: string;
 }
 
-export type SocketmapCodecErrorKind = 'bad_length' | 'request_too_large' | 'missing_comma' | 'malformed_request' | 'invalid_utf8' | 'truncated';
+export type SocketmapCodecErrorKind =
+  'bad_length' | 'request_too_large' | 'missing_comma' | 'malformed_request' | 'invalid_utf8' | 'truncated';
 
 export const SOCKETMAP_CODEC_ERROR_KINDS: readonly SocketmapCodecErrorKind[] = Object.freeze([
   'bad_length',
@@ -111,7 +112,8 @@ export class SocketmapDecoder {
             this.#payload = this.#length === 0 ? null : Buffer.allocUnsafe(this.#length);
             if (this.#length === 0) this.#state = State.Comma;
           } else if (b >= ZERO && b <= NINE) {
-            if (++this.#digits > MAX_LENGTH_DIGITS) throw new SocketmapCodecError('bad_length', `netstring length longer than ${MAX_LENGTH_DIGITS} digits`);
+            if (++this.#digits > MAX_LENGTH_DIGITS)
+              throw new SocketmapCodecError('bad_length', `netstring length longer than ${MAX_LENGTH_DIGITS} digits`);
             this.#length = this.#length * 10 + (b - ZERO);
             if (this.#length > this.#maxRequestBytes) throw tooLarge(this.#maxRequestBytes);
           } else {
@@ -155,7 +157,8 @@ export class SocketmapDecoder {
   }
 
   #checkUsable(): void {
-    if (this.#failure !== null) throw new SocketmapCodecError(this.#failure.kind, `decoder already failed: ${this.#failure.message}`);
+    if (this.#failure !== null)
+      throw new SocketmapCodecError(this.#failure.kind, `decoder already failed: ${this.#failure.message}`);
     if (this.#ended) throw new Error('SocketmapDecoder used after end()');
   }
 }
@@ -225,7 +228,8 @@ export function decodeReply(buffer: Buffer): ReplyDecodeResult {
   if (!/^[0-9]{1,10}$/.test(digits)) throw new SocketmapCodecError('bad_length', 'reply length is not decimal');
   const length = Number(digits);
   if (buffer.length < colon + 1 + length + 1) return null;
-  if (buffer[colon + 1 + length] !== COMMA) throw new SocketmapCodecError('missing_comma', 'reply netstring not followed by a comma');
+  if (buffer[colon + 1 + length] !== COMMA)
+    throw new SocketmapCodecError('missing_comma', 'reply netstring not followed by a comma');
   const payload = buffer.toString('utf8', colon + 1, colon + 1 + length);
   const space = payload.indexOf(' ');
   const status = space === -1 ? payload : payload.slice(0, space);

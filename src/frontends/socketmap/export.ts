@@ -17,7 +17,12 @@ import { domainToUnicode } from 'node:url';
 import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
 import { RECIPIENT_REJECT_VALUE, domainCns, type SocketmapValues } from './maps.js';
 
-export const EXPORT_FILES = ['mssante-domain', 'mssante-tls-policy', 'mssante-transport', 'mssante-recipient-access.regexp'] as const;
+export const EXPORT_FILES = [
+  'mssante-domain',
+  'mssante-tls-policy',
+  'mssante-transport',
+  'mssante-recipient-access.regexp',
+] as const;
 export type ExportFile = (typeof EXPORT_FILES)[number];
 
 /** Domains per regexp line: one alternation per line keeps lines short and lookups to a few dozen regexec(). */
@@ -30,12 +35,19 @@ export function postfixTables(index: WhitelistIndex, values: SocketmapValues, he
     const unicode = domainToUnicode(d);
     return unicode !== '' && unicode !== d ? [d, unicode] : [d];
   };
-  const lines = (value: (d: string) => string): string => domains.flatMap((d) => forms(d).map((f) => `${f} ${value(d)}\n`)).join('');
-  const comment = header.split('\n').map((l) => `# ${l}\n`).join('');
+  const lines = (value: (d: string) => string): string =>
+    domains.flatMap((d) => forms(d).map((f) => `${f} ${value(d)}\n`)).join('');
+  const comment = header
+    .split('\n')
+    .map((l) => `# ${l}\n`)
+    .join('');
   const allForms = domains.flatMap(forms);
   const regexp: string[] = [];
   for (let i = 0; i < allForms.length; i += DOMAINS_PER_REGEXP) {
-    const group = allForms.slice(i, i + DOMAINS_PER_REGEXP).map(escapeRegexp).join('|');
+    const group = allForms
+      .slice(i, i + DOMAINS_PER_REGEXP)
+      .map(escapeRegexp)
+      .join('|');
     regexp.push(`/^[^@]*@(${group})\\.?$/ DUNNO\n`);
   }
   regexp.push(`/^/ ${RECIPIENT_REJECT_VALUE}\n`);

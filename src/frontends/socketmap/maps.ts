@@ -56,14 +56,21 @@ export class SocketmapTables {
   readonly #tls: SocketmapLookup;
   readonly #transport: SocketmapLookup;
   readonly #reject: SocketmapLookup;
-  readonly #unknown: SocketmapLookup = freeze('unknown', 'perm', { status: 'PERM', text: `unknown map name (maps: ${SOCKETMAP_MAPS.join(', ')})` });
+  readonly #unknown: SocketmapLookup = freeze('unknown', 'perm', {
+    status: 'PERM',
+    text: `unknown map name (maps: ${SOCKETMAP_MAPS.join(', ')})`,
+  });
   /** CN answers and parent-domain sets, per list: dropped with the list. */
   readonly #perIndex = new WeakMap<WhitelistIndex, { cns: Map<string, SocketmapLookup>; parents: Set<string> | null }>();
 
   constructor(values: SocketmapValues) {
-    for (const [what, value] of [['tls policy', values.tlsPolicy], ['transport', values.transport]] as const) {
+    for (const [what, value] of [
+      ['tls policy', values.tlsPolicy],
+      ['transport', values.transport],
+    ] as const) {
       // eslint-disable-next-line no-control-regex -- refusing control characters is the point
-      if (value.trim() === '' || /[\x00-\x1f\x7f]/.test(value)) throw new RangeError(`socketmap ${what} value must be non-empty text without control characters`);
+      if (value.trim() === '' || /[\x00-\x1f\x7f]/.test(value))
+        throw new RangeError(`socketmap ${what} value must be non-empty text without control characters`);
     }
     this.#values = values;
     const each = (make: (m: SocketmapMap) => SocketmapLookup): Record<SocketmapMap, SocketmapLookup> =>

@@ -13,7 +13,14 @@ import type { Metrics } from '../../observe/metrics.js';
 import type { ListenOptions } from '../../net/listen.js';
 import { startStreamServer, type StreamConnection, type StreamServer, type StreamSession } from '../../net/stream-server.js';
 import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
-import { DEFAULT_SOCKETMAP_LIMITS, SocketmapCodecError, SocketmapDecoder, encodeReply, type SocketmapLimits, type SocketmapRequest } from './codec.js';
+import {
+  DEFAULT_SOCKETMAP_LIMITS,
+  SocketmapCodecError,
+  SocketmapDecoder,
+  encodeReply,
+  type SocketmapLimits,
+  type SocketmapRequest,
+} from './codec.js';
 import type { SocketmapLookup, SocketmapTables } from './maps.js';
 
 export interface SocketmapServerOptions {
@@ -55,7 +62,9 @@ export async function startSocketmapServer(listenAddress: string, options: Socke
   const maxConnectionBytes = options.maxConnectionBytes ?? d.maxConnectionBytes;
   new SocketmapDecoder(limits); // validates the limits at start-up
   if (limits.maxRequestBytes + SOCKETMAP_FRAME_OVERHEAD_BYTES > maxConnectionBytes) {
-    throw new RangeError(`maxConnectionBytes (${maxConnectionBytes}) must hold one request (maxRequestBytes + ${SOCKETMAP_FRAME_OVERHEAD_BYTES} = ${limits.maxRequestBytes + SOCKETMAP_FRAME_OVERHEAD_BYTES})`);
+    throw new RangeError(
+      `maxConnectionBytes (${maxConnectionBytes}) must hold one request (maxRequestBytes + ${SOCKETMAP_FRAME_OVERHEAD_BYTES} = ${limits.maxRequestBytes + SOCKETMAP_FRAME_OVERHEAD_BYTES})`,
+    );
   }
   // Every answer but mssante-domain's is one of a few shared objects: encode each once, for all connections.
   const encoded = new WeakMap<SocketmapLookup, Buffer>();
@@ -85,7 +94,8 @@ export async function startSocketmapServer(listenAddress: string, options: Socke
       const found = tables.lookup(name, key, index);
       metrics.countSocketmapLookup(found.map, found.result);
       // The key is an address or a domain: traced at debug level only.
-      if (debug) logger.debug({ frontend: 'socketmap', conn: connId, map: found.map, key, result: found.result }, 'socketmap lookup');
+      if (debug)
+        logger.debug({ frontend: 'socketmap', conn: connId, map: found.map, key, result: found.result }, 'socketmap lookup');
       let bytes = encoded.get(found);
       if (bytes === undefined) {
         bytes = encodeReply(found.reply);
@@ -98,7 +108,11 @@ export async function startSocketmapServer(listenAddress: string, options: Socke
 }
 
 /** One connection: bytes → requests → replies (`answer`), codec errors → a flushed close. No socket here. */
-export function socketmapSession(conn: StreamConnection, decoder: SocketmapDecoder, answer: (requests: readonly SocketmapRequest[]) => Buffer): StreamSession {
+export function socketmapSession(
+  conn: StreamConnection,
+  decoder: SocketmapDecoder,
+  answer: (requests: readonly SocketmapRequest[]) => Buffer,
+): StreamSession {
   let failed = false;
 
   function codecFailure(err: unknown): void {

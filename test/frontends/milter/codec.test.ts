@@ -33,17 +33,36 @@ const FUZZ_RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
 /** What Postfix 3.7 sends for one TLS session with two messages (macro lists of its defaults). */
 const POSTFIX_SESSION: Buffer[] = [
   encodeOptneg(6, 0x1ff, 0x1fffff),
-  encodeMacro('C', [['j', 'mx.chu-exemple.fr'], ['{daemon_name}', 'mx.chu-exemple.fr'], ['{daemon_addr}', '198.51.100.10'], ['v', 'Postfix 3.7.11'], ['_', 'mx.ch-exemple.fr [192.0.2.25]']]),
+  encodeMacro('C', [
+    ['j', 'mx.chu-exemple.fr'],
+    ['{daemon_name}', 'mx.chu-exemple.fr'],
+    ['{daemon_addr}', '198.51.100.10'],
+    ['v', 'Postfix 3.7.11'],
+    ['_', 'mx.ch-exemple.fr [192.0.2.25]'],
+  ]),
   encodeConnect('mx.ch-exemple.fr', 'inet', 41822, '192.0.2.25'),
-  encodeMacro('H', [['{tls_version}', 'TLSv1.3'], ['{cipher}', 'TLS_AES_256_GCM_SHA384'], ['{cipher_bits}', '256'], ['{cert_subject}', 'mx.ch-exemple.fr'], ['{cert_issuer}', 'TEST AC IGC-SANTE ÉLÉMENTAIRE ORGANISATIONS']]),
+  encodeMacro('H', [
+    ['{tls_version}', 'TLSv1.3'],
+    ['{cipher}', 'TLS_AES_256_GCM_SHA384'],
+    ['{cipher_bits}', '256'],
+    ['{cert_subject}', 'mx.ch-exemple.fr'],
+    ['{cert_issuer}', 'TEST AC IGC-SANTE ÉLÉMENTAIRE ORGANISATIONS'],
+  ]),
   encodeHelo('mx.ch-exemple.fr'),
-  encodeMacro('M', [['i', '4XyZ1k2Lm'], ['{auth_authen}', ''], ['{mail_addr}', 'dr.martin@ch-exemple.mssante.fr']]),
+  encodeMacro('M', [
+    ['i', '4XyZ1k2Lm'],
+    ['{auth_authen}', ''],
+    ['{mail_addr}', 'dr.martin@ch-exemple.mssante.fr'],
+  ]),
   encodeMail(['<dr.martin@ch-exemple.mssante.fr>', 'SIZE=48213', 'BODY=8BITMIME']),
   encodeMacro('R', [['{rcpt_addr}', 'secretariat@chu-exemple.mssante.fr']]),
   encodeMacro('T', []),
   encodeMacro('E', [['i', '4XyZ1k2Lm']]),
   encodeRaw(SMFIC.BODYEOB),
-  encodeMacro('M', [['i', '4XyZ1k2Ln'], ['{mail_addr}', '']]),
+  encodeMacro('M', [
+    ['i', '4XyZ1k2Ln'],
+    ['{mail_addr}', ''],
+  ]),
   encodeMail(['<>']),
   encodeRaw(SMFIC.ABORT),
   encodeRaw(SMFIC.QUIT),
@@ -51,17 +70,52 @@ const POSTFIX_SESSION: Buffer[] = [
 
 const POSTFIX_EXPECTED: MilterCommand[] = [
   { type: 'optneg', version: 6, actions: 0x1ff, protocol: 0x1fffff },
-  { type: 'macro', stage: 'C', macros: [['j', 'mx.chu-exemple.fr'], ['{daemon_name}', 'mx.chu-exemple.fr'], ['{daemon_addr}', '198.51.100.10'], ['v', 'Postfix 3.7.11'], ['_', 'mx.ch-exemple.fr [192.0.2.25]']] },
+  {
+    type: 'macro',
+    stage: 'C',
+    macros: [
+      ['j', 'mx.chu-exemple.fr'],
+      ['{daemon_name}', 'mx.chu-exemple.fr'],
+      ['{daemon_addr}', '198.51.100.10'],
+      ['v', 'Postfix 3.7.11'],
+      ['_', 'mx.ch-exemple.fr [192.0.2.25]'],
+    ],
+  },
   { type: 'connect', hostname: 'mx.ch-exemple.fr', family: 'inet', port: 41822, address: '192.0.2.25' },
-  { type: 'macro', stage: 'H', macros: [['{tls_version}', 'TLSv1.3'], ['{cipher}', 'TLS_AES_256_GCM_SHA384'], ['{cipher_bits}', '256'], ['{cert_subject}', 'mx.ch-exemple.fr'], ['{cert_issuer}', 'TEST AC IGC-SANTE ÉLÉMENTAIRE ORGANISATIONS']] },
+  {
+    type: 'macro',
+    stage: 'H',
+    macros: [
+      ['{tls_version}', 'TLSv1.3'],
+      ['{cipher}', 'TLS_AES_256_GCM_SHA384'],
+      ['{cipher_bits}', '256'],
+      ['{cert_subject}', 'mx.ch-exemple.fr'],
+      ['{cert_issuer}', 'TEST AC IGC-SANTE ÉLÉMENTAIRE ORGANISATIONS'],
+    ],
+  },
   { type: 'helo', name: 'mx.ch-exemple.fr' },
-  { type: 'macro', stage: 'M', macros: [['i', '4XyZ1k2Lm'], ['{auth_authen}', ''], ['{mail_addr}', 'dr.martin@ch-exemple.mssante.fr']] },
+  {
+    type: 'macro',
+    stage: 'M',
+    macros: [
+      ['i', '4XyZ1k2Lm'],
+      ['{auth_authen}', ''],
+      ['{mail_addr}', 'dr.martin@ch-exemple.mssante.fr'],
+    ],
+  },
   { type: 'mail', args: ['<dr.martin@ch-exemple.mssante.fr>', 'SIZE=48213', 'BODY=8BITMIME'] },
   { type: 'macro', stage: 'R', macros: [['{rcpt_addr}', 'secretariat@chu-exemple.mssante.fr']] },
   { type: 'macro', stage: 'T', macros: [] },
   { type: 'macro', stage: 'E', macros: [['i', '4XyZ1k2Lm']] },
   { type: 'bodyeob', dataBytes: 0 },
-  { type: 'macro', stage: 'M', macros: [['i', '4XyZ1k2Ln'], ['{mail_addr}', '']] },
+  {
+    type: 'macro',
+    stage: 'M',
+    macros: [
+      ['i', '4XyZ1k2Ln'],
+      ['{mail_addr}', ''],
+    ],
+  },
   { type: 'mail', args: ['<>'] },
   { type: 'abort' },
   { type: 'quit' },
@@ -70,9 +124,15 @@ const POSTFIX_EXPECTED: MilterCommand[] = [
 /** Sendmail style, every other command and family, and a full-size body chunk. */
 const SENDMAIL_SESSION: Buffer[] = [
   encodeOptneg(2, 0x3f, 0x7f),
-  encodeMacro('C', [['j', 'mx.example'], ['_', 'client [2001:db8::25]']]),
+  encodeMacro('C', [
+    ['j', 'mx.example'],
+    ['_', 'client [2001:db8::25]'],
+  ]),
   encodeConnect('client.example', 'inet6', 25025, '2001:db8::25'),
-  encodeMacro('H', [['{verify}', 'OK'], ['{cert_subject}', '/C=FR/ST=Paris+20(75)/O=CH+20EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr']]),
+  encodeMacro('H', [
+    ['{verify}', 'OK'],
+    ['{cert_subject}', '/C=FR/ST=Paris+20(75)/O=CH+20EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr'],
+  ]),
   encodeHelo('client.example'),
   encodeMail(['<a@b.example>']),
   encodeRcpt(['<c@d.example>', 'NOTIFY=NEVER']),
@@ -110,17 +170,51 @@ describe('milter decoder', () => {
 
   it('decodes every command type and address family of a Sendmail session', () => {
     const commands = decodeAll(Buffer.concat(SENDMAIL_SESSION), 1 << 20);
-    assert.deepEqual(commands.map((c) => c.type), [
-      'optneg', 'macro', 'connect', 'macro', 'helo', 'mail', 'rcpt', 'data', 'header', 'eoh', 'body', 'bodyeob', 'unknown', 'quit_nc', 'connect', 'connect', 'quit',
-    ]);
-    assert.deepEqual(commands[2], { type: 'connect', hostname: 'client.example', family: 'inet6', port: 25025, address: '2001:db8::25' });
+    assert.deepEqual(
+      commands.map((c) => c.type),
+      [
+        'optneg',
+        'macro',
+        'connect',
+        'macro',
+        'helo',
+        'mail',
+        'rcpt',
+        'data',
+        'header',
+        'eoh',
+        'body',
+        'bodyeob',
+        'unknown',
+        'quit_nc',
+        'connect',
+        'connect',
+        'quit',
+      ],
+    );
+    assert.deepEqual(commands[2], {
+      type: 'connect',
+      hostname: 'client.example',
+      family: 'inet6',
+      port: 25025,
+      address: '2001:db8::25',
+    });
     assert.deepEqual(commands[6], { type: 'rcpt', args: ['<c@d.example>', 'NOTIFY=NEVER'] });
     assert.deepEqual(commands[10], { type: 'body', dataBytes: 65_535 });
-    assert.deepEqual(commands[14], { type: 'connect', hostname: 'localhost', family: 'unix', port: 0, address: '/var/run/sendmail.sock' });
+    assert.deepEqual(commands[14], {
+      type: 'connect',
+      hostname: 'localhost',
+      family: 'unix',
+      port: 0,
+      address: '/var/run/sendmail.sock',
+    });
     assert.deepEqual(commands[15], { type: 'connect', hostname: 'unknown', family: 'unknown', port: null, address: null });
   });
 
-  for (const [name, session] of [['Postfix', POSTFIX_SESSION], ['Sendmail', SENDMAIL_SESSION]] as const) {
+  for (const [name, session] of [
+    ['Postfix', POSTFIX_SESSION],
+    ['Sendmail', SENDMAIL_SESSION],
+  ] as const) {
     it(`gives the same commands for the ${name} stream fed in slices of 1, 16, 128 and 4096 bytes`, () => {
       const stream = Buffer.concat(session);
       const whole = decodeAll(stream, stream.length);
@@ -198,7 +292,11 @@ describe('milter decoder', () => {
       ['RCPT without NUL', encodeRaw(SMFIC.RCPT, Buffer.from('<a@b>'))],
     ];
     for (const [name, packet] of cases) {
-      assert.throws(() => new MilterDecoder().push(packet), (err: unknown) => err instanceof MilterCodecError && err.kind === 'malformed', name);
+      assert.throws(
+        () => new MilterDecoder().push(packet),
+        (err: unknown) => err instanceof MilterCodecError && err.kind === 'malformed',
+        name,
+      );
     }
   });
 
@@ -294,7 +392,10 @@ describe('milter encoders', () => {
       version: 6,
       actions: SMFIF.SETSYMLIST,
       protocol: SMFIP.NORCPT | SMFIP.NR_CONN,
-      symlists: [{ stage: SMFIM.HELO, names: ['{verify}', '{cert_subject}'] }, { stage: SMFIM.ENVFROM, names: ['i'] }],
+      symlists: [
+        { stage: SMFIM.HELO, names: ['{verify}', '{cert_subject}'] },
+        { stage: SMFIM.ENVFROM, names: ['i'] },
+      ],
     });
     const { packets, rest } = splitPackets(packet);
     assert.equal(rest.length, 0);
@@ -311,14 +412,28 @@ describe('milter encoders', () => {
   });
 
   it('refuses symbol lists that would corrupt the reply', () => {
-    assert.throws(() => encodeOptnegReply({ version: 6, actions: 0, protocol: 0, symlists: [{ stage: 7, names: ['i'] }] }), RangeError);
-    assert.throws(() => encodeOptnegReply({ version: 6, actions: 0, protocol: 0, symlists: [{ stage: 1, names: ['a b'] }] }), RangeError);
+    assert.throws(
+      () => encodeOptnegReply({ version: 6, actions: 0, protocol: 0, symlists: [{ stage: 7, names: ['i'] }] }),
+      RangeError,
+    );
+    assert.throws(
+      () => encodeOptnegReply({ version: 6, actions: 0, protocol: 0, symlists: [{ stage: 1, names: ['a b'] }] }),
+      RangeError,
+    );
   });
 
   it('round-trips MTA commands through the decoder', () => {
-    assert.deepEqual(decodePacket(splitPackets(encodeMacro('H', [['{verify}', 'OK']])).packets[0]!), { type: 'macro', stage: 'H', macros: [['{verify}', 'OK']] });
+    assert.deepEqual(decodePacket(splitPackets(encodeMacro('H', [['{verify}', 'OK']])).packets[0]!), {
+      type: 'macro',
+      stage: 'H',
+      macros: [['{verify}', 'OK']],
+    });
     assert.deepEqual(decodePacket(splitPackets(encodeConnect('h', 'inet', 65535, '192.0.2.1')).packets[0]!), {
-      type: 'connect', hostname: 'h', family: 'inet', port: 65535, address: '192.0.2.1',
+      type: 'connect',
+      hostname: 'h',
+      family: 'inet',
+      port: 65535,
+      address: '192.0.2.1',
     });
     assert.deepEqual(decodePacket(splitPackets(encodeHelo('héllo')).packets[0]!), { type: 'helo', name: 'héllo' });
   });

@@ -17,12 +17,15 @@ const LIST_DN = 'CN=mx.ch-exemple.fr,OU=10000000001,O=CENTRE HOSPITALIER EXEMPLE
 
 describe('milter certificate macros', () => {
   it('Postfix: {cert_subject} is the CN of a verified chain', () => {
-    assert.deepEqual(certFromMacros(m({ '{cert_subject}': 'mx.ch-exemple.fr', '{cert_issuer}': 'TEST AC IGC-SANTE ÉLÉMENTAIRE ORGANISATIONS' })), {
-      kind: 'cn',
-      subject: 'mx.ch-exemple.fr',
-      issuer: 'TEST AC IGC-SANTE ÉLÉMENTAIRE ORGANISATIONS',
-      verified: true,
-    });
+    assert.deepEqual(
+      certFromMacros(m({ '{cert_subject}': 'mx.ch-exemple.fr', '{cert_issuer}': 'TEST AC IGC-SANTE ÉLÉMENTAIRE ORGANISATIONS' })),
+      {
+        kind: 'cn',
+        subject: 'mx.ch-exemple.fr',
+        issuer: 'TEST AC IGC-SANTE ÉLÉMENTAIRE ORGANISATIONS',
+        verified: true,
+      },
+    );
   });
 
   it('Postfix: no {cert_subject} means no verified certificate', () => {
@@ -33,7 +36,9 @@ describe('milter certificate macros', () => {
   });
 
   it('Sendmail: a full slash-form DN, xtext-decoded, verified only when {verify} is OK', () => {
-    const ok = certFromMacros(m({ '{verify}': 'OK', '{cert_subject}': SENDMAIL_SUBJECT, '{cert_issuer}': '/C=FR/O=ASIP-SANTE/CN=TEST+20AC+20IGC-SANTE' }));
+    const ok = certFromMacros(
+      m({ '{verify}': 'OK', '{cert_subject}': SENDMAIL_SUBJECT, '{cert_issuer}': '/C=FR/O=ASIP-SANTE/CN=TEST+20AC+20IGC-SANTE' }),
+    );
     assert.equal(ok.kind, 'dn');
     assert.equal(ok.verified, true);
     assert.equal(ok.subject, '/C=FR/ST=Paris (75)/O=CENTRE HOSPITALIER EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr');
@@ -48,7 +53,9 @@ describe('milter certificate macros', () => {
 
   it('Sendmail: OpenSSL \\xHH escapes under xtext decode to the UTF-8 value', () => {
     // "Hôpital": OpenSSL writes \xC3\xB4, Sendmail's xtext turns the backslashes into +5C.
-    const view = certFromMacros(m({ '{verify}': 'OK', '{cert_subject}': '/C=FR/O=H+5CxC3+5CxB4pital+20Nord/CN=mx.hopital-nord.fr' }));
+    const view = certFromMacros(
+      m({ '{verify}': 'OK', '{cert_subject}': '/C=FR/O=H+5CxC3+5CxB4pital+20Nord/CN=mx.hopital-nord.fr' }),
+    );
     assert.equal(view.subject, '/C=FR/O=H\\xC3\\xB4pital Nord/CN=mx.hopital-nord.fr');
     assert.equal(dnKey(view.subject), dnKey('CN=mx.hopital-nord.fr,O=Hôpital Nord,C=FR'));
   });
@@ -58,7 +65,10 @@ describe('milter certificate macros', () => {
     const parsed = parseDn(view.subject!);
     assert.ok(parsed.ok);
     assert.equal(parsed.dn.cn, 'mx.x.fr');
-    assert.deepEqual(parsed.dn.rdns.map((r) => r.map((a) => a.type)), [['C'], ['O'], ['CN']]);
+    assert.deepEqual(
+      parsed.dn.rdns.map((r) => r.map((a) => a.type)),
+      [['C'], ['O'], ['CN']],
+    );
   });
 
   it('a full DN without {verify} (Sendmail not asked for it) is unverified, in slash, comma, OID or xtext form', () => {
@@ -76,10 +86,17 @@ describe('milter certificate macros', () => {
       assert.equal(view.verified, false, subject);
       assert.equal(certIdentityFromMacros(m({ '{cert_subject}': subject }))?.verified, false, subject);
     }
-    assert.equal(certFromMacros(m({ '{cert_subject}': SENDMAIL_SUBJECT })).subject, '/C=FR/ST=Paris (75)/O=CENTRE HOSPITALIER EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr');
+    assert.equal(
+      certFromMacros(m({ '{cert_subject}': SENDMAIL_SUBJECT })).subject,
+      '/C=FR/ST=Paris (75)/O=CENTRE HOSPITALIER EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr',
+    );
     // Postfix CNs, including odd ones, stay verified CNs.
     for (const cn of ['mx.ch-exemple.fr', 'smtp-1.op2.fr', 'MX SERVEUR 1', 'x.fr/other', 'mx.a.fr,b']) {
-      assert.deepEqual(certFromMacros(m({ '{cert_subject}': cn })), { kind: 'cn', subject: cn, issuer: null, verified: true }, cn);
+      assert.deepEqual(
+        certFromMacros(m({ '{cert_subject}': cn })),
+        { kind: 'cn', subject: cn, issuer: null, verified: true },
+        cn,
+      );
     }
   });
 
@@ -89,24 +106,35 @@ describe('milter certificate macros', () => {
 
   it('maps to the Facts certificate identity', () => {
     assert.deepEqual(certIdentityFromMacros(m({ '{cert_subject}': 'mx.x.fr', '{cert_issuer}': 'TEST AC' })), {
-      kind: 'cn', cn: 'mx.x.fr', issuerCn: 'TEST AC', verified: true,
+      kind: 'cn',
+      cn: 'mx.x.fr',
+      issuerCn: 'TEST AC',
+      verified: true,
     });
-    const dn = certIdentityFromMacros(m({ '{verify}': 'OK', '{cert_subject}': SENDMAIL_SUBJECT, '{cert_issuer}': '/C=FR/O=ASIP-SANTE/CN=TEST+20AC+20IGC-SANTE' }));
+    const dn = certIdentityFromMacros(
+      m({ '{verify}': 'OK', '{cert_subject}': SENDMAIL_SUBJECT, '{cert_issuer}': '/C=FR/O=ASIP-SANTE/CN=TEST+20AC+20IGC-SANTE' }),
+    );
     assert.ok(dn !== null && dn.kind === 'dn');
     assert.equal(dnKey(dn.dn), dnKey(LIST_DN));
     assert.equal(dn.verified, true);
     assert.ok(dn.issuerCn !== null && /^test ac igc-sante$/i.test(dn.issuerCn), `issuer CN, got ${dn.issuerCn}`);
     const unverified = certIdentityFromMacros(m({ '{verify}': 'FAIL', '{cert_subject}': SENDMAIL_SUBJECT }));
-    assert.deepEqual(unverified && { verified: unverified.verified, issuerCn: unverified.issuerCn }, { verified: false, issuerCn: null });
+    assert.deepEqual(unverified && { verified: unverified.verified, issuerCn: unverified.issuerCn }, {
+      verified: false,
+      issuerCn: null,
+    });
   });
 });
 
 describe('milter TLS macros', () => {
   it('reads {tls_version} and {cipher}', () => {
-    assert.deepEqual(tlsFromMacros(m({ '{tls_version}': 'TLSv1.2', '{cipher}': 'ECDHE-RSA-AES256-GCM-SHA384', '{cipher_bits}': '256' })), {
-      protocol: 'TLSv1.2',
-      cipher: 'ECDHE-RSA-AES256-GCM-SHA384',
-    });
+    assert.deepEqual(
+      tlsFromMacros(m({ '{tls_version}': 'TLSv1.2', '{cipher}': 'ECDHE-RSA-AES256-GCM-SHA384', '{cipher_bits}': '256' })),
+      {
+        protocol: 'TLSv1.2',
+        cipher: 'ECDHE-RSA-AES256-GCM-SHA384',
+      },
+    );
   });
 
   it('reports no TLS when the macros are absent or empty', () => {

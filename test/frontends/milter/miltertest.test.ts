@@ -7,7 +7,12 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { factsFromTransaction } from '../../../src/frontends/milter/frontend.js';
 import { certFromMacros } from '../../../src/frontends/milter/macros.js';
-import { startMilterServer, type MilterServer, type MilterTransaction, type MilterVerdict } from '../../../src/frontends/milter/server.js';
+import {
+  startMilterServer,
+  type MilterServer,
+  type MilterTransaction,
+  type MilterVerdict,
+} from '../../../src/frontends/milter/server.js';
 import { createMetrics } from '../../../src/observe/metrics.js';
 import { decide } from '../../../src/trust/decide.js';
 import { parseDn } from '../../../src/trust/dn.js';
@@ -21,11 +26,13 @@ const LISTED_DN = 'CN=mx.ch-exemple.fr,OU=10000000001,O=CENTRE HOSPITALIER EXEMP
 const SENDMAIL_LISTED = '/C=FR/ST=Paris+20(75)/O=CENTRE+20HOSPITALIER+20EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr';
 const SENDMAIL_OTHER = '/C=FR/ST=Paris+20(75)/O=AUTRE/OU=10000000002/CN=mx.autre.fr';
 
-const listed = new Set([(() => {
-  const p = parseDn(LISTED_DN);
-  assert.ok(p.ok);
-  return p.dn.key;
-})()]);
+const listed = new Set([
+  (() => {
+    const p = parseDn(LISTED_DN);
+    assert.ok(p.ok);
+    return p.dn.key;
+  })(),
+]);
 
 /** A small certificate gate over macros.ts: listed and verified passes, anything else is refused. */
 function gate(t: MilterTransaction): MilterVerdict {
@@ -41,7 +48,14 @@ function gate(t: MilterTransaction): MilterVerdict {
   return { action: 'reply', smtpCode: r.smtpCode, text: replyText(r) };
 }
 
-function session(port: number, name: string, verify: string | null, subject: string, sender: string, expected: 'SMFIR_CONTINUE' | 'SMFIR_REPLYCODE'): string {
+function session(
+  port: number,
+  name: string,
+  verify: string | null,
+  subject: string,
+  sender: string,
+  expected: 'SMFIR_CONTINUE' | 'SMFIR_REPLYCODE',
+): string {
   return `
 do
   local conn = mt.connect("inet:${port}@127.0.0.1")
@@ -92,16 +106,22 @@ describe('milter server driven by miltertest', () => {
     assert.match(result.stdout, /unverified: SMFIR_REPLYCODE/);
     assert.match(result.stdout, /unlisted: SMFIR_REPLYCODE/);
 
-    assert.deepEqual(seen.map((tx) => [tx.macros.get('i'), tx.sender, gate(tx).action]), [
-      ['listed', 'dr.martin@ch-exemple.mssante.fr', 'continue'],
-      ['unverified', 'dr.martin@ch-exemple.mssante.fr', 'reply'],
-      ['unlisted', '', 'reply'],
-    ]);
+    assert.deepEqual(
+      seen.map((tx) => [tx.macros.get('i'), tx.sender, gate(tx).action]),
+      [
+        ['listed', 'dr.martin@ch-exemple.mssante.fr', 'continue'],
+        ['unverified', 'dr.martin@ch-exemple.mssante.fr', 'reply'],
+        ['unlisted', '', 'reply'],
+      ],
+    );
     const first = seen[0]!;
     assert.equal(first.clientAddress, '192.0.2.25');
     assert.equal(first.helo, 'mx.ch-exemple.fr');
     assert.equal(first.macros.get('{tls_version}'), 'TLSv1.3');
-    assert.equal(certFromMacros(first.macros).subject, '/C=FR/ST=Paris (75)/O=CENTRE HOSPITALIER EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr');
+    assert.equal(
+      certFromMacros(first.macros).subject,
+      '/C=FR/ST=Paris (75)/O=CENTRE HOSPITALIER EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr',
+    );
   });
 
   it('takes a full DN without {verify} as unverified (cert_missing) through the real decision; a Postfix CN still passes', async (t) => {
@@ -115,7 +135,9 @@ describe('milter server driven by miltertest', () => {
       onMailFrom: (tx) => {
         const reason = decide(factsFromTransaction(tx), index).reason;
         reasons.push(`${tx.macros.get('i') ?? '-'} ${reason.id}`);
-        return reason.result === 'pass' ? { action: 'continue' } : { action: 'reply', smtpCode: reason.smtpCode, text: replyText(reason) };
+        return reason.result === 'pass'
+          ? { action: 'continue' }
+          : { action: 'reply', smtpCode: reason.smtpCode, text: replyText(reason) };
       },
     });
     servers.push(server);
@@ -129,6 +151,11 @@ describe('milter server driven by miltertest', () => {
     ].join('\n');
     const result = await runMiltertest(miltertest, script);
     assert.equal(result.status, 0, `miltertest failed:\n${result.stderr}${result.stdout}`);
-    assert.deepEqual(reasons, ['slash-no-verify cert_missing', 'comma-no-verify cert_missing', 'slash-verified ok', 'postfix-cn ok']);
+    assert.deepEqual(reasons, [
+      'slash-no-verify cert_missing',
+      'comma-no-verify cert_missing',
+      'slash-verified ok',
+      'postfix-cn ok',
+    ]);
   });
 });

@@ -68,7 +68,11 @@ async function start(options: Partial<MilterServerOptions> = {}, listen = '127.0
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''));
+      lines.push(
+        ...String(chunk)
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   });
@@ -87,7 +91,11 @@ async function start(options: Partial<MilterServerOptions> = {}, listen = '127.0
   return { server, metrics, seen, logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
-async function counter(metrics: Metrics, name: 'protocolErrors' | 'connectionsRejected', labels: Record<string, string>): Promise<number> {
+async function counter(
+  metrics: Metrics,
+  name: 'protocolErrors' | 'connectionsRejected',
+  labels: Record<string, string>,
+): Promise<number> {
   const { values } = await metrics[name].get();
   const hit = values.find((v) => Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val));
   return hit?.value ?? 0;
@@ -125,7 +133,11 @@ function replyLine(reply: ReplyPacket): string {
   return reply.data.subarray(0, -1).toString('latin1');
 }
 
-async function negotiated(h: Harness, version = 6, protocol = ALL_PROTOCOL_V6): Promise<{ client: MilterTestClient; answer: OptnegAnswer }> {
+async function negotiated(
+  h: Harness,
+  version = 6,
+  protocol = ALL_PROTOCOL_V6,
+): Promise<{ client: MilterTestClient; answer: OptnegAnswer }> {
   const client = await MilterTestClient.connect(h.server.address);
   client.send(encodeOptneg(version, ALL_ACTIONS, protocol));
   return { client, answer: parseOptneg(await client.readPacket()) };
@@ -145,15 +157,25 @@ describe('milter negotiation', () => {
     assert.ok(answer !== null);
     assert.equal(answer.version, 6);
     assert.equal(answer.actions, SMFIF.SETSYMLIST);
-    const expected = SMFIP.NORCPT | SMFIP.NOBODY | SMFIP.NOHDRS | SMFIP.NOEOH | SMFIP.NODATA | SMFIP.NOUNKNOWN | SMFIP.NR_CONN | SMFIP.NR_HELO;
+    const expected =
+      SMFIP.NORCPT | SMFIP.NOBODY | SMFIP.NOHDRS | SMFIP.NOEOH | SMFIP.NODATA | SMFIP.NOUNKNOWN | SMFIP.NR_CONN | SMFIP.NR_HELO;
     assert.equal(answer.protocol, expected);
-    assert.equal(answer.protocol & (SMFIP.NOCONNECT | SMFIP.NOHELO | SMFIP.NOMAIL | SMFIP.NR_MAIL), 0, 'CONNECT, HELO and MAIL are wanted, MAIL is answered');
+    assert.equal(
+      answer.protocol & (SMFIP.NOCONNECT | SMFIP.NOHELO | SMFIP.NOMAIL | SMFIP.NR_MAIL),
+      0,
+      'CONNECT, HELO and MAIL are wanted, MAIL is answered',
+    );
     assert.deepEqual(answer.symlists, REQUESTED_MACROS);
   });
 
   it('asks a version 2 MTA only for flags it offered, without macro lists', () => {
     const answer = negotiate({ version: 2, actions: 0x3f, protocol: ALL_PROTOCOL_V2 });
-    assert.deepEqual(answer, { version: 2, actions: 0, protocol: SMFIP.NORCPT | SMFIP.NOBODY | SMFIP.NOHDRS | SMFIP.NOEOH, symlists: [] });
+    assert.deepEqual(answer, {
+      version: 2,
+      actions: 0,
+      protocol: SMFIP.NORCPT | SMFIP.NOBODY | SMFIP.NOHDRS | SMFIP.NOEOH,
+      symlists: [],
+    });
   });
 
   it('caps the version at 6, and needs SMFIF_SETSYMLIST offered to send macro lists', () => {
@@ -180,7 +202,12 @@ describe('milter negotiation', () => {
   it('gives the bare v2 answer on the wire', async () => {
     const h = await start();
     const { client, answer } = await negotiated(h, 2, ALL_PROTOCOL_V2);
-    assert.deepEqual(answer, { version: 2, actions: 0, protocol: SMFIP.NORCPT | SMFIP.NOBODY | SMFIP.NOHDRS | SMFIP.NOEOH, symlists: [] });
+    assert.deepEqual(answer, {
+      version: 2,
+      actions: 0,
+      protocol: SMFIP.NORCPT | SMFIP.NOBODY | SMFIP.NOHDRS | SMFIP.NOEOH,
+      symlists: [],
+    });
     client.destroy();
   });
 
@@ -198,11 +225,18 @@ describe('milter session', () => {
     const h = await start();
     const { client } = await negotiated(h);
     client.send(
-      encodeMacro('C', [['j', 'mx.chu-exemple.fr'], ['{daemon_name}', 'mx.chu-exemple.fr']]),
+      encodeMacro('C', [
+        ['j', 'mx.chu-exemple.fr'],
+        ['{daemon_name}', 'mx.chu-exemple.fr'],
+      ]),
       encodeConnect('mx.ch-exemple.fr', 'inet', 41822, '192.0.2.25'), // NR_CONN: no reply
       encodeMacro('H', POSTFIX_TLS_HELO),
       encodeHelo('mx.ch-exemple.fr'), // NR_HELO: no reply
-      encodeMacro('M', [['i', 'A1'], ['{mail_addr}', 'reject@ch-exemple.mssante.fr'], ['{auth_authen}', '']]),
+      encodeMacro('M', [
+        ['i', 'A1'],
+        ['{mail_addr}', 'reject@ch-exemple.mssante.fr'],
+        ['{auth_authen}', ''],
+      ]),
       encodeMail(['<reject@ch-exemple.mssante.fr>', 'SIZE=1000']),
     );
     const first = replyLine(await client.readPacket());
@@ -235,7 +269,13 @@ describe('milter session', () => {
     // The message goes on to its end, then a second message on the same connection.
     client.send(encodeRaw(SMFIC.BODYEOB));
     assert.equal((await client.readPacket()).command, 'c');
-    client.send(encodeMacro('M', [['i', 'A3'], ['{mail_addr}', 'dr.martin@ch-exemple.mssante.fr']]), encodeMail(['<dr.martin@ch-exemple.mssante.fr>']));
+    client.send(
+      encodeMacro('M', [
+        ['i', 'A3'],
+        ['{mail_addr}', 'dr.martin@ch-exemple.mssante.fr'],
+      ]),
+      encodeMail(['<dr.martin@ch-exemple.mssante.fr>']),
+    );
     assert.equal((await client.readPacket()).command, 'c');
     assert.equal(h.seen[2]?.sender, 'dr.martin@ch-exemple.mssante.fr');
     assert.equal(h.seen[2]?.macros.get('i'), 'A3');
@@ -299,7 +339,10 @@ describe('milter session', () => {
     assert.equal(replyLine(await client.readPacket()), expected);
     client.send(encodeRaw(SMFIC.ABORT), encodeMail(['<badcode@x.fr>']));
     assert.equal(replyLine(await client.readPacket()), expected);
-    assert.ok(h.logs().some((l) => l.level === 50 && l.conn !== undefined), 'an error log line');
+    assert.ok(
+      h.logs().some((l) => l.level === 50 && l.conn !== undefined),
+      'an error log line',
+    );
     client.destroy();
   });
 
@@ -345,7 +388,14 @@ describe('milter session', () => {
   it('stores macros sent without braces under their braced name', async () => {
     const h = await start();
     const { client } = await negotiated(h);
-    client.send(encodeMacro('H', [['cert_subject', 'mx.x.fr'], ['{verify}', 'OK']]), encodeHelo('h'), encodeMail(['<a@x.fr>']));
+    client.send(
+      encodeMacro('H', [
+        ['cert_subject', 'mx.x.fr'],
+        ['{verify}', 'OK'],
+      ]),
+      encodeHelo('h'),
+      encodeMail(['<a@x.fr>']),
+    );
     await client.readPacket();
     assert.equal(h.seen[0]?.macros.get('{cert_subject}'), 'mx.x.fr');
     client.destroy();
@@ -435,7 +485,10 @@ describe('milter protocol errors and limits', () => {
     await greedy.closed();
     assert.equal(await counter(h.metrics, 'protocolErrors', { frontend: 'milter', kind: 'connection_budget_exceeded' }), 1);
     const warn = h.logs().find((l) => l.kind === 'connection_budget_exceeded');
-    assert.ok(warn !== undefined && typeof warn.heldBytes === 'number' && warn.heldBytes > 4000, 'a structured warn line with the bytes held');
+    assert.ok(
+      warn !== undefined && typeof warn.heldBytes === 'number' && warn.heldBytes > 4000,
+      'a structured warn line with the bytes held',
+    );
     good.send(encodeMail(['<a@x.fr>']));
     assert.equal((await good.readPacket()).command, 'c');
     good.destroy();
@@ -448,7 +501,11 @@ describe('milter protocol errors and limits', () => {
   it('drops macros of stages the decision does not read, counts them, and goes on', async () => {
     const h = await start();
     const { client } = await negotiated(h);
-    client.send(encodeMacro('E', [['{msg_id}', '<1@x.fr>']]), encodeMacro('R', [['{rcpt_addr}', 'b@y.fr']]), encodeMail(['<a@x.fr>']));
+    client.send(
+      encodeMacro('E', [['{msg_id}', '<1@x.fr>']]),
+      encodeMacro('R', [['{rcpt_addr}', 'b@y.fr']]),
+      encodeMail(['<a@x.fr>']),
+    );
     assert.equal((await client.readPacket()).command, 'c');
     assert.equal(await counter(h.metrics, 'protocolErrors', { frontend: 'milter', kind: 'macro_stage_ignored' }), 2);
     assert.deepEqual([...(h.seen[0]?.macros.keys() ?? [])], []);

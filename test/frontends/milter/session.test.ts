@@ -17,7 +17,8 @@ const ALL_ACTIONS = 0x1ff;
 const ALL_PROTOCOL_V6 = 0x1fffff;
 
 const cmd = (c: MilterCommand): MilterCommand => c;
-const macro = (stage: string, macros: Array<[string, string]>): MilterCommand => decodePacket(encodeMacro(stage, macros).subarray(4));
+const macro = (stage: string, macros: Array<[string, string]>): MilterCommand =>
+  decodePacket(encodeMacro(stage, macros).subarray(4));
 const mail = (sender: string): MilterCommand => cmd({ type: 'mail', args: [sender] });
 
 function negotiated(protocol = ALL_PROTOCOL_V6): MilterSession {
@@ -35,7 +36,11 @@ function transactionOf(step: MilterStep | null): MilterTransaction {
 describe('milter session (pure)', () => {
   it('refuses every command before OPTNEG, and a version below 2', () => {
     const s = new MilterSession(1);
-    assert.deepEqual(s.apply(mail('<a@b.fr>')), { type: 'error', kind: 'unexpected_command', fields: { command: null, type: 'mail' } });
+    assert.deepEqual(s.apply(mail('<a@b.fr>')), {
+      type: 'error',
+      kind: 'unexpected_command',
+      fields: { command: null, type: 'mail' },
+    });
     assert.deepEqual(new MilterSession(1).apply(cmd({ type: 'optneg', version: 1, actions: 0, protocol: 0 })), {
       type: 'error',
       kind: 'unsupported_version',
@@ -46,13 +51,28 @@ describe('milter session (pure)', () => {
   it('hands MAIL FROM over with CONNECT, HELO and MAIL macros merged, client, HELO and connection id', () => {
     const s = negotiated();
     assert.equal(s.apply(macro('C', [['{tls_version}', 'TLSv1.2']])), null);
-    assert.equal(s.apply(cmd({ type: 'connect', hostname: 'mx.a.fr', family: 'inet', port: 25, address: '192.0.2.1' })), null, 'NR_CONN');
-    assert.equal(s.apply(macro('H', [['{tls_version}', 'TLSv1.3'], ['cert_subject', 'mx.a.fr']])), null);
+    assert.equal(
+      s.apply(cmd({ type: 'connect', hostname: 'mx.a.fr', family: 'inet', port: 25, address: '192.0.2.1' })),
+      null,
+      'NR_CONN',
+    );
+    assert.equal(
+      s.apply(
+        macro('H', [
+          ['{tls_version}', 'TLSv1.3'],
+          ['cert_subject', 'mx.a.fr'],
+        ]),
+      ),
+      null,
+    );
     assert.equal(s.apply(cmd({ type: 'helo', name: 'mx.a.fr' })), null, 'NR_HELO');
     s.apply(macro('M', [['i', 'Q1']]));
     const t = transactionOf(s.apply(mail('<a@b.fr>')));
     assert.deepEqual(Object.fromEntries(t.macros), { '{tls_version}': 'TLSv1.3', '{cert_subject}': 'mx.a.fr', i: 'Q1' });
-    assert.deepEqual([t.sender, t.clientAddress, t.clientName, t.helo, t.connectionId], ['a@b.fr', '192.0.2.1', 'mx.a.fr', 'mx.a.fr', 7]);
+    assert.deepEqual(
+      [t.sender, t.clientAddress, t.clientName, t.helo, t.connectionId],
+      ['a@b.fr', '192.0.2.1', 'mx.a.fr', 'mx.a.fr', 7],
+    );
   });
 
   it('keeps MAIL macros for one message: dropped at ABORT, end of message and a new HELO; HELO macros stay', () => {
@@ -88,13 +108,24 @@ describe('milter session (pure)', () => {
       assert.equal(s.apply(c)?.type, 'reply', type);
     }
     assert.equal(s.apply(cmd({ type: 'connect', hostname: '', family: 'unknown', port: null, address: null }))?.type, 'reply');
-    assert.equal(negotiated(SMFIP.NR_CONN).apply(cmd({ type: 'connect', hostname: '', family: 'unknown', port: null, address: null })), null);
+    assert.equal(
+      negotiated(SMFIP.NR_CONN).apply(cmd({ type: 'connect', hostname: '', family: 'unknown', port: null, address: null })),
+      null,
+    );
   });
 
   it('drops, and reports, macros of a stage the decision does not read', () => {
     const s = negotiated();
     for (const stage of ['R', 'T', 'E', 'N', 'L', 'B', 'U']) {
-      assert.deepEqual(s.apply(macro(stage, [['i', 'x'], ['{cert_subject}', 'forged']])), { type: 'ignored', kind: 'macro_stage_ignored', stage });
+      assert.deepEqual(
+        s.apply(
+          macro(stage, [
+            ['i', 'x'],
+            ['{cert_subject}', 'forged'],
+          ]),
+        ),
+        { type: 'ignored', kind: 'macro_stage_ignored', stage },
+      );
     }
     assert.equal(s.retainedBytes, 0);
     assert.equal(transactionOf(s.apply(mail('<>'))).macros.size, 0);
@@ -108,7 +139,8 @@ describe('milter session (pure)', () => {
     s.apply(macro('M', [...junk, ['i', 'Q1']]));
     assert.equal(s.retainedBytes, 2 * ('i'.length + 'Q1'.length) + MACRO_ENTRY_COST);
     assert.deepEqual([...transactionOf(s.apply(mail('<>'))).macros.keys()], ['i']);
-    for (const name of ['{cert_subject}', '{cert_issuer}', '{verify}', '{tls_version}', '{cipher}', 'i']) assert.ok(KEPT_MACROS.has(name), name);
+    for (const name of ['{cert_subject}', '{cert_issuer}', '{verify}', '{tls_version}', '{cipher}', 'i'])
+      assert.ok(KEPT_MACROS.has(name), name);
   });
 
   it('charges what it keeps, and a re-sent stage replaces the previous one', () => {
@@ -117,7 +149,12 @@ describe('milter session (pure)', () => {
     s.apply(macro('H', [['{cert_subject}', subject]]));
     const one = 2 * ('{cert_subject}'.length + subject.length) + MACRO_ENTRY_COST;
     assert.equal(s.retainedBytes, one);
-    s.apply(macro('H', [['{cert_subject}', subject], ['{cert_subject}', subject]]));
+    s.apply(
+      macro('H', [
+        ['{cert_subject}', subject],
+        ['{cert_subject}', subject],
+      ]),
+    );
     assert.equal(s.retainedBytes, one, 'the same name twice is kept once');
     s.apply(cmd({ type: 'helo', name: 'abc' }));
     assert.equal(s.retainedBytes, one + 6);

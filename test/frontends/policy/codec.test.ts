@@ -86,7 +86,11 @@ function slices(bytes: Buffer, size: number): Buffer[] {
   return out;
 }
 
-type Outcome = { requests: Array<Array<[string, string]>>; error: PolicyCodecErrorKind | null; atEnd: Array<[string, string]> | null };
+type Outcome = {
+  requests: Array<Array<[string, string]>>;
+  error: PolicyCodecErrorKind | null;
+  atEnd: Array<[string, string]> | null;
+};
 
 /** Feeds chunks then EOF; requests returned before an error are kept. */
 function feed(chunks: readonly Buffer[], limits?: PolicyLimits, onPush?: (d: PolicyDecoder) => void): Outcome {
@@ -166,7 +170,10 @@ describe('policy codec: fixtures', () => {
   it('returns two requests found in one chunk, and nothing stays pending', () => {
     const decoder = new PolicyDecoder();
     const requests = decoder.push(Buffer.concat([wire([['seq', '1']]), wire([['seq', '2']])]));
-    assert.deepEqual(requests.map((r) => r.get('seq')), ['1', '2']);
+    assert.deepEqual(
+      requests.map((r) => r.get('seq')),
+      ['1', '2'],
+    );
     assert.equal(decoder.pendingBytes, 0);
   });
 
@@ -184,14 +191,26 @@ describe('policy codec: EOF (Exim readsocket)', () => {
     assert.deepEqual(feed([Buffer.from('request=smtpd_access_policy\nsender=a@b.fr\n')]), {
       requests: [],
       error: null,
-      atEnd: [['request', 'smtpd_access_policy'], ['sender', 'a@b.fr']],
+      atEnd: [
+        ['request', 'smtpd_access_policy'],
+        ['sender', 'a@b.fr'],
+      ],
     });
   });
 
   it('accepts a last line without LF, with or without CR', () => {
-    assert.deepEqual(feed([Buffer.from('a=1\nb=2')]).atEnd, [['a', '1'], ['b', '2']]);
-    assert.deepEqual(feed([Buffer.from('a=1\r\nb=2\r')]).atEnd, [['a', '1'], ['b', '2']]);
-    assert.deepEqual(feed(slices(Buffer.from('a=1\nb=x=y'), 1)).atEnd, [['a', '1'], ['b', 'x=y']]);
+    assert.deepEqual(feed([Buffer.from('a=1\nb=2')]).atEnd, [
+      ['a', '1'],
+      ['b', '2'],
+    ]);
+    assert.deepEqual(feed([Buffer.from('a=1\r\nb=2\r')]).atEnd, [
+      ['a', '1'],
+      ['b', '2'],
+    ]);
+    assert.deepEqual(feed(slices(Buffer.from('a=1\nb=x=y'), 1)).atEnd, [
+      ['a', '1'],
+      ['b', 'x=y'],
+    ]);
   });
 
   it('returns null when nothing is pending', () => {
@@ -238,9 +257,18 @@ describe('policy codec: malformed input', () => {
 
   it('is unusable after an error, and says which', () => {
     const decoder = new PolicyDecoder();
-    assert.equal(errorKind(() => decoder.push(Buffer.from('junk\n'))), 'malformed_line');
-    assert.equal(errorKind(() => decoder.push(Buffer.from('a=1\n\n'))), 'malformed_line');
-    assert.equal(errorKind(() => decoder.end()), 'malformed_line');
+    assert.equal(
+      errorKind(() => decoder.push(Buffer.from('junk\n'))),
+      'malformed_line',
+    );
+    assert.equal(
+      errorKind(() => decoder.push(Buffer.from('a=1\n\n'))),
+      'malformed_line',
+    );
+    assert.equal(
+      errorKind(() => decoder.end()),
+      'malformed_line',
+    );
   });
 
   it('never quotes the input in its error messages', () => {
@@ -279,7 +307,11 @@ describe('policy codec: ASCII and non-ASCII lines in one chunk', () => {
   });
 
   it('reports invalid UTF-8 after ASCII lines, and an error on an ASCII line after a non-ASCII one', () => {
-    const invalidLate = Buffer.concat([Buffer.from('a=1\nb=2\n'), Buffer.from([0x63, 0x3d, 0xc3, 0x28, 0x0a]), Buffer.from('d=4\n\n')]);
+    const invalidLate = Buffer.concat([
+      Buffer.from('a=1\nb=2\n'),
+      Buffer.from([0x63, 0x3d, 0xc3, 0x28, 0x0a]),
+      Buffer.from('d=4\n\n'),
+    ]);
     assert.equal(feed([invalidLate]).error, 'invalid_utf8');
     assert.equal(feed([Buffer.from('a=é\nb=ü\ngarbage\n\n')]).error, 'malformed_line');
     assert.equal(feed([Buffer.from('a=é\nb=1\nb=2\n\n')]).error, 'duplicate_attribute');
@@ -293,7 +325,11 @@ describe('policy codec: ASCII and non-ASCII lines in one chunk', () => {
 
   it('reports the first error of the stream when a later line breaks another rule', () => {
     // malformed first, then a UTF-8 error, then a line far too long: the first one wins, as line by line.
-    const bytes = Buffer.concat([Buffer.from('a=1\njunk\n'), Buffer.from([0x62, 0x3d, 0xff, 0x0a]), Buffer.from(`c=${'x'.repeat(9000)}\n\n`)]);
+    const bytes = Buffer.concat([
+      Buffer.from('a=1\njunk\n'),
+      Buffer.from([0x62, 0x3d, 0xff, 0x0a]),
+      Buffer.from(`c=${'x'.repeat(9000)}\n\n`),
+    ]);
     assert.equal(feed([bytes]).error, 'malformed_line');
   });
 });
@@ -391,7 +427,10 @@ describe('policy codec: encoders', () => {
 
   it('encodes a request the decoder reads back, in order', () => {
     const [request] = new PolicyDecoder().push(encodeRequest(POSTFIX_37));
-    assert.deepEqual(request === undefined ? null : asPairs(request), POSTFIX_37.map(([n, v]) => [n, v]));
+    assert.deepEqual(
+      request === undefined ? null : asPairs(request),
+      POSTFIX_37.map(([n, v]) => [n, v]),
+    );
     assert.deepEqual(encodeRequest(new Map([['a', 'b=c']])).toString(), 'a=b=c\n\n');
   });
 
@@ -416,9 +455,16 @@ describe('policy codec: random input', () => {
     fc.constantFrom('=', '\r', 'abc', 'x'.repeat(30)).map((t) => Buffer.from(t)),
   );
   const structured = fc
-    .array(fc.oneof({ arbitrary: goodLine, weight: 10 }, { arbitrary: eol.map((e) => Buffer.from(e)), weight: 3 }, { arbitrary: noise, weight: 1 }), {
-      maxLength: 60,
-    })
+    .array(
+      fc.oneof(
+        { arbitrary: goodLine, weight: 10 },
+        { arbitrary: eol.map((e) => Buffer.from(e)), weight: 3 },
+        { arbitrary: noise, weight: 1 },
+      ),
+      {
+        maxLength: 60,
+      },
+    )
     .map((parts) => Buffer.concat(parts));
   const random = fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a));
   const cuts = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 });
@@ -434,7 +480,10 @@ describe('policy codec: random input', () => {
   }
 
   /** The rules of codec.ts restated the plain way (whole input, TextDecoder), to check the incremental one against. */
-  function reference(bytes: Buffer, limits: PolicyLimits): { error: PolicyCodecErrorKind | null; requests: string[][][]; atEnd: string[][] | null } {
+  function reference(
+    bytes: Buffer,
+    limits: PolicyLimits,
+  ): { error: PolicyCodecErrorKind | null; requests: string[][][]; atEnd: string[][] | null } {
     const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
     const requests: string[][][] = [];
     let attrs: string[][] = [];
@@ -482,8 +531,14 @@ describe('policy codec: random input', () => {
     return { error: null, requests, atEnd: attrs.length > 0 ? attrs : null };
   }
 
-  for (const [label, input] of [['random bytes', random], ['protocol-like tokens', structured]] as const) {
-    for (const [limitsLabel, limits] of [['small limits', SMALL], ['default limits', DEFAULT_POLICY_LIMITS]] as const) {
+  for (const [label, input] of [
+    ['random bytes', random],
+    ['protocol-like tokens', structured],
+  ] as const) {
+    for (const [limitsLabel, limits] of [
+      ['small limits', SMALL],
+      ['default limits', DEFAULT_POLICY_LIMITS],
+    ] as const) {
       it(`${label}, ${limitsLabel}: only PolicyCodecError, bounded memory, same outcome in any slicing and as the plain reference`, () => {
         fc.assert(
           fc.property(input, cuts, (bytes, sizes) => {

@@ -24,17 +24,24 @@ describe('policy request → Facts', () => {
     assert.equal(f.cert, null);
   });
 
-  it('prefers Exim\'s full DN and its verification flag', () => {
-    const verified = factsFromRequest(new Map([...base, ['ccert_subject', 'mx.op1.fr'], ['x_ccert_dn', 'C=FR,O=OP1,CN=mx.op1.fr'], ['x_ccert_verified', '1']]));
+  it("prefers Exim's full DN and its verification flag", () => {
+    const verified = factsFromRequest(
+      new Map([...base, ['ccert_subject', 'mx.op1.fr'], ['x_ccert_dn', 'C=FR,O=OP1,CN=mx.op1.fr'], ['x_ccert_verified', '1']]),
+    );
     assert.deepEqual(verified.cert, { kind: 'dn', dn: 'C=FR,O=OP1,CN=mx.op1.fr', issuerCn: null, verified: true });
     const unverified = factsFromRequest(new Map([...base, ['x_ccert_dn', 'C=FR,CN=mx.op1.fr'], ['x_ccert_verified', '0']]));
     assert.equal(unverified.cert?.verified, false);
   });
 
-  it('takes the issuer CN from Exim\'s x_ccert_issuer_dn; an issuer DN without a CN gives no issuer', () => {
+  it("takes the issuer CN from Exim's x_ccert_issuer_dn; an issuer DN without a CN gives no issuer", () => {
     const dnFacts = (issuer: string): string | null | undefined =>
-      factsFromRequest(new Map([...base, ['x_ccert_dn', 'C=FR,O=OP1,CN=mx.op1.fr'], ['x_ccert_verified', '1'], ['x_ccert_issuer_dn', issuer]])).cert?.issuerCn;
-    assert.equal(dnFacts('C=FR,O=ASIP-SANTE,OU=0002 187512751,CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS'), 'ac igc-sante elementaire organisations');
+      factsFromRequest(
+        new Map([...base, ['x_ccert_dn', 'C=FR,O=OP1,CN=mx.op1.fr'], ['x_ccert_verified', '1'], ['x_ccert_issuer_dn', issuer]]),
+      ).cert?.issuerCn;
+    assert.equal(
+      dnFacts('C=FR,O=ASIP-SANTE,OU=0002 187512751,CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS'),
+      'ac igc-sante elementaire organisations',
+    );
     assert.equal(dnFacts('C=FR,O=ASIP-SANTE'), null);
     assert.equal(dnFacts('not a dn'), null);
     // Empty (no certificate): falls back to ccert_issuer, absent here.
@@ -42,7 +49,9 @@ describe('policy request → Facts', () => {
   });
 
   it('leaves OpenSSL \\xHH escapes to the DN parser (an escaped "/" must not forge an RDN)', () => {
-    const f = factsFromRequest(new Map([...base, ['x_ccert_dn', '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/CN=mx.op1.fr'], ['x_ccert_verified', '1']]));
+    const f = factsFromRequest(
+      new Map([...base, ['x_ccert_dn', '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/CN=mx.op1.fr'], ['x_ccert_verified', '1']]),
+    );
     assert.equal(f.cert?.kind === 'dn' && f.cert.dn, '/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/CN=mx.op1.fr');
     const parsed = parseDn(f.cert?.kind === 'dn' ? f.cert.dn : '');
     const listed = parseDn('CN=mx.op1.fr,ST=Bouches-du-Rhône (13),C=FR');
@@ -68,11 +77,20 @@ describe('policy request → Facts', () => {
     assert.equal(stage('ETRN'), 'etrn');
     assert.equal(stage('NOSUCH'), 'other');
     assert.equal(factsFromRequest(new Map()).stage, 'other');
-    assert.equal(factsFromRequest(new Map([['protocol_state', 'RCPT'], ['encryption_protocol', '']])).tlsProtocol, null);
+    assert.equal(
+      factsFromRequest(
+        new Map([
+          ['protocol_state', 'RCPT'],
+          ['encryption_protocol', ''],
+        ]),
+      ).tlsProtocol,
+      null,
+    );
   });
 
   it('decodes xtext the same on every request, whatever values came before', () => {
-    const issuerOf = (raw: string): string | null | undefined => factsFromRequest(new Map([...base, ['ccert_subject', 'mx.op1.fr'], ['ccert_issuer', raw]])).cert?.issuerCn;
+    const issuerOf = (raw: string): string | null | undefined =>
+      factsFromRequest(new Map([...base, ['ccert_subject', 'mx.op1.fr'], ['ccert_issuer', raw]])).cert?.issuerCn;
     for (let round = 0; round < 3; round++) {
       assert.equal(issuerOf('AC+20IGC-SANTE'), 'AC IGC-SANTE');
       // More distinct encoded values than any bound of a memo of decoded values.

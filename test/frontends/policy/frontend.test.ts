@@ -63,7 +63,10 @@ describe('policy frontend', () => {
       ['ccert_subject', 'mx.op1.fr'],
     ]);
     assert.equal(rcpt, `action=${POLICY_ACTIONS.sender_domain_not_listed}`);
-    const connect = await ask(frontend.address, [['request', 'smtpd_access_policy'], ['protocol_state', 'CONNECT']]);
+    const connect = await ask(frontend.address, [
+      ['request', 'smtpd_access_policy'],
+      ['protocol_state', 'CONNECT'],
+    ]);
     assert.equal(connect, `action=${POLICY_ACTIONS.not_decided_at_this_stage}`);
     assert.deepEqual(
       asked.map((a) => [a.frontend, a.facts.stage, a.facts.sender]),
@@ -89,7 +92,10 @@ describe('policy frontend', () => {
       reason: 'cert_missing',
       action: POLICY_ACTIONS.cert_missing,
     });
-    assert.equal(policyDryRun(evaluate, { sender: 'a@op1.mssante.fr', protocol_state: 'EHLO' }).reason, 'not_decided_at_this_stage');
+    assert.equal(
+      policyDryRun(evaluate, { sender: 'a@op1.mssante.fr', protocol_state: 'EHLO' }).reason,
+      'not_decided_at_this_stage',
+    );
     assert.deepEqual(
       seen.map((f) => [f.stage, f.sender]),
       [

@@ -6,7 +6,12 @@ import { createMetrics } from '../../../src/observe/metrics.js';
 import { MisplacedCheckReporter } from '../../../src/frontends/policy/misplaced.js';
 import { UNDECIDED_STAGES } from '../../../src/trust/facts.js';
 
-function setup(intervalMs = 60_000): { reporter: MisplacedCheckReporter; lines: Array<Record<string, unknown>>; metricsText: () => Promise<string>; clock: { t: number } } {
+function setup(intervalMs = 60_000): {
+  reporter: MisplacedCheckReporter;
+  lines: Array<Record<string, unknown>>;
+  metricsText: () => Promise<string>;
+  clock: { t: number };
+} {
   const lines: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -48,7 +53,10 @@ describe('misplaced policy checks', () => {
     assert.equal(count(text, 'helo'), 0);
     assert.equal(lines.length, 3);
     assert.ok(lines.every((l) => l.event === 'misplaced_check' && l.level === 40));
-    assert.deepEqual(lines.map((l) => l.stage), ['connect', 'vrfy', 'other']);
+    assert.deepEqual(
+      lines.map((l) => l.stage),
+      ['connect', 'vrfy', 'other'],
+    );
     assert.match(String(lines[0]!.msg), /smtpd_recipient_restrictions/);
   });
 

@@ -44,7 +44,11 @@ async function start(options: Partial<PolicyServerOptions> = {}, listen = '127.0
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''));
+      lines.push(
+        ...String(chunk)
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   });
@@ -82,7 +86,9 @@ class Client {
   #waiters: Array<() => void> = [];
 
   constructor(address: string) {
-    this.socket = address.startsWith('unix:') ? net.connect({ path: address.slice(5) }) : net.connect(portOf(address), '127.0.0.1');
+    this.socket = address.startsWith('unix:')
+      ? net.connect({ path: address.slice(5) })
+      : net.connect(portOf(address), '127.0.0.1');
     this.socket.on('data', (d: Buffer) => {
       const text = d.toString('utf8');
       this.#chunks.push(text);
@@ -113,7 +119,10 @@ class Client {
   until(what: string, cond: () => boolean): Promise<void> {
     if (cond()) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.data)}`)), WAIT_LIMIT_MS);
+      const timer = setTimeout(
+        () => reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.data)}`)),
+        WAIT_LIMIT_MS,
+      );
       const check = (): void => {
         if (cond()) {
           clearTimeout(timer);
@@ -206,7 +215,10 @@ describe('policy server', () => {
     await c.connected();
     for (let i = 0; i < bytes.length; i += 3) c.send(bytes.subarray(i, i + 3));
     const replies = await c.waitReplies(40);
-    assert.deepEqual(replies, [...Array.from({ length: 20 }, (_, i) => `action=DUNNO seq=${i}`), ...Array.from({ length: 20 }, (_, i) => `action=DUNNO seq=${i}`)]);
+    assert.deepEqual(replies, [
+      ...Array.from({ length: 20 }, (_, i) => `action=DUNNO seq=${i}`),
+      ...Array.from({ length: 20 }, (_, i) => `action=DUNNO seq=${i}`),
+    ]);
     c.socket.destroy();
   });
 
@@ -216,7 +228,10 @@ describe('policy server', () => {
     const c = new Client(h.server.address);
     c.send(Array.from({ length: 300 }, (_, i) => request(i)).join(''));
     const replies = await c.waitReplies(300);
-    assert.deepEqual(replies, Array.from({ length: 300 }, (_, i) => `action=${actions[i % actions.length]}`));
+    assert.deepEqual(
+      replies,
+      Array.from({ length: 300 }, (_, i) => `action=${actions[i % actions.length]}`),
+    );
     c.socket.destroy();
   });
 
@@ -296,13 +311,19 @@ describe('policy server', () => {
     assert.equal(await metricValue(h.metrics, 'connections_rejected_total', { frontend: 'policy' }), 1);
     assert.equal(await metricValue(h.metrics, 'connections_active', { frontend: 'policy' }), 2);
     a.socket.destroy();
-    await eventually('a slot to free', async () => (await metricValue(h.metrics, 'connections_active', { frontend: 'policy' })) === 1);
+    await eventually(
+      'a slot to free',
+      async () => (await metricValue(h.metrics, 'connections_active', { frontend: 'policy' })) === 1,
+    );
     const again = new Client(h.server.address);
     again.send(request('again'));
     assert.deepEqual(await again.waitReplies(1), ['action=DUNNO seq=again']);
     again.socket.destroy();
     b.socket.destroy();
-    await eventually('no connection left', async () => (await metricValue(h.metrics, 'connections_active', { frontend: 'policy' })) === 0);
+    await eventually(
+      'no connection left',
+      async () => (await metricValue(h.metrics, 'connections_active', { frontend: 'policy' })) === 0,
+    );
   });
 
   it('closes an idle connection quietly', async () => {
@@ -374,7 +395,9 @@ describe('policy server', () => {
     await idle.until('EOF from the server', () => idle.ended);
     idle.socket.end();
     await assert.rejects(
-      new Promise((resolve, reject) => net.connect(portOf(h.server.address), '127.0.0.1').once('connect', resolve).once('error', reject)),
+      new Promise((resolve, reject) =>
+        net.connect(portOf(h.server.address), '127.0.0.1').once('connect', resolve).once('error', reject),
+      ),
       /ECONNREFUSED/,
     );
     assert.equal(closed, false, 'waits for the request in progress');

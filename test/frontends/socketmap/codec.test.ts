@@ -67,7 +67,10 @@ describe('socketmap decoder: framing', () => {
     it(`decodes every request fed in slices of ${size} bytes`, () => {
       const got = feed(slices(bytes, size));
       assert.equal(got.error, null);
-      assert.deepEqual(got.requests, REQUESTS.map(([n, k]) => [n, k]));
+      assert.deepEqual(
+        got.requests,
+        REQUESTS.map(([n, k]) => [n, k]),
+      );
     });
   }
 
@@ -115,7 +118,8 @@ describe('socketmap decoder: errors', () => {
   ];
   for (const [what, text, kind] of cases) {
     it(`${what} → ${kind}`, () => {
-      for (const size of [1, 16, 4096]) assert.equal(feed(slices(Buffer.from(text, 'latin1'), size)).error, kind, `slices of ${size}`);
+      for (const size of [1, 16, 4096])
+        assert.equal(feed(slices(Buffer.from(text, 'latin1'), size)).error, kind, `slices of ${size}`);
     });
   }
 
@@ -132,7 +136,10 @@ describe('socketmap decoder: errors', () => {
   it('a failed decoder stays failed', () => {
     const d = new SocketmapDecoder();
     assert.throws(() => d.push(Buffer.from('x')), SocketmapCodecError);
-    assert.throws(() => d.push(encodeRequest('m', 'k')), (e: unknown) => e instanceof SocketmapCodecError && e.kind === 'bad_length');
+    assert.throws(
+      () => d.push(encodeRequest('m', 'k')),
+      (e: unknown) => e instanceof SocketmapCodecError && e.kind === 'bad_length',
+    );
   });
 
   it('EOF between requests is a clean end', () => {
@@ -141,7 +148,7 @@ describe('socketmap decoder: errors', () => {
 });
 
 describe('socketmap decoder: request size limit', () => {
-  it('defaults to Postfix\'s 100 000 bytes', () => {
+  it("defaults to Postfix's 100 000 bytes", () => {
     assert.equal(DEFAULT_SOCKETMAP_LIMITS.maxRequestBytes, 100_000);
   });
 
@@ -154,7 +161,10 @@ describe('socketmap decoder: request size limit', () => {
 
   it('refuses on the length prefix, before buffering any payload', () => {
     const d = new SocketmapDecoder({ maxRequestBytes: 100_000 });
-    assert.throws(() => d.push(Buffer.from('100001')), (e: unknown) => e instanceof SocketmapCodecError && e.kind === 'request_too_large');
+    assert.throws(
+      () => d.push(Buffer.from('100001')),
+      (e: unknown) => e instanceof SocketmapCodecError && e.kind === 'request_too_large',
+    );
   });
 
   it('refuses an invalid limit', () => {
@@ -192,7 +202,11 @@ describe('socketmap decoder: random input', () => {
     const limits = { maxRequestBytes: 256 };
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 8 }), (chunks) => {
-        feed(chunks.map((c) => Buffer.from(c)), limits, (d) => assert.ok(d.pendingBytes <= 10 + 1 + limits.maxRequestBytes));
+        feed(
+          chunks.map((c) => Buffer.from(c)),
+          limits,
+          (d) => assert.ok(d.pendingBytes <= 10 + 1 + limits.maxRequestBytes),
+        );
       }),
       { numRuns: FUZZ_RUNS },
     );
@@ -202,7 +216,9 @@ describe('socketmap decoder: random input', () => {
     const piece = fc.oneof(
       fc.constantFrom('3:m k,', '0:,', ':', ',', ' ', '12:', 'mssante-domain '),
       fc.string({ maxLength: 12 }),
-      fc.tuple(fc.string({ maxLength: 6 }), fc.string({ maxLength: 20 })).map(([n, k]) => `${Buffer.byteLength(`${n} ${k}`)}:${n} ${k},`),
+      fc
+        .tuple(fc.string({ maxLength: 6 }), fc.string({ maxLength: 20 }))
+        .map(([n, k]) => `${Buffer.byteLength(`${n} ${k}`)}:${n} ${k},`),
     );
     fc.assert(
       fc.property(fc.array(piece, { maxLength: 10 }), fc.integer({ min: 1, max: 40 }), (pieces, size) => {
@@ -215,9 +231,13 @@ describe('socketmap decoder: random input', () => {
 
   it('any name and key round-trip through encodeRequest and the decoder', () => {
     fc.assert(
-      fc.property(fc.string({ minLength: 1, maxLength: 20 }).filter((n) => !n.includes(' ')), fc.string({ maxLength: 200 }), (name, key) => {
-        assert.deepEqual(feed([encodeRequest(name, key)]).requests, [[name, key]]);
-      }),
+      fc.property(
+        fc.string({ minLength: 1, maxLength: 20 }).filter((n) => !n.includes(' ')),
+        fc.string({ maxLength: 200 }),
+        (name, key) => {
+          assert.deepEqual(feed([encodeRequest(name, key)]).requests, [[name, key]]);
+        },
+      ),
       { numRuns: FUZZ_RUNS },
     );
   });

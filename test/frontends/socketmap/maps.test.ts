@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { RECIPIENT_REJECT_VALUE, SOCKETMAP_MAPS, SocketmapTables, parentDomains, type SocketmapLookup } from '../../../src/frontends/socketmap/maps.js';
+import {
+  RECIPIENT_REJECT_VALUE,
+  SOCKETMAP_MAPS,
+  SocketmapTables,
+  parentDomains,
+  type SocketmapLookup,
+} from '../../../src/frontends/socketmap/maps.js';
 import { createMetrics } from '../../../src/observe/metrics.js';
 import { buildIndex } from '../../support/index-builder.js';
 
@@ -42,13 +48,32 @@ describe('socketmap tables: domain maps', () => {
 
   for (const map of ['mssante-domain', 'mssante-tls-policy', 'mssante-transport']) {
     it(`${map}: keys compare like the inbound side (case, trailing dot, IDN both ways)`, () => {
-      for (const key of ['CH-EXEMPLE.FR', 'ch-exemple.fr.', 'chu-exemple.mssante.fr', 'hôpital-exemple.fr', 'xn--hpital-exemple-0ob.fr', 'HÔPITAL-exemple.fr.']) {
+      for (const key of [
+        'CH-EXEMPLE.FR',
+        'ch-exemple.fr.',
+        'chu-exemple.mssante.fr',
+        'hôpital-exemple.fr',
+        'xn--hpital-exemple-0ob.fr',
+        'HÔPITAL-exemple.fr.',
+      ]) {
         assert.match(ask(map, key), /^OK /, key);
       }
     });
 
     it(`${map}: exact domains only: no parent, no sub-domain, no parent-style key`, () => {
-      for (const key of ['deep-exemple.fr', 'b.deep-exemple.fr', 'x.a.b.deep-exemple.fr', 'other.ch-exemple.fr', '.ch-exemple.fr', '.fr', 'fr', '*', '', 'user@', '[192.0.2.1]']) {
+      for (const key of [
+        'deep-exemple.fr',
+        'b.deep-exemple.fr',
+        'x.a.b.deep-exemple.fr',
+        'other.ch-exemple.fr',
+        '.ch-exemple.fr',
+        '.fr',
+        'fr',
+        '*',
+        '',
+        'user@',
+        '[192.0.2.1]',
+      ]) {
         assert.equal(ask(map, key), 'NOTFOUND', key);
       }
     });
@@ -68,7 +93,10 @@ describe('socketmap tables: mssante-recipient-access', () => {
   const REJECT = `OK ${RECIPIENT_REJECT_VALUE}`;
 
   it('the refusal carries the contract text', () => {
-    assert.equal(RECIPIENT_REJECT_VALUE, 'REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space');
+    assert.equal(
+      RECIPIENT_REJECT_VALUE,
+      'REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space',
+    );
   });
 
   it('the full address decides: listed domain passes, anything else is refused', () => {
@@ -76,7 +104,16 @@ describe('socketmap tables: mssante-recipient-access', () => {
     assert.equal(ask('mssante-recipient-access', 'DR.Martin+tag@SUB.ch-exemple.fr.'), 'NOTFOUND');
     assert.equal(ask('mssante-recipient-access', 'x@xn--hpital-exemple-0ob.fr'), 'NOTFOUND');
     assert.equal(ask('mssante-recipient-access', 'x@hôpital-exemple.fr'), 'NOTFOUND');
-    for (const key of ['x@other.ch-exemple.fr', 'x@deep-exemple.fr', 'x@b.deep-exemple.fr', 'x@gmail.com', 'x@[192.0.2.1]', 'x@localhost', 'postmaster', '*']) {
+    for (const key of [
+      'x@other.ch-exemple.fr',
+      'x@deep-exemple.fr',
+      'x@b.deep-exemple.fr',
+      'x@gmail.com',
+      'x@[192.0.2.1]',
+      'x@localhost',
+      'postmaster',
+      '*',
+    ]) {
       assert.equal(ask('mssante-recipient-access', key), REJECT, key);
     }
   });
@@ -118,9 +155,25 @@ describe('socketmap tables: mssante-recipient-access', () => {
     return 'pass';
   }
 
-  it('through Postfix\'s whole key sequence: exactly listed domains pass, every other recipient is refused', () => {
-    const listed = ['ch-exemple.fr', 'sub.ch-exemple.fr', 'a.b.deep-exemple.fr', 'hôpital-exemple.fr', 'xn--hpital-exemple-0ob.fr', 'chu-exemple.mssante.fr'];
-    const unlisted = ['other.ch-exemple.fr', 'x.sub.ch-exemple.fr', 'b.deep-exemple.fr', 'deep-exemple.fr', 'x.a.b.deep-exemple.fr', 'mssante.fr', 'fr', 'gmail.com'];
+  it("through Postfix's whole key sequence: exactly listed domains pass, every other recipient is refused", () => {
+    const listed = [
+      'ch-exemple.fr',
+      'sub.ch-exemple.fr',
+      'a.b.deep-exemple.fr',
+      'hôpital-exemple.fr',
+      'xn--hpital-exemple-0ob.fr',
+      'chu-exemple.mssante.fr',
+    ];
+    const unlisted = [
+      'other.ch-exemple.fr',
+      'x.sub.ch-exemple.fr',
+      'b.deep-exemple.fr',
+      'deep-exemple.fr',
+      'x.a.b.deep-exemple.fr',
+      'mssante.fr',
+      'fr',
+      'gmail.com',
+    ];
     for (const style of ['bare', 'dot'] as const) {
       for (const d of listed) assert.equal(postfixAccess(`dr.martin+ext@${d}`, style), 'pass', `${d} (${style})`);
       for (const d of unlisted) assert.equal(postfixAccess(`dr.martin@${d}`, style), REJECT, `${d} (${style})`);
@@ -159,7 +212,13 @@ describe('socketmap tables: errors and no list', () => {
   });
 
   it('labels OK, NOTFOUND results for metrics', () => {
-    assert.deepEqual([tables.lookup('mssante-domain', 'ch-exemple.fr', INDEX).result, tables.lookup('mssante-domain', 'gmail.com', INDEX).result], ['ok', 'notfound']);
+    assert.deepEqual(
+      [
+        tables.lookup('mssante-domain', 'ch-exemple.fr', INDEX).result,
+        tables.lookup('mssante-domain', 'gmail.com', INDEX).result,
+      ],
+      ['ok', 'notfound'],
+    );
   });
 
   it('refuses an empty or multi-line configured value', () => {

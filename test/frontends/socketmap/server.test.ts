@@ -8,7 +8,11 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { decodeReply, encodeRequest, type SocketmapReply } from '../../../src/frontends/socketmap/codec.js';
 import { SocketmapTables } from '../../../src/frontends/socketmap/maps.js';
-import { startSocketmapServer, type SocketmapServer, type SocketmapServerOptions } from '../../../src/frontends/socketmap/server.js';
+import {
+  startSocketmapServer,
+  type SocketmapServer,
+  type SocketmapServerOptions,
+} from '../../../src/frontends/socketmap/server.js';
 import { createMetrics, type Metrics } from '../../../src/observe/metrics.js';
 import type { WhitelistIndex } from '../../../src/whitelist/whitelist-index.js';
 import { buildIndex } from '../../support/index-builder.js';
@@ -34,7 +38,11 @@ async function start(options: Partial<SocketmapServerOptions> = {}, level = 'inf
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''));
+      lines.push(
+        ...String(chunk)
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   });
@@ -48,18 +56,31 @@ async function start(options: Partial<SocketmapServerOptions> = {}, level = 'inf
     ...options,
   });
   servers.push(server);
-  return { server, metrics, logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>), setIndex: (i) => (index = i) };
+  return {
+    server,
+    metrics,
+    logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
+    setIndex: (i) => (index = i),
+  };
 }
 
 /** Sends bytes, collects replies until `count` arrived or the server closed. */
-async function exchange(address: string, bytes: Buffer | Buffer[], count: number, endAfter = false): Promise<{ replies: SocketmapReply[]; closed: boolean }> {
+async function exchange(
+  address: string,
+  bytes: Buffer | Buffer[],
+  count: number,
+  endAfter = false,
+): Promise<{ replies: SocketmapReply[]; closed: boolean }> {
   const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
   const socket = net.connect(port, host);
   const replies: SocketmapReply[] = [];
   let buffer: Buffer = Buffer.alloc(0);
   let closed = false;
   await new Promise<void>((resolve, reject) => {
-    const limit = setTimeout(() => reject(new Error(`no ${count} replies within ${WAIT_LIMIT_MS} ms (got ${replies.length})`)), WAIT_LIMIT_MS);
+    const limit = setTimeout(
+      () => reject(new Error(`no ${count} replies within ${WAIT_LIMIT_MS} ms (got ${replies.length})`)),
+      WAIT_LIMIT_MS,
+    );
     const done = (): void => {
       clearTimeout(limit);
       resolve();
@@ -105,14 +126,17 @@ describe('socketmap server', () => {
       encodeRequest('mssante-nope', 'x'),
     ];
     const { replies } = await exchange(h.server.address, Buffer.concat(requests), requests.length);
-    assert.deepEqual(replies.map((r) => `${r.status} ${r.text}`), [
-      'OK smtp-mssante:',
-      'OK secure match=hostname',
-      'OK mx.operateur-a.fr',
-      'NOTFOUND ',
-      'OK REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space',
-      'PERM unknown map name (maps: mssante-domain, mssante-tls-policy, mssante-transport, mssante-recipient-access)',
-    ]);
+    assert.deepEqual(
+      replies.map((r) => `${r.status} ${r.text}`),
+      [
+        'OK smtp-mssante:',
+        'OK secure match=hostname',
+        'OK mx.operateur-a.fr',
+        'NOTFOUND ',
+        'OK REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space',
+        'PERM unknown map name (maps: mssante-domain, mssante-tls-policy, mssante-transport, mssante-recipient-access)',
+      ],
+    );
     const lookups = 'mssante_policyd_socketmap_lookups_total';
     assert.equal(await metricValue(h.metrics, lookups, { map: 'mssante-domain', result: 'ok' }), 1);
     assert.equal(await metricValue(h.metrics, lookups, { map: 'mssante-domain', result: 'notfound' }), 1);
@@ -122,10 +146,16 @@ describe('socketmap server', () => {
 
   it('answers requests cut in one-byte writes', async () => {
     const h = await start();
-    const bytes = Buffer.concat([encodeRequest('mssante-transport', 'ch-exemple.fr'), encodeRequest('mssante-transport', 'gmail.com')]);
+    const bytes = Buffer.concat([
+      encodeRequest('mssante-transport', 'ch-exemple.fr'),
+      encodeRequest('mssante-transport', 'gmail.com'),
+    ]);
     const chunks = [...bytes].map((b) => Buffer.from([b]));
     const { replies } = await exchange(h.server.address, chunks, 2);
-    assert.deepEqual(replies.map((r) => r.status), ['OK', 'NOTFOUND']);
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      ['OK', 'NOTFOUND'],
+    );
   });
 
   it('answers TEMP while no list is in force', async () => {
@@ -133,7 +163,13 @@ describe('socketmap server', () => {
     h.setIndex(null);
     const { replies } = await exchange(h.server.address, encodeRequest('mssante-recipient-access', 'x@gmail.com'), 1);
     assert.equal(replies[0]?.status, 'TEMP');
-    assert.equal(await metricValue(h.metrics, 'mssante_policyd_socketmap_lookups_total', { map: 'mssante-recipient-access', result: 'temp' }), 1);
+    assert.equal(
+      await metricValue(h.metrics, 'mssante_policyd_socketmap_lookups_total', {
+        map: 'mssante-recipient-access',
+        result: 'temp',
+      }),
+      1,
+    );
   });
 
   it('a request above the limit: answers what came before, counts a protocol error, closes', async () => {
@@ -141,17 +177,29 @@ describe('socketmap server', () => {
     const ok = encodeRequest('mssante-transport', 'ch-exemple.fr');
     const big = encodeRequest('mssante-domain', 'x'.repeat(100));
     const { replies, closed } = await exchange(h.server.address, Buffer.concat([ok, big]), 2);
-    assert.deepEqual(replies.map((r) => r.status), ['OK']);
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      ['OK'],
+    );
     assert.equal(closed, true);
-    assert.equal(await metricValue(h.metrics, 'mssante_policyd_protocol_errors_total', { frontend: 'socketmap', kind: 'request_too_large' }), 1);
+    assert.equal(
+      await metricValue(h.metrics, 'mssante_policyd_protocol_errors_total', { frontend: 'socketmap', kind: 'request_too_large' }),
+      1,
+    );
   });
 
   it('garbage and a cut request are protocol errors by kind; the daemon goes on', async () => {
     const h = await start();
     assert.equal((await exchange(h.server.address, Buffer.from('hello\r\n'), 1)).closed, true);
     assert.equal((await exchange(h.server.address, Buffer.from('20:mssante-dom'), 1, true)).closed, true);
-    assert.equal(await metricValue(h.metrics, 'mssante_policyd_protocol_errors_total', { frontend: 'socketmap', kind: 'bad_length' }), 1);
-    assert.equal(await metricValue(h.metrics, 'mssante_policyd_protocol_errors_total', { frontend: 'socketmap', kind: 'truncated' }), 1);
+    assert.equal(
+      await metricValue(h.metrics, 'mssante_policyd_protocol_errors_total', { frontend: 'socketmap', kind: 'bad_length' }),
+      1,
+    );
+    assert.equal(
+      await metricValue(h.metrics, 'mssante_policyd_protocol_errors_total', { frontend: 'socketmap', kind: 'truncated' }),
+      1,
+    );
     const { replies } = await exchange(h.server.address, encodeRequest('mssante-transport', 'ch-exemple.fr'), 1);
     assert.equal(replies[0]?.status, 'OK');
   });
@@ -160,7 +208,10 @@ describe('socketmap server', () => {
     const h = await start({ requestTimeoutMs: 50 });
     const { closed } = await exchange(h.server.address, Buffer.from('20:mssante-dom'), 1);
     assert.equal(closed, true);
-    assert.equal(await metricValue(h.metrics, 'mssante_policyd_protocol_errors_total', { frontend: 'socketmap', kind: 'request_timeout' }), 1);
+    assert.equal(
+      await metricValue(h.metrics, 'mssante_policyd_protocol_errors_total', { frontend: 'socketmap', kind: 'request_timeout' }),
+      1,
+    );
   });
 
   it('tracks open connections and refuses those over the limit', async () => {
@@ -194,7 +245,10 @@ describe('socketmap server', () => {
   });
 
   it('refuses a per-connection byte budget that cannot hold one request', async () => {
-    await assert.rejects(start({ limits: { maxRequestBytes: 1000 }, maxConnectionBytes: 1010 }), /maxConnectionBytes \(1010\) must hold one request/);
+    await assert.rejects(
+      start({ limits: { maxRequestBytes: 1000 }, maxConnectionBytes: 1010 }),
+      /maxConnectionBytes \(1010\) must hold one request/,
+    );
     const h = await start({ limits: { maxRequestBytes: 1000 }, maxConnectionBytes: 1011 });
     const { replies } = await exchange(h.server.address, encodeRequest('mssante-domain', `${'a'.repeat(980)}.fr`), 1);
     assert.equal(replies[0]?.status, 'NOTFOUND');
