@@ -24,7 +24,7 @@ import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
 import { WhitelistIndex } from './whitelist/whitelist-index.js';
-import { prepareList, type PrepareResult } from './whitelist/prepare.js';
+import { prepareList, type PreparedList, type PrepareResult } from './whitelist/prepare.js';
 import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
 import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';
 import type { ValidEntry } from './whitelist/validate.js';
@@ -238,7 +238,6 @@ async function checkCommand(args: string[]): Promise<number> {
     );
     return 2;
   }
-  const maxListAgeDays = settings.get<number>('max-list-age');
   let bytes: Buffer;
   try {
     bytes = readFileSync(file);
@@ -255,6 +254,23 @@ async function checkCommand(args: string[]): Promise<number> {
   }
   const maxEntries = settings.get<number>('max-list-entries');
   const result: PrepareResult = prepareList(bytes, { trust, allowUnsigned, maxEntries });
+  const report = initialCheckReport(file, result);
+  const saveSigner = v['save-signer'];
+  if (typeof saveSigner === 'string' && !saveSignerCertificate(saveSigner, result)) return 1;
+  if (result.ok) {
+    describeList(report, result.list);
+    const stop = await judgeAgainstStateDir(report, result.list, settings, v['accept'] === true);
+    if (stop !== null) return stop;
+  }
+  if (v['json'] === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else process.stdout.write(formatCheckReport(report));
+  if (!report.usable) return 1;
+  // `check && systemctl reload` must not go ahead when the daemon would refuse this very list.
+  return report.guard?.verdict === 'refuse' && !report.accepted ? CHECK_EXIT_GUARD_REFUSES : 0;
+}
+
+/** The report of a prepared list, before what only a usable list has: its outcome and the KeyInfo found. */
+function initialCheckReport(file: string, result: PrepareResult): CheckReport {
   const report: CheckReport = {
     file,
     usable: result.ok,
@@ -277,61 +293,76 @@ async function checkCommand(args: string[]): Promise<number> {
     const { pem: _pem, ...shown } = keyInfo;
     report.keyInfo = shown;
   }
-  const saveSigner = v['save-signer'];
-  if (typeof saveSigner === 'string') {
-    const pem = result.ok ? (result.list.signature.verified ? result.list.signature.signer.pem : null) : (keyInfo?.pem ?? null);
-    if (pem == null) {
-      process.stderr.write('check: --save-signer: no KeyInfo certificate whose signature verifies in this list\n');
-      return 1;
-    }
-    writeFileSync(saveSigner, pem);
+  return report;
+}
+
+/** --save-signer: writes the KeyInfo certificate whose signature verifies; false (said on stderr) when there is none. */
+function saveSignerCertificate(path: string, result: PrepareResult): boolean {
+  const keyInfo = result.ok ? null : (result.keyInfo ?? null);
+  const pem = result.ok ? (result.list.signature.verified ? result.list.signature.signer.pem : null) : (keyInfo?.pem ?? null);
+  if (pem == null) {
+    process.stderr.write('check: --save-signer: no KeyInfo certificate whose signature verifies in this list\n');
+    return false;
   }
-  if (result.ok) {
-    const list = result.list;
-    const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
-    report.signature = list.signature.verified
-      ? { verified: true, signer: list.signature.signer }
-      : { verified: false, why: list.signature.why };
-    report.generatedAt = list.generatedAt;
-    report.entries = { total: list.rawEntryCount, accepted: list.entries.length, skipped: list.rejected.length };
-    report.domains = index.domainCount;
-    report.certificates = index.certificateCount;
-    report.skipped = list.rejected.map((r) => ({ ...r }));
-    report.dnSpellingVariants = dnSpellingVariants(list.entries);
-    // The default ./var is not assumed to be the daemon's: compare only with a state dir named.
-    const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
-    const maxShrink = settings.get<number>('max-shrink');
-    const { current, against } = storedListInForce(stateDir, maxEntries);
-    const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
-    report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays) };
-    const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
-    report.age = {
-      days: ageDays,
-      maxDays: maxListAgeDays,
-      verdict: maxListAgeDays === 0 ? 'not_checked' : ageDays > maxListAgeDays ? 'too_old' : 'fresh',
+  writeFileSync(path, pem);
+  return true;
+}
+
+/** What a usable list holds: signature, generation date, entry counts, skipped entries, DN spellings. */
+function describeList(report: CheckReport, list: PreparedList): void {
+  const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
+  report.signature = list.signature.verified
+    ? { verified: true, signer: list.signature.signer }
+    : { verified: false, why: list.signature.why };
+  report.generatedAt = list.generatedAt;
+  report.entries = { total: list.rawEntryCount, accepted: list.entries.length, skipped: list.rejected.length };
+  report.domains = index.domainCount;
+  report.certificates = index.certificateCount;
+  report.skipped = list.rejected.map((r) => ({ ...r }));
+  report.dnSpellingVariants = dnSpellingVariants(list.entries);
+}
+
+/**
+ * The daemon's verdicts on a usable list: the guard against the stored list, the age, and --accept.
+ * Returns the exit code when the command must stop there, else null.
+ */
+async function judgeAgainstStateDir(
+  report: CheckReport,
+  list: PreparedList,
+  settings: ResolvedSettings,
+  accept: boolean,
+): Promise<number | null> {
+  const maxEntries = settings.get<number>('max-list-entries');
+  const maxListAgeDays = settings.get<number>('max-list-age');
+  // The default ./var is not assumed to be the daemon's: compare only with a state dir named.
+  const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
+  const maxShrink = settings.get<number>('max-shrink');
+  const { current, against } = storedListInForce(stateDir, maxEntries);
+  const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
+  report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays) };
+  const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
+  report.age = {
+    days: ageDays,
+    maxDays: maxListAgeDays,
+    verdict: maxListAgeDays === 0 ? 'not_checked' : ageDays > maxListAgeDays ? 'too_old' : 'fresh',
+  };
+  if (accept) {
+    if (stateDir === undefined) {
+      process.stderr.write("check: --accept needs --state-dir (the daemon's state directory)\n");
+      return 2;
+    }
+    await addAcceptedHash(stateDir, list.sha256);
+    report.accepted = true;
+  }
+  // Too old is the daemon's verdict at a first start (list_too_old), unless this very list is accepted.
+  if (report.age.verdict === 'too_old' && current === null && !report.accepted && !acceptedHashes.has(list.sha256)) {
+    report.usable = false;
+    report.failure = {
+      reason: 'list_too_old',
+      detail: `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxListAgeDays})`,
     };
-    if (v['accept'] === true) {
-      if (stateDir === undefined) {
-        process.stderr.write("check: --accept needs --state-dir (the daemon's state directory)\n");
-        return 2;
-      }
-      await addAcceptedHash(stateDir, list.sha256);
-      report.accepted = true;
-    }
-    // Too old is the daemon's verdict at a first start (list_too_old), unless this very list is accepted.
-    if (report.age.verdict === 'too_old' && current === null && !report.accepted && !acceptedHashes.has(list.sha256)) {
-      report.usable = false;
-      report.failure = {
-        reason: 'list_too_old',
-        detail: `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxListAgeDays})`,
-      };
-    }
   }
-  if (v['json'] === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  else process.stdout.write(formatCheckReport(report));
-  if (!report.usable) return 1;
-  // `check && systemctl reload` must not go ahead when the daemon would refuse this very list.
-  return report.guard?.verdict === 'refuse' && !report.accepted ? CHECK_EXIT_GUARD_REFUSES : 0;
+  return null;
 }
 
 /** The DN keys the list spells several ways, with every spelling (first entry's display form). */

@@ -547,6 +547,62 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   for (const s of SETTINGS) origins[s.key] = settings.origin(s.key);
   const get = settings.get;
 
+  const list = resolveListSettings(get, origins);
+  checkServingSettings(get);
+  checkAccessSettings(get);
+  return Object.freeze({
+    ...list,
+    caFile: get<string | null>('ca-file'),
+    stateDir: resolve(get<string>('state-dir')),
+    refreshSeconds: get<number>('refresh'),
+    maxShrinkPercent: get<number>('max-shrink'),
+    maxListBytes: get<number>('max-list-bytes'),
+    maxListEntries: get<number>('max-list-entries'),
+    fetchTimeoutSeconds: get<number>('fetch-timeout'),
+    prepareTimeoutSeconds: get<number>('prepare-timeout'),
+    policyListen: get<string | null>('policy-listen'),
+    milterListen: get<string | null>('milter-listen'),
+    httpListen: get<string | null>('http-listen'),
+    socketmapListen: get<string | null>('socketmap-listen'),
+    maxSocketmapRequestBytes: get<number>('max-socketmap-request-bytes'),
+    tlsPolicyValue: get<string>('tls-policy-value'),
+    transportValue: get<string>('transport-value'),
+    socketMode: parseInt(get<string>('socket-mode'), 8),
+    socketOwner: get<string | null>('socket-owner'),
+    socketGroup: get<string | null>('socket-group'),
+    httpAllowedHosts: get<string[]>('http-allowed-host'),
+    maxConnections: get<number>('max-connections'),
+    idleTimeoutSeconds: get<number>('idle-timeout'),
+    milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),
+    requestTimeoutSeconds: get<number>('request-timeout'),
+    maxLineBytes: get<number>('max-line-bytes'),
+    maxRequestBytes: get<number>('max-request-bytes'),
+    maxAttributes: get<number>('max-attributes'),
+    maxMilterPacketBytes: get<number>('max-milter-packet-bytes'),
+    maxConnectionBytes: get<number>('max-connection-bytes'),
+    heapWatermarkPercent: get<number>('heap-watermark'),
+    trustedIssuerCns: get<string[]>('trusted-issuer-cn'),
+    tlsProfile: get<TlsProfileName>('tls-profile'),
+    logLevel: get<string>('log-level'),
+    logFormat: get<LogFormat>('log-format'),
+    logPseudonymize: get<boolean>('log-pseudonymize'),
+    traceFile: nullableResolve(get<string | null>('trace-file')),
+    shutdownGraceSeconds: get<number>('shutdown-grace'),
+    operatorRate: get<number>('operator-rate'),
+    operatorBurst: get<number>('operator-burst'),
+    operatorRateMode: get<OperatorRateMode>('operator-rate-mode'),
+    operatorRateExempt: get<string[]>('operator-rate-exempt'),
+    origins: origins as Config['origins'],
+  });
+}
+
+type ListSettings = Pick<
+  Config,
+  'whitelist' | 'whitelistIsDemo' | 'signer' | 'signerCa' | 'signerCn' | 'signerSubject' | 'maxListAgeDays' | 'allowUnsigned'
+>;
+
+/** The list, who must have signed it and how old it may be: the checks between these settings. */
+function resolveListSettings(get: ResolvedSettings['get'], origins: Record<string, SettingOrigin>): ListSettings {
   const whitelistSetting = get<string | null>('whitelist');
   if (whitelistSetting === null) {
     // A config file that forgot `whitelist` must not serve the demo list: every real mail would get 550.
@@ -583,6 +639,11 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   if (/^http:\/\//i.test(whitelist)) {
     throw new ConfigError('--whitelist: plain http:// is refused; use https:// or a file path');
   }
+  return { whitelist, whitelistIsDemo, signer, signerCa, signerCn, signerSubject, maxListAgeDays, allowUnsigned };
+}
+
+/** The MTA side: something listens, the answers' texts are one line, a connection's budget holds one request of each frontend. */
+function checkServingSettings(get: ResolvedSettings['get']): void {
   const policyListen = get<string | null>('policy-listen');
   const milterListen = get<string | null>('milter-listen');
   const socketmapListen = get<string | null>('socketmap-listen');
@@ -607,9 +668,12 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   if (get<number>('max-socketmap-request-bytes') + 11 > maxConnectionBytes) {
     throw new ConfigError('--max-connection-bytes must hold one --max-socketmap-request-bytes request (+11)');
   }
-  const operatorRateExempt = get<string[]>('operator-rate-exempt');
+}
+
+/** Who may do what: operator rate exemptions, socket file mode, HTTP Host names. */
+function checkAccessSettings(get: ResolvedSettings['get']): void {
   try {
-    validateExemptions(operatorRateExempt);
+    validateExemptions(get<string[]>('operator-rate-exempt'));
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
@@ -619,62 +683,10 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
       `--socket-mode: ${JSON.stringify(socketModeText)} is not an octal mode like 0660 (no setuid, setgid or sticky bit)`,
     );
   }
-  const httpAllowedHosts = get<string[]>('http-allowed-host');
-  for (const host of httpAllowedHosts) {
+  for (const host of get<string[]>('http-allowed-host')) {
     if (splitHostHeader(host) === null)
       throw new ConfigError(`--http-allowed-host: ${JSON.stringify(host)} is not a host name or address, with an optional :port`);
   }
-  return Object.freeze({
-    whitelist,
-    whitelistIsDemo,
-    signer,
-    signerCa,
-    signerCn,
-    signerSubject,
-    maxListAgeDays,
-    allowUnsigned,
-    caFile: get<string | null>('ca-file'),
-    stateDir: resolve(get<string>('state-dir')),
-    refreshSeconds: get<number>('refresh'),
-    maxShrinkPercent: get<number>('max-shrink'),
-    maxListBytes: get<number>('max-list-bytes'),
-    maxListEntries: get<number>('max-list-entries'),
-    fetchTimeoutSeconds: get<number>('fetch-timeout'),
-    prepareTimeoutSeconds: get<number>('prepare-timeout'),
-    policyListen,
-    milterListen,
-    httpListen: get<string | null>('http-listen'),
-    socketmapListen,
-    maxSocketmapRequestBytes: get<number>('max-socketmap-request-bytes'),
-    tlsPolicyValue: get<string>('tls-policy-value'),
-    transportValue: get<string>('transport-value'),
-    socketMode: parseInt(socketModeText, 8),
-    socketOwner: get<string | null>('socket-owner'),
-    socketGroup: get<string | null>('socket-group'),
-    httpAllowedHosts,
-    maxConnections: get<number>('max-connections'),
-    idleTimeoutSeconds: get<number>('idle-timeout'),
-    milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),
-    requestTimeoutSeconds: get<number>('request-timeout'),
-    maxLineBytes: get<number>('max-line-bytes'),
-    maxRequestBytes: get<number>('max-request-bytes'),
-    maxAttributes: get<number>('max-attributes'),
-    maxMilterPacketBytes: get<number>('max-milter-packet-bytes'),
-    maxConnectionBytes,
-    heapWatermarkPercent: get<number>('heap-watermark'),
-    trustedIssuerCns: get<string[]>('trusted-issuer-cn'),
-    tlsProfile: get<TlsProfileName>('tls-profile'),
-    logLevel: get<string>('log-level'),
-    logFormat: get<LogFormat>('log-format'),
-    logPseudonymize: get<boolean>('log-pseudonymize'),
-    traceFile: nullableResolve(get<string | null>('trace-file')),
-    shutdownGraceSeconds: get<number>('shutdown-grace'),
-    operatorRate: get<number>('operator-rate'),
-    operatorBurst: get<number>('operator-burst'),
-    operatorRateMode: get<OperatorRateMode>('operator-rate-mode'),
-    operatorRateExempt,
-    origins: origins as Config['origins'],
-  });
 }
 
 function nullableResolve(path: string | null): string | null {

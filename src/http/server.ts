@@ -295,22 +295,22 @@ const operatorsSchema = {
   },
 } as const;
 
-export async function startHttpServer(
-  listenAddress: string,
-  deps: HttpDeps,
-): Promise<{ address: string; close(): Promise<void> }> {
-  const where = parseListenAddress(listenAddress);
-  const loop = createEventLoopHealth(deps.eventLoop);
-  const app = Fastify({
-    loggerInstance: deps.logger,
+/** Fastify for the HTTP side; per-request lines at debug (DebugLogController). */
+function createApp(logger: Logger) {
+  return Fastify({
+    loggerInstance: logger,
     logController: new DebugLogController(),
     exposeHeadRoutes: true,
     // A scraper or a curl: nothing here needs a large body or a slow client.
     bodyLimit: 64 * 1024,
     requestTimeout: 30_000,
   });
-  const { registry } = deps.metrics;
-  const hostAllowed = hostAllowList(where.kind === 'tcp' ? where.host : null, deps.allowedHosts ?? []);
+}
+
+type HttpApp = ReturnType<typeof createApp>;
+
+/** Every route answers only to the allowed Host names (loopback, the listen address, --http-allowed-host). */
+function refuseOtherHosts(app: HttpApp, hostAllowed: ReturnType<typeof hostAllowList>): void {
   app.addHook('onRequest', async (request, reply) => {
     if (hostAllowed(request.headers.host)) return;
     request.log.debug(
@@ -323,7 +323,11 @@ export async function startHttpServer(
       .header('connection', 'close')
       .send({ statusCode: 421, code: 'host_not_allowed', error: 'Misdirected Request', message: 'Host not allowed' });
   });
+}
 
+/** /metrics, /healthz and /readyz: what scrapers and supervisors poll. */
+function registerProbeRoutes(app: HttpApp, deps: HttpDeps, loop: EventLoopHealth): void {
+  const { registry } = deps.metrics;
   app.get(
     '/metrics',
     {
@@ -354,7 +358,10 @@ export async function startHttpServer(
       .code(ready ? 200 : 503)
       .send({ status: ready ? 'ready' : 'not_ready', reasons, eventLoopDelayP99Seconds: loop.p99Seconds() });
   });
+}
 
+/** /v1/...: the list in force, a domain's entries, the dry-run decision and the operators' rates. */
+function registerApiRoutes(app: HttpApp, deps: HttpDeps): void {
   app.get('/v1/whitelist', { schema: { response: { 200: whitelistStatusSchema } } }, async () => deps.whitelistStatus());
 
   app.get<{ Params: { name: string } }>(
@@ -391,6 +398,18 @@ export async function startHttpServer(
   const operators = deps.operators;
   if (operators !== undefined)
     app.get('/v1/operators', { schema: { response: { 200: operatorsSchema } } }, async () => operators());
+}
+
+export async function startHttpServer(
+  listenAddress: string,
+  deps: HttpDeps,
+): Promise<{ address: string; close(): Promise<void> }> {
+  const where = parseListenAddress(listenAddress);
+  const loop = createEventLoopHealth(deps.eventLoop);
+  const app = createApp(deps.logger);
+  refuseOtherHosts(app, hostAllowList(where.kind === 'tcp' ? where.host : null, deps.allowedHosts ?? []));
+  registerProbeRoutes(app, deps, loop);
+  registerApiRoutes(app, deps);
 
   let bound: BoundAddress;
   try {

@@ -130,22 +130,63 @@ function createOperatorTransactions(
   };
 }
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
-  const registry = createRegistry(options.defaultMetrics !== false);
-  const p = METRIC_PREFIX;
+/** decisions_total and decision_duration_seconds, with countDecision's pre-bound children. */
+function createDecisionMetrics(registry: Registry): Pick<Metrics, 'decisions' | 'decisionDuration' | 'countDecision'> {
   const decisions = new Counter({
-    name: `${p}decisions_total`,
+    name: `${METRIC_PREFIX}decisions_total`,
     help: 'Decisions answered, by frontend, result and reason id',
     labelNames: ['frontend', 'result', 'reason'] as const,
     registers: [registry],
   });
   const decisionDuration = new Histogram({
-    name: `${p}decision_duration_seconds`,
+    name: `${METRIC_PREFIX}decision_duration_seconds`,
     help: 'Time from a complete request to its answer being written',
     labelNames: ['frontend'] as const,
     buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5],
     registers: [registry],
   });
+  // Every (frontend, reason) series exists from the start at 0, so that increase() sees the first
+  // tempfail or refusal (a series born at 1 shows no increase) and dashboards show 0, not "no data".
+  for (const frontend of ['policy', 'milter'] as const) {
+    for (const reason of REASON_IDS) decisions.inc({ frontend, result: REASONS[reason].result, reason }, 0);
+  }
+  const decisionChildren = new Map<string, Counter.Internal>();
+  const durationChildren = {
+    policy: decisionDuration.labels({ frontend: 'policy' }),
+    milter: decisionDuration.labels({ frontend: 'milter' }),
+  };
+  return {
+    decisions,
+    decisionDuration,
+    countDecision(frontend, result, reason, seconds) {
+      const key = `${frontend}|${reason}`;
+      let child = decisionChildren.get(key);
+      if (child === undefined) {
+        child = decisions.labels({ frontend, result, reason });
+        decisionChildren.set(key, child);
+      }
+      child.inc();
+      durationChildren[frontend].observe(seconds);
+    },
+  };
+}
+
+type WhitelistMetrics = Pick<
+  Metrics,
+  | 'whitelistDomains'
+  | 'whitelistEntriesRejected'
+  | 'whitelistGeneratedTimestamp'
+  | 'whitelistLastSuccessTimestamp'
+  | 'whitelistLastFailureTimestamp'
+  | 'whitelistLoadFailures'
+  | 'whitelistLoadDuration'
+  | 'whitelistUsable'
+  | 'whitelistSignerNotAfter'
+>;
+
+/** The list in force and its loads: size, dates, failures, signer expiry. */
+function createWhitelistMetrics(registry: Registry): WhitelistMetrics {
+  const p = METRIC_PREFIX;
   const whitelistDomains = new Gauge({
     name: `${p}whitelist_domains`,
     help: 'Distinct domains in the list in force',
@@ -193,6 +234,27 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     help: 'notAfter of the certificate that signed the list in force (unix seconds; 0 while no signed list is in force)',
     registers: [registry],
   });
+  whitelistUsable.set(0);
+  whitelistSignerNotAfter.set(0);
+  whitelistLastFailureTimestamp.set(0);
+  return {
+    whitelistDomains,
+    whitelistEntriesRejected,
+    whitelistGeneratedTimestamp,
+    whitelistLastSuccessTimestamp,
+    whitelistLastFailureTimestamp,
+    whitelistLoadFailures,
+    whitelistLoadDuration,
+    whitelistUsable,
+    whitelistSignerNotAfter,
+  };
+}
+
+/** Client connections of the MTA frontends: open, refused (limit, memory), closed on a protocol error. */
+function createConnectionMetrics(
+  registry: Registry,
+): Pick<Metrics, 'connectionsActive' | 'connectionsRejected' | 'connectionsRejectedMemory' | 'protocolErrors'> {
+  const p = METRIC_PREFIX;
   const connectionsActive = new Gauge({
     name: `${p}connections_active`,
     help: 'Open client connections by frontend',
@@ -217,58 +279,44 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     labelNames: ['frontend', 'kind'] as const,
     registers: [registry],
   });
+  for (const frontend of ['policy', 'milter', 'socketmap'] as const) {
+    connectionsActive.set({ frontend }, 0);
+  }
+  return { connectionsActive, connectionsRejected, connectionsRejectedMemory, protocolErrors };
+}
 
-  const logLinesDropped = new Counter({
-    name: `${p}log_lines_dropped_total`,
-    help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)',
-    registers: [registry],
-  });
-
-  const { socketmapLookups, countSocketmapLookup } = createSocketmapLookups(registry);
-  const { operatorTransactions, readOperatorCounts, forgetOperators } = createOperatorTransactions(registry);
-
+/** misplaced_checks_total, every stage born at 0. */
+function createMisplacedChecks(registry: Registry): Metrics['misplacedChecks'] {
   const misplacedChecks = new Counter({
-    name: `${p}misplaced_checks_total`,
+    name: `${METRIC_PREFIX}misplaced_checks_total`,
     help: 'Policy requests at a stage that cannot be decided (CONNECT, EHLO/HELO, VRFY, ETRN, other), answered DUNNO',
     labelNames: ['stage'] as const,
     registers: [registry],
   });
   for (const stage of UNDECIDED_STAGES) misplacedChecks.inc({ stage } satisfies { stage: UndecidedStage }, 0);
+  return misplacedChecks;
+}
 
-  for (const frontend of ['policy', 'milter', 'socketmap'] as const) {
-    connectionsActive.set({ frontend }, 0);
-  }
-  // Every (frontend, reason) series exists from the start at 0, so that increase() sees the first
-  // tempfail or refusal (a series born at 1 shows no increase) and dashboards show 0, not "no data".
-  for (const frontend of ['policy', 'milter'] as const) {
-    for (const reason of REASON_IDS) decisions.inc({ frontend, result: REASONS[reason].result, reason }, 0);
-  }
-  whitelistUsable.set(0);
-  whitelistSignerNotAfter.set(0);
-  whitelistLastFailureTimestamp.set(0);
-
-  const decisionChildren = new Map<string, Counter.Internal>();
-  const durationChildren = {
-    policy: decisionDuration.labels({ frontend: 'policy' }),
-    milter: decisionDuration.labels({ frontend: 'milter' }),
-  };
+/** Registration order is the exposition order: decisions, list, connections, logs, socketmap, operators, stages. */
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = createRegistry(options.defaultMetrics !== false);
+  const { decisions, decisionDuration, countDecision } = createDecisionMetrics(registry);
+  const whitelist = createWhitelistMetrics(registry);
+  const connections = createConnectionMetrics(registry);
+  const logLinesDropped = new Counter({
+    name: `${METRIC_PREFIX}log_lines_dropped_total`,
+    help: 'Log writes dropped because the output stayed slower than the log rate (buffer full)',
+    registers: [registry],
+  });
+  const { socketmapLookups, countSocketmapLookup } = createSocketmapLookups(registry);
+  const { operatorTransactions, readOperatorCounts, forgetOperators } = createOperatorTransactions(registry);
+  const misplacedChecks = createMisplacedChecks(registry);
   return {
     registry,
     decisions,
     decisionDuration,
-    whitelistDomains,
-    whitelistEntriesRejected,
-    whitelistGeneratedTimestamp,
-    whitelistLastSuccessTimestamp,
-    whitelistLastFailureTimestamp,
-    whitelistLoadFailures,
-    whitelistLoadDuration,
-    whitelistUsable,
-    whitelistSignerNotAfter,
-    connectionsActive,
-    connectionsRejected,
-    connectionsRejectedMemory,
-    protocolErrors,
+    ...whitelist,
+    ...connections,
     logLinesDropped,
     socketmapLookups,
     countSocketmapLookup,
@@ -276,15 +324,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     readOperatorCounts,
     forgetOperators,
     misplacedChecks,
-    countDecision(frontend, result, reason, seconds) {
-      const key = `${frontend}|${reason}`;
-      let child = decisionChildren.get(key);
-      if (child === undefined) {
-        child = decisions.labels({ frontend, result, reason });
-        decisionChildren.set(key, child);
-      }
-      child.inc();
-      durationChildren[frontend].observe(seconds);
-    },
+    countDecision,
   };
 }
