@@ -187,18 +187,21 @@ async function startListeners(
   closers: Array<(deadlineMs: number) => Promise<void>>,
 ): Promise<void> {
   const { lifecycle, service, operators, metrics, logger } = deps;
-  const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
+  // What every listener shares: admission, the per-connection budget, the socket file's access.
+  const listener = {
+    maxConnections: config.maxConnections,
+    maxConnectionBytes: config.maxConnectionBytes,
+    heapWatermarkPercent: config.heapWatermarkPercent,
+    unixSocket: { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup },
+    metrics,
+  };
   if (config.policyListen !== null) {
     const policy: PolicyFrontend = await startPolicyFrontend(config.policyListen, {
       limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
       idleTimeoutMs: config.idleTimeoutSeconds * 1000,
       requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-      maxConnections: config.maxConnections,
-      maxConnectionBytes: config.maxConnectionBytes,
-      heapWatermarkPercent: config.heapWatermarkPercent,
-      unixSocket,
+      ...listener,
       logger: logger.child({ component: 'policy' }),
-      metrics,
       service,
     });
     addresses.policy = policy.address;
@@ -209,12 +212,8 @@ async function startListeners(
       maxPacketBytes: config.maxMilterPacketBytes,
       idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
       packetTimeoutMs: config.requestTimeoutSeconds * 1000,
-      maxConnections: config.maxConnections,
-      maxConnectionBytes: config.maxConnectionBytes,
-      heapWatermarkPercent: config.heapWatermarkPercent,
-      unixSocket,
+      ...listener,
       logger: logger.child({ component: 'milter' }),
-      metrics,
       service,
     });
     addresses.milter = milter.address;
@@ -225,12 +224,8 @@ async function startListeners(
       limits: { maxRequestBytes: config.maxSocketmapRequestBytes },
       idleTimeoutMs: config.idleTimeoutSeconds * 1000,
       requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-      maxConnections: config.maxConnections,
-      maxConnectionBytes: config.maxConnectionBytes,
-      heapWatermarkPercent: config.heapWatermarkPercent,
-      unixSocket,
+      ...listener,
       logger: logger.child({ component: 'socketmap' }),
-      metrics,
       tables: new SocketmapTables({ tlsPolicy: config.tlsPolicyValue, transport: config.transportValue }),
       currentIndex: () => lifecycle.current(),
     });
