@@ -4,9 +4,7 @@
  * `onMailFrom`, synchronously, so replies leave in command order by construction.
  */
 import type { Logger } from 'pino';
-import type { Metrics } from '../../observe/metrics.js';
-import type { ListenOptions } from '../../net/listen.js';
-import { startStreamServer, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
+import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
 import { DEFAULT_MAX_PACKET_BYTES, MilterCodecError, MilterDecoder, encodeReplyCode, type MilterCommand } from './codec.js';
 import { CONTINUE_REPLY, INTERNAL_ERROR_REPLY, MilterSession, type MilterTransaction, type MilterVerdict } from './session.js';
 
@@ -21,7 +19,7 @@ export {
   type MilterVerdict,
 } from './session.js';
 
-export interface MilterServerOptions {
+export interface MilterServerOptions extends ListenerOptions {
   /** Largest packet accepted (length field). Default DEFAULT_MAX_PACKET_BYTES. */
   readonly maxPacketBytes?: number;
   /** Close a connection silent this long. Default 330 s: see MILTER_SERVER_DEFAULTS. */
@@ -31,16 +29,8 @@ export interface MilterServerOptions {
    * socket from ever being idle. Default: the idle timeout, at most MILTER_SERVER_DEFAULTS.packetTimeoutMs.
    */
   readonly packetTimeoutMs?: number;
-  /** Connections beyond this are accepted then closed at once, and counted. Default 1000. */
-  readonly maxConnections?: number;
   /** Most bytes one connection may make the daemon keep (kept macros + the packet being received). */
   readonly maxConnectionBytes?: number;
-  /** New connections are refused while the heap is above this percentage of its limit. */
-  readonly heapWatermarkPercent?: number;
-  /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
-  readonly unixSocket?: ListenOptions;
-  readonly logger: Logger;
-  readonly metrics: Metrics;
   /**
    * Called once per MAIL FROM. Synchronous. If it throws (or returns a reply the codec cannot
    * encode): logged, answered `451 4.3.0` internal_error.

@@ -8,10 +8,8 @@
  * before the socket is ended.
  */
 import type { Logger } from 'pino';
-import type { Metrics } from '../../observe/metrics.js';
 import { POLICY_ACTIONS } from '../../trust/reasons.js';
-import type { ListenOptions } from '../../net/listen.js';
-import { startStreamServer, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
+import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
 import {
   DEFAULT_POLICY_LIMITS,
   PolicyCodecError,
@@ -27,22 +25,12 @@ export interface ConnectionInfo {
   readonly remote: string;
 }
 
-export interface PolicyServerOptions {
+export interface PolicyServerOptions extends ListenerOptions {
   readonly limits?: PolicyLimits;
   /** Close a connection silent this long. */
   readonly idleTimeoutMs?: number;
   /** Longest time from the first byte of a request to its end. */
   readonly requestTimeoutMs?: number;
-  /** Connections beyond this are accepted then closed at once, and counted. */
-  readonly maxConnections?: number;
-  /** Most bytes one connection may make the daemon keep (the request being received). */
-  readonly maxConnectionBytes?: number;
-  /** New connections are refused while the heap is above this percentage of its limit. */
-  readonly heapWatermarkPercent?: number;
-  /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
-  readonly unixSocket?: ListenOptions;
-  readonly logger: Logger;
-  readonly metrics: Metrics;
   /** The action for one request (`DUNNO`, `550 5.7.1 ...`). If it throws: logged, answered with the internal_error action. */
   readonly handle: (request: PolicyRequest, connection: ConnectionInfo) => string;
 }

@@ -8,10 +8,13 @@
  * Half-open: at the peer's FIN the decoder says whether a request was cut, then we end our side. A
  * codec error answers the requests completed before it, flushes them, then closes.
  */
-import type { Logger } from 'pino';
-import type { Metrics } from '../../observe/metrics.js';
-import type { ListenOptions } from '../../net/listen.js';
-import { startStreamServer, type StreamConnection, type StreamServer, type StreamSession } from '../../net/stream-server.js';
+import {
+  startStreamServer,
+  type ListenerOptions,
+  type StreamConnection,
+  type StreamServer,
+  type StreamSession,
+} from '../../net/stream-server.js';
 import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
 import {
   DEFAULT_SOCKETMAP_LIMITS,
@@ -23,20 +26,11 @@ import {
 } from './codec.js';
 import type { SocketmapLookup, SocketmapTables } from './maps.js';
 
-export interface SocketmapServerOptions {
+export interface SocketmapServerOptions extends ListenerOptions {
   readonly limits?: SocketmapLimits;
   readonly idleTimeoutMs?: number;
   /** Longest time from the first byte of a request to its last. */
   readonly requestTimeoutMs?: number;
-  readonly maxConnections?: number;
-  /** Most bytes one connection may make the daemon keep (the request being received). */
-  readonly maxConnectionBytes?: number;
-  /** New connections are refused while the heap is above this percentage of its limit. */
-  readonly heapWatermarkPercent?: number;
-  /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
-  readonly unixSocket?: ListenOptions;
-  readonly logger: Logger;
-  readonly metrics: Metrics;
   readonly tables: SocketmapTables;
   /** The list in force, or null (every lookup is then TEMP). */
   readonly currentIndex: () => WhitelistIndex | null;
