@@ -43,7 +43,7 @@ function entityBomb(): string {
   return `<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE ListeBlancheMSSante [${levels.join('')}]>${HEAD.slice(HEAD.indexOf('<ListeBlancheMSSante'))}<Domaine><Nom>a.mssante.test</Nom><Description>&lol10;</Description></Domaine>${TAIL}`;
 }
 
-describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { timeout: 150_000 }, () => {
+describe('list faults (running daemon, HTTPS source, xmlsec1-signed lists)', { timeout: 900_000 }, () => {
   let lists: ListSigner | null = null;
   let server: HttpsListServer | null = null;
   let daemon: DaemonHandle | null = null;

@@ -227,7 +227,7 @@ export async function waitFor<T>(
 }
 
 /** SIGHUP, then the outcome of that load (a new success or failure time on /v1/whitelist). */
-export async function reloadAndWait(daemon: DaemonHandle, timeoutMs = 60_000): Promise<WhitelistStatus> {
+export async function reloadAndWait(daemon: DaemonHandle, timeoutMs = 180_000): Promise<WhitelistStatus> {
   const before = await listInForce(daemon);
   daemon.signal('SIGHUP');
   return waitFor(
@@ -247,7 +247,7 @@ export async function reloadAndWait(daemon: DaemonHandle, timeoutMs = 60_000): P
 export async function reloadWhileAsking(
   daemon: DaemonHandle,
   client: PolicyClient,
-  timeoutMs = 60_000,
+  timeoutMs = 180_000,
 ): Promise<{ status: WhitelistStatus; answersDuringLoad: number; wrong: string[] }> {
   const before = await listInForce(daemon);
   daemon.signal('SIGHUP');
