@@ -6,13 +6,15 @@
  * daemon and the MSSanté scenarios.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { freePort, startDaemon } from '../support/daemon.js';
 import { POLICY_ACTIONS } from '../../src/trust/reasons.js';
+import { fingerprintsFromRequest } from '../../src/frontends/policy/facts.js';
 import { eximOrSkip, probeExim, startExim, type RunningExim } from '../support/exim.js';
 import { operatorSubject, TestPki, type Issued } from '../support/pki.js';
 import { sendMail, type SendResult } from '../support/swaks.js';
@@ -97,8 +99,14 @@ const REQUEST_ATTRIBUTES = new Set([
   'x_ccert_dn',
   'x_ccert_verified',
   'x_ccert_issuer_dn',
+  'x_ccert_fingerprint',
   'instance',
 ]);
+
+/** The certificate's SHA-256 over its DER, uppercase hex without colons (what `${sha256:$tls_in_peercert}` gives). */
+function sha256Hex(cert: Issued): string {
+  return new X509Certificate(readFileSync(cert.certPath)).fingerprint256.replace(/:/g, '');
+}
 
 /** GnuTLS (Exim's $tls_in_peerdn) writes the subject in certificate order, comma separated. */
 function gnutlsDn(cert: Issued): string {
@@ -226,6 +234,11 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.equal(req.get('x_ccert_verified'), '1');
     assert.equal(req.get('x_ccert_dn'), gnutlsDn(p.opA));
     assert.equal(req.get('x_ccert_issuer_dn'), gnutlsDn(p.ca));
+    // The certificate's SHA-256 as openssl computes it, which the daemon parses as a fingerprint.
+    assert.equal(req.get('x_ccert_fingerprint'), sha256Hex(p.opA));
+    const parsed = fingerprintsFromRequest(new Map([['x_ccert_fingerprint', req.get('x_ccert_fingerprint') ?? '']]));
+    assert.equal(parsed?.cert, `sha256:${sha256Hex(p.opA).replace(/(..)(?!$)/g, '$1:')}`);
+    assert.equal(parsed?.malformed, 0);
     assert.deepEqual(
       [...req.keys()].filter((k) => !REQUEST_ATTRIBUTES.has(k)),
       [],
@@ -298,6 +311,7 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.equal(req.get('x_ccert_dn'), '');
     assert.equal(req.get('x_ccert_verified'), '0');
     assert.equal(req.get('x_ccert_issuer_dn'), '');
+    assert.equal(req.get('x_ccert_fingerprint'), '');
   });
 
   test('bounce: the empty sender is sent as an empty value', async (t) => {
