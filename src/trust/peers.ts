@@ -321,10 +321,11 @@ export class PeerLedger {
     if (fingerprints.malformed > 0) this.sink.malformed(frontend, fingerprints.malformed);
     const fingerprint = fingerprints.cert;
     if (identity === null || identity === undefined || fingerprint === null) return;
-    if (this.listed === null || !this.listed.has(identity)) return;
     const now = this.clock();
     const last = this.lastPassed.get(identity);
     if (last !== undefined && last.fingerprint === fingerprint && now - last.at < LAST_SEEN_RESOLUTION_MS) return;
+    // lastPassed only ever holds identities of the list in force (cleared at each swap): the check is needed on a miss only.
+    if (last === undefined && (this.listed === null || !this.listed.has(identity))) return;
     // Detached: the request's strings are slices of a whole network chunk.
     const key = (' ' + identity).slice(1);
     this.lastPassed.set(key, { fingerprint, at: now });
