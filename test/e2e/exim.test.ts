@@ -482,12 +482,26 @@ describe('Exim and the real mssante-policyd', () => {
     if (daemon && !daemonStopped) await daemon.stop();
   });
 
-  test('listed certificate (full DN) sending for its listed domain: accepted and delivered', async (t) => {
+  test('listed certificate (full DN) sending for its listed domain: accepted and delivered; its SHA-256 recorded at /v1/peers', async (t) => {
     if (!ready(t, bin)) return;
     const run = await send(exim.port, 'alice@operateur-a.test', 'bob@recv.test', p.opA);
     assert.match(reply(run, 'RCPT'), /^250 /, why(run, exim));
     assert.match(reply(run, '.'), /^250 /, why(run, exim));
     await exim.waitForMail('bob@recv.test', run.testId);
+    // x_ccert_fingerprint reached the peer ledger under the listed DN (recorded after the answer: polled).
+    const expected = `sha256:${sha256Hex(p.opA).replace(/(..)(?!$)/g, '$1:')}`;
+    const deadline = Date.now() + 30_000;
+    let peers: Array<{ identity: string; fingerprints: Array<{ fingerprint: string; frontend: string }> }> = [];
+    while (peers.length === 0 && Date.now() < deadline) {
+      peers = ((await (await fetch(`http://${daemon.httpAddress}/v1/peers`)).json()) as { peers: typeof peers }).peers;
+      if (peers.length === 0) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(peers.length, 1, 'one listed identity seen');
+    assert.match(peers[0]!.identity, /CN=mx\.operateur-a\.test/i);
+    assert.deepEqual(
+      peers[0]!.fingerprints.map((f) => [f.fingerprint, f.frontend]),
+      [[expected, 'policy']],
+    );
   });
 
   test('bounce <> with a listed certificate: accepted and delivered', async (t) => {
