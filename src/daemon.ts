@@ -20,6 +20,8 @@ import { TraceFileSink } from './observe/trace-sink.js';
 import { normaliseCn } from './trust/dn.js';
 import { normaliseDomain } from './trust/domain.js';
 import { OperatorLedger } from './trust/operators.js';
+import type { PeerLedger } from './trust/peers.js';
+import { createPeerLedger } from './peers-state.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
@@ -116,6 +118,8 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   const { lifecycle, sourceDescription } = createListLifecycle(config, trust, metrics, logger);
   const operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }));
   lifecycle.onSwap((index) => operators.setList(index));
+  const peers = createPeerLedger(config.stateDir, metrics, logger.child({ component: 'peers' }));
+  lifecycle.onSwap((index) => peers.ledger.setList(index));
   const service = new DecisionService({
     currentIndex: () => lifecycle.current(),
     policy: { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) },
@@ -123,6 +127,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     tracer: new DecisionTracer(logger, pseudonymizeKey(config), traceSink?.write ?? logging.writeLine),
     logger,
     operators,
+    peers: peers.ledger,
   });
 
   await lifecycle.start();
@@ -130,10 +135,11 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
   const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null, socketmap: null };
   try {
-    await startListeners(config, { lifecycle, service, operators, metrics, logger }, addresses, closers);
+    await startListeners(config, { lifecycle, service, operators, peers: peers.ledger, metrics, logger }, addresses, closers);
   } catch (error) {
     await Promise.allSettled(closers.map((close) => close(0)));
     await lifecycle.stop();
+    await peers.close();
     traceSink?.closeSync();
     throw error;
   }
@@ -160,6 +166,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         logger.info({ event: 'shutdown', reason, grace_s: config.shutdownGraceSeconds }, 'stopping: finishing answers in flight');
         await Promise.allSettled(closers.map((close) => close(config.shutdownGraceSeconds * 1000)));
         await lifecycle.stop();
+        await peers.close();
         if (traceSink !== null) {
           await traceSink.drain();
           traceSink.closeSync();
@@ -175,6 +182,7 @@ interface ListenerDeps {
   readonly lifecycle: ListLifecycle;
   readonly service: DecisionService;
   readonly operators: OperatorLedger;
+  readonly peers: PeerLedger;
   readonly metrics: Metrics;
   readonly logger: Logger;
 }
@@ -186,7 +194,7 @@ async function startListeners(
   addresses: RunningDaemon['addresses'],
   closers: Array<(deadlineMs: number) => Promise<void>>,
 ): Promise<void> {
-  const { lifecycle, service, operators, metrics, logger } = deps;
+  const { lifecycle, service, operators, peers, metrics, logger } = deps;
   // What every listener shares: admission, the per-connection budget, the socket file's access.
   const listener = {
     maxConnections: config.maxConnections,
@@ -233,7 +241,7 @@ async function startListeners(
     closers.push((ms) => socketmap.close(ms));
   }
   if (config.httpListen !== null) {
-    const http = await startHttp(config.httpListen, config, lifecycle, service, operators, metrics, logger);
+    const http = await startHttp(config.httpListen, config, lifecycle, service, operators, metrics, logger, peers);
     addresses.http = http.address;
     closers.push(() => http.close());
   }
@@ -356,6 +364,7 @@ function startHttp(
   operators: OperatorLedger,
   metrics: Metrics,
   logger: Logger,
+  peers?: PeerLedger,
 ): ReturnType<typeof startHttpServer> {
   return startHttpServer(listen, {
     allowedHosts: config.httpAllowedHosts,
@@ -367,6 +376,7 @@ function startHttp(
     lookupDomain: (name) => lookupDomain(lifecycle, name),
     dryRun: (input) => policyDryRun((facts) => service.evaluate(facts), input),
     operators: () => operators.snapshot(),
+    ...(peers === undefined ? {} : { peers: () => peers.snapshot() }),
   });
 }
 

@@ -10,6 +10,7 @@ import { POLICY_ACTIONS, REASONS } from './trust/reasons.js';
 import type { Metrics } from './observe/metrics.js';
 import type { DecisionTracer, TraceContext } from './observe/trace.js';
 import type { OperatorLedger } from './trust/operators.js';
+import type { PeerLedger } from './trust/peers.js';
 import type { WhitelistIndex } from './whitelist/whitelist-index.js';
 
 const INTERNAL_ERROR: Decision = Object.freeze({ reason: REASONS.internal_error, senderDomain: null, operator: null });
@@ -22,6 +23,8 @@ export interface DecisionServiceDeps {
   readonly logger: Logger;
   /** Per-operator accounting and throttle; absent: neither. */
   readonly operators?: OperatorLedger;
+  /** Certificates seen per listed identity; absent: not recorded. Told after the answer, never awaited. */
+  readonly peers?: PeerLedger;
 }
 
 export class DecisionService {
@@ -52,6 +55,17 @@ export class DecisionService {
     const reason = decision.reason;
     this.deps.metrics.countDecision(frontend, reason.result, reason.id, seconds);
     this.deps.tracer.record(frontend, context, decision, POLICY_ACTIONS[reason.id], seconds);
+    this.notePeer(frontend, facts, decision);
     return decision;
+  }
+
+  /** The fingerprint behind the listed identity decide() matched: recorded, never part of the answer. */
+  private notePeer(frontend: Frontend, facts: Facts, decision: Decision): void {
+    if (this.deps.peers === undefined) return;
+    try {
+      this.deps.peers.observe(frontend, decision.operator, facts.certFingerprints);
+    } catch (error) {
+      this.deps.logger.error({ event: 'internal_error', err: error }, 'peer ledger failed');
+    }
   }
 }

@@ -1,4 +1,7 @@
-/** The edge with the operator ledger: the throttle answer goes into the reply, the metric and the trace alike. */
+/**
+ * The edge with the operator ledger: the throttle answer goes into the reply, the metric and the trace alike.
+ * With the peer ledger: fingerprints are recorded after the answer, and nothing the ledger does changes it.
+ */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -7,6 +10,7 @@ import { createMetrics } from '../src/observe/metrics.js';
 import { DecisionTracer } from '../src/observe/trace.js';
 import type { Facts } from '../src/trust/facts.js';
 import { OperatorLedger } from '../src/trust/operators.js';
+import { MemoryPeerHistory, PeerLedger, type PeerHistoryBackend } from '../src/trust/peers.js';
 import { POLICY_ACTIONS } from '../src/trust/reasons.js';
 import { buildIndex } from './support/index-builder.js';
 
@@ -78,5 +82,69 @@ describe('DecisionService with the operator ledger', () => {
       text,
       /^mssante_policyd_decisions_total\{frontend="policy",result="tempfail",reason="operator_rate_limited"\} 0$/m,
     );
+  });
+});
+
+describe('DecisionService with the peer ledger', () => {
+  const FP = (n: number): string =>
+    `sha256:${Array.from({ length: 32 }, () => n.toString(16).padStart(2, '0').toUpperCase()).join(':')}`;
+
+  function peerService(backend: PeerHistoryBackend) {
+    const metrics = createMetrics({ defaultMetrics: false });
+    const logger = pino({ level: 'info' }, { write: () => undefined });
+    const changes: string[] = [];
+    const peers = new PeerLedger(backend, {
+      changed: (c) => changes.push(c.fingerprint),
+      malformed: () => undefined,
+      failed: () => undefined,
+    });
+    peers.setList(index);
+    const svc = new DecisionService({
+      currentIndex: () => index,
+      policy: { tlsProfile: 'off', trustedIssuerCns: new Set() },
+      metrics,
+      tracer: new DecisionTracer(logger, null, () => undefined),
+      logger,
+      peers,
+    });
+    const answer = (sender: string, fingerprint: string | null, cn = 'mx.op1.fr') =>
+      svc.answer(
+        'policy',
+        {
+          ...facts(sender),
+          cert: { kind: 'cn', cn, issuerCn: null, verified: true },
+          certFingerprints: { cert: fingerprint, pubkey: null, malformed: 0 },
+        },
+        { stage: 'rcpt', connectionId: 1, sender },
+        process.hrtime.bigint(),
+      );
+    return { answer, changes };
+  }
+
+  it('records the listed identity decide() matched, whatever the answer; a new certificate changes no answer', async () => {
+    const memory = new MemoryPeerHistory();
+    const { answer, changes } = peerService(memory);
+    assert.equal(answer('a@op1.mssante.fr', FP(1)).reason.id, 'ok');
+    assert.equal(answer('a@autre.mssante.fr', FP(2)).reason.id, 'sender_domain_not_listed');
+    assert.equal(answer('a@op1.mssante.fr', FP(3), 'mx.inconnu.fr').reason.id, 'cert_not_listed');
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(
+      memory.listSync().map((h) => [h.identity, h.fingerprints.length]),
+      [['mx.op1.fr', 2]],
+      'the unlisted certificate is not recorded',
+    );
+    assert.deepEqual(changes, [FP(2)]);
+  });
+
+  it('a backend that never answers or throws does not hold or change the answer', () => {
+    const hanging: PeerHistoryBackend = { record: () => new Promise(() => undefined), list: () => Promise.resolve([]) };
+    assert.equal(peerService(hanging).answer('a@op1.mssante.fr', FP(1)).reason.id, 'ok');
+    const throwing: PeerHistoryBackend = {
+      record: () => {
+        throw new Error('boom');
+      },
+      list: () => Promise.resolve([]),
+    };
+    assert.equal(peerService(throwing).answer('a@op1.mssante.fr', FP(1)).reason.id, 'ok');
   });
 });

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { formatAddress, listen, parseListenAddress, type BoundAddress } from '../net/listen.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { OperatorsSnapshot } from '../trust/operators.js';
+import type { PeersSnapshot } from '../trust/peers.js';
 import { hostAllowList, MAX_HOST_LENGTH } from './host.js';
 
 export interface HttpDeps {
@@ -20,6 +21,8 @@ export interface HttpDeps {
   readonly dryRun: (input: DryRunInput) => DryRunResult;
   /** Per-operator rate, share and throttled count (GET /v1/operators); absent: the route 404s. */
   readonly operators?: () => OperatorsSnapshot;
+  /** Certificate fingerprints seen per listed identity (GET /v1/peers); absent: the route 404s. */
+  readonly peers?: () => Promise<PeersSnapshot>;
   /** Event-loop health that /readyz adds to `readiness()`. Defaults: see EventLoopHealthOptions. */
   readonly eventLoop?: EventLoopHealthOptions;
   /** Host header values answered besides loopback names and the listen address (`name` or `name:port`). */
@@ -295,6 +298,37 @@ const operatorsSchema = {
   },
 } as const;
 
+const peersSchema = {
+  type: 'object',
+  required: ['identities', 'peers'],
+  properties: {
+    identities: { type: 'integer' },
+    peers: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['identity', 'fingerprints'],
+        properties: {
+          identity: { type: 'string' },
+          fingerprints: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['fingerprint', 'firstSeen', 'lastSeen', 'frontend'],
+              properties: {
+                fingerprint: { type: 'string' },
+                firstSeen: { type: 'string' },
+                lastSeen: { type: 'string' },
+                frontend: { type: 'string' },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
 /** Fastify for the HTTP side; per-request lines at debug (DebugLogController). */
 function createApp(logger: Logger) {
   return Fastify({
@@ -398,6 +432,9 @@ function registerApiRoutes(app: HttpApp, deps: HttpDeps): void {
   const operators = deps.operators;
   if (operators !== undefined)
     app.get('/v1/operators', { schema: { response: { 200: operatorsSchema } } }, async () => operators());
+
+  const peers = deps.peers;
+  if (peers !== undefined) app.get('/v1/peers', { schema: { response: { 200: peersSchema } } }, async () => peers());
 }
 
 export async function startHttpServer(

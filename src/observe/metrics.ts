@@ -52,6 +52,10 @@ export interface Metrics {
   readOperatorCounts(source: () => Iterable<readonly [string, string, number]>): void;
   /** Operators that left the list in force: their series go, so label values stay bounded by the list. */
   forgetOperators(operators: readonly string[]): void;
+  /** A listed identity presented a certificate not seen before for it (trust/peers.ts). */
+  readonly peerCertificateChanges: Counter<'frontend'>;
+  /** Fingerprint values from the MTA that were not digests (ignored). */
+  readonly peerFingerprintsMalformed: Counter<'frontend'>;
 }
 
 function createRegistry(defaultMetrics: boolean): Registry {
@@ -297,6 +301,27 @@ function createMisplacedChecks(registry: Registry): Metrics['misplacedChecks'] {
   return misplacedChecks;
 }
 
+/** peer_certificate_changes_total and peer_fingerprints_malformed_total, both frontends born at 0. */
+function createPeerMetrics(registry: Registry): Pick<Metrics, 'peerCertificateChanges' | 'peerFingerprintsMalformed'> {
+  const peerCertificateChanges = new Counter({
+    name: `${METRIC_PREFIX}peer_certificate_changes_total`,
+    help: 'A listed certificate identity presented a certificate (fingerprint) not seen before for it: a renewal, or another holder of that name',
+    labelNames: ['frontend'] as const,
+    registers: [registry],
+  });
+  const peerFingerprintsMalformed = new Counter({
+    name: `${METRIC_PREFIX}peer_fingerprints_malformed_total`,
+    help: 'Certificate fingerprint values from the MTA that were not a digest (ignored)',
+    labelNames: ['frontend'] as const,
+    registers: [registry],
+  });
+  for (const frontend of ['policy', 'milter'] as const satisfies readonly Frontend[]) {
+    peerCertificateChanges.inc({ frontend }, 0);
+    peerFingerprintsMalformed.inc({ frontend }, 0);
+  }
+  return { peerCertificateChanges, peerFingerprintsMalformed };
+}
+
 /** Registration order is the exposition order: decisions, list, connections, logs, socketmap, operators, stages. */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = createRegistry(options.defaultMetrics !== false);
@@ -311,6 +336,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const { socketmapLookups, countSocketmapLookup } = createSocketmapLookups(registry);
   const { operatorTransactions, readOperatorCounts, forgetOperators } = createOperatorTransactions(registry);
   const misplacedChecks = createMisplacedChecks(registry);
+  const peers = createPeerMetrics(registry);
   return {
     registry,
     decisions,
@@ -325,5 +351,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     forgetOperators,
     misplacedChecks,
     countDecision,
+    ...peers,
   };
 }

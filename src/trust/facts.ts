@@ -2,6 +2,7 @@
  * What an MTA told us about one SMTP transaction, normalised. Frontends build Facts; decide()
  * reads them. Nothing here is trusted more than the MTA that sent it.
  */
+import type { CertFingerprints } from './fingerprint.js';
 
 /** The frontends that ask for decisions (a label of decisions_total and trace lines). */
 export type Frontend = 'policy' | 'milter';
@@ -37,4 +38,9 @@ export interface Facts {
   readonly cert: CertIdentity | null;
   /** MAIL FROM address without angle brackets; '' for the null sender; null if the MTA did not say. */
   readonly sender: string | null;
+  /**
+   * The certificate's digests as the MTA gave them (null or absent: none given). Never read by
+   * decide(): only the peer ledger (trust/peers.ts) records them, to notice a listed identity's new certificate.
+   */
+  readonly certFingerprints?: CertFingerprints | null;
 }

@@ -1,6 +1,7 @@
 /**
  * deploy/prometheus/alerts.yml evaluated by promtool on synthetic series: the signer-expiry alert
- * fires 30 days before the signer's notAfter (after its `for`), and stays quiet without a signer.
+ * fires 30 days before the signer's notAfter (after its `for`), and stays quiet without a signer;
+ * the certificate-change alert fires, informational, for an hour after a change and only then.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -78,4 +79,47 @@ tests:
     assert.fail(`promtool test rules failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
   }
   assert.match(out, /SUCCESS/);
+});
+
+/** Writes a promtool unit-test spec for alerts.yml and runs it; fails with promtool's own words. */
+function promtoolTest(promtool: string, name: string, tests: string): void {
+  const file = join(mkdtempSync(join(tmpdir(), 'alerts-')), `${name}.test.yml`);
+  writeFileSync(file, `rule_files:\n  - ${JSON.stringify(ALERTS)}\nevaluation_interval: 1m\ntests:\n${tests}`);
+  try {
+    assert.match(execFileSync(promtool, ['test', 'rules', file], { encoding: 'utf8', stdio: 'pipe' }), /SUCCESS/);
+  } catch (error) {
+    const e = error as { stdout?: string; stderr?: string };
+    assert.fail(`promtool test rules failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+  }
+}
+
+test('MssantePolicydPeerCertificateChanged: informational, fires after a certificate change, quiet before and an hour after', (t) => {
+  const promtool = toolOrSkip(t, 'promtool');
+  if (promtool === null) return;
+  const metric = 'mssante_policyd_peer_certificate_changes_total';
+  const labels = (frontend: string): string => `{job="mssante-policyd",instance="policyd:9464",frontend="${frontend}"}`;
+  // One change at minute 30 on policy, none ever on milter.
+  promtoolTest(
+    promtool,
+    'peer-certificate-changed',
+    `  - interval: 1m
+    input_series:
+      - series: '${metric}${labels('policy')}'
+        values: '0x29 1x200'
+      - series: '${metric}${labels('milter')}'
+        values: '0x230'
+    alert_rule_test:
+      - eval_time: 29m
+        alertname: MssantePolicydPeerCertificateChanged
+        exp_alerts: []
+      - eval_time: 45m
+        alertname: MssantePolicydPeerCertificateChanged
+        exp_alerts:
+          - exp_labels: { severity: info, job: mssante-policyd, instance: "policyd:9464", frontend: policy }
+            exp_annotations: ${JSON.stringify(annotations('MssantePolicydPeerCertificateChanged', { instance: 'policyd:9464', frontend: 'policy' }))}
+      - eval_time: 3h
+        alertname: MssantePolicydPeerCertificateChanged
+        exp_alerts: []
+`,
+  );
 });

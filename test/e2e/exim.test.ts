@@ -6,13 +6,15 @@
  * daemon and the MSSanté scenarios.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { freePort, startDaemon } from '../support/daemon.js';
 import { POLICY_ACTIONS } from '../../src/trust/reasons.js';
+import { fingerprintsFromRequest } from '../../src/frontends/policy/facts.js';
 import { eximOrSkip, probeExim, startExim, type RunningExim } from '../support/exim.js';
 import { operatorSubject, TestPki, type Issued } from '../support/pki.js';
 import { sendMail, type SendResult } from '../support/swaks.js';
@@ -97,8 +99,14 @@ const REQUEST_ATTRIBUTES = new Set([
   'x_ccert_dn',
   'x_ccert_verified',
   'x_ccert_issuer_dn',
+  'x_ccert_fingerprint',
   'instance',
 ]);
+
+/** The certificate's SHA-256 over its DER, uppercase hex without colons (what `${sha256:$tls_in_peercert}` gives). */
+function sha256Hex(cert: Issued): string {
+  return new X509Certificate(readFileSync(cert.certPath)).fingerprint256.replace(/:/g, '');
+}
 
 /** GnuTLS (Exim's $tls_in_peerdn) writes the subject in certificate order, comma separated. */
 function gnutlsDn(cert: Issued): string {
@@ -226,6 +234,11 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.equal(req.get('x_ccert_verified'), '1');
     assert.equal(req.get('x_ccert_dn'), gnutlsDn(p.opA));
     assert.equal(req.get('x_ccert_issuer_dn'), gnutlsDn(p.ca));
+    // The certificate's SHA-256 as openssl computes it, which the daemon parses as a fingerprint.
+    assert.equal(req.get('x_ccert_fingerprint'), sha256Hex(p.opA));
+    const parsed = fingerprintsFromRequest(new Map([['x_ccert_fingerprint', req.get('x_ccert_fingerprint') ?? '']]));
+    assert.equal(parsed?.cert, `sha256:${sha256Hex(p.opA).replace(/(..)(?!$)/g, '$1:')}`);
+    assert.equal(parsed?.malformed, 0);
     assert.deepEqual(
       [...req.keys()].filter((k) => !REQUEST_ATTRIBUTES.has(k)),
       [],
@@ -298,6 +311,7 @@ describe('Exim with deploy/exim/mssante-policyd.acl, against a recording respond
     assert.equal(req.get('x_ccert_dn'), '');
     assert.equal(req.get('x_ccert_verified'), '0');
     assert.equal(req.get('x_ccert_issuer_dn'), '');
+    assert.equal(req.get('x_ccert_fingerprint'), '');
   });
 
   test('bounce: the empty sender is sent as an empty value', async (t) => {
@@ -468,12 +482,26 @@ describe('Exim and the real mssante-policyd', () => {
     if (daemon && !daemonStopped) await daemon.stop();
   });
 
-  test('listed certificate (full DN) sending for its listed domain: accepted and delivered', async (t) => {
+  test('listed certificate (full DN) sending for its listed domain: accepted and delivered; its SHA-256 recorded at /v1/peers', async (t) => {
     if (!ready(t, bin)) return;
     const run = await send(exim.port, 'alice@operateur-a.test', 'bob@recv.test', p.opA);
     assert.match(reply(run, 'RCPT'), /^250 /, why(run, exim));
     assert.match(reply(run, '.'), /^250 /, why(run, exim));
     await exim.waitForMail('bob@recv.test', run.testId);
+    // x_ccert_fingerprint reached the peer ledger under the listed DN (recorded after the answer: polled).
+    const expected = `sha256:${sha256Hex(p.opA).replace(/(..)(?!$)/g, '$1:')}`;
+    const deadline = Date.now() + 30_000;
+    let peers: Array<{ identity: string; fingerprints: Array<{ fingerprint: string; frontend: string }> }> = [];
+    while (peers.length === 0 && Date.now() < deadline) {
+      peers = ((await (await fetch(`http://${daemon.httpAddress}/v1/peers`)).json()) as { peers: typeof peers }).peers;
+      if (peers.length === 0) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(peers.length, 1, 'one listed identity seen');
+    assert.match(peers[0]!.identity, /CN=mx\.operateur-a\.test/i);
+    assert.deepEqual(
+      peers[0]!.fingerprints.map((f) => [f.fingerprint, f.frontend]),
+      [[expected, 'policy']],
+    );
   });
 
   test('bounce <> with a listed certificate: accepted and delivered', async (t) => {

@@ -9,7 +9,7 @@ import type { Decisions } from '../decisions.js';
 import type { TraceContext } from '../../observe/trace.js';
 import type { Facts } from '../../trust/facts.js';
 import { replyText } from '../../trust/reasons.js';
-import { certIdentityFromMacros, tlsFromMacros } from './macros.js';
+import { certIdentityFromMacros, fingerprintsFromMacros, tlsFromMacros } from './macros.js';
 import type { ListenOptions } from '../../net/listen.js';
 import { startMilterServer, type MilterTransaction, type MilterVerdict } from './server.js';
 
@@ -44,6 +44,7 @@ export function factsFromTransaction(transaction: MilterTransaction): Facts {
     tlsCipher: tls.cipher,
     cert: certIdentityFromMacros(transaction.macros),
     sender: transaction.sender,
+    certFingerprints: fingerprintsFromMacros(transaction.macros),
   };
 }
 
@@ -58,6 +59,7 @@ function traceFromTransaction(transaction: MilterTransaction, facts: Facts): Tra
     helo: transaction.helo ?? undefined,
     certSubject: cert === null ? undefined : cert.kind === 'dn' ? cert.dn : cert.cn,
     certIssuer: cert?.issuerCn ?? undefined,
+    certFingerprint: facts.certFingerprints?.cert ?? undefined,
     tlsProtocol: facts.tlsProtocol ?? undefined,
     tlsCipher: facts.tlsCipher ?? undefined,
     sender: facts.sender,

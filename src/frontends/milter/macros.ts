@@ -13,6 +13,7 @@
  * same way: the mistake can only cost a refusal, never a pass.
  */
 import type { CertIdentity } from '../../trust/facts.js';
+import { certFingerprints, type CertFingerprints } from '../../trust/fingerprint.js';
 import { decodeXtext, parseDnCached } from '../../trust/dn.js';
 
 export interface MilterCertView {
@@ -81,4 +82,13 @@ export function certIdentityFromMacros(macros: ReadonlyMap<string, string>): Cer
     issuerCn = parsed.ok ? parsed.dn.cn : null;
   }
   return { kind: 'dn', dn: view.subject, issuerCn, verified: view.verified };
+}
+
+/**
+ * Sendmail's certificate fingerprint: `{cert_fp}` (digest per CertFingerprintAlgorithm) when set, else
+ * `{cert_md5}`; colon form. Postfix sends neither (its Milter macros have no fingerprint): null.
+ */
+export function fingerprintsFromMacros(macros: ReadonlyMap<string, string>): CertFingerprints | null {
+  const fp = present(macros, '{cert_fp}') ?? present(macros, '{cert_md5}');
+  return certFingerprints(fp, undefined);
 }

@@ -55,9 +55,24 @@ export type MilterStep =
   /** Count an anomaly and go on. */
   | { readonly type: 'ignored'; readonly kind: 'macro_stage_ignored'; readonly stage: string };
 
-/** Macros asked for with SETSYMLIST. TLS ones are asked at MAIL too: a client may skip EHLO after STARTTLS. */
+/**
+ * Macros asked for with SETSYMLIST. TLS ones are asked at MAIL too: a client may skip EHLO after STARTTLS.
+ * `{cert_fp}` / `{cert_md5}`: Sendmail's certificate fingerprint (recorded, never decided on); Postfix has none.
+ */
 export const REQUESTED_MACROS: readonly MilterSymList[] = Object.freeze([
-  { stage: SMFIM.HELO, names: ['{tls_version}', '{cipher}', '{cipher_bits}', '{cert_subject}', '{cert_issuer}', '{verify}'] },
+  {
+    stage: SMFIM.HELO,
+    names: [
+      '{tls_version}',
+      '{cipher}',
+      '{cipher_bits}',
+      '{cert_subject}',
+      '{cert_issuer}',
+      '{verify}',
+      '{cert_fp}',
+      '{cert_md5}',
+    ],
+  },
   {
     stage: SMFIM.ENVFROM,
     names: [
@@ -70,6 +85,8 @@ export const REQUESTED_MACROS: readonly MilterSymList[] = Object.freeze([
       '{cert_subject}',
       '{cert_issuer}',
       '{verify}',
+      '{cert_fp}',
+      '{cert_md5}',
     ],
   },
 ]);

@@ -3,9 +3,12 @@
  * Postfix gives `ccert_subject` = CN of a chain-verified certificate only (xtext-encoded); Exim gives
  * the full DN in `x_ccert_dn`, says in `x_ccert_verified` whether it verified the chain, and gives
  * the issuer DN in `x_ccert_issuer_dn` (its CN is what `--trusted-issuer-cn` compares).
+ * Fingerprints (never used to decide, only recorded by the peer ledger): Postfix's `ccert_fingerprint`
+ * and `ccert_pubkey_fingerprint`; Exim's ACL sends the certificate's SHA-256 as `x_ccert_fingerprint`.
  */
 import { decodeXtext, parseDnCached } from '../../trust/dn.js';
 import type { CertIdentity, Facts, Stage } from '../../trust/facts.js';
+import { certFingerprints, type CertFingerprints } from '../../trust/fingerprint.js';
 import type { TraceContext } from '../../observe/trace.js';
 
 export type PolicyRequestView = ReadonlyMap<string, string>;
@@ -72,6 +75,13 @@ export function certFromRequest(request: PolicyRequestView): CertIdentity | null
   return { kind: 'cn', cn: xtext(subject), issuerCn, verified: true };
 }
 
+/** Exim's x_ccert_fingerprint (always SHA-256) when present, else Postfix's two attributes. */
+export function fingerprintsFromRequest(request: PolicyRequestView): CertFingerprints | null {
+  const exim = nonEmpty(request.get('x_ccert_fingerprint'));
+  if (exim !== null) return certFingerprints(exim, undefined, 'sha256');
+  return certFingerprints(request.get('ccert_fingerprint'), request.get('ccert_pubkey_fingerprint'));
+}
+
 export function factsFromRequest(request: PolicyRequestView): Facts {
   const sender = request.get('sender');
   return {
@@ -81,6 +91,7 @@ export function factsFromRequest(request: PolicyRequestView): Facts {
     tlsCipher: nonEmpty(request.get('encryption_cipher')),
     cert: certFromRequest(request),
     sender: sender === undefined ? null : sender,
+    certFingerprints: fingerprintsFromRequest(request),
   };
 }
 
@@ -96,7 +107,7 @@ export function traceFromRequest(request: PolicyRequestView, facts: Facts, conne
     helo: request.get('helo_name'),
     certSubject: cert === null ? undefined : cert.kind === 'dn' ? cert.dn : cert.cn,
     certIssuer: cert?.issuerCn ?? undefined,
-    certFingerprint: request.get('ccert_fingerprint'),
+    certFingerprint: request.get('ccert_fingerprint') ?? request.get('x_ccert_fingerprint'),
     tlsProtocol: facts.tlsProtocol ?? undefined,
     tlsCipher: facts.tlsCipher ?? undefined,
     sender: facts.sender,
