@@ -175,6 +175,8 @@ function world(overrides: Partial<LifecycleOptions> = {}): World {
     allowUnsigned: false,
     maxEntries: 1000,
     maxShrinkPercent: 10,
+    maxRebindPercent: 10,
+    changeJournalSize: 100,
     refreshMs: REFRESH_MS,
     prepareTimeoutMs: 60_000,
     ...overrides,
