@@ -97,7 +97,7 @@ describe('guardList', () => {
     const ten = guardList(current, prepared(moved(10), '2026-05-02T00:00:00Z', '6'.repeat(64)), limits(), new Set(), NOW);
     assert.deepEqual(ten.verdict === 'accept' && [ten.rebound, ten.change?.rebound[0]?.to], [
       10,
-      ['CN=mx.op2.fr,OU=2,O=OP2,C=FR'],
+      ['CN=mx.op2.fr,OU=2,O=op2,C=fr'],
     ]);
   });
 
