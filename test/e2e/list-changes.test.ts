@@ -167,7 +167,7 @@ describe('list changes on the real list (journal, rebind guard, diff, explain)',
     const l1Sha = (await status()).sha256!;
     const movedFrom = new Map<string, string[]>();
     for (const d of moved) movedFrom.set(d, (await lookup(d)).binding);
-    assert.deepEqual((await http('/v1/whitelist/changes').then((r) => r.json())) as Change[], []);
+    assert.deepEqual(await http('/v1/whitelist/changes').then((r) => r.json()), []);
 
     // ---- the swap L1 → L2 is journaled exactly
     const s2 = await reloadWith(file2);
