@@ -23,6 +23,9 @@ import { postfixTables, writeTablesAtomically } from './frontends/socketmap/expo
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
+import { listChange } from './whitelist/changes.js';
+import { formatChange, formatDomainChanges, printable } from './whitelist/change-report.js';
+import type { DomainChange } from './whitelist/change-journal.js';
 import { WhitelistIndex } from './whitelist/whitelist-index.js';
 import { prepareList, type PreparedList, type PrepareResult } from './whitelist/prepare.js';
 import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
@@ -40,6 +43,9 @@ Usage:
   mssante-policyd query [--config FILE] [--policy ADDR] name=value...  send one policy request, print the answer
   mssante-policyd export --format postfix --out DIR FILE [--config FILE] [--signer PEM | --signer-ca PEM --signer-cn NAME]...
                                                      write the socketmap tables as files for postmap
+  mssante-policyd diff OLD NEW [--config FILE] [--signer PEM | --signer-ca PEM --signer-cn NAME]... [--allow-unsigned] [--json]
+                                                     both lists verified as check does; prints the domains added,
+                                                     removed and moved to other certificates; exit 0, 1 unusable, 2 usage
   mssante-policyd --version | --help | COMMAND --help
 `;
 
@@ -62,6 +68,8 @@ async function main(argv: string[]): Promise<number> {
       return queryCommand(rest);
     case 'export':
       return exportCommand(rest);
+    case 'diff':
+      return diffCommand(rest);
     case '--version':
     case '-v':
       process.stdout.write(`${packageVersion()}\n`);
@@ -146,7 +154,7 @@ export interface CheckReport {
   certificates: number;
   skipped: Array<{ index: number; domain: string | null; reason: string; detail: string }>;
   dnSpellingVariants: Array<{ normalised: string; spellings: string[] }>;
-  guard: { against: string; verdict: string; detail?: string; dropped?: number; added?: number } | null;
+  guard: { against: string; verdict: string; detail?: string; dropped?: number; added?: number; rebound?: number } | null;
   age: { days: number; maxDays: number; verdict: 'fresh' | 'too_old' | 'not_checked' } | null;
   keyInfo: Omit<KeyInfoSigner, 'pem'> | null;
   accepted: boolean;
@@ -161,7 +169,13 @@ const TRUST_SETTINGS = [
   'allow-unsigned',
   'max-list-entries',
 ] as const satisfies readonly SettingKey[];
-const CHECK_SETTINGS = [...TRUST_SETTINGS, 'max-list-age', 'state-dir', 'max-shrink'] as const satisfies readonly SettingKey[];
+const CHECK_SETTINGS = [
+  ...TRUST_SETTINGS,
+  'max-list-age',
+  'state-dir',
+  'max-shrink',
+  'max-rebind',
+] as const satisfies readonly SettingKey[];
 
 /** check's exit code when the list is usable but the guard would refuse it against the stored list. */
 const CHECK_EXIT_GUARD_REFUSES = 3;
@@ -192,7 +206,7 @@ function trustConfigOf(settings: ResolvedSettings): SignerTrustConfig {
 const CHECK_USAGE =
   'mssante-policyd check FILE [--config FILE] [--signer PEM]... [--signer-ca PEM --signer-cn NAME|--signer-subject DN]...\n' +
   '      [--allow-unsigned] [--max-list-age DAYS] [--save-signer PEM] [--json] [--state-dir DIR [--accept]]\n' +
-  '      [--max-shrink PCT] [--max-list-entries N]\n' +
+  '      [--max-shrink PCT] [--max-rebind PCT] [--max-list-entries N]\n' +
   '  Verifies the signature, validates every entry, reports skipped entries and DN spellings,\n' +
   "  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list's age\n" +
   '  (--max-list-age, default 30; 0: not judged). --save-signer writes the KeyInfo certificate of a list\n' +
@@ -339,7 +353,15 @@ async function judgeAgainstStateDir(
   const maxShrink = settings.get<number>('max-shrink');
   const { current, against } = storedListInForce(stateDir, maxEntries);
   const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
-  report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays) };
+  const candidate = {
+    index: new WhitelistIndex({ generatedAt: list.generatedAt, sha256: list.sha256 }, list.entries, []),
+    sha256: list.sha256,
+  };
+  const limits = { maxShrinkPercent: maxShrink, maxRebindPercent: settings.get<number>('max-rebind'), maxListAgeDays };
+  // The change itself is `diff`'s to print: the report keeps the verdict and its counts.
+  const verdict = guardList(current, candidate, limits, acceptedHashes, Date.now());
+  const { change: _change, ...shown } = { change: null, ...verdict };
+  report.guard = { against, ...shown };
   const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
   report.age = {
     days: ageDays,
@@ -396,7 +418,11 @@ function storedListInForce(
   // that it is named (and compared) even when it was signed by another signer than this list.
   const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust: null, allowUnsigned: true, maxEntries });
   if (storedPrepared === null || !storedPrepared.ok) return { current: null, against: `${stateDir} (no stored list)` };
-  const index = new WhitelistIndex({ generatedAt: storedPrepared.list.generatedAt }, storedPrepared.list.entries, []);
+  const index = new WhitelistIndex(
+    { generatedAt: storedPrepared.list.generatedAt, sha256: storedPrepared.list.sha256 },
+    storedPrepared.list.entries,
+    [],
+  );
   return { current: { index, sha256: storedPrepared.list.sha256 }, against: `${stateDir} (generated ${index.generatedAt})` };
 }
 
@@ -559,6 +585,85 @@ async function exportCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+// ---------------------------------------------------------------- diff
+
+const DIFF_HELP = `mssante-policyd diff OLD NEW [--config FILE] [--signer PEM | --signer-ca PEM --signer-cn NAME]... [--allow-unsigned]
+      [--max-list-entries N] [--json]
+  Verifies both lists as check does (signature, entries; settings read like serve's: flag > env >
+  --config file > default), then prints what the daemon would journal when NEW replaces OLD: domains
+  added, removed, moved to other certificates (the set of normalised certificate identities bound to
+  the domain changed: a DN spelled another way is not a move), certificate identities added and removed.
+  --json prints the change as one object, as GET /v1/whitelist/changes serves each (appliedAt null).
+  Exit 0: printed; 1: a list is unreadable or unusable; 2: bad usage or trust settings.
+`;
+
+async function diffCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        ...settingParseOptions(TRUST_SETTINGS),
+        config: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean' },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    process.stderr.write(`diff: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  if (v['help'] === true || parsed.positionals.length !== 2) {
+    process.stdout.write(DIFF_HELP);
+    return v['help'] === true ? 0 : 2;
+  }
+  const settings = commandSettings('diff', TRUST_SETTINGS, v);
+  if (settings === null) return 2;
+  const trustConfig = trustConfigOf(settings);
+  const allowUnsigned = settings.get<boolean>('allow-unsigned');
+  if (!hasSignerTrust(trustConfig) && !allowUnsigned) {
+    process.stderr.write(
+      'diff: give --signer PEM or --signer-ca PEM --signer-cn NAME (or --allow-unsigned to compare contents only)\n',
+    );
+    return 2;
+  }
+  let trust: ReturnType<typeof loadSignerTrust> | null;
+  try {
+    trust = hasSignerTrust(trustConfig) ? loadSignerTrust(trustConfig) : null;
+  } catch (error) {
+    process.stderr.write(`diff: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const indexes: WhitelistIndex[] = [];
+  for (const file of parsed.positionals) {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(file);
+    } catch (error) {
+      process.stderr.write(`diff: cannot read ${file}: ${(error as Error).message}\n`);
+      return 1;
+    }
+    const result = prepareList(bytes, { trust, allowUnsigned, maxEntries: settings.get<number>('max-list-entries') });
+    if (!result.ok) {
+      process.stderr.write(`diff: ${file} is unusable: ${result.reason} — ${result.detail}\n`);
+      return 1;
+    }
+    const list = result.list;
+    indexes.push(new WhitelistIndex({ generatedAt: list.generatedAt, sha256: list.sha256 }, list.entries, list.rejected));
+  }
+  const [before, after] = indexes as [WhitelistIndex, WhitelistIndex];
+  const change = listChange(before, after, null);
+  if (v['json'] === true) process.stdout.write(`${JSON.stringify(change, null, 2)}\n`);
+  else {
+    const [from, to] = parsed.positionals as [string, string];
+    process.stdout.write(formatChange(change, { from, to }, before.domainCount));
+  }
+  return 0;
+}
+
 // ---------------------------------------------------------------- query
 
 async function queryCommand(args: string[]): Promise<number> {
@@ -571,6 +676,9 @@ async function queryCommand(args: string[]): Promise<number> {
         ...settingParseOptions(['policy-listen']),
         config: { type: 'string' },
         timeout: { type: 'string' },
+        explain: { type: 'boolean' },
+        http: { type: 'string' },
+        ...settingParseOptions(['http-listen']),
         help: { type: 'boolean' },
       },
       allowPositionals: true,
@@ -586,6 +694,8 @@ async function queryCommand(args: string[]): Promise<number> {
         '  Sends one Postfix policy request (request=smtpd_access_policy and protocol_state=RCPT are added\n' +
         "  unless given) and prints the action. ADDR: host:port or unix:/path; default the daemon's\n" +
         '  policy-listen as serve reads it (--policy-listen, env, --config file), else 127.0.0.1:10040.\n' +
+        "  --explain [--http ADDR]: also asks the daemon's HTTP side (default: its http-listen) what the list in\n" +
+        "  force says of the sender's domain: its certificates, since which list (the change journal), its last changes.\n" +
         '  Example: query encryption_protocol=TLSv1.2 ccert_subject=mx.op.fr sender=a@op.mssante.fr\n',
     );
     return parsed.values.help === true ? 0 : 2;
@@ -653,9 +763,67 @@ async function queryCommand(args: string[]): Promise<number> {
       );
     });
     process.stdout.write(`action=${answer}\n`);
+    if (parsed.values.explain === true) return await explainQuery(attrs, parsed.values, timeoutMs);
     return 0;
   } catch (error) {
     process.stderr.write(`query: ${(error as Error).message}\n`);
+    return 1;
+  }
+}
+
+interface DomainAnswer {
+  domain?: string;
+  listSha256?: string | null;
+  binding?: string[];
+  since?: string | null;
+  changes?: DomainChange[];
+}
+
+/** query --explain: the sender domain's binding, since when, and its last changes, from the daemon's HTTP side. */
+async function explainQuery(attrs: Map<string, string>, values: Record<string, unknown>, timeoutMs: number): Promise<number> {
+  let base: string;
+  try {
+    const flags = flagValuesOf(['http-listen'], values);
+    if (typeof values['http'] === 'string') flags.set('http-listen', values['http']);
+    const configFile = typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
+    const listen = resolveSettings(['http-listen'], flags, process.env, configFile).get<string | null>('http-listen');
+    const address = listen === null ? null : parseListenAddress(listen);
+    if (address === null || address.kind !== 'tcp')
+      throw new ConfigError('--explain needs the HTTP listener on host:port: give --http ADDR');
+    base = `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+  } catch (error) {
+    process.stderr.write(`query: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const sender = attrs.get('sender') ?? '';
+  const domain = sender.slice(sender.lastIndexOf('@') + 1);
+  if (domain === '') {
+    process.stdout.write('explain: no sender domain to explain (sender=user@domain)\n');
+    return 0;
+  }
+  try {
+    const res = await fetch(`${base}/v1/whitelist/domains/${encodeURIComponent(domain)}`, {
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const body = (await res.json()) as DomainAnswer;
+    const lines: string[] = [];
+    if (res.status === 200) {
+      lines.push(`explain: ${printable(domain)} is in the list in force (sha256 ${body.listSha256 ?? '?'})`);
+      lines.push(`  bound to: ${(body.binding ?? []).map(printable).join(' | ')}`);
+      lines.push(`  since: ${body.since ?? 'before the change journal (older than every change it holds)'}`);
+    } else if (res.status === 404) {
+      lines.push(`explain: ${printable(domain)} is NOT in the list in force`);
+    } else {
+      process.stderr.write(`query: ${base} answered ${res.status}\n`);
+      return 1;
+    }
+    const changes = body.changes ?? [];
+    lines.push(changes.length === 0 ? '  changes: none in the journal' : '  last changes (newest first):');
+    lines.push(...formatDomainChanges(changes));
+    process.stdout.write(`${lines.join('\n')}\n`);
+    return 0;
+  } catch (error) {
+    process.stderr.write(`query: --explain: ${base}: ${(error as Error).message}\n`);
     return 1;
   }
 }

@@ -92,6 +92,22 @@ export const SETTINGS = [
     help: 'refuse a new list that drops more than this percentage of the domains in force',
   },
   {
+    key: 'max-rebind',
+    kind: 'int',
+    default: 10,
+    min: 0,
+    max: 100,
+    help: 'refuse a new list that moves more than this percentage of the domains in force onto other certificates (list_rebind: a misused signing key looks like this); check --accept lets one list through',
+  },
+  {
+    key: 'change-journal-size',
+    kind: 'int',
+    default: 100,
+    min: 1,
+    max: 10_000,
+    help: 'list changes (domains added, removed, moved onto other certificates) kept in the state dir; GET /v1/whitelist/changes serves them',
+  },
+  {
     key: 'max-list-bytes',
     kind: 'int',
     default: 64 * 1024 * 1024,
@@ -345,6 +361,8 @@ export interface Config {
   readonly stateDir: string;
   readonly refreshSeconds: number;
   readonly maxShrinkPercent: number;
+  readonly maxRebindPercent: number;
+  readonly changeJournalSize: number;
   readonly maxListBytes: number;
   readonly maxListEntries: number;
   readonly fetchTimeoutSeconds: number;
@@ -556,6 +574,8 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     stateDir: resolve(get<string>('state-dir')),
     refreshSeconds: get<number>('refresh'),
     maxShrinkPercent: get<number>('max-shrink'),
+    maxRebindPercent: get<number>('max-rebind'),
+    changeJournalSize: get<number>('change-journal-size'),
     maxListBytes: get<number>('max-list-bytes'),
     maxListEntries: get<number>('max-list-entries'),
     fetchTimeoutSeconds: get<number>('fetch-timeout'),

@@ -22,6 +22,7 @@ import { normaliseDomain } from './trust/domain.js';
 import { OperatorLedger } from './trust/operators.js';
 import type { PeerLedger } from './trust/peers.js';
 import { createPeerLedger } from './peers-state.js';
+import type { DomainHistory } from './whitelist/change-journal.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
@@ -319,6 +320,8 @@ function createListLifecycle(
       allowUnsigned: config.allowUnsigned,
       maxEntries: config.maxListEntries,
       maxShrinkPercent: config.maxShrinkPercent,
+      maxRebindPercent: config.maxRebindPercent,
+      changeJournalSize: config.changeJournalSize,
       refreshMs: config.refreshSeconds * 1000,
       prepareTimeoutMs: config.prepareTimeoutSeconds * 1000,
     },
@@ -377,6 +380,8 @@ function startHttp(
     dryRun: (input) => policyDryRun((facts) => service.evaluate(facts), input),
     operators: () => operators.snapshot(),
     ...(peers === undefined ? {} : { peers: () => peers.snapshot() }),
+    listChanges: () => lifecycle.changes(),
+    unlistedDomain: (name) => unlistedDomain(lifecycle, name),
   });
 }
 
@@ -407,6 +412,7 @@ function lookupDomain(lifecycle: ListLifecycle, name: string): DomainLookup | nu
   if (index === null || domain === null) return null;
   const entries = index.entriesForDomain(domain);
   if (entries.length === 0) return null;
+  const history = lifecycle.domainHistory(domain);
   return {
     domain,
     domainUnicode: entries[0]?.domainUnicode ?? domain,
@@ -417,5 +423,15 @@ function lookupDomain(lifecycle: ListLifecycle, name: string): DomainLookup | nu
       description: e.description,
       updatedAt: e.updatedAt,
     })),
+    listSha256: index.sha256,
+    binding: [...new Set(entries.map((e) => e.dnDisplay))].sort(),
+    since: history.since,
+    changes: history.changes,
   };
+}
+
+/** A domain not in the list in force: what the change journal says of it (removed when, by which list). */
+function unlistedDomain(lifecycle: ListLifecycle, name: string): { domain: string; changes: DomainHistory['changes'] } | null {
+  const domain = normaliseDomain(name);
+  return domain === null ? null : { domain, changes: lifecycle.domainHistory(domain).changes };
 }

@@ -32,8 +32,12 @@ export class DecisionService {
 
   /** Decides without side effects: the dry run of /v1/decide. */
   evaluate(facts: Facts): Decision {
+    return this.decideWith(facts, this.deps.currentIndex());
+  }
+
+  private decideWith(facts: Facts, index: WhitelistIndex | null): Decision {
     try {
-      return decide(facts, this.deps.currentIndex(), this.deps.policy);
+      return decide(facts, index, this.deps.policy);
     } catch (error) {
       this.deps.logger.error({ event: 'internal_error', err: error }, 'decide() failed');
       return INTERNAL_ERROR;
@@ -42,7 +46,9 @@ export class DecisionService {
 
   /** Decides, counts and traces. `startedAt` is process.hrtime.bigint() when the request was complete. */
   answer(frontend: Frontend, facts: Facts, context: TraceContext, startedAt: bigint): Decision {
-    let decision = this.evaluate(facts);
+    // One read of the list in force: the decision and its trace name the same list.
+    const index = this.deps.currentIndex();
+    let decision = this.decideWith(facts, index);
     // Counted once per message (Postfix: per `instance`); the throttle only ever turns a pass into a 451.
     if (this.deps.operators?.admit(decision, context.instance) === true) {
       decision = {
@@ -54,7 +60,7 @@ export class DecisionService {
     const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
     const reason = decision.reason;
     this.deps.metrics.countDecision(frontend, reason.result, reason.id, seconds);
-    this.deps.tracer.record(frontend, context, decision, POLICY_ACTIONS[reason.id], seconds);
+    this.deps.tracer.record(frontend, context, decision, POLICY_ACTIONS[reason.id], seconds, index?.sha256 ?? null);
     this.notePeer(frontend, facts, decision);
     return decision;
   }

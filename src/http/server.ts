@@ -9,6 +9,8 @@ import { formatAddress, listen, parseListenAddress, type BoundAddress } from '..
 import type { Metrics } from '../observe/metrics.js';
 import type { OperatorsSnapshot } from '../trust/operators.js';
 import type { PeersSnapshot } from '../trust/peers.js';
+import type { DomainChange } from '../whitelist/change-journal.js';
+import type { ListChange } from '../whitelist/changes.js';
 import { hostAllowList, MAX_HOST_LENGTH } from './host.js';
 
 export interface HttpDeps {
@@ -27,6 +29,10 @@ export interface HttpDeps {
   readonly eventLoop?: EventLoopHealthOptions;
   /** Host header values answered besides loopback names and the listen address (`name` or `name:port`). */
   readonly allowedHosts?: readonly string[];
+  /** The change journal, newest first (GET /v1/whitelist/changes); absent: the route 404s. */
+  readonly listChanges?: () => readonly ListChange[];
+  /** A domain not in the list in force: its changes in the journal (shown in the 404 body), null for a bad name. */
+  readonly unlistedDomain?: (name: string) => { readonly domain: string; readonly changes: readonly DomainChange[] } | null;
 }
 
 export interface WhitelistStatus {
@@ -48,6 +54,14 @@ export interface DomainLookup {
   domain: string;
   domainUnicode: string;
   entries: Array<{ dn: string; dnNormalised: string; cn: string; description: string; updatedAt: string | null }>;
+  /** The list in force the answer comes from. */
+  listSha256?: string | null;
+  /** The certificate identities bound to the domain (normalised DNs, sorted). */
+  binding?: string[];
+  /** generatedAt of the list that introduced this binding (from the change journal); null when older than the journal. */
+  since?: string | null;
+  /** The domain's last changes in the journal, newest first. */
+  changes?: readonly DomainChange[];
 }
 
 export interface DryRunInput {
@@ -209,6 +223,61 @@ const whitelistStatusSchema = {
   },
 } as const;
 
+const listRefSchema = {
+  type: 'object',
+  required: ['sha256', 'generatedAt'],
+  properties: { sha256: { type: 'string' }, generatedAt: { type: 'string' } },
+} as const;
+
+const stringList = { type: 'array', items: { type: 'string' } } as const;
+
+const domainChangeSchema = {
+  type: 'object',
+  required: ['kind', 'appliedAt', 'from', 'to'],
+  properties: {
+    kind: { type: 'string', enum: ['added', 'removed', 'rebound'] },
+    appliedAt: nullableString,
+    from: listRefSchema,
+    to: listRefSchema,
+    dnsFrom: stringList,
+    dnsTo: stringList,
+  },
+} as const;
+
+const listChangeSchema = {
+  type: 'object',
+  required: ['from', 'to', 'appliedAt', 'added', 'removed', 'rebound', 'operatorsAdded', 'operatorsRemoved'],
+  properties: {
+    from: listRefSchema,
+    to: listRefSchema,
+    appliedAt: nullableString,
+    added: stringList,
+    removed: stringList,
+    rebound: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['domain', 'from', 'to'],
+        properties: { domain: { type: 'string' }, from: stringList, to: stringList },
+      },
+    },
+    operatorsAdded: stringList,
+    operatorsRemoved: stringList,
+  },
+} as const;
+
+/** The journal itself, newest first (interface.md). */
+const listChangesSchema = { type: 'array', items: listChangeSchema } as const;
+
+const unlistedDomainSchema = {
+  type: 'object',
+  properties: {
+    ...errorSchema.properties,
+    domain: { type: 'string' },
+    changes: { type: 'array', items: domainChangeSchema },
+  },
+} as const;
+
 const domainLookupSchema = {
   type: 'object',
   required: ['domain', 'domainUnicode', 'entries'],
@@ -229,6 +298,10 @@ const domainLookupSchema = {
         },
       },
     },
+    listSha256: nullableString,
+    binding: stringList,
+    since: nullableString,
+    changes: { type: 'array', items: domainChangeSchema },
   },
 } as const;
 
@@ -403,19 +476,29 @@ function registerApiRoutes(app: HttpApp, deps: HttpDeps): void {
     {
       schema: {
         params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 1024 } } },
-        response: { 200: domainLookupSchema, 404: errorSchema },
+        response: { 200: domainLookupSchema, 404: unlistedDomainSchema },
       },
     },
     async (request, reply) => {
       const found = deps.lookupDomain(request.params.name);
       if (found === null) {
-        return reply
-          .code(404)
-          .send({ statusCode: 404, code: 'domain_not_listed', error: 'Not Found', message: 'domain not in the list in force' });
+        // What the journal knows of it: "removed yesterday" is the answer a 3 a.m. refusal needs.
+        const history = deps.unlistedDomain?.(request.params.name) ?? null;
+        return reply.code(404).send({
+          statusCode: 404,
+          code: 'domain_not_listed',
+          error: 'Not Found',
+          message: 'domain not in the list in force',
+          ...(history === null ? {} : history),
+        });
       }
       return found;
     },
   );
+
+  const listChanges = deps.listChanges;
+  if (listChanges !== undefined)
+    app.get('/v1/whitelist/changes', { schema: { response: { 200: listChangesSchema } } }, async () => listChanges());
 
   const decideResponse = { 200: dryRunResultSchema, 400: errorSchema };
   app.post<{ Body: DryRunInput }>(

@@ -43,6 +43,8 @@ export interface Metrics {
   readonly operatorTransactions: Counter<'operator' | 'result'>;
   /** Policy requests asked at a stage that cannot be decided (a check in the wrong restriction list). */
   readonly misplacedChecks: Counter<'stage'>;
+  /** Domains added, removed and moved onto other certificates by the lists put in force (the change journal). */
+  readonly whitelistChanges: Counter<'kind'>;
   /** Pre-bound children: the hot path does no label lookup. */
   countDecision(frontend: Frontend, result: Result, reason: ReasonId, seconds: number): void;
   /**
@@ -322,6 +324,21 @@ function createPeerMetrics(registry: Registry): Pick<Metrics, 'peerCertificateCh
   return { peerCertificateChanges, peerFingerprintsMalformed };
 }
 
+/** The kinds of whitelist/changes.ts (observe/ does not import whitelist/: folders depend one way). */
+const WHITELIST_CHANGE_KINDS = ['added', 'removed', 'rebound'] as const;
+
+/** whitelist_changes_total, every kind born at 0. */
+function createWhitelistChanges(registry: Registry): Metrics['whitelistChanges'] {
+  const whitelistChanges = new Counter({
+    name: `${METRIC_PREFIX}whitelist_changes_total`,
+    help: 'Domains changed by the lists put in force, by kind: added, removed, rebound (moved onto other certificates)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  for (const kind of WHITELIST_CHANGE_KINDS) whitelistChanges.inc({ kind }, 0);
+  return whitelistChanges;
+}
+
 /** Registration order is the exposition order: decisions, list, connections, logs, socketmap, operators, stages. */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = createRegistry(options.defaultMetrics !== false);
@@ -337,6 +354,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const { operatorTransactions, readOperatorCounts, forgetOperators } = createOperatorTransactions(registry);
   const misplacedChecks = createMisplacedChecks(registry);
   const peers = createPeerMetrics(registry);
+  const whitelistChanges = createWhitelistChanges(registry);
   return {
     registry,
     decisions,
@@ -350,6 +368,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     readOperatorCounts,
     forgetOperators,
     misplacedChecks,
+    whitelistChanges,
     countDecision,
     ...peers,
   };

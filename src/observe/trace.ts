@@ -85,7 +85,19 @@ export class DecisionTracer {
     return this.lastIso;
   }
 
-  record(frontend: Frontend, context: TraceContext, decision: Decision, action: string, latencySeconds: number): void {
+  /**
+   * `listSha256`: the list in force the decision was made with. A refusal's line carries it, so that
+   * it can be tied to a list of the change journal (GET /v1/whitelist/changes); a pass line does not
+   * (the bulk of the lines, and nothing to explain).
+   */
+  record(
+    frontend: Frontend,
+    context: TraceContext,
+    decision: Decision,
+    action: string,
+    latencySeconds: number,
+    listSha256: string | null = null,
+  ): void {
     const reason = decision.reason;
     const level = reason.result === 'tempfail' ? 'warn' : 'info';
     if (!this.logger.isLevelEnabled(level)) return;
@@ -108,6 +120,7 @@ export class DecisionTracer {
       field('sender_domain', decision.senderDomain ?? undefined) +
       field('recipient', this.pseudonymizeAddress(context.recipient)) +
       field('size', clip(context.size)) +
+      field('list_sha256', reason.result === 'pass' ? undefined : (listSha256 ?? undefined)) +
       ',"msg":"decision"}\n';
     this.sink(line);
   }

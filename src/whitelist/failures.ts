@@ -118,6 +118,12 @@ export const LOAD_FAILURE_INFO = {
     transient: false,
     summary: 'the list would drop more than --max-shrink % of the domains, unless accepted with check --accept',
   },
+  list_rebind: {
+    stage: 'guard',
+    transient: false,
+    summary:
+      'the list would move more than --max-rebind % of the domains onto other certificates, unless accepted with check --accept',
+  },
   list_too_old: { stage: 'guard', transient: false, summary: 'no stored list and the list is older than --max-list-age' },
   worker_failed: {
     stage: 'worker',

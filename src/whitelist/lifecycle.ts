@@ -7,6 +7,8 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../observe/metrics.js';
 import { LOAD_FAILURES, TRANSIENT_FAILURES, type LoadFailure } from './failures.js';
 import { guardList } from './guard.js';
+import { ChangeJournal, type DomainHistory } from './change-journal.js';
+import { CHANGE_KINDS, changeCounts, refOf, type ListChange, type ListDiff } from './changes.js';
 import { WhitelistIndex } from './whitelist-index.js';
 import type { PrepareOptions, PreparedList } from './prepare.js';
 import { PrepareWorker, type PrepareJob, type PrepareOutcome } from './prepare-worker.js';
@@ -23,6 +25,10 @@ export interface LifecycleOptions {
   readonly allowUnsigned: boolean;
   readonly maxEntries: number;
   readonly maxShrinkPercent: number;
+  /** --max-rebind: most domains in force a new list may move onto other certificates (percent). */
+  readonly maxRebindPercent: number;
+  /** --change-journal-size: list changes kept in the state dir. */
+  readonly changeJournalSize: number;
   readonly refreshMs: number;
   /** Longest verification + parsing of one list; past it the worker is ended and the load failed. */
   readonly prepareTimeoutMs: number;
@@ -54,6 +60,9 @@ export interface LastFailure {
   readonly reason: LoadFailure;
   readonly detail: string;
 }
+
+/** Names of each kind a list_changed log line carries; the journal and GET /v1/whitelist/changes have them all. */
+const CHANGED_NAMES_LOGGED = 20;
 
 /** Failure details can quote attacker-controlled input (parser messages): bounded in logs and /v1/whitelist. */
 const MAX_DETAIL_CHARS = 500;
@@ -102,6 +111,7 @@ export class ListLifecycle {
   /** The last persist failed (disk full, read-only): the next load of the same list writes the copy again. */
   private stateStale = false;
   private readonly swapListeners: Array<(index: WhitelistIndex) => void> = [];
+  private readonly journal: ChangeJournal;
 
   constructor(
     private readonly options: LifecycleOptions,
@@ -112,6 +122,17 @@ export class ListLifecycle {
     private readonly worker: ListPreparer = new PrepareWorker(),
   ) {
     for (const reason of LOAD_FAILURES) metrics.whitelistLoadFailures.inc({ reason }, 0);
+    this.journal = new ChangeJournal(options.stateDir, options.changeJournalSize, logger);
+  }
+
+  /** The journal of list changes, newest first. */
+  changes(): readonly ListChange[] {
+    return this.journal.changes();
+  }
+
+  /** A domain's history against the list in force: since when its binding holds, its last changes. */
+  domainHistory(domain: string): DomainHistory {
+    return this.journal.history(domain, this.inForce?.sha256 ?? null);
   }
 
   /** `listener` gets each index as it is put in force, synchronously, before any answer uses it. */
@@ -130,6 +151,7 @@ export class ListLifecycle {
 
   /** Serve the stored list first (ready before the network answers), then ask the source. */
   async start(): Promise<void> {
+    this.journal.load();
     await this.loadFromState();
     void this.reload('startup');
   }
@@ -282,13 +304,18 @@ export class ListLifecycle {
       return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
     }
     const list = prepared.list;
+    const index = indexOf(list);
+    const previous = this.inForce;
     const guard = guardList(
-      this.inForce,
-      list,
-      this.options.maxShrinkPercent,
+      previous,
+      { index, sha256: list.sha256 },
+      {
+        maxShrinkPercent: this.options.maxShrinkPercent,
+        maxRebindPercent: this.options.maxRebindPercent,
+        maxListAgeDays: this.options.maxListAgeDays,
+      },
       this.acceptedHashes(),
       this.now().getTime(),
-      this.options.maxListAgeDays,
     );
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
@@ -303,12 +330,18 @@ export class ListLifecycle {
     // Written first, then put in force: once a load reports success, the restart copy is that list
     // (a failed write is logged and counted, and the list is put in force all the same).
     await this.persist(fetched.body, list, fetched.validators);
-    this.swap(list, this.options.sourceDescription, fetched.validators, trigger);
+    this.swap(list, this.options.sourceDescription, fetched.validators, trigger, index);
+    if (previous !== null && guard.change !== null) await this.recordChange(previous.index, index, guard.change, trigger);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
   }
 
-  private swap(list: PreparedList, source: string, validators: SourceValidators | null, trigger: LoadTrigger | 'state'): void {
-    const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
+  private swap(
+    list: PreparedList,
+    source: string,
+    validators: SourceValidators | null,
+    trigger: LoadTrigger | 'state',
+    index: WhitelistIndex = indexOf(list),
+  ): void {
     const at = this.now().toISOString();
     this.inForce = {
       index,
@@ -369,6 +402,34 @@ export class ListLifecycle {
         'whitelist entry skipped',
       );
     }
+  }
+
+  /** Journals a swap: counted, logged once with up to 20 names of each kind, kept in the state dir. */
+  private async recordChange(before: WhitelistIndex, after: WhitelistIndex, diff: ListDiff, trigger: LoadTrigger): Promise<void> {
+    const change: ListChange = { from: refOf(before), to: refOf(after), appliedAt: this.inForce?.loadedAt ?? null, ...diff };
+    const counts = changeCounts(diff);
+    for (const kind of CHANGE_KINDS) this.metrics.whitelistChanges.inc({ kind }, counts[kind]);
+    const names = (list: readonly string[]): string[] => list.slice(0, CHANGED_NAMES_LOGGED);
+    this.logger.info(
+      {
+        event: 'list_changed',
+        trigger,
+        from_sha256: change.from.sha256,
+        from_generated_at: change.from.generatedAt,
+        to_sha256: change.to.sha256,
+        to_generated_at: change.to.generatedAt,
+        ...counts,
+        operators_added: diff.operatorsAdded.length,
+        operators_removed: diff.operatorsRemoved.length,
+        added_domains: names(diff.added),
+        removed_domains: names(diff.removed),
+        rebound_domains: names(diff.rebound.map((r) => r.domain)),
+        operators_added_dns: names(diff.operatorsAdded),
+        operators_removed_dns: names(diff.operatorsRemoved),
+      },
+      'whitelist changed',
+    );
+    await this.journal.record(change);
   }
 
   private async persist(bytes: Uint8Array, list: PreparedList, validators: SourceValidators | null): Promise<void> {
@@ -433,4 +494,9 @@ export class ListLifecycle {
     this.timer = setTimeout(() => void this.reload('timer'), delay);
     this.timer.unref();
   }
+}
+
+/** The index of a prepared list, named by its sha256 (traces and the journal refer to it). */
+function indexOf(list: PreparedList): WhitelistIndex {
+  return new WhitelistIndex({ generatedAt: list.generatedAt, sha256: list.sha256 }, list.entries, list.rejected);
 }

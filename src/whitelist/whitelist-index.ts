@@ -9,11 +9,14 @@ const EMPTY: ReadonlySet<string> = new Set();
 export interface IndexMetadata {
   /** DateDeGeneration, ISO 8601. */
   readonly generatedAt: string;
+  /** sha256 of the signed bytes the index was built from; traces and the change journal name the list by it. */
+  readonly sha256?: string | null;
 }
 
 export class WhitelistIndex {
   readonly generatedAt: string;
   readonly generatedAtMs: number;
+  readonly sha256: string | null;
   readonly entries: readonly ValidEntry[];
   readonly rejected: readonly RejectedEntry[];
   private readonly entriesByDomain = new Map<string, ValidEntry[]>();
@@ -25,6 +28,7 @@ export class WhitelistIndex {
   constructor(metadata: IndexMetadata, entries: readonly ValidEntry[], rejected: readonly RejectedEntry[]) {
     this.generatedAt = metadata.generatedAt;
     this.generatedAtMs = Date.parse(metadata.generatedAt);
+    this.sha256 = metadata.sha256 ?? null;
     this.entries = Object.freeze([...entries]);
     this.rejected = Object.freeze([...rejected]);
     for (const e of entries) {
@@ -65,6 +69,11 @@ export class WhitelistIndex {
 
   domainHasCn(domain: string, cn: string): boolean {
     return (this.cnsByDomain.get(domain) ?? EMPTY).has(cn);
+  }
+
+  /** The normalised certificate identities (DN keys) bound to the domain: spelling variants are one key. */
+  dnKeysForDomain(domain: string): ReadonlySet<string> {
+    return this.dnKeysByDomain.get(domain) ?? EMPTY;
   }
 
   entriesForDomain(domain: string): readonly ValidEntry[] {

@@ -28,6 +28,8 @@ const EVIDENCE: Readonly<Record<string, readonly string[]>> = {
   'fetch-timeout': ['totalTimeoutMs', 'source_timeout'],
   'prepare-timeout': ['prepareTimeoutMs', 'took longer than'],
   'max-shrink': ['list_shrink'],
+  'max-rebind': ['list_rebind', 'maxRebindPercent'],
+  'change-journal-size': ['changeJournalSize', 'boundJournal'],
   refresh: ['refreshSeconds'],
   'shutdown-grace': ['shutdownGrace'],
   'operator-rate': ['operatorRate', 'OperatorLedger'],

@@ -480,3 +480,47 @@ describe('listen addresses', () => {
     }
   });
 });
+
+describe('http server: the change journal', () => {
+  const change = {
+    from: { sha256: 'a'.repeat(64), generatedAt: '2026-04-19T00:00:00Z' },
+    to: { sha256: 'b'.repeat(64), generatedAt: '2026-04-20T00:00:00Z' },
+    appliedAt: '2026-04-20T03:00:00.000Z',
+    added: ['new.mssante.fr'],
+    removed: ['gone.mssante.fr'],
+    rebound: [{ domain: 'moved.mssante.fr', from: ['CN=mx.a.fr,C=fr'], to: ['CN=mx.b.fr,C=fr'] }],
+    operatorsAdded: ['CN=mx.b.fr,C=fr'],
+    operatorsRemoved: [],
+  };
+  const removal = { kind: 'removed' as const, appliedAt: change.appliedAt, from: change.from, to: change.to };
+
+  it('GET /v1/whitelist/changes serves the journal as given, newest first; a 404 lookup carries the domain’s changes', async () => {
+    const { deps } = fakeWorld();
+    const server = await startHttpServer('127.0.0.1:0', {
+      ...deps,
+      listChanges: () => [{ ...change, internal: 'must not leak' } as typeof change, { ...change, appliedAt: null }],
+      unlistedDomain: (name) => (name === 'gone.mssante.fr' ? { domain: name, changes: [removal] } : null),
+    });
+    try {
+      const r = await get(server.address, '/v1/whitelist/changes');
+      assert.equal(r.status, 200);
+      assert.deepEqual(JSON.parse(r.body), [change, { ...change, appliedAt: null }]);
+      const gone = await get(server.address, '/v1/whitelist/domains/gone.mssante.fr');
+      assert.equal(gone.status, 404);
+      const body = JSON.parse(gone.body) as { code: string; domain: string; changes: unknown[] };
+      assert.deepEqual([body.code, body.domain, body.changes], ['domain_not_listed', 'gone.mssante.fr', [removal]]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('without a journal the route is absent', async () => {
+    const { deps } = fakeWorld();
+    const server = await startHttpServer('127.0.0.1:0', deps);
+    try {
+      assert.equal((await get(server.address, '/v1/whitelist/changes')).status, 404);
+    } finally {
+      await server.close();
+    }
+  });
+});

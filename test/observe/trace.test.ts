@@ -114,6 +114,23 @@ describe('DecisionTracer', () => {
     assert.notEqual(make(Buffer.alloc(32, 8)).pseudonymizeAddress('dr.x@op1.mssante.fr'), line['sender']);
   });
 
+  it('a refusal names the list in force it was decided with (list_sha256); a pass line does not', () => {
+    const { tracer, lines } = capture();
+    const t = tracer();
+    const sha = 'ab'.repeat(32);
+    t.record('policy', context, { reason: REASONS.sender_cert_mismatch, senderDomain: 'op1.mssante.fr' }, '550 5.7.1 x', 0, sha);
+    t.record('policy', context, { reason: REASONS.ok, senderDomain: 'op1.mssante.fr' }, 'DUNNO', 0, sha);
+    t.record('policy', context, { reason: REASONS.whitelist_unavailable, senderDomain: null }, '451 4.3.0 x', 0, null);
+    assert.deepEqual(
+      lines().map((l) => [l.result, l.list_sha256]),
+      [
+        ['reject', sha],
+        ['pass', undefined],
+        ['tempfail', undefined],
+      ],
+    );
+  });
+
   it('logs tempfails at warn so they stand out', () => {
     const { tracer, lines } = capture();
     tracer().record('policy', context, { reason: REASONS.whitelist_unavailable, senderDomain: null }, '451 4.3.0 x', 0);

@@ -18,7 +18,8 @@ export function rawEntry(index: number, nom: string, dn: string): RawEntry {
 export function buildIndex(
   pairs: ReadonlyArray<readonly [string, string]>,
   generatedAt = '2025-02-28T15:42:07Z',
+  sha256: string | null = null,
 ): WhitelistIndex {
   const { entries, rejected } = validateEntries(pairs.map(([nom, dn], i) => rawEntry(i, nom, dn)));
-  return new WhitelistIndex({ generatedAt }, entries, rejected);
+  return new WhitelistIndex({ generatedAt, sha256 }, entries, rejected);
 }

@@ -33,10 +33,12 @@ const HOUR = 3_600_000;
 const REFRESH_MS = HOUR;
 const NOW = Date.parse('2026-06-01T12:00:00Z');
 const DN = 'CN=mx.op1.fr,OU=1,O=OP1,C=FR';
+const DN2 = 'CN=mx.op2.fr,OU=2,O=OP2,C=FR';
 
 /** What the fake preparer makes of a body: a list of `domains` domains dated `generatedAt`, or a refusal. */
 type ListSpec =
-  { readonly generatedAt: string; readonly domains: number; readonly tag?: string } | { readonly refuse: ListFailure };
+  | { readonly generatedAt: string; readonly domains: number; readonly tag?: string; readonly moved?: number }
+  | { readonly refuse: ListFailure };
 
 const body = (spec: ListSpec): Buffer => Buffer.from(JSON.stringify(spec));
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
@@ -60,7 +62,10 @@ class FakePreparer implements ListPreparer {
         error: null,
         cpuMs: 0,
       };
-    const raws = Array.from({ length: spec.domains }, (_, i) => rawEntry(i, `d${i}.mssante.fr`, DN));
+    // The first `moved` domains are bound to another operator's certificate.
+    const raws = Array.from({ length: spec.domains }, (_, i) =>
+      rawEntry(i, `d${i}.mssante.fr`, i < (spec.moved ?? 0) ? DN2 : DN),
+    );
     const { entries, rejected } = validateEntries(raws);
     const list: PreparedList = {
       sha256: sha256(bytes),
@@ -175,6 +180,8 @@ function world(overrides: Partial<LifecycleOptions> = {}): World {
     allowUnsigned: false,
     maxEntries: 1000,
     maxShrinkPercent: 10,
+    maxRebindPercent: 10,
+    changeJournalSize: 100,
     refreshMs: REFRESH_MS,
     prepareTimeoutMs: 60_000,
     ...overrides,
@@ -404,6 +411,44 @@ describe('ListLifecycle (in-process, mock timers)', { timeout: 120_000 }, () => 
     const again = await w.lifecycle.reload('sighup');
     assert.equal(again.outcome === 'failed' && again.reason, 'list_from_future');
     assert.equal(w.lifecycle.state().inForce?.index.generatedAt, ahead);
+  });
+
+  it('journals each swap (counted, logged), refuses a rebinding beyond --max-rebind, and keeps the journal across a restart', async () => {
+    const w = world();
+    w.source.serve({ generatedAt: '2026-05-01T00:00:00Z', domains: 20 });
+    await w.lifecycle.reload('startup');
+    assert.deepEqual(w.lifecycle.changes(), [], 'the first list is no change');
+    w.source.serve({ generatedAt: '2026-05-02T00:00:00Z', domains: 21, moved: 2 });
+    assert.equal((await w.lifecycle.reload('sighup')).outcome, 'loaded');
+    const [change] = w.lifecycle.changes();
+    assert.deepEqual(
+      [change?.added, change?.rebound.map((r) => r.domain), change?.operatorsAdded, change?.to.generatedAt],
+      [['d20.mssante.fr'], ['d0.mssante.fr', 'd1.mssante.fr'], ['CN=mx.op2.fr,OU=2,O=op2,C=fr'], '2026-05-02T00:00:00Z'],
+    );
+    const counted = (await w.metrics.whitelistChanges.get()).values.map((v) => [v.labels.kind, v.value]);
+    assert.deepEqual(counted, [
+      ['added', 1],
+      ['removed', 0],
+      ['rebound', 2],
+    ]);
+    assert.ok(w.logs.some((l) => l.event === 'list_changed'));
+    assert.deepEqual(w.lifecycle.domainHistory('d1.mssante.fr').since, '2026-05-02T00:00:00Z');
+    // 3 more of 21 domains moved (14 %): refused, the list in force stays, nothing journaled.
+    const third = w.source.serve({ generatedAt: '2026-05-03T00:00:00Z', domains: 21, moved: 5 });
+    const refused = await w.lifecycle.reload('sighup');
+    assert.equal(refused.outcome === 'failed' && refused.reason, 'list_rebind');
+    assert.equal(w.lifecycle.current()?.generatedAt, '2026-05-02T00:00:00Z');
+    assert.equal(w.lifecycle.changes().length, 1);
+    assert.equal(await failures(w.metrics, 'list_rebind'), 1);
+    await addAcceptedHash(w.stateDir, sha256(third));
+    assert.equal((await w.lifecycle.reload('sighup')).outcome, 'loaded', 'accepted: taken');
+    assert.equal(w.lifecycle.changes().length, 2);
+    await w.lifecycle.stop();
+    const restarted = world({ stateDir: w.stateDir });
+    await restarted.lifecycle.start();
+    await restarted.lifecycle.settled();
+    assert.deepEqual(restarted.lifecycle.changes(), w.lifecycle.changes());
+    assert.equal(restarted.lifecycle.domainHistory('d4.mssante.fr').since, '2026-05-03T00:00:00Z');
   });
 
   it('stop() ends the timer and the preparer; later reloads fail at once', async () => {
