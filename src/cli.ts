@@ -7,7 +7,6 @@ import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
   ConfigError,
-  PACKAGE_ROOT,
   SETTINGS,
   flagValuesOf,
   resolveConfig,
@@ -22,6 +21,7 @@ import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { parseListenAddress } from './net/listen.js';
+import { packageVersion } from './observe/build-info.js';
 import { guardList } from './whitelist/guard.js';
 import { WhitelistIndex } from './whitelist/whitelist-index.js';
 import { prepareList, type PreparedList, type PrepareResult } from './whitelist/prepare.js';
@@ -42,14 +42,6 @@ Usage:
                                                      write the socketmap tables as files for postmap
   mssante-policyd --version | --help | COMMAND --help
 `;
-
-function packageVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(`${PACKAGE_ROOT}/package.json`, 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -128,7 +120,9 @@ async function serveCommand(args: string[]): Promise<number> {
     return 0;
   }
   const { serve } = await import('./daemon.js');
-  await serve(config);
+  // SIGHUP re-reads the same sources: these flags, this environment, the config file as it is then.
+  const configFile = typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
+  await serve(config, { flags, env: process.env, configFile });
   return process.exitCode === undefined ? -1 : Number(process.exitCode);
 }
 

@@ -26,6 +26,8 @@ interface Setting {
   readonly min?: number;
   readonly max?: number;
   readonly choices?: readonly string[];
+  /** Applied by SIGHUP to the next decision (config-reload.ts); without it the setting needs a restart. */
+  readonly live?: boolean;
 }
 
 export const SETTINGS = [
@@ -254,12 +256,14 @@ export const SETTINGS = [
   },
   {
     key: 'trusted-issuer-cn',
+    live: true,
     kind: 'list',
     default: [],
     help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)',
   },
   {
     key: 'tls-profile',
+    live: true,
     kind: 'string',
     default: 'off',
     choices: TLS_PROFILE_NAMES,
@@ -267,6 +271,7 @@ export const SETTINGS = [
   },
   {
     key: 'log-level',
+    live: true,
     kind: 'string',
     default: 'info',
     choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
@@ -293,6 +298,7 @@ export const SETTINGS = [
   },
   {
     key: 'operator-rate',
+    live: true,
     kind: 'int',
     default: 0,
     min: 0,
@@ -301,6 +307,7 @@ export const SETTINGS = [
   },
   {
     key: 'operator-burst',
+    live: true,
     kind: 'int',
     default: 0,
     min: 0,
@@ -309,6 +316,7 @@ export const SETTINGS = [
   },
   {
     key: 'operator-rate-mode',
+    live: true,
     kind: 'string',
     default: 'enforce',
     choices: ['enforce', 'observe'],
@@ -316,6 +324,7 @@ export const SETTINGS = [
   },
   {
     key: 'operator-rate-exempt',
+    live: true,
     kind: 'list',
     default: [],
     help: 'operator never throttled: certificate CN (also its DNs) or full DN; repeatable',

@@ -6,6 +6,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { formatAddress, listen, parseListenAddress, type BoundAddress } from '../net/listen.js';
+import type { BuildIdentity } from '../observe/build-info.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { OperatorsSnapshot } from '../trust/operators.js';
 import { hostAllowList, MAX_HOST_LENGTH } from './host.js';
@@ -24,6 +25,10 @@ export interface HttpDeps {
   readonly eventLoop?: EventLoopHealthOptions;
   /** Host header values answered besides loopback names and the listen address (`name` or `name:port`). */
   readonly allowedHosts?: readonly string[];
+  /** A listening socket inherited from systemd (socket activation), served instead of binding. */
+  readonly inheritedFd?: number | null;
+  /** What /healthz says is running: the package version, Node's, and when this process started. */
+  readonly build?: BuildIdentity;
 }
 
 export interface WhitelistStatus {
@@ -343,10 +348,22 @@ function registerProbeRoutes(app: HttpApp, deps: HttpDeps, loop: EventLoopHealth
     '/healthz',
     {
       schema: {
-        response: { 200: { type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['alive'] } } } },
+        response: {
+          200: {
+            type: 'object',
+            required: ['status'],
+            properties: {
+              status: { type: 'string', enum: ['alive'] },
+              version: { type: 'string' },
+              node: { type: 'string' },
+              startedAt: { type: 'string' },
+            },
+          },
+        },
       },
     },
-    async () => ({ status: 'alive' as const }),
+    // The running code's version: after an upgrade without a restart, the old one shows here.
+    async () => ({ status: 'alive' as const, ...deps.build }),
   );
 
   app.get('/readyz', { schema: { response: { 200: readinessSchema, 503: readinessSchema } } }, async (_request, reply) => {
@@ -415,7 +432,7 @@ export async function startHttpServer(
   try {
     await app.ready();
     // The daemon's shared binder: same address forms and stale unix socket handling as the MTA listeners.
-    bound = await listen(app.server, where);
+    bound = await listen(app.server, where, { inheritedFd: deps.inheritedFd ?? null });
   } catch (err) {
     loop.close();
     await app.close();

@@ -52,6 +52,12 @@ export interface Metrics {
   readOperatorCounts(source: () => Iterable<readonly [string, string, number]>): void;
   /** Operators that left the list in force: their series go, so label values stay bounded by the list. */
   forgetOperators(operators: readonly string[]): void;
+  /** build_info{version,node} = 1: which code answers (set once at start). */
+  readonly buildInfo: Gauge<'version' | 'node'>;
+  /** When the config file was last read and applied (start-up, then each SIGHUP that read it). */
+  readonly configLastReloadTimestamp: Gauge;
+  /** SIGHUP re-reads whose file was unreadable or invalid: the running settings stayed. */
+  readonly configReloadFailures: Counter;
 }
 
 function createRegistry(defaultMetrics: boolean): Registry {
@@ -297,6 +303,29 @@ function createMisplacedChecks(registry: Registry): Metrics['misplacedChecks'] {
   return misplacedChecks;
 }
 
+/** What runs and how it was configured: build_info, the config file's last reload and its failures. */
+function createOperationsMetrics(
+  registry: Registry,
+): Pick<Metrics, 'buildInfo' | 'configLastReloadTimestamp' | 'configReloadFailures'> {
+  const buildInfo = new Gauge({
+    name: `${METRIC_PREFIX}build_info`,
+    help: 'Always 1; the labels say which version of the daemon and of Node.js is running',
+    labelNames: ['version', 'node'] as const,
+    registers: [registry],
+  });
+  const configLastReloadTimestamp = new Gauge({
+    name: `${METRIC_PREFIX}config_last_reload_timestamp_seconds`,
+    help: 'When the configuration was last read and applied (start-up, then each SIGHUP that read it)',
+    registers: [registry],
+  });
+  const configReloadFailures = new Counter({
+    name: `${METRIC_PREFIX}config_reload_failures_total`,
+    help: 'SIGHUP re-reads of the config file that failed (unreadable or invalid file): the running settings stayed',
+    registers: [registry],
+  });
+  return { buildInfo, configLastReloadTimestamp, configReloadFailures };
+}
+
 /** Registration order is the exposition order: decisions, list, connections, logs, socketmap, operators, stages. */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = createRegistry(options.defaultMetrics !== false);
@@ -311,6 +340,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const { socketmapLookups, countSocketmapLookup } = createSocketmapLookups(registry);
   const { operatorTransactions, readOperatorCounts, forgetOperators } = createOperatorTransactions(registry);
   const misplacedChecks = createMisplacedChecks(registry);
+  const operations = createOperationsMetrics(registry);
   return {
     registry,
     decisions,
@@ -325,5 +355,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     forgetOperators,
     misplacedChecks,
     countDecision,
+    ...operations,
   };
 }
