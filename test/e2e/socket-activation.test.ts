@@ -6,9 +6,13 @@
  * request gets a real answer, none a 4xx, none lost.
  */
 import assert from 'node:assert/strict';
+import { existsSync, lstatSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
 import { cliArgv } from '../support/daemon.js';
 import { tempDir, unsignedListFile, VALID } from '../support/faults.js';
+import { encodeRequest, PolicyDecoder } from '../../src/frontends/policy/codec.js';
 import { askOnce, postfixRequest } from '../support/policy-client.js';
 import { startSocketHolder, type SocketHolder } from '../support/socket-holder.js';
 import { toolOrSkip } from '../support/tools.js';
@@ -32,10 +36,30 @@ function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
+/** One policy request over a unix socket; resolves with its action. */
+function askUnix(path: string, attributes: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const decoder = new PolicyDecoder();
+    const socket = net.connect({ path }, () =>
+      socket.write(encodeRequest(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', ...attributes }))),
+    );
+    socket.on('data', (chunk) => {
+      const [reply] = decoder.push(chunk);
+      if (reply !== undefined) {
+        resolve(reply.get('action') ?? '');
+        socket.end();
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
 describe('socket activation (a holder keeps the socket across restarts)', { timeout: 900_000 }, () => {
   let holder: SocketHolder | null = null;
+  const holders: SocketHolder[] = [];
   after(async () => {
     await holder?.close();
+    for (const h of holders) await h.close();
   });
 
   it('two restarts under a steady stream of new connections: every request answered DUNNO, none 4xx, none lost', async (t: TestContext) => {
@@ -141,5 +165,42 @@ describe('socket activation (a holder keeps the socket across restarts)', { time
       'no request lost',
     );
     assert.deepEqual([...answers.keys()], ['DUNNO'], 'every answer is the listed sender passing, none a 4xx');
+  });
+
+  it('a unix socket in a chroot-like dir and the http socket, by name: served, and the socket file left to its holder', async (t: TestContext) => {
+    const python = toolOrSkip(t, 'python3');
+    if (python === null) return;
+    const dir = tempDir('activation-unix');
+    const path = join(dir, 'policy.sock');
+    const h = await startSocketHolder(python, { http: 'tcp:127.0.0.1:0', policy: `unix:${path}` });
+    holders.push(h);
+    const argv = [
+      ...cliArgv(),
+      'serve',
+      '--whitelist',
+      unsignedListFile(),
+      '--allow-unsigned',
+      '--state-dir',
+      tempDir('activation-unix-state'),
+      '--policy-listen',
+      `unix:${path}`,
+      '--http-listen',
+      '127.0.0.1:1',
+    ];
+    for (let run = 1; run <= 2; run++) {
+      const from = h.lines.length;
+      await h.start(argv);
+      const listening = await h.waitForEvent('listening', from);
+      assert.equal(listening['policy'], `unix:${path}`);
+      assert.equal(listening['http'], h.addresses['http'], 'the inherited http socket, not the configured port 1');
+      assert.deepEqual(listening['inherited'], ['http', 'policy']);
+      await h.waitForEvent('list_loaded', from);
+      assert.equal(await askUnix(path, postfixRequest(VALID.cn, VALID.sender)), 'DUNNO');
+      const health = await fetch(`http://${h.addresses['http']}/healthz`);
+      assert.equal(health.status, 200);
+      assert.equal(await h.term(), 0);
+      // The daemon never removes a socket file it did not bind: the holder's stays for the next start.
+      assert.ok(existsSync(path) && lstatSync(path).isSocket(), `run ${run}: ${path} still there`);
+    }
   });
 });

@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from './faults.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..', '..');
@@ -39,14 +40,12 @@ function records(lines: readonly string[], from: number): Array<Record<string, u
   return out;
 }
 
+/** Polls with the suite's waitFor; the holder's last lines go into the error, for post-mortems. */
 async function until<T>(what: string, lines: readonly string[], probe: () => T | undefined): Promise<T> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const found = probe();
-    if (found !== undefined) return found;
-    if (Date.now() > deadline)
-      throw new Error(`socket holder: no ${what} within ${WAIT_MS / 1000} s\n${lines.slice(-40).join('\n')}`);
-    await new Promise((r) => setTimeout(r, 50));
+  try {
+    return await waitFor(what, probe, WAIT_MS);
+  } catch (error) {
+    throw new Error(`socket holder: ${(error as Error).message}\n${lines.slice(-40).join('\n')}`, { cause: error });
   }
 }
 
