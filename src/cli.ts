@@ -20,8 +20,8 @@ import {
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
+import { packageVersion } from './build-info.js';
 import { parseListenAddress } from './net/listen.js';
-import { packageVersion } from './observe/build-info.js';
 import { guardList } from './whitelist/guard.js';
 import { WhitelistIndex } from './whitelist/whitelist-index.js';
 import { prepareList, type PreparedList, type PrepareResult } from './whitelist/prepare.js';

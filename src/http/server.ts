@@ -6,7 +6,6 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { formatAddress, listen, parseListenAddress, type BoundAddress } from '../net/listen.js';
-import type { BuildIdentity } from '../observe/build-info.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { OperatorsSnapshot } from '../trust/operators.js';
 import { hostAllowList, MAX_HOST_LENGTH } from './host.js';
@@ -29,6 +28,13 @@ export interface HttpDeps {
   readonly inheritedFd?: number | null;
   /** What /healthz says is running: the package version, Node's, and when this process started. */
   readonly build?: BuildIdentity;
+}
+
+/** What runs (src/build-info.ts makes it): the package version, Node's, and when this process started (ISO 8601). */
+export interface BuildIdentity {
+  readonly version: string;
+  readonly node: string;
+  readonly startedAt: string;
 }
 
 export interface WhitelistStatus {
