@@ -711,7 +711,8 @@ export function settingsHelp(): string {
         s.default === null || (Array.isArray(s.default) && s.default.length === 0)
           ? ''
           : ` [default: ${JSON.stringify(s.default)}]`;
-      return `  ${flag}\n      ${s.help}${def}\n      env ${envName(s.key)}`;
+      const live = s.live === true ? ' [live: SIGHUP applies it]' : '';
+      return `  ${flag}\n      ${s.help}${def}${live}\n      env ${envName(s.key)}`;
     })
     .join('\n');
 }

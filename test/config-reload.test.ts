@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 import { ConfigReloader, LIVE_FIELDS, LIVE_SETTINGS } from '../src/config-reload.js';
-import { resolveConfig, SETTINGS, type FlagValues } from '../src/config.js';
+import { resolveConfig, SETTINGS, settingsHelp, type FlagValues } from '../src/config.js';
 import { createMetrics } from '../src/observe/metrics.js';
 import { LogLevelControl } from '../src/observe/log-level.js';
 
@@ -39,6 +39,14 @@ describe('ConfigReloader', () => {
     // Listeners and the state dir are bound at start: never live.
     for (const key of ['policy-listen', 'milter-listen', 'http-listen', 'socketmap-listen', 'state-dir', 'whitelist', 'signer'])
       assert.ok(!LIVE_SETTINGS.has(key as never), key);
+  });
+
+  it('serve --help marks the live settings', () => {
+    const help = settingsHelp();
+    for (const s of SETTINGS) {
+      const block = help.slice(help.indexOf(`  --${s.key}`)).split('\n      env ')[0]!;
+      assert.equal(block.includes('[live: SIGHUP applies it]'), LIVE_SETTINGS.has(s.key), s.key);
+    }
   });
 
   it('applies live settings, keeps the others for a restart and says which', () => {
