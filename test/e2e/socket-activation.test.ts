@@ -156,7 +156,9 @@ describe('socket activation (a holder keeps the socket across restarts)', { time
     t.diagnostic(`${asked.length} requests on new connections; answers ${JSON.stringify([...answers])}; errors ${errors.length}`);
     for (const [i, gap] of gaps.entries()) {
       const during = asked.filter((a) => a.sentAt >= gap.from && a.sentAt <= gap.to).length;
-      t.diagnostic(`restart ${i + 1}: ${during} requests sent between SIGTERM and the new daemon listening`);
+      t.diagnostic(
+        `restart ${i + 1}: ${during} requests sent between SIGTERM and the new daemon listening, ${((gap.to - gap.from) / 1000).toFixed(1)} s later`,
+      );
       // The proof needs requests made while no daemon ran: with a restart taking seconds there are many.
       assert.ok(during > 0, `restart ${i + 1}: no request was sent during the gap`);
     }
