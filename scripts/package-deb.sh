@@ -7,7 +7,7 @@
 #   /usr/lib/mssante-policyd/          built JS (dist/), the demo list (examples/), package.json, the
 #                                      lockfile and the production node_modules (npm ci --omit=dev)
 #   /usr/bin/mssante-policyd           wrapper running /usr/bin/node on dist/cli.js
-#   /lib/systemd/system/               deploy/systemd/mssante-policyd.service, as tested
+#   /lib/systemd/system/               deploy/systemd/mssante-policyd.service and .socket, as tested
 #   /etc/mssante-policyd/config.json   conffile: the production settings, to be confirmed by the operator
 #   /etc/mssante-policyd/igc-sante/    the public IGC-Sante CA certificates (conffiles, as config.json names them)
 #   /usr/share/doc/mssante-policyd/    README, SECURITY, examples, deploy snippets, Grafana, alerts, copyright
@@ -73,6 +73,8 @@ EOF
 install -d "$ROOT/usr/share/man/man1"
 gzip -9n -c deploy/debian/mssante-policyd.1 >"$ROOT/usr/share/man/man1/$NAME.1.gz"
 install -m 0644 deploy/systemd/mssante-policyd.service "$ROOT/lib/systemd/system/"
+# The socket unit (socket activation) is shipped, not enabled: systemctl enable --now mssante-policyd.socket.
+install -m 0644 deploy/systemd/mssante-policyd.socket "$ROOT/lib/systemd/system/"
 install -m 0644 "$CONFIG" "$ROOT/etc/$NAME/config.json"
 install -m 0644 "$CA_DIR"/*.pem "$ROOT/etc/$NAME/igc-sante/"
 install -m 0755 scripts/lab.sh "$ROOT/usr/share/$NAME/lab.sh"

@@ -7,7 +7,6 @@ import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
   ConfigError,
-  PACKAGE_ROOT,
   SETTINGS,
   flagValuesOf,
   resolveConfig,
@@ -21,6 +20,7 @@ import {
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
+import { packageVersion } from './build-info.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
 import { listChange } from './whitelist/changes.js';
@@ -48,14 +48,6 @@ Usage:
                                                      removed and moved to other certificates; exit 0, 1 unusable, 2 usage
   mssante-policyd --version | --help | COMMAND --help
 `;
-
-function packageVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(`${PACKAGE_ROOT}/package.json`, 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -136,7 +128,9 @@ async function serveCommand(args: string[]): Promise<number> {
     return 0;
   }
   const { serve } = await import('./daemon.js');
-  await serve(config);
+  // SIGHUP re-reads the same sources: these flags, this environment, the config file as it is then.
+  const configFile = typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
+  await serve(config, { flags, env: process.env, configFile });
   return process.exitCode === undefined ? -1 : Number(process.exitCode);
 }
 

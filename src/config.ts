@@ -26,6 +26,8 @@ interface Setting {
   readonly min?: number;
   readonly max?: number;
   readonly choices?: readonly string[];
+  /** Applied by SIGHUP to the next decision (config-reload.ts); without it the setting needs a restart. */
+  readonly live?: boolean;
 }
 
 export const SETTINGS = [
@@ -270,12 +272,14 @@ export const SETTINGS = [
   },
   {
     key: 'trusted-issuer-cn',
+    live: true,
     kind: 'list',
     default: [],
     help: 'accept client certificates only from issuers with this CN (repeatable; default: any, the MTA verified the chain)',
   },
   {
     key: 'tls-profile',
+    live: true,
     kind: 'string',
     default: 'off',
     choices: TLS_PROFILE_NAMES,
@@ -283,6 +287,7 @@ export const SETTINGS = [
   },
   {
     key: 'log-level',
+    live: true,
     kind: 'string',
     default: 'info',
     choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
@@ -309,6 +314,7 @@ export const SETTINGS = [
   },
   {
     key: 'operator-rate',
+    live: true,
     kind: 'int',
     default: 0,
     min: 0,
@@ -317,6 +323,7 @@ export const SETTINGS = [
   },
   {
     key: 'operator-burst',
+    live: true,
     kind: 'int',
     default: 0,
     min: 0,
@@ -325,6 +332,7 @@ export const SETTINGS = [
   },
   {
     key: 'operator-rate-mode',
+    live: true,
     kind: 'string',
     default: 'enforce',
     choices: ['enforce', 'observe'],
@@ -332,6 +340,7 @@ export const SETTINGS = [
   },
   {
     key: 'operator-rate-exempt',
+    live: true,
     kind: 'list',
     default: [],
     help: 'operator never throttled: certificate CN (also its DNs) or full DN; repeatable',
@@ -722,7 +731,8 @@ export function settingsHelp(): string {
         s.default === null || (Array.isArray(s.default) && s.default.length === 0)
           ? ''
           : ` [default: ${JSON.stringify(s.default)}]`;
-      return `  ${flag}\n      ${s.help}${def}\n      env ${envName(s.key)}`;
+      const live = s.live === true ? ' [live: SIGHUP applies it]' : '';
+      return `  ${flag}\n      ${s.help}${def}${live}\n      env ${envName(s.key)}`;
     })
     .join('\n');
 }

@@ -6,14 +6,21 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
+import { buildIdentity } from './build-info.js';
 import type { Config } from './config.js';
+import { ConfigReloader, type ConfigSources } from './config-reload.js';
 import { DecisionService } from './decision-service.js';
+import type { ListenOptions } from './net/listen.js';
+import type { DecisionPolicy } from './trust/decide.js';
 import { policyDryRun, startPolicyFrontend, type PolicyFrontend } from './frontends/policy/frontend.js';
 import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { startSocketmapServer } from './frontends/socketmap/server.js';
 import { startHttpServer, type DomainLookup, type WhitelistStatus } from './http/server.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
+import { LogLevelControl } from './observe/log-level.js';
+import { createNotifier, type Notifier } from './observe/sd-notify.js';
+import { forgetActivationEnv, inheritedSockets, unservedSockets, type InheritedSockets } from './net/socket-activation.js';
 import { effectiveLogFormat, journalPrefix, type LogFormat } from './observe/journal.js';
 import { DecisionTracer } from './observe/trace.js';
 import { TraceFileSink } from './observe/trace-sink.js';
@@ -33,6 +40,8 @@ export interface Logging {
   readonly logger: Logger;
   /** Raw line writer on the same asynchronous destination, for the hand-serialised trace lines. */
   readonly writeLine: (line: string) => void;
+  /** Sets the level of the logger and of every child made from it (SIGHUP, live `log-level`). */
+  readonly setLevel?: (level: string) => void;
 }
 
 /** Log lines buffered while stdout is slow (journald, a full pipe): bounded, drops counted. */
@@ -48,16 +57,18 @@ export function createLogging(level: string, onDrop: () => void = () => undefine
     ? (line: string): void => void destination.write(journalPrefix(line) + line)
     : (line: string): void => void destination.write(line);
   const stream = journal ? { write: writeLine, flush: (cb: (err?: Error) => void) => destination.flush(cb) } : destination;
+  const levels = new LogLevelControl();
   const logger = pino(
     {
       level,
+      onChild: levels.onChild,
       base: { service: 'mssante-policyd' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
     stream,
   );
-  return { logger, writeLine };
+  return { logger, writeLine, setLevel: (next) => levels.set(logger, next) };
 }
 
 function pseudonymizeKey(config: Config): Buffer | null {
@@ -101,6 +112,8 @@ export interface RunningDaemon {
   /** Writes the buffered trace lines synchronously and closes --trace-file (on a fatal error). */
   closeTraceSync(): void;
   shutdown(reason: string): Promise<void>;
+  /** SIGHUP re-read the config: its live settings apply to the next decision (config-reload.ts). */
+  applyLiveSettings(config: Config): void;
 }
 
 export async function startDaemon(config: Config, logging: Logging): Promise<RunningDaemon> {
@@ -114,20 +127,32 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   };
   if (hasSignerTrust(trust)) loadSignerTrust(trust);
   ensureStateDir(config.stateDir);
+  // Socket activation: read once, then hidden from the processes we spawn.
+  const inherited = inheritedSockets(process.env, process.pid);
+  forgetActivationEnv(process.env);
+  checkInheritedSockets(inherited, config);
   const metrics = createMetrics();
+  const build = buildIdentity();
+  metrics.buildInfo.set({ version: build.version, node: build.node }, 1);
   const traceSink = config.traceFile === null ? null : openTraceSink(config.traceFile, metrics, logger);
   const { lifecycle, sourceDescription } = createListLifecycle(config, trust, metrics, logger);
-  const operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }));
+  // policy and operators are replaced whole when SIGHUP changes a live setting: read at each decision.
+  let policy = decisionPolicy(config);
+  let operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }));
   lifecycle.onSwap((index) => operators.setList(index));
   const peers = createPeerLedger(config.stateDir, metrics, logger.child({ component: 'peers' }));
   lifecycle.onSwap((index) => peers.ledger.setList(index));
   const service = new DecisionService({
     currentIndex: () => lifecycle.current(),
-    policy: { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) },
+    get policy() {
+      return policy;
+    },
     metrics,
     tracer: new DecisionTracer(logger, pseudonymizeKey(config), traceSink?.write ?? logging.writeLine),
     logger,
-    operators,
+    get operators() {
+      return operators;
+    },
     peers: peers.ledger,
   });
 
@@ -136,7 +161,12 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
   const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null, socketmap: null };
   try {
-    await startListeners(config, { lifecycle, service, operators, peers: peers.ledger, metrics, logger }, addresses, closers);
+    await startListeners(
+      config,
+      { lifecycle, service, operators: () => operators, peers: peers.ledger, metrics, logger, inherited, build },
+      addresses,
+      closers,
+    );
   } catch (error) {
     await Promise.allSettled(closers.map((close) => close(0)));
     await lifecycle.stop();
@@ -145,11 +175,25 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     throw error;
   }
   logger.info(
-    { event: 'listening', ...addresses, whitelist: sourceDescription, state_dir: config.stateDir },
+    {
+      event: 'listening',
+      ...addresses,
+      inherited: [...inherited.keys()],
+      whitelist: sourceDescription,
+      state_dir: config.stateDir,
+      version: build.version,
+    },
     'mssante-policyd ready to answer',
+  );
+  // Listening, and the list decided (loaded from the state dir, or known to be absent): ready.
+  const notifier: Notifier = createNotifier(process.env, logger.child({ component: 'sd_notify' }));
+  void notifier.notify(
+    'READY=1',
+    `STATUS=answering (${lifecycle.current() === null ? 'no list in force yet' : 'list in force'})`,
   );
 
   let stopping: Promise<void> | null = null;
+  let running = config;
   return {
     lifecycle,
     metrics,
@@ -165,6 +209,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     shutdown(reason: string): Promise<void> {
       stopping ??= (async () => {
         logger.info({ event: 'shutdown', reason, grace_s: config.shutdownGraceSeconds }, 'stopping: finishing answers in flight');
+        void notifier.notify('STOPPING=1', 'STATUS=stopping: finishing answers in flight');
         await Promise.allSettled(closers.map((close) => close(config.shutdownGraceSeconds * 1000)));
         await lifecycle.stop();
         await peers.close();
@@ -176,16 +221,50 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
       })();
       return stopping;
     },
+    applyLiveSettings(next: Config): void {
+      policy = decisionPolicy(next);
+      if (JSON.stringify(operatorSettings(next)) !== JSON.stringify(operatorSettings(running))) {
+        // A new ledger counts from zero: the old series go (a counter reset, which rate() handles).
+        metrics.forgetOperators([...new Set([...operators.counts()].map(([operator]) => operator))]);
+        operators = createOperatorLedger(next, metrics, logger.child({ component: 'operators' }));
+        operators.setList(lifecycle.current());
+      }
+      logging.setLevel?.(next.logLevel);
+      running = next;
+    },
   };
+}
+
+function decisionPolicy(config: Config): DecisionPolicy {
+  return { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) };
+}
+
+/** An inherited socket whose listener is off would queue the MTA's connections forever: refuse to start. */
+function checkInheritedSockets(inherited: InheritedSockets, config: Config): void {
+  const unserved = unservedSockets(inherited, {
+    policy: config.policyListen !== null,
+    milter: config.milterListen !== null,
+    socketmap: config.socketmapListen !== null,
+    http: config.httpListen !== null,
+  });
+  if (unserved.length > 0) {
+    throw new Error(
+      `systemd passed socket(s) named ${unserved.join(', ')} but the matching --${unserved[0]}-listen is off: turn it on or remove the socket from the .socket unit`,
+    );
+  }
 }
 
 interface ListenerDeps {
   readonly lifecycle: ListLifecycle;
   readonly service: DecisionService;
-  readonly operators: OperatorLedger;
+  /** The ledger in force (SIGHUP may replace it). */
+  readonly operators: () => OperatorLedger;
   readonly peers: PeerLedger;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Listening sockets inherited from systemd, by listener name: served instead of binding. */
+  readonly inherited: InheritedSockets;
+  readonly build: ReturnType<typeof buildIdentity>;
 }
 
 /** Starts the configured listeners, recording each address and closer as it comes up (the caller closes them on a failure). */
@@ -195,7 +274,7 @@ async function startListeners(
   addresses: RunningDaemon['addresses'],
   closers: Array<(deadlineMs: number) => Promise<void>>,
 ): Promise<void> {
-  const { lifecycle, service, operators, peers, metrics, logger } = deps;
+  const { lifecycle, service, operators, peers, metrics, logger, inherited } = deps;
   // What every listener shares: admission, the per-connection budget, the socket file's access.
   const listener = {
     maxConnections: config.maxConnections,
@@ -204,12 +283,17 @@ async function startListeners(
     unixSocket: { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup },
     metrics,
   };
+  // The same, on the socket systemd passed for that listener when there is one.
+  const on = (name: 'policy' | 'milter' | 'socketmap'): Omit<typeof listener, 'unixSocket'> & { unixSocket: ListenOptions } => ({
+    ...listener,
+    unixSocket: { ...listener.unixSocket, inheritedFd: inherited.get(name) ?? null },
+  });
   if (config.policyListen !== null) {
     const policy: PolicyFrontend = await startPolicyFrontend(config.policyListen, {
       limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
       idleTimeoutMs: config.idleTimeoutSeconds * 1000,
       requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-      ...listener,
+      ...on('policy'),
       logger: logger.child({ component: 'policy' }),
       service,
     });
@@ -221,7 +305,7 @@ async function startListeners(
       maxPacketBytes: config.maxMilterPacketBytes,
       idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
       packetTimeoutMs: config.requestTimeoutSeconds * 1000,
-      ...listener,
+      ...on('milter'),
       logger: logger.child({ component: 'milter' }),
       service,
     });
@@ -233,7 +317,7 @@ async function startListeners(
       limits: { maxRequestBytes: config.maxSocketmapRequestBytes },
       idleTimeoutMs: config.idleTimeoutSeconds * 1000,
       requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-      ...listener,
+      ...on('socketmap'),
       logger: logger.child({ component: 'socketmap' }),
       tables: new SocketmapTables({ tlsPolicy: config.tlsPolicyValue, transport: config.transportValue }),
       currentIndex: () => lifecycle.current(),
@@ -242,7 +326,17 @@ async function startListeners(
     closers.push((ms) => socketmap.close(ms));
   }
   if (config.httpListen !== null) {
-    const http = await startHttp(config.httpListen, config, lifecycle, service, operators, metrics, logger, peers);
+    const http = await startHttp(
+      config.httpListen,
+      config,
+      lifecycle,
+      service,
+      operators,
+      metrics,
+      logger,
+      { inheritedFd: inherited.get('http') ?? null, build: deps.build },
+      peers,
+    );
     addresses.http = http.address;
     closers.push(() => http.close());
   }
@@ -256,7 +350,7 @@ function exitAfterFlush(logger: Logger, code: number): void {
 }
 
 /** Runs until SIGTERM/SIGINT; SIGHUP reloads the list at once. */
-export async function serve(config: Config): Promise<void> {
+export async function serve(config: Config, sources: ConfigSources | null = null): Promise<void> {
   let countDrop = (): void => undefined;
   const logging = createLogging(config.logLevel, () => countDrop(), config.logFormat);
   const { logger } = logging;
@@ -272,8 +366,12 @@ export async function serve(config: Config): Promise<void> {
     return;
   }
   countDrop = () => daemon.metrics.logLinesDropped.inc();
+  // SIGHUP also re-reads the config file, when serve was started with one (config-reload.ts).
+  const reloader = sources === null ? null : new ConfigReloader(sources, config, daemon.metrics, logger);
   process.on('SIGHUP', () => {
     logger.info({ event: 'sighup' }, 'SIGHUP: reloading the whitelist');
+    const outcome = reloader?.reload();
+    if (outcome?.kind === 'applied') daemon.applyLiveSettings(outcome.config);
     void daemon.lifecycle.reload('sighup');
   });
   reopenTrace = () => daemon.reopenTrace();
@@ -338,13 +436,17 @@ function createListLifecycle(
   return { lifecycle, sourceDescription: source.description };
 }
 
-function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger): OperatorLedger {
-  const settings = {
+function operatorSettings(config: Config): ConstructorParameters<typeof OperatorLedger>[0] {
+  return {
     rate: config.operatorRate,
     burst: config.operatorBurst,
     mode: config.operatorRateMode,
     exempt: config.operatorRateExempt,
   };
+}
+
+function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger): OperatorLedger {
+  const settings = operatorSettings(config);
   if (settings.rate > 0) logger.info({ event: 'operator_rate', ...settings }, 'per-operator throttle on');
   const ledger = new OperatorLedger(settings, {
     forget: (labels) => metrics.forgetOperators(labels),
@@ -364,12 +466,14 @@ function startHttp(
   config: Config,
   lifecycle: ListLifecycle,
   service: DecisionService,
-  operators: OperatorLedger,
+  operators: () => OperatorLedger,
   metrics: Metrics,
   logger: Logger,
+  ops: Pick<Parameters<typeof startHttpServer>[1], 'inheritedFd' | 'build'>,
   peers?: PeerLedger,
 ): ReturnType<typeof startHttpServer> {
   return startHttpServer(listen, {
+    ...ops,
     allowedHosts: config.httpAllowedHosts,
     metrics,
     logger: logger.child({ component: 'http' }),
@@ -378,7 +482,7 @@ function startHttp(
     whitelistStatus: () => whitelistStatus(lifecycle),
     lookupDomain: (name) => lookupDomain(lifecycle, name),
     dryRun: (input) => policyDryRun((facts) => service.evaluate(facts), input),
-    operators: () => operators.snapshot(),
+    operators: () => operators().snapshot(),
     ...(peers === undefined ? {} : { peers: () => peers.snapshot() }),
     listChanges: () => lifecycle.changes(),
     unlistedDomain: (name) => unlistedDomain(lifecycle, name),

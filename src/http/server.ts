@@ -33,6 +33,17 @@ export interface HttpDeps {
   readonly listChanges?: () => readonly ListChange[];
   /** A domain not in the list in force: its changes in the journal (shown in the 404 body), null for a bad name. */
   readonly unlistedDomain?: (name: string) => { readonly domain: string; readonly changes: readonly DomainChange[] } | null;
+  /** A listening socket inherited from systemd (socket activation), served instead of binding. */
+  readonly inheritedFd?: number | null;
+  /** What /healthz says is running: the package version, Node's, and when this process started. */
+  readonly build?: BuildIdentity;
+}
+
+/** What runs (src/build-info.ts makes it): the package version, Node's, and when this process started (ISO 8601). */
+export interface BuildIdentity {
+  readonly version: string;
+  readonly node: string;
+  readonly startedAt: string;
 }
 
 export interface WhitelistStatus {
@@ -450,10 +461,22 @@ function registerProbeRoutes(app: HttpApp, deps: HttpDeps, loop: EventLoopHealth
     '/healthz',
     {
       schema: {
-        response: { 200: { type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['alive'] } } } },
+        response: {
+          200: {
+            type: 'object',
+            required: ['status'],
+            properties: {
+              status: { type: 'string', enum: ['alive'] },
+              version: { type: 'string' },
+              node: { type: 'string' },
+              startedAt: { type: 'string' },
+            },
+          },
+        },
       },
     },
-    async () => ({ status: 'alive' as const }),
+    // The running code's version: after an upgrade without a restart, the old one shows here.
+    async () => ({ status: 'alive' as const, ...deps.build }),
   );
 
   app.get('/readyz', { schema: { response: { 200: readinessSchema, 503: readinessSchema } } }, async (_request, reply) => {
@@ -535,7 +558,7 @@ export async function startHttpServer(
   try {
     await app.ready();
     // The daemon's shared binder: same address forms and stale unix socket handling as the MTA listeners.
-    bound = await listen(app.server, where);
+    bound = await listen(app.server, where, { inheritedFd: deps.inheritedFd ?? null });
   } catch (err) {
     loop.close();
     await app.close();

@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { chmod, chown, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import { listenInherited } from './socket-activation.js';
 
 export type ListenAddress =
   { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
@@ -69,6 +70,8 @@ export interface ListenOptions {
   readonly unixOwner?: string | null;
   /** Group of a unix socket file, e.g. postfix: a group name or a numeric gid; default the daemon's. */
   readonly unixGroup?: string | null;
+  /** A listening socket inherited from systemd (socket activation): served instead of binding `address`. */
+  readonly inheritedFd?: number | null;
 }
 
 export interface BoundAddress {
@@ -85,6 +88,10 @@ export interface BoundAddress {
  * mode (--socket-mode) are set.
  */
 export async function listen(server: net.Server, address: ListenAddress, options: ListenOptions = {}): Promise<BoundAddress> {
+  if (options.inheritedFd != null) {
+    // The holder (systemd) owns the socket and its file: nothing to chown, chmod or remove here.
+    return { address: await listenInherited(server, options.inheritedFd, address), release: async () => {} };
+  }
   if (address.kind === 'tcp') {
     await bind(server, { host: address.host, port: address.port });
     const info = server.address();

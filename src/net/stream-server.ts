@@ -122,6 +122,8 @@ interface Connection extends StreamConnection {
   readonly socket: net.Socket;
   session: StreamSession | null;
   requestTimer: NodeJS.Timeout | null;
+  /** Nothing received yet: an MTA connects when it has a question, so this one is about to ask. */
+  fresh: boolean;
 }
 
 export async function startStreamServer(listenAddress: string, options: StreamServerOptions): Promise<StreamServer> {
@@ -195,6 +197,7 @@ class Listener {
       draining: this.draining,
       session: null,
       requestTimer: null,
+      fresh: true,
       write(bytes) {
         if (!socket.write(bytes)) socket.pause();
       },
@@ -230,6 +233,7 @@ class Listener {
   private onData(conn: Connection, chunk: Buffer): void {
     const { socket, session } = conn;
     if (socket.destroyed || session === null) return;
+    conn.fresh = false;
     if (socket.writableEnded) {
       // We ended this connection (QUIT, or idle while draining) and the peer sent more: it will retry elsewhere.
       this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} data after our end, dropped`);
@@ -337,7 +341,8 @@ class Listener {
     for (const conn of this.connections) {
       conn.draining = true;
       // Idle: FIN now (the MTA reconnects for its next question). Busy: onData ends it once idle.
-      if (conn.session?.idle() === true && !conn.socket.writableEnded) conn.socket.end();
+      // Fresh (accepted, nothing read yet): its question is on the way; answered, then ended like a busy one.
+      if (conn.session?.idle() === true && !conn.fresh && !conn.socket.writableEnded) conn.socket.end();
     }
     const deadline = setTimeout(() => {
       if (this.connections.size > 0)

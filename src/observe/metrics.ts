@@ -58,6 +58,12 @@ export interface Metrics {
   readonly peerCertificateChanges: Counter<'frontend'>;
   /** Fingerprint values from the MTA that were not digests (ignored). */
   readonly peerFingerprintsMalformed: Counter<'frontend'>;
+  /** build_info{version,node} = 1: which code answers (set once at start). */
+  readonly buildInfo: Gauge<'version' | 'node'>;
+  /** When the config file was last read and applied (start-up, then each SIGHUP that read it). */
+  readonly configLastReloadTimestamp: Gauge;
+  /** SIGHUP re-reads whose file was unreadable or invalid: the running settings stayed. */
+  readonly configReloadFailures: Counter;
 }
 
 function createRegistry(defaultMetrics: boolean): Registry {
@@ -339,6 +345,29 @@ function createWhitelistChanges(registry: Registry): Metrics['whitelistChanges']
   return whitelistChanges;
 }
 
+/** What runs and how it was configured: build_info, the config file's last reload and its failures. */
+function createOperationsMetrics(
+  registry: Registry,
+): Pick<Metrics, 'buildInfo' | 'configLastReloadTimestamp' | 'configReloadFailures'> {
+  const buildInfo = new Gauge({
+    name: `${METRIC_PREFIX}build_info`,
+    help: 'Always 1; the labels say which version of the daemon and of Node.js is running',
+    labelNames: ['version', 'node'] as const,
+    registers: [registry],
+  });
+  const configLastReloadTimestamp = new Gauge({
+    name: `${METRIC_PREFIX}config_last_reload_timestamp_seconds`,
+    help: 'When the configuration was last read and applied (start-up, then each SIGHUP that read it)',
+    registers: [registry],
+  });
+  const configReloadFailures = new Counter({
+    name: `${METRIC_PREFIX}config_reload_failures_total`,
+    help: 'SIGHUP re-reads of the config file that failed (unreadable or invalid file): the running settings stayed',
+    registers: [registry],
+  });
+  return { buildInfo, configLastReloadTimestamp, configReloadFailures };
+}
+
 /** Registration order is the exposition order: decisions, list, connections, logs, socketmap, operators, stages. */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = createRegistry(options.defaultMetrics !== false);
@@ -355,6 +384,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const misplacedChecks = createMisplacedChecks(registry);
   const peers = createPeerMetrics(registry);
   const whitelistChanges = createWhitelistChanges(registry);
+  const operations = createOperationsMetrics(registry);
   return {
     registry,
     decisions,
@@ -371,5 +401,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     whitelistChanges,
     countDecision,
     ...peers,
+    ...operations,
   };
 }

@@ -131,6 +131,7 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
       `.${LIB}/node_modules/pino/package.json`,
       `.${DEMO_LIST}`,
       `./lib/systemd/system/${NAME}.service`,
+      `./lib/systemd/system/${NAME}.socket`,
       `.${CONFFILE}`,
       `./etc/${NAME}/igc-sante/ac-igc-sante-elementaire-organisations.pem`,
       `./usr/share/doc/${NAME}/copyright`,

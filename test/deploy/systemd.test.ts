@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { SETTINGS } from '../../src/config.js';
+import { ACTIVATION_NAMES } from '../../src/net/socket-activation.js';
 import { toolOrSkip } from '../support/tools.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -187,4 +188,53 @@ test('postfix-socket unit: the packaged unit run as postfix, listening in the ch
   const effective = JSON.parse(res.stdout) as { policyListen: string; socketMode: number };
   assert.equal(effective.policyListen, `unix:${socket}`);
   assert.equal(effective.socketMode, 0o660);
+});
+
+// Socket activation (deploy/systemd/*.socket): systemd holds the policy socket across restarts.
+const SOCKETS = [
+  { socket: join(REPO, 'deploy', 'systemd', 'mssante-policyd.socket'), service: UNIT },
+  { socket: join(REPO, 'deploy', 'systemd', 'postfix-socket', 'mssante-policyd.socket'), service: SOCKET_UNIT },
+];
+
+test('.socket units: systemd-analyze verify passes with the service they activate', async (t) => {
+  const analyze = toolOrSkip(t, 'systemd-analyze');
+  if (analyze === null) return;
+  for (const { socket, service } of SOCKETS) {
+    const dir = mkdtempSync(join(tmpdir(), 'mssante-unit-'));
+    writeFileSync(join(dir, 'mssante-policyd.socket'), readFileSync(socket, 'utf8'));
+    writeFileSync(
+      join(dir, 'mssante-policyd.service'),
+      readFileSync(service, 'utf8').replace(/^ExecStart=\S+/m, `ExecStart=${process.execPath}`),
+    );
+    const res = await run(analyze, [
+      'verify',
+      '--no-pager',
+      join(dir, 'mssante-policyd.socket'),
+      join(dir, 'mssante-policyd.service'),
+    ]);
+    const complaints = `${res.stdout}\n${res.stderr}`.split('\n').filter((l) => l.includes('mssante-policyd.'));
+    assert.deepEqual(complaints, [], socket);
+    assert.equal(res.code, 0, `${socket}: ${res.stderr}`);
+  }
+});
+
+test('.socket units: named for the listener they feed, at the address the service would bind', () => {
+  for (const { socket, service } of SOCKETS) {
+    const s = unitSettings(readFileSync(socket, 'utf8'));
+    const unit = unitSettings(readFileSync(service, 'utf8'));
+    assert.equal(one(s, 'FileDescriptorName'), 'policy', socket);
+    assert.ok((ACTIVATION_NAMES as readonly string[]).includes(one(s, 'FileDescriptorName')));
+    assert.equal(one(s, 'Service'), 'mssante-policyd.service');
+    const execStart = one(unit, 'ExecStart').split(/\s+/);
+    const flag = execStart.indexOf('--policy-listen');
+    const policyListen = flag === -1 ? SETTINGS.find((x) => x.key === 'policy-listen')?.default : execStart[flag + 1];
+    // Without the socket unit the service binds this same address itself.
+    assert.equal(one(s, 'ListenStream'), String(policyListen).replace(/^unix:/, ''), socket);
+    // Readiness through systemd-notify, a child of the daemon: only NotifyAccess=all lets it speak.
+    assert.equal(one(unit, 'Type'), 'notify');
+    assert.equal(one(unit, 'NotifyAccess'), 'all');
+  }
+  const chroot = unitSettings(readFileSync(SOCKETS[1]!.socket, 'utf8'));
+  assert.equal(one(chroot, 'SocketGroup'), 'postfix');
+  assert.equal(one(chroot, 'SocketMode'), '0660');
 });

@@ -141,6 +141,18 @@ describe('http server', () => {
     assert.deepEqual(JSON.parse(r.body), { status: 'alive' });
   });
 
+  it('/healthz names the running build when given one (version, Node, start time)', async () => {
+    const build = { version: '9.8.7', node: '22.1.0', startedAt: '2026-12-06T10:00:00.000Z' };
+    const s2 = await startHttpServer('127.0.0.1:0', { ...deps, build });
+    try {
+      const r = await get(s2.address, '/healthz');
+      assert.equal(r.status, 200);
+      assert.deepEqual(JSON.parse(r.body), { status: 'alive', ...build });
+    } finally {
+      await s2.close();
+    }
+  });
+
   it('/readyz follows the list: 503 with the reason, then 200 once loaded', async () => {
     world.listLoaded = false;
     const down = await get(server.address, '/readyz');

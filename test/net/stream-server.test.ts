@@ -190,4 +190,22 @@ describe('stream server skeleton', () => {
     assert.ok(logs.some((l) => /drain deadline reached/.test(String(l.msg))));
     await assert.rejects(Client.connect(server.address));
   });
+
+  it('close(): a connection accepted but silent yet gets its first answer, then ends (a restart loses no question)', async () => {
+    const { server, metrics } = await start();
+    const fresh = await Client.connect(server.address);
+    // Accepted by the server (not only queued by the kernel) before the close begins.
+    for (;;) {
+      const active = (await metrics.connectionsActive.get()).values.find((v) => v.labels.frontend === 'policy')?.value;
+      if (active === 1) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const closing = server.close(60_000);
+    // The MTA connected to ask: its question arrives after the close began, and is answered.
+    fresh.socket.write('q\n');
+    await fresh.until('echo:q\n');
+    await fresh.closed;
+    assert.equal(fresh.data, 'echo:q\n');
+    await closing;
+  });
 });

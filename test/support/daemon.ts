@@ -79,6 +79,12 @@ async function freePorts(n: number): Promise<number[]> {
   }
 }
 
+/** Node's arguments that run the CLI: src/cli.ts through tsx, or $MSSANTE_POLICYD_CLI (e.g. the built dist/cli.js as shipped). */
+export function cliArgv(): string[] {
+  const entry = process.env.MSSANTE_POLICYD_CLI ?? join(REPO, 'src', 'cli.ts');
+  return [...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []), entry];
+}
+
 export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle> {
   const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'mssante-state-'));
   const [p1, p2, p3] = await freePorts(3);
@@ -86,11 +92,8 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
   const httpAddress = options.listen?.http ?? `127.0.0.1:${p2}`;
   const milterAddress = options.milter === true ? (options.listen?.milter ?? `127.0.0.1:${p3}`) : null;
   const extraArgs = options.extraArgs ?? [];
-  // MSSANTE_POLICYD_CLI runs another entry point, e.g. the built dist/cli.js as shipped.
-  const entry = process.env.MSSANTE_POLICYD_CLI ?? join(REPO, 'src', 'cli.ts');
   const args = [
-    ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []),
-    entry,
+    ...cliArgv(),
     'serve',
     '--whitelist',
     options.whitelist,
