@@ -477,14 +477,39 @@ function formatCheckReport(r: CheckReport): string {
 
 // ---------------------------------------------------------------- export
 
+/**
+ * The age rule as check and the daemon apply it: a list older than --max-list-age is refused unless
+ * the state dir named (--state-dir or the config file's) holds a list in force, or records this very
+ * list as accepted (check --accept). Returns why it is too old, or null.
+ */
+function listTooOld(list: PreparedList, settings: ResolvedSettings): string | null {
+  const maxDays = settings.get<number>('max-list-age');
+  const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / DAY_MS);
+  if (maxDays === 0 || ageDays <= maxDays) return null;
+  const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
+  if (stateDir !== undefined) {
+    if (readAcceptedHashes(stateDir).has(list.sha256)) return null;
+    if (storedListInForce(stateDir, settings.get<number>('max-list-entries')).current !== null) return null;
+  }
+  return `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxDays})`;
+}
+
 const EXPORT_HELP = `mssante-policyd export --format postfix --out DIR FILE [--config FILE] [--signer PEM | --signer-ca PEM --signer-cn NAME]...
-      [--tls-policy-value V] [--transport-value V] [--max-list-entries N]
+      [--tls-policy-value V] [--transport-value V] [--max-list-entries N] [--max-list-age DAYS] [--state-dir DIR]
   Verifies FILE like check and serve do (settings read like serve's: flag > env > --config file > default) (signature required: there is no --allow-unsigned here), then
   writes into DIR, each file atomically: mssante-domain, mssante-tls-policy, mssante-transport (for
-  postmap) and mssante-recipient-access.regexp (a regexp: table). Exit 0 written; 1 list unusable.
+  postmap) and mssante-recipient-access.regexp (a regexp: table). The age rule is check's: a list older
+  than --max-list-age (default 30; 0: not judged) is refused unless the --state-dir named holds a list
+  in force or records this one as accepted. Exit 0 written; 1 list unusable.
 `;
 
-const EXPORT_SETTINGS = [...TRUST_SETTINGS, 'tls-policy-value', 'transport-value'] as const satisfies readonly SettingKey[];
+const EXPORT_SETTINGS = [
+  ...TRUST_SETTINGS,
+  'tls-policy-value',
+  'transport-value',
+  'max-list-age',
+  'state-dir',
+] as const satisfies readonly SettingKey[];
 
 async function exportCommand(args: string[]): Promise<number> {
   let parsed;
@@ -550,6 +575,14 @@ async function exportCommand(args: string[]): Promise<number> {
     return 1;
   }
   const list = result.list;
+  const tooOld = listTooOld(list, settings);
+  if (tooOld !== null) {
+    process.stderr.write(
+      `export: ${file} is unusable: list_too_old — ${tooOld}; a daemon with no list in force refuses it too. ` +
+        'If it is intended: --max-list-age 0, or --state-dir of a daemon where check --accept recorded it\n',
+    );
+    return 1;
+  }
   const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
   const header = `Written by mssante-policyd export from ${file}\nsha256 ${list.sha256}, generated ${list.generatedAt}, ${index.domainCount} domains; do not edit`;
   const written = writeTablesAtomically(out, postfixTables(index, tables.values, header));
