@@ -21,6 +21,7 @@ import {
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
+import { acceptCommand } from './accept-command.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
 import { WhitelistIndex } from './whitelist/whitelist-index.js';
@@ -150,6 +151,8 @@ export interface CheckReport {
   age: { days: number; maxDays: number; verdict: 'fresh' | 'too_old' | 'not_checked' } | null;
   keyInfo: Omit<KeyInfoSigner, 'pem'> | null;
   accepted: boolean;
+  /** The command that accepts this list into the state dir, with the settings in force (works as printed). */
+  acceptCommand?: string;
 }
 
 /** The list-trust settings that check and export read exactly as serve does (same table, coercion, limits). */
@@ -165,6 +168,11 @@ const CHECK_SETTINGS = [...TRUST_SETTINGS, 'max-list-age', 'state-dir', 'max-shr
 
 /** check's exit code when the list is usable but the guard would refuse it against the stored list. */
 const CHECK_EXIT_GUARD_REFUSES = 3;
+
+/** The config file a command reads: --config, else MSSANTE_POLICYD_CONFIG. */
+function configFileOf(values: Record<string, unknown>): string | null {
+  return typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
+}
 
 /** Reads a command's settings through serve's table; prints the error and returns null when one is bad. */
 function commandSettings(command: string, keys: readonly SettingKey[], values: Record<string, unknown>): ResolvedSettings | null {
@@ -259,7 +267,7 @@ async function checkCommand(args: string[]): Promise<number> {
   if (typeof saveSigner === 'string' && !saveSignerCertificate(saveSigner, result)) return 1;
   if (result.ok) {
     describeList(report, result.list);
-    const stop = await judgeAgainstStateDir(report, result.list, settings, v['accept'] === true);
+    const stop = await judgeAgainstStateDir(report, result.list, settings, v['accept'] === true, configFileOf(v));
     if (stop !== null) return stop;
   }
   if (v['json'] === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -331,6 +339,7 @@ async function judgeAgainstStateDir(
   list: PreparedList,
   settings: ResolvedSettings,
   accept: boolean,
+  configFile: string | null,
 ): Promise<number | null> {
   const maxEntries = settings.get<number>('max-list-entries');
   const maxListAgeDays = settings.get<number>('max-list-age');
@@ -339,7 +348,16 @@ async function judgeAgainstStateDir(
   const maxShrink = settings.get<number>('max-shrink');
   const { current, against } = storedListInForce(stateDir, maxEntries);
   const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
-  report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays) };
+  const accepting = acceptCommand({
+    file: report.file,
+    configFile,
+    trust: trustConfigOf(settings),
+    allowUnsigned: settings.get<boolean>('allow-unsigned'),
+    maxListEntries: maxEntries,
+    stateDir: stateDir ?? null,
+  });
+  report.acceptCommand = accepting;
+  report.guard = { against, ...guardList(current, list, maxShrink, acceptedHashes, Date.now(), maxListAgeDays, accepting) };
   const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
   report.age = {
     days: ageDays,
@@ -444,7 +462,7 @@ function formatCheckReport(r: CheckReport): string {
         ? `age: ${a.days} days (not judged: --max-list-age 0)`
         : a.verdict === 'fresh'
           ? `age: ${a.days} days: FRESH (--max-list-age ${a.maxDays})`
-          : `age: ${a.days} days: TOO OLD (--max-list-age ${a.maxDays}); a daemon with no list in force refuses it (list_too_old) unless accepted with --state-dir DIR --accept`,
+          : `age: ${a.days} days: TOO OLD (--max-list-age ${a.maxDays}); a daemon with no list in force refuses it (list_too_old) unless accepted: ${r.acceptCommand ?? 'check FILE --state-dir DIR --accept'}`,
     );
   }
   if (!r.usable) {
@@ -467,7 +485,7 @@ function formatCheckReport(r: CheckReport): string {
   if (r.accepted) lines.push('accepted: the daemon will let this list through the guard on its next load (send SIGHUP)');
   if (r.usable && r.guard?.verdict === 'refuse' && !r.accepted) {
     lines.push(
-      `USABLE, BUT THE GUARD WOULD REFUSE IT (exit ${CHECK_EXIT_GUARD_REFUSES}): the daemon keeps the stored list; after review, --accept`,
+      `USABLE, BUT THE GUARD WOULD REFUSE IT (exit ${CHECK_EXIT_GUARD_REFUSES}): the daemon keeps the stored list; after review: ${r.acceptCommand ?? '--accept'}`,
     );
   } else if (r.usable) {
     lines.push('USABLE');

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
+import { acceptCommand } from './accept-command.js';
 import type { Config } from './config.js';
 import { DecisionService } from './decision-service.js';
 import { policyDryRun, startPolicyFrontend, type PolicyFrontend } from './frontends/policy/frontend.js';
@@ -313,6 +314,15 @@ function createListLifecycle(
       maxShrinkPercent: config.maxShrinkPercent,
       refreshMs: config.refreshSeconds * 1000,
       prepareTimeoutMs: config.prepareTimeoutSeconds * 1000,
+      acceptCommand: (file) =>
+        acceptCommand({
+          file,
+          configFile: null,
+          trust,
+          allowUnsigned: config.allowUnsigned,
+          maxListEntries: config.maxListEntries,
+          stateDir: config.stateDir,
+        }),
     },
     source,
     metrics,

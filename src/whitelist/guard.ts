@@ -29,6 +29,8 @@ export function guardList(
   accepted: ReadonlySet<string>,
   nowMs: number,
   maxListAgeDays = 0,
+  /** What the operator runs to accept a refused list (src/accept-command.ts builds one that works as printed). */
+  acceptCommand = 'mssante-policyd check FILE --accept --state-dir DIR',
 ): GuardVerdict {
   const forced = accepted.has(list.sha256);
   const aheadMs = Date.parse(list.generatedAt) - nowMs;
@@ -47,7 +49,7 @@ export function guardList(
       return {
         verdict: 'refuse',
         reason: 'list_too_old',
-        detail: `list generated ${list.generatedAt} is ${Math.floor(ageMs / 86_400_000)} days old (--max-list-age ${maxListAgeDays}) and no list is in force to compare it with: waiting for a fresher list; if this one is intended: mssante-policyd check FILE --accept --state-dir DIR, then SIGHUP (sha256 ${list.sha256})`,
+        detail: `list generated ${list.generatedAt} is ${Math.floor(ageMs / 86_400_000)} days old (--max-list-age ${maxListAgeDays}) and no list is in force to compare it with: waiting for a fresher list; if this one is intended: ${acceptCommand}, then SIGHUP (sha256 ${list.sha256})`,
       };
     }
     return { verdict: 'accept', dropped: 0, added: new Set(list.entries.map((e) => e.domain)).size };
@@ -70,7 +72,7 @@ export function guardList(
     return {
       verdict: 'refuse',
       reason: 'list_shrink',
-      detail: `list would drop ${dropped} of ${current.index.domainCount} domains (${percent.toFixed(1)} % > --max-shrink ${maxShrinkPercent} %); if this is intended: mssante-policyd check FILE --accept --state-dir DIR, then SIGHUP (sha256 ${list.sha256})`,
+      detail: `list would drop ${dropped} of ${current.index.domainCount} domains (${percent.toFixed(1)} % > --max-shrink ${maxShrinkPercent} %); if this is intended: ${acceptCommand}, then SIGHUP (sha256 ${list.sha256})`,
     };
   }
   return { verdict: 'accept', dropped, added };
