@@ -179,7 +179,11 @@ EOF
 } >"$DOC/copyright"
 
 echo "== control files"
-for script in postinst prerm postrm; do install -m 0755 "deploy/debian/$script" "$ROOT/DEBIAN/$script"; done
+# deploy/debian/running-daemon.sh goes in where a script says #RUNNING_DAEMON# (written once, used by all three).
+for script in postinst prerm postrm; do
+  sed -e '/^#RUNNING_DAEMON#$/{r deploy/debian/running-daemon.sh' -e 'd;}' "deploy/debian/$script" >"$ROOT/DEBIAN/$script"
+  chmod 0755 "$ROOT/DEBIAN/$script"
+done
 { echo "/etc/$NAME/config.json"; (cd "$ROOT" && find "etc/$NAME/igc-sante" -type f | sort | sed 's#^#/#'); } >"$ROOT/DEBIAN/conffiles"
 
 # Ownership root:root (dpkg-deb --root-owner-group), modes 0755/0644, executables 0755, dates fixed.
