@@ -289,10 +289,7 @@ describe('mssante-policyd check', () => {
     assert.match(flagsCommand, / --signer-ca \S+ --signer-cn liste\.test /);
     const ok = runPrintedCommand(flagsCommand);
     assert.equal(ok.code, 0, `${flagsCommand}\n${ok.stdout}${ok.stderr}`);
-    assert.ok(
-      readFileSync(join(odd, ACCEPT_FILE), 'utf8').includes(
-        JSON.parse(runCli(['check', old, ...signer.trustArgs, '--json', '--max-list-age', '0']).stdout).sha256,
-      ),
-    );
+    const report = JSON.parse(runCli(['check', old, ...signer.trustArgs, '--json', '--max-list-age', '0']).stdout) as CheckReport;
+    assert.ok(readFileSync(join(odd, ACCEPT_FILE), 'utf8').includes(report.sha256), 'recorded in the quoted state dir');
   });
 });
