@@ -3,7 +3,14 @@
 # minutes, with no IGC-Sante certificate and no ANS list.
 #
 #   scripts/lab.sh DIR [--port 10025] [--http-listen 127.0.0.1:9465]
+#                      [--cn NAME [--from ADDRESS] [--list FILE --list-signer PEM]]
 #   (installed package: /usr/share/mssante-policyd/lab.sh DIR)
+#
+# --cn NAME also issues named.pem/named.key, a client certificate whose CN is NAME (e.g. a server
+# name of the real ANS list), from the lab CA that the lab's Postfix trusts: Postfix hands the daemon
+# only the CN, so with the real list in force the lab behaves as that operator's server would. The
+# kit then prints the daemon command for that list (--list/--list-signer, else placeholders) and the
+# swaks command for it (--from: a sender of a domain the list binds to NAME, else a placeholder).
 #
 # Makes in DIR (which must not exist yet or be empty):
 #   ca.pem                  a test CA standing in for IGC-Sante (NOT IGC-Sante)
@@ -18,19 +25,38 @@
 # to expect. Needs openssl and xmlsec1; running the instance needs root, postfix and swaks.
 set -euo pipefail
 
-usage() { echo "usage: $0 DIR [--port PORT] [--http-listen ADDR]" >&2; exit 2; }
+usage() {
+  echo "usage: $0 DIR [--port PORT] [--http-listen ADDR] [--cn NAME [--from ADDRESS] [--list FILE --list-signer PEM]]" >&2
+  exit 2
+}
 [ $# -ge 1 ] || usage
 DIR=$1; shift
 PORT=10025
 HTTP=127.0.0.1:9465
+CN="" FROM="" LIST="" LIST_SIGNER=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) PORT=${2:?}; shift 2 ;;
     --http-listen) HTTP=${2:?}; shift 2 ;;
+    --cn) CN=${2:?}; shift 2 ;;
+    --from) FROM=${2:?}; shift 2 ;;
+    --list) LIST=${2:?}; shift 2 ;;
+    --list-signer) LIST_SIGNER=${2:?}; shift 2 ;;
     *) usage ;;
   esac
 done
 [[ "$PORT" =~ ^[0-9]+$ ]] || usage
+# A server name, as the list's CNs are: it goes into an openssl subject and into printed commands.
+if [ -n "$CN" ] && ! [[ "$CN" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ ]]; then
+  echo "lab: --cn takes a server name (letters, digits, dots, hyphens), got: $CN" >&2; exit 2
+fi
+if [ -z "$CN" ] && [ -n "$FROM$LIST$LIST_SIGNER" ]; then echo "lab: --from, --list and --list-signer go with --cn" >&2; exit 2; fi
+if [ -n "$FROM" ] && ! [[ "$FROM" =~ ^[^[:space:]@]+@[A-Za-z0-9.-]+$ ]]; then echo "lab: --from takes an address, got: $FROM" >&2; exit 2; fi
+for f in "$LIST" "$LIST_SIGNER"; do
+  [ -z "$f" ] || [ -f "$f" ] || { echo "lab: $f: no such file" >&2; exit 1; }
+done
+[ -n "$LIST" ] && LIST=$(cd "$(dirname "$LIST")" && pwd)/$(basename "$LIST")
+[ -n "$LIST_SIGNER" ] && LIST_SIGNER=$(cd "$(dirname "$LIST_SIGNER")" && pwd)/$(basename "$LIST_SIGNER")
 for tool in openssl xmlsec1; do
   command -v "$tool" >/dev/null || { echo "lab: $tool is required (apt-get install $tool)" >&2; exit 1; }
 done
@@ -79,6 +105,10 @@ leaf mx "/C=FR/ST=Paris (75)/O=DESTINATAIRE LAB/OU=318310021300000/CN=mx.destina
   "$TLS"$'\n''subjectAltName=DNS:mx.destinataire.lab.mssante.test'
 leaf listed "/C=FR/ST=Paris (75)/O=OPERATEUR INSCRIT/OU=318310021300001/CN=mx.op-inscrit.lab.mssante.test" "$TLS"
 leaf unlisted "/C=FR/ST=Paris (75)/O=OPERATEUR NON INSCRIT/OU=318310021300002/CN=mx.op-non-inscrit.lab.mssante.test" "$TLS"
+if [ -n "$CN" ]; then
+  # Same CN as the real operator's, issued by the lab CA: Postfix verifies it against ca.pem.
+  leaf named "/C=FR/O=MSSANTE-POLICYD LAB (NOT IGC-SANTE)/CN=$CN" "$TLS"
+fi
 leaf signer "/C=FR/O=MSSANTE-POLICYD LAB/OU=318310021300003/CN=signer.lab.mssante.test" \
   $'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,nonRepudiation\nextendedKeyUsage=emailProtection'
 rm -f .ext ca.srl
@@ -168,3 +198,15 @@ mssante-policyd lab in $DIR
 
 4. Stop: postfix -c $DIR/postfix stop, and Ctrl-C the daemon. Then rm -rf $DIR.
 EOF
+if [ -n "$CN" ]; then
+  cat <<EOF
+
+5. A server of the real list: $DIR/named.pem (CN=$CN, issued by the lab CA, NOT IGC-Sante).
+   Stop the daemon of step 2 and start it on the real list instead (same socket; --max-list-age 0
+   lets an old copy of the list in; its signature is still checked):
+   $CMD serve --whitelist ${LIST:-REAL-LIST.xml} --signer ${LIST_SIGNER:-REAL-LIST-SIGNER.pem} --max-list-age 0 --state-dir $DIR/state-real --policy-listen unix:$SOCKET --socket-group postfix --http-listen $HTTP
+   # e. $CN sending from a domain the list binds to it: accepted and delivered
+   # expect with the real list: 250
+   $SWAKS --tls-cert $DIR/named.pem --tls-key $DIR/named.key --from ${FROM:-someone@A-DOMAIN-OF-$CN}
+EOF
+fi

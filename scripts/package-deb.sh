@@ -10,6 +10,8 @@
 #   /lib/systemd/system/               deploy/systemd/mssante-policyd.service and .socket, as tested
 #   /etc/mssante-policyd/config.json   conffile: the production settings, to be confirmed by the operator
 #   /etc/mssante-policyd/igc-sante/    the public IGC-Sante CA certificates (conffiles, as config.json names them)
+#   /usr/share/mssante-policyd/        lab.sh; prometheus/ (alerts.yml + prometheus.yml) and grafana/ (the
+#                                      dashboard), uncompressed, to be used in place (promtool, provisioning)
 #   /usr/share/doc/mssante-policyd/    README, SECURITY, examples, deploy snippets, Grafana, alerts, copyright
 # Environment: SOURCE_DATE_EPOCH (default: the last commit's date) makes the build reproducible.
 set -euo pipefail
@@ -39,6 +41,12 @@ done
 # The production settings, as deploy/config/production.json ships them (a test loads that file).
 CONFIG="$REPO/deploy/config/production.json"
 
+# A fresh clone has no node_modules, hence no tsc: install the locked build tools first.
+if [ ! -x node_modules/.bin/tsc ]; then
+  command -v npm >/dev/null || { echo "package-deb: npm is required (Node.js >= 20)" >&2; exit 1; }
+  echo "== node_modules missing (a fresh clone?): npm ci, from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
 echo "== build (tsc)"
 npm run --silent build
 
@@ -78,6 +86,11 @@ install -m 0644 deploy/systemd/mssante-policyd.socket "$ROOT/lib/systemd/system/
 install -m 0644 "$CONFIG" "$ROOT/etc/$NAME/config.json"
 install -m 0644 "$CA_DIR"/*.pem "$ROOT/etc/$NAME/igc-sante/"
 install -m 0755 scripts/lab.sh "$ROOT/usr/share/$NAME/lab.sh"
+# Used in place, so never compressed: promtool and Prometheus read the rules beside prometheus.yml
+# (rule_files: alerts.yml), Grafana provisions every dashboard JSON of a folder.
+install -d "$ROOT/usr/share/$NAME/prometheus" "$ROOT/usr/share/$NAME/grafana"
+install -m 0644 deploy/prometheus/alerts.yml deploy/prometheus/prometheus.yml "$ROOT/usr/share/$NAME/prometheus/"
+install -m 0644 grafana/mssante-policyd.json "$ROOT/usr/share/$NAME/grafana/"
 
 echo "== documentation"
 cp README.md SECURITY.md "$DOC/"
@@ -96,8 +109,9 @@ $NAME ($VERSION) unstable; urgency=medium
 EOF
 gzip -9n -c "$WORK/changelog" >"$DOC/changelog.gz"
 # Documentation above 4 KiB is compressed (Debian policy 12.3).
-# Not the Postfix files: scripts/lab.sh reads them as they are.
-find "$DOC" -type f -size +4k ! -path '*/deploy/postfix/*' ! -name '*.gz' ! -name copyright ! -name '*.json' ! -name '*.pem' ! -name '*.xml' -exec gzip -9n {} +
+# Not the Postfix files: scripts/lab.sh reads them as they are; nor the Prometheus files, which
+# point at each other (prometheus.yml: rule_files: alerts.yml).
+find "$DOC" -type f -size +4k ! -path '*/deploy/postfix/*' ! -path '*/deploy/prometheus/*' ! -name '*.gz' ! -name copyright ! -name '*.json' ! -name '*.pem' ! -name '*.xml' -exec gzip -9n {} +
 {
   cat <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -167,7 +181,11 @@ EOF
 } >"$DOC/copyright"
 
 echo "== control files"
-for script in postinst prerm postrm; do install -m 0755 "deploy/debian/$script" "$ROOT/DEBIAN/$script"; done
+# deploy/debian/running-daemon.sh goes in where a script says #RUNNING_DAEMON# (written once, used by all three).
+for script in postinst prerm postrm; do
+  sed -e '/^#RUNNING_DAEMON#$/{r deploy/debian/running-daemon.sh' -e 'd;}' "deploy/debian/$script" >"$ROOT/DEBIAN/$script"
+  chmod 0755 "$ROOT/DEBIAN/$script"
+done
 { echo "/etc/$NAME/config.json"; (cd "$ROOT" && find "etc/$NAME/igc-sante" -type f | sort | sed 's#^#/#'); } >"$ROOT/DEBIAN/conffiles"
 
 # Ownership root:root (dpkg-deb --root-owner-group), modes 0755/0644, executables 0755, dates fixed.

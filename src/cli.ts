@@ -21,6 +21,7 @@ import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { packageVersion } from './build-info.js';
+import { acceptCommand } from './accept-command.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
 import { listChange } from './whitelist/changes.js';
@@ -152,6 +153,8 @@ export interface CheckReport {
   age: { days: number; maxDays: number; verdict: 'fresh' | 'too_old' | 'not_checked' } | null;
   keyInfo: Omit<KeyInfoSigner, 'pem'> | null;
   accepted: boolean;
+  /** The command that accepts this list into the state dir, with the settings in force (works as printed). */
+  acceptCommand?: string;
 }
 
 /** The list-trust settings that check and export read exactly as serve does (same table, coercion, limits). */
@@ -173,6 +176,11 @@ const CHECK_SETTINGS = [
 
 /** check's exit code when the list is usable but the guard would refuse it against the stored list. */
 const CHECK_EXIT_GUARD_REFUSES = 3;
+
+/** The config file a command reads: --config, else MSSANTE_POLICYD_CONFIG. */
+function configFileOf(values: Record<string, unknown>): string | null {
+  return typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
+}
 
 /** Reads a command's settings through serve's table; prints the error and returns null when one is bad. */
 function commandSettings(command: string, keys: readonly SettingKey[], values: Record<string, unknown>): ResolvedSettings | null {
@@ -267,7 +275,7 @@ async function checkCommand(args: string[]): Promise<number> {
   if (typeof saveSigner === 'string' && !saveSignerCertificate(saveSigner, result)) return 1;
   if (result.ok) {
     describeList(report, result.list);
-    const stop = await judgeAgainstStateDir(report, result.list, settings, v['accept'] === true);
+    const stop = await judgeAgainstStateDir(report, result.list, settings, v['accept'] === true, configFileOf(v));
     if (stop !== null) return stop;
   }
   if (v['json'] === true) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -339,6 +347,7 @@ async function judgeAgainstStateDir(
   list: PreparedList,
   settings: ResolvedSettings,
   accept: boolean,
+  configFile: string | null,
 ): Promise<number | null> {
   const maxEntries = settings.get<number>('max-list-entries');
   const maxListAgeDays = settings.get<number>('max-list-age');
@@ -347,13 +356,22 @@ async function judgeAgainstStateDir(
   const maxShrink = settings.get<number>('max-shrink');
   const { current, against } = storedListInForce(stateDir, maxEntries);
   const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
+  const accepting = acceptCommand({
+    file: report.file,
+    configFile,
+    trust: trustConfigOf(settings),
+    allowUnsigned: settings.get<boolean>('allow-unsigned'),
+    maxListEntries: maxEntries,
+    stateDir: stateDir ?? null,
+  });
+  report.acceptCommand = accepting;
   const candidate = {
     index: new WhitelistIndex({ generatedAt: list.generatedAt, sha256: list.sha256 }, list.entries, []),
     sha256: list.sha256,
   };
   const limits = { maxShrinkPercent: maxShrink, maxRebindPercent: settings.get<number>('max-rebind'), maxListAgeDays };
   // The change itself is `diff`'s to print: the report keeps the verdict and its counts.
-  const verdict = guardList(current, candidate, limits, acceptedHashes, Date.now());
+  const verdict = guardList(current, candidate, limits, acceptedHashes, Date.now(), accepting);
   const { change: _change, ...shown } = { change: null, ...verdict };
   report.guard = { against, ...shown };
   const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / 86_400_000);
@@ -464,7 +482,7 @@ function formatCheckReport(r: CheckReport): string {
         ? `age: ${a.days} days (not judged: --max-list-age 0)`
         : a.verdict === 'fresh'
           ? `age: ${a.days} days: FRESH (--max-list-age ${a.maxDays})`
-          : `age: ${a.days} days: TOO OLD (--max-list-age ${a.maxDays}); a daemon with no list in force refuses it (list_too_old) unless accepted with --state-dir DIR --accept`,
+          : `age: ${a.days} days: TOO OLD (--max-list-age ${a.maxDays}); a daemon with no list in force refuses it (list_too_old) unless accepted: ${r.acceptCommand ?? 'check FILE --state-dir DIR --accept'}`,
     );
   }
   if (!r.usable) {
@@ -487,7 +505,7 @@ function formatCheckReport(r: CheckReport): string {
   if (r.accepted) lines.push('accepted: the daemon will let this list through the guard on its next load (send SIGHUP)');
   if (r.usable && r.guard?.verdict === 'refuse' && !r.accepted) {
     lines.push(
-      `USABLE, BUT THE GUARD WOULD REFUSE IT (exit ${CHECK_EXIT_GUARD_REFUSES}): the daemon keeps the stored list; after review, --accept`,
+      `USABLE, BUT THE GUARD WOULD REFUSE IT (exit ${CHECK_EXIT_GUARD_REFUSES}): the daemon keeps the stored list; after review: ${r.acceptCommand ?? '--accept'}`,
     );
   } else if (r.usable) {
     lines.push('USABLE');
@@ -497,14 +515,39 @@ function formatCheckReport(r: CheckReport): string {
 
 // ---------------------------------------------------------------- export
 
+/**
+ * The age rule as check and the daemon apply it: a list older than --max-list-age is refused unless
+ * the state dir named (--state-dir or the config file's) holds a list in force, or records this very
+ * list as accepted (check --accept). Returns why it is too old, or null.
+ */
+function listTooOld(list: PreparedList, settings: ResolvedSettings): string | null {
+  const maxDays = settings.get<number>('max-list-age');
+  const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / DAY_MS);
+  if (maxDays === 0 || ageDays <= maxDays) return null;
+  const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
+  if (stateDir !== undefined) {
+    if (readAcceptedHashes(stateDir).has(list.sha256)) return null;
+    if (storedListInForce(stateDir, settings.get<number>('max-list-entries')).current !== null) return null;
+  }
+  return `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxDays})`;
+}
+
 const EXPORT_HELP = `mssante-policyd export --format postfix --out DIR FILE [--config FILE] [--signer PEM | --signer-ca PEM --signer-cn NAME]...
-      [--tls-policy-value V] [--transport-value V] [--max-list-entries N]
+      [--tls-policy-value V] [--transport-value V] [--max-list-entries N] [--max-list-age DAYS] [--state-dir DIR]
   Verifies FILE like check and serve do (settings read like serve's: flag > env > --config file > default) (signature required: there is no --allow-unsigned here), then
   writes into DIR, each file atomically: mssante-domain, mssante-tls-policy, mssante-transport (for
-  postmap) and mssante-recipient-access.regexp (a regexp: table). Exit 0 written; 1 list unusable.
+  postmap) and mssante-recipient-access.regexp (a regexp: table). The age rule is check's: a list older
+  than --max-list-age (default 30; 0: not judged) is refused unless the --state-dir named holds a list
+  in force or records this one as accepted. Exit 0 written; 1 list unusable.
 `;
 
-const EXPORT_SETTINGS = [...TRUST_SETTINGS, 'tls-policy-value', 'transport-value'] as const satisfies readonly SettingKey[];
+const EXPORT_SETTINGS = [
+  ...TRUST_SETTINGS,
+  'tls-policy-value',
+  'transport-value',
+  'max-list-age',
+  'state-dir',
+] as const satisfies readonly SettingKey[];
 
 async function exportCommand(args: string[]): Promise<number> {
   let parsed;
@@ -570,6 +613,14 @@ async function exportCommand(args: string[]): Promise<number> {
     return 1;
   }
   const list = result.list;
+  const tooOld = listTooOld(list, settings);
+  if (tooOld !== null) {
+    process.stderr.write(
+      `export: ${file} is unusable: list_too_old — ${tooOld}; a daemon with no list in force refuses it too. ` +
+        'If it is intended: --max-list-age 0, or --state-dir of a daemon where check --accept recorded it\n',
+    );
+    return 1;
+  }
   const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
   const header = `Written by mssante-policyd export from ${file}\nsha256 ${list.sha256}, generated ${list.generatedAt}, ${index.domainCount} domains; do not edit`;
   const written = writeTablesAtomically(out, postfixTables(index, tables.values, header));

@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { buildIdentity } from './build-info.js';
+import { acceptCommand } from './accept-command.js';
 import type { Config } from './config.js';
 import { ConfigReloader, type ConfigSources } from './config-reload.js';
 import { DecisionService } from './decision-service.js';
@@ -422,6 +423,15 @@ function createListLifecycle(
       changeJournalSize: config.changeJournalSize,
       refreshMs: config.refreshSeconds * 1000,
       prepareTimeoutMs: config.prepareTimeoutSeconds * 1000,
+      acceptCommand: (file) =>
+        acceptCommand({
+          file,
+          configFile: null,
+          trust,
+          allowUnsigned: config.allowUnsigned,
+          maxListEntries: config.maxListEntries,
+          stateDir: config.stateDir,
+        }),
     },
     source,
     metrics,

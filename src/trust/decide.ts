@@ -48,6 +48,7 @@ const decisions = {
   certMissing: { reason: REASONS.cert_missing, senderDomain: null, operator: null },
   issuer: { reason: REASONS.cert_issuer_not_trusted, senderDomain: null, operator: null },
   certNotListed: { reason: REASONS.cert_not_listed, senderDomain: null, operator: null },
+  subjectUnusable: { reason: REASONS.cert_subject_unusable, senderDomain: null, operator: null },
 } as const satisfies Record<string, Decision>;
 
 export function decide(facts: Facts, index: ListedIdentities | null, policy: DecisionPolicy = DEFAULT_POLICY): Decision {
@@ -68,11 +69,15 @@ export function decide(facts: Facts, index: ListedIdentities | null, policy: Dec
   let cn: string | null = null;
   if (cert.kind === 'dn') {
     const parsed = parseDnCached(cert.dn);
-    if (!parsed.ok || !index.isDnListed(parsed.dn.key)) return decisions.certNotListed;
+    // No CN (or no parsable DN at all): nothing to compare with the list, most often a subject the
+    // MTA truncated; said apart from cert_not_listed so that the operator looks at the MTA.
+    if (!parsed.ok || parsed.dn.cn === null) return decisions.subjectUnusable;
+    if (!index.isDnListed(parsed.dn.key)) return decisions.certNotListed;
     dnKey = parsed.dn.key;
   } else {
     cn = normaliseCn(cert.cn);
-    if (cn === '' || !index.isCnListed(cn)) return decisions.certNotListed;
+    if (cn === '') return decisions.subjectUnusable;
+    if (!index.isCnListed(cn)) return decisions.certNotListed;
   }
 
   const operator = dnKey ?? cn;

@@ -25,6 +25,7 @@ export type ReasonId =
   | 'cert_missing'
   | 'cert_issuer_not_trusted'
   | 'cert_not_listed'
+  | 'cert_subject_unusable'
   | 'sender_missing'
   | 'sender_invalid'
   | 'sender_domain_not_listed'
@@ -94,6 +95,16 @@ export const REASONS: Readonly<Record<ReasonId, Reason>> = Object.freeze({
     '5.7.1',
     'Certificat du serveur emetteur absent de la liste blanche MSSante',
     'sending server certificate not in the MSSante whitelist',
+  ),
+  // A subject with no CN cannot be compared with the list: Sendmail truncates {cert_subject} around
+  // 256 bytes (certificate order puts the CN last), so a listed operator with a long DN arrives so.
+  cert_subject_unusable: reason(
+    'cert_subject_unusable',
+    'reject',
+    '550',
+    '5.7.1',
+    'Sujet du certificat client inexploitable (sans CN, probablement tronque par le MTA)',
+    'client certificate subject unusable (no CN, probably truncated by the MTA)',
   ),
   sender_missing: reason('sender_missing', 'reject', '550', '5.7.1', 'Expediteur (MAIL FROM) absent', 'MAIL FROM is missing'),
   sender_invalid: reason('sender_invalid', 'reject', '550', '5.7.1', 'Adresse expediteur invalide', 'invalid sender address'),

@@ -52,6 +52,8 @@ export function guardList(
   limits: GuardLimits,
   accepted: ReadonlySet<string>,
   nowMs: number,
+  /** What the operator runs to accept a refused list (src/accept-command.ts builds one that works as printed). */
+  acceptCommand = 'mssante-policyd check FILE --accept --state-dir DIR',
 ): GuardVerdict {
   const { index, sha256 } = candidate;
   const generatedAt = index.generatedAt;
@@ -73,7 +75,7 @@ export function guardList(
       return {
         verdict: 'refuse',
         reason: 'list_too_old',
-        detail: `list generated ${generatedAt} is ${Math.floor(ageMs / 86_400_000)} days old (--max-list-age ${maxListAgeDays}) and no list is in force to compare it with: waiting for a fresher list; if this one is intended: mssante-policyd check FILE --accept --state-dir DIR, then SIGHUP (sha256 ${sha256})`,
+        detail: `list generated ${generatedAt} is ${Math.floor(ageMs / 86_400_000)} days old (--max-list-age ${maxListAgeDays}) and no list is in force to compare it with: waiting for a fresher list; if this one is intended: ${acceptCommand}, then SIGHUP (sha256 ${sha256})`,
       };
     }
     return { verdict: 'accept', dropped: 0, added: index.domainCount, rebound: 0, change: null };
@@ -94,7 +96,7 @@ export function guardList(
     return {
       verdict: 'refuse',
       reason: 'list_shrink',
-      detail: `list would drop ${dropped} of ${inForce} domains (${shrink.toFixed(1)} % > --max-shrink ${limits.maxShrinkPercent} %); if this is intended: mssante-policyd check FILE --accept --state-dir DIR, then SIGHUP (sha256 ${sha256})`,
+      detail: `list would drop ${dropped} of ${inForce} domains (${shrink.toFixed(1)} % > --max-shrink ${limits.maxShrinkPercent} %); if this is intended: ${acceptCommand}, then SIGHUP (sha256 ${sha256})`,
       change,
     };
   }
@@ -111,7 +113,7 @@ export function guardList(
         .map((r) => r.domain)
         .join(
           ', ',
-        )}); see it with mssante-policyd diff; if this is intended: mssante-policyd check FILE --accept --state-dir DIR, then SIGHUP (sha256 ${sha256})`,
+        )}); see it with mssante-policyd diff; if this is intended: ${acceptCommand}, then SIGHUP (sha256 ${sha256})`,
       change,
     };
   }

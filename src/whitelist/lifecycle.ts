@@ -14,7 +14,16 @@ import type { PrepareOptions, PreparedList } from './prepare.js';
 import { PrepareWorker, type PrepareJob, type PrepareOutcome } from './prepare-worker.js';
 import type { SignerTrustConfig } from './signature.js';
 import type { FetchOutcome, ListSource, SourceValidators } from './source.js';
-import { persistList, readAcceptedHashes, readStoredList, trustKey, type StateMeta } from './state.js';
+import { join } from 'node:path';
+import {
+  persistList,
+  readAcceptedHashes,
+  readStoredList,
+  REFUSED_LIST_FILE,
+  trustKey,
+  writeFileAtomic,
+  type StateMeta,
+} from './state.js';
 
 export interface LifecycleOptions {
   readonly sourceDescription: string;
@@ -32,6 +41,11 @@ export interface LifecycleOptions {
   readonly refreshMs: number;
   /** Longest verification + parsing of one list; past it the worker is ended and the load failed. */
   readonly prepareTimeoutMs: number;
+  /**
+   * The command that accepts a refused list, given the file it is in (the daemon keeps a copy of a
+   * list the guard refused in the state dir, REFUSED_LIST_FILE): named in the failure's log line.
+   */
+  readonly acceptCommand?: (file: string) => string;
 }
 
 export interface InForce {
@@ -64,8 +78,11 @@ export interface LastFailure {
 /** Names of each kind a list_changed log line carries; the journal and GET /v1/whitelist/changes have them all. */
 const CHANGED_NAMES_LOGGED = 20;
 
-/** Failure details can quote attacker-controlled input (parser messages): bounded in logs and /v1/whitelist. */
-const MAX_DETAIL_CHARS = 500;
+/**
+ * Failure details can quote attacker-controlled input (parser messages): bounded in logs and /v1/whitelist.
+ * Room for a guard refusal's accept command, which names a few absolute paths.
+ */
+const MAX_DETAIL_CHARS = 960;
 
 export const RETRY_MIN_MS = 15_000;
 export const RETRY_MAX_MS = 15 * 60_000;
@@ -316,6 +333,7 @@ export class ListLifecycle {
       },
       this.acceptedHashes(),
       this.now().getTime(),
+      this.options.acceptCommand?.(join(this.options.stateDir, REFUSED_LIST_FILE)),
     );
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
@@ -324,6 +342,7 @@ export class ListLifecycle {
       return { outcome: 'unchanged' };
     }
     if (guard.verdict === 'refuse') {
+      await this.keepRefusedCopy(fetched.body);
       this.recordFailure(guard.reason, guard.detail, trigger);
       return { outcome: 'failed', reason: guard.reason, detail: guard.detail };
     }
@@ -333,6 +352,19 @@ export class ListLifecycle {
     this.swap(list, this.options.sourceDescription, fetched.validators, trigger, index);
     if (previous !== null && guard.change !== null) await this.recordChange(previous.index, index, guard.change, trigger);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
+  }
+
+  /** The list the guard refused, verified, for `check --accept` to read whatever the source (an https URL too). */
+  private async keepRefusedCopy(body: Uint8Array): Promise<void> {
+    if (this.options.acceptCommand === undefined) return;
+    try {
+      await writeFileAtomic(this.options.stateDir, REFUSED_LIST_FILE, body);
+    } catch (error) {
+      this.logger.warn(
+        { event: 'refused_copy_failed', error: (error as Error).message },
+        'the refused list could not be kept in the state dir for check --accept',
+      );
+    }
   }
 
   private swap(

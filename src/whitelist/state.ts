@@ -13,6 +13,8 @@ import type { SourceValidators } from './source.js';
 export const STATE_LIST_FILE = 'whitelist.xml';
 export const STATE_META_FILE = 'whitelist.json';
 export const ACCEPT_FILE = 'accept-sha256';
+/** The last list the guard refused (verified, never read back by the daemon): what `check --accept` reads. */
+export const REFUSED_LIST_FILE = 'refused-whitelist.xml';
 
 export interface StateMeta {
   readonly source: string;

@@ -4,10 +4,13 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { mkdirSync } from 'node:fs';
 import type { CheckReport } from '../../src/cli.js';
 import { DEMO_SIGNER, DEMO_WHITELIST } from '../../src/config.js';
 import { ACCEPT_FILE, STATE_LIST_FILE } from '../../src/whitelist/state.js';
-import { runCli } from '../support/cli.js';
+import { runCli, runPrintedCommand } from '../support/cli.js';
+import { BASE_ENTRIES, createListSigner, isoDays } from '../support/faults.js';
+import { toolOrSkip } from '../support/tools.js';
 import { realListOrSkip } from '../support/fixtures.js';
 import { buildListXml } from '../support/xmlsec.js';
 
@@ -248,5 +251,45 @@ describe('mssante-policyd check', () => {
     assert.equal(report.guard?.against, `${stateDir} (generated 2026-11-22T21:54:56Z)`);
     assert.equal(report.guard?.verdict, 'refuse');
     assert.equal(r.code, 3);
+  });
+
+  it('the accept command it prints for a too-old list works as printed: with --config, and with trust flags and a quoted path', (t) => {
+    if (toolOrSkip(t, 'xmlsec1') === null) return;
+    const signer = createListSigner();
+    t.after(() => signer.cleanup());
+    const work = mkdtempSync(join(tmpdir(), 'check-accept-'));
+    const old = join(work, 'old.xml');
+    writeFileSync(old, signer.sign(BASE_ENTRIES, isoDays(-45)));
+    const printed = (stdout: string): string => {
+      const m = /unless accepted: (mssante-policyd check .*)$/m.exec(stdout);
+      assert.ok(m, stdout);
+      return m[1]!;
+    };
+
+    // The packaged way: every trust setting and the state dir in the config file.
+    const stateDir = join(work, 'state');
+    const config = join(work, 'config.json');
+    const [, ca, , cn] = signer.trustArgs;
+    writeFileSync(config, JSON.stringify({ 'signer-ca': ca, 'signer-cn': cn, 'state-dir': stateDir }));
+    const refused = runCli(['check', old, '--config', config]);
+    assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+    const command = printed(refused.stdout);
+    assert.match(command, / --config \S*config\.json /);
+    const accepted = runPrintedCommand(command);
+    assert.equal(accepted.code, 0, `${command}\n${accepted.stdout}${accepted.stderr}`);
+    assert.match(accepted.stdout, /^accepted: /m);
+    assert.equal(runCli(['check', old, '--config', config]).code, 0, 'the accepted list is usable for that state dir');
+
+    // Flags only, a state dir whose name needs quoting: the command carries the flags, quoted.
+    const odd = join(work, "state dir o'clock");
+    mkdirSync(odd);
+    const r = runCli(['check', old, ...signer.trustArgs, '--state-dir', odd]);
+    assert.equal(r.code, 1);
+    const flagsCommand = printed(r.stdout);
+    assert.match(flagsCommand, / --signer-ca \S+ --signer-cn liste\.test /);
+    const ok = runPrintedCommand(flagsCommand);
+    assert.equal(ok.code, 0, `${flagsCommand}\n${ok.stdout}${ok.stderr}`);
+    const report = JSON.parse(runCli(['check', old, ...signer.trustArgs, '--json', '--max-list-age', '0']).stdout) as CheckReport;
+    assert.ok(readFileSync(join(odd, ACCEPT_FILE), 'utf8').includes(report.sha256), 'recorded in the quoted state dir');
   });
 });

@@ -15,6 +15,7 @@ import { runCli } from '../support/cli.js';
 import { realListOrSkip } from '../support/fixtures.js';
 import { buildIndex } from '../support/index-builder.js';
 import { toolOrSkip } from '../support/tools.js';
+import { BASE_ENTRIES, createListSigner, isoDays } from '../support/faults.js';
 
 const REJECT =
   'REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space';
@@ -166,7 +167,13 @@ describe('mssante-policyd export --format postfix', () => {
     const bin = toolOrSkip(t, 'postmap');
     if (real === null || bin === null) return;
     const dir = join(mkdtempSync(join(tmpdir(), 'mssante-export-')), 'maps');
-    const r = runCli(['export', '--format', 'postfix', '--out', dir, real.list, '--signer', real.signer], { timeoutMs: 120_000 });
+    const args = ['export', '--format', 'postfix', '--out', dir, real.list, '--signer', real.signer];
+    // The 2025 list is older than the default 30 days: refused like check refuses it, until told.
+    const refused = runCli(args, { timeoutMs: 120_000 });
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.match(refused.stderr, /unusable: list_too_old — generated 2025-02-28T15:42:07Z, \d+ days ago \(--max-list-age 30\)/);
+    assert.equal(existsSync(dir), false);
+    const r = runCli([...args, '--max-list-age', '0'], { timeoutMs: 120_000 });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /4944 domains/);
     const conf = postmapConfig();
@@ -177,5 +184,45 @@ describe('mssante-policyd export --format postfix', () => {
     const access = `regexp:${join(dir, 'mssante-recipient-access.regexp')}`;
     assert.equal(query(bin, conf, access, `x@${first}`), 'DUNNO');
     assert.equal(query(bin, conf, access, `x@pas-liste.${first}`), REJECT);
+  });
+
+  it('applies the age rule like check: too old refused (exit 1, nothing written), unless 0, accepted, or a list is in force', (t: TestContext) => {
+    if (toolOrSkip(t, 'xmlsec1') === null) return;
+    const signer = createListSigner();
+    t.after(() => signer.cleanup());
+    const work = mkdtempSync(join(tmpdir(), 'mssante-export-age-'));
+    const old = join(work, 'old.xml');
+    writeFileSync(old, signer.sign(BASE_ENTRIES, isoDays(-45)));
+    const exportOld = (out: string, extra: string[] = []): ReturnType<typeof runCli> =>
+      runCli(['export', '--format', 'postfix', '--out', join(work, out), old, ...signer.trustArgs, ...extra]);
+
+    const refused = exportOld('refused');
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.match(
+      refused.stderr,
+      /^export: .*old\.xml is unusable: list_too_old — generated .*, 45 days ago \(--max-list-age 30\)/,
+    );
+    assert.equal(existsSync(join(work, 'refused')), false, 'nothing written');
+    // check says the same of the same list.
+    const check = runCli(['check', old, ...signer.trustArgs]);
+    assert.equal(check.code, 1);
+    assert.match(check.stdout, /^UNUSABLE: list_too_old/m);
+
+    assert.equal(exportOld('older-limit', ['--max-list-age', '60']).code, 0);
+    assert.equal(exportOld('not-judged', ['--max-list-age', '0']).code, 0);
+    // Accepted into a state dir with check --accept: exported from that state dir's point of view.
+    const accepting = mkdtempSync(join(tmpdir(), 'mssante-export-state-'));
+    assert.equal(runCli(['check', old, ...signer.trustArgs, '--state-dir', accepting, '--accept']).code, 0);
+    assert.equal(exportOld('accepted', ['--state-dir', accepting]).code, 0);
+    // A state dir that merely exists (no list in force, nothing accepted) exempts nothing.
+    const empty = mkdtempSync(join(tmpdir(), 'mssante-export-state-'));
+    assert.equal(exportOld('empty-state', ['--state-dir', empty]).code, 1);
+    // MSSANTE_POLICYD_MAX_LIST_AGE is read like serve reads it.
+    assert.equal(
+      runCli(['export', '--format', 'postfix', '--out', join(work, 'env'), old, ...signer.trustArgs], {
+        env: { MSSANTE_POLICYD_MAX_LIST_AGE: '0' },
+      }).code,
+      0,
+    );
   });
 });

@@ -68,7 +68,7 @@ async function dpkgStatus(pkg: string): Promise<string | null> {
 async function serveInstalled(
   args: readonly string[],
   httpAddress: string,
-): Promise<{ stop: () => Promise<void>; logs: string[] }> {
+): Promise<{ stop: () => Promise<void>; logs: string[]; pid: number }> {
   const child = spawn(`/usr/bin/${NAME}`, ['serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: tmpdir() });
   const logs: string[] = [];
   child.stdout.setEncoding('utf8').on('data', (s: string) => logs.push(s));
@@ -86,7 +86,7 @@ async function serveInstalled(
       async (r) => (await r.arrayBuffer(), r.status),
       () => 0,
     );
-    if (status === 200) return { stop, logs };
+    if (status === 200) return { stop, logs, pid: child.pid as number };
     await new Promise((r) => setTimeout(r, 200));
   }
   await stop();
@@ -140,6 +140,10 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
       `./usr/share/doc/${NAME}/deploy/postfix/main.cf.policy`,
       `./usr/share/doc/${NAME}/deploy/postfix/test-instance/main.cf`,
       `./usr/share/${NAME}/lab.sh`,
+      `./usr/share/${NAME}/prometheus/alerts.yml`,
+      `./usr/share/${NAME}/prometheus/prometheus.yml`,
+      `./usr/share/${NAME}/grafana/mssante-policyd.json`,
+      `./usr/share/doc/${NAME}/deploy/prometheus/alerts.yml`,
       `./usr/share/man/man1/${NAME}.1.gz`,
     ]) {
       assert.match(files, new RegExp(` ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'), `${path} in the package`);
@@ -257,6 +261,89 @@ test('Debian package: builds, lints, installs, checks, serves, keeps its conffil
       rmSync(join(lab, '..'), { recursive: true, force: true });
     }
   });
+
+  await t.test(
+    'promtool checks the installed rules and prometheus.yml in place; the dashboard is installed for provisioning',
+    async (t) => {
+      const promtool = toolOrSkip(t, 'promtool');
+      if (promtool === null) return;
+      const dir = `/usr/share/${NAME}/prometheus`;
+      const rules = await mustRun(promtool, ['check', 'rules', `${dir}/alerts.yml`]);
+      assert.match(rules.stdout, /SUCCESS: \d+ rules found/);
+      // prometheus.yml names alerts.yml beside it: the check reads it from there.
+      const config = await mustRun(promtool, ['check', 'config', `${dir}/prometheus.yml`]);
+      assert.match(config.stdout, /SUCCESS: 1 rule files found/);
+      assert.match(config.stdout, new RegExp(`Checking ${dir}/alerts\\.yml\\n\\s+SUCCESS: \\d+ rules found`));
+      // The same pair as documentation: uncompressed too, so the copy there checks as well.
+      await mustRun(promtool, ['check', 'config', `/usr/share/doc/${NAME}/deploy/prometheus/prometheus.yml`]);
+      const dashboard = JSON.parse(readFileSync(`/usr/share/${NAME}/grafana/mssante-policyd.json`, 'utf8')) as {
+        templating: { list: Array<{ name: string; type: string }> };
+      };
+      assert.ok(dashboard.templating.list.some((v) => v.name === 'DS_PROMETHEUS' && v.type === 'datasource'));
+    },
+  );
+
+  await t.test(
+    'without systemd: upgrade, remove and purge name the running daemon (pid) and say to restart or stop it by hand',
+    async (t) => {
+      if (existsSync('/run/systemd/system')) {
+        t.skip('systemd runs on this machine: the unit restarts and stops the daemon, nothing is left to say');
+        return;
+      }
+      const stateDir = mkdtempSync(join(tmpdir(), 'mssante-deb-state-'));
+      const http = `127.0.0.1:${await freePort()}`;
+      const daemon = await serveInstalled(
+        [
+          '--whitelist',
+          DEMO_LIST,
+          '--signer',
+          DEMO_SIGNER,
+          '--state-dir',
+          stateDir,
+          '--policy-listen',
+          `127.0.0.1:${await freePort()}`,
+          '--http-listen',
+          http,
+        ],
+        http,
+      );
+      const said = (r: Run): string => `${r.stdout}${r.stderr}`;
+      try {
+        // Reinstalling the same version is an upgrade for the maintainer scripts (postinst configure <old version>).
+        const upgrade = said(await mustRun('dpkg', ['-i', deb]));
+        assert.match(
+          upgrade,
+          new RegExp(
+            `upgraded from ${version.replace(/\./g, '\\.')}, and no systemd runs here: the daemon running as pid ${daemon.pid} was left running`,
+          ),
+        );
+        assert.match(
+          upgrade,
+          new RegExp(`it still runs the old code: restart it by hand now.* kill -TERM ${daemon.pid} and start it again`),
+        );
+        const remove = said(await mustRun('dpkg', ['-r', NAME]));
+        assert.match(
+          remove,
+          new RegExp(`being removed, and no systemd runs here: the daemon running as pid ${daemon.pid} was left running`),
+        );
+        assert.match(remove, new RegExp(`stop it by hand now \\(kill -TERM ${daemon.pid},`));
+        const purge = said(await mustRun('dpkg', ['-P', NAME]));
+        assert.match(
+          purge,
+          new RegExp(`purged, and no systemd runs here: the daemon running as pid ${daemon.pid} was left running`),
+        );
+        await daemon.stop();
+        // Nothing running: nothing said.
+        const quiet = said(await mustRun('apt-get', ['install', '-y', '-q', '--no-install-recommends', deb]));
+        assert.doesNotMatch(quiet, /was left running/);
+        assert.doesNotMatch(said(await mustRun('dpkg', ['-i', deb])), /was left running/);
+      } finally {
+        await daemon.stop();
+        rmSync(stateDir, { recursive: true, force: true });
+      }
+      assert.equal(await dpkgStatus(NAME), 'install ok installed');
+    },
+  );
 
   await t.test('apt-get remove keeps the conffile; apt-get purge leaves nothing behind', async () => {
     const owned = (await mustRun('dpkg', ['-L', NAME])).stdout

@@ -70,6 +70,42 @@ test("deploy/igc-sante: CA certificates only, and the README's SHA-256 fingerpri
   assert.equal(count, 10);
 });
 
+test('deploy/igc-sante/README: each fingerprint it lists is the one of the shipped file (and place) it names; no development notes', () => {
+  const readme = readFileSync(join(IGC_DIR, 'README.md'), 'utf8');
+  const fingerprints = (file: string): string[] =>
+    (readFileSync(join(IGC_DIR, file), 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map(
+      (block) => new X509Certificate(block).fingerprint256,
+    );
+  const perFile = [...readme.matchAll(/^\| `([a-z0-9-]+\.pem)` \|.*\| `((?:[0-9A-F]{2}:){31}[0-9A-F]{2})` \|$/gm)];
+  assert.deepEqual(perFile.map((m) => m[1]).sort(), [
+    'ac-igc-sante-elementaire-organisations.pem',
+    'ac-racine-igc-sante-elementaire.pem',
+  ]);
+  for (const [, file, fp] of perFile) assert.deepEqual(fingerprints(file!), [fp], `${file}: the README's fingerprint`);
+  // The bundle: one row per certificate, in file order, the CN named as in the certificate.
+  const rows = [...readme.matchAll(/^\| (\d+) \| ([A-Z -]+) \| `((?:[0-9A-F]{2}:){31}[0-9A-F]{2})` \|$/gm)];
+  const bundle = (
+    readFileSync(join(IGC_DIR, 'chaine-igc-sante-2021.pem'), 'utf8').match(
+      /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g,
+    ) ?? []
+  ).map((block) => new X509Certificate(block));
+  assert.equal(rows.length, bundle.length);
+  rows.forEach((row, i) => {
+    assert.equal(Number(row[1]), i + 1);
+    assert.equal(row[3], bundle[i]!.fingerprint256, `bundle certificate #${i + 1}`);
+    assert.equal(`CN=${row[2]}`, bundle[i]!.subject.split('\n').pop(), `bundle certificate #${i + 1}: its CN`);
+  });
+  // Every fingerprint on the page belongs to a shipped certificate.
+  const shipped = new Set([...bundle.map((c) => c.fingerprint256), ...perFile.flatMap((m) => fingerprints(m[1]!))]);
+  for (const m of readme.matchAll(/(?:[0-9A-F]{2}:){31}[0-9A-F]{2}/g))
+    assert.ok(shipped.has(m[0]), `${m[0]} is a shipped certificate's`);
+  // Written for operators: provenance and an independent check, not the project's workspace.
+  assert.match(readme, /http:\/\/igc-sante\.esante\.gouv\.fr\/AC\//);
+  assert.match(readme, /openssl x509 -noout -subject -fingerprint -sha256/);
+  assert.match(readme, /openssl pkcs7 -inform DER -in Chaine_de_certification-IGC-Sante\.p7b -print_certs/);
+  assert.doesNotMatch(readme, /workspace|\.\.\/shared|fixtures/);
+});
+
 test('a daemon run with production.json (URL swapped for a local HTTPS server) verifies the real list with the shipped CA + CN', async (t) => {
   const real = realListOrSkip(t);
   if (real === null) return;

@@ -8,18 +8,21 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../support/daemon.js';
-import { REPO_ROOT } from '../support/fixtures.js';
+import { REAL_LIST, REAL_SIGNER, REPO_ROOT, realListOrSkip } from '../support/fixtures.js';
+import { REASONS } from '../../src/trust/reasons.js';
 import { postfixE2eMissing } from '../support/postfix-scenarios.js';
 import { parseStages } from '../support/swaks.js';
 import { toolOrSkip } from '../support/tools.js';
 
 const READY_TIMEOUT_MS = 60_000;
 const DELIVERY_TIMEOUT_MS = 30_000;
+const REAL_LIST_READY_TIMEOUT_MS = 600_000;
 
 function run(argv: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((ok) => {
@@ -57,11 +60,20 @@ test('lab kit: the printed Postfix, daemon and swaks commands give the printed a
   const http = `127.0.0.1:${await freePort()}`;
   // The daemon from this checkout's source, as the kit prints it for an installed mssante-policyd.
   const cmd = `${process.execPath} --import tsx ${join(REPO_ROOT, 'src', 'cli.ts')}`;
-  const kit = await run(['bash', 'scripts/lab.sh', dir, '--port', String(port), '--http-listen', http], {
+  // --cn: a certificate for a server name of the real list (when it is here; else a stand-in name).
+  const real = realServer();
+  const cnArgs =
+    real === null
+      ? ['--cn', 'mx.absent-de-la-liste.mssante.test']
+      : ['--cn', real.cn, '--from', `test@${real.domain}`, '--list', REAL_LIST, '--list-signer', REAL_SIGNER];
+  const kit = await run(['bash', 'scripts/lab.sh', dir, '--port', String(port), '--http-listen', http, ...cnArgs], {
     MSSANTE_POLICYD_CMD: cmd,
   });
   assert.equal(kit.code, 0, kit.stderr);
   const lines = kit.stdout.split('\n');
+  const named = new X509Certificate(readFileSync(join(dir, 'named.pem')));
+  assert.equal(named.subject.split('\n').pop(), `CN=${cnArgs[1]}`);
+  assert.ok(named.verify(new X509Certificate(readFileSync(join(dir, 'ca.pem'))).publicKey), 'issued by the lab CA');
 
   // The instance is the shipped test-instance files plus main.cf.policy, site values only replaced.
   const mainCf = readFileSync(join(dir, 'postfix', 'main.cf'), 'utf8');
@@ -87,29 +99,14 @@ test('lab kit: the printed Postfix, daemon and swaks commands give the printed a
   const maillog = (): string =>
     existsSync(join(dir, 'postfix', 'maillog')) ? readFileSync(join(dir, 'postfix', 'maillog'), 'utf8') : '';
   assert.equal(started.code, 0, `${postfixStart.join(' ')}: ${started.stderr}\n${maillog()}`);
-  const serve = commandAfter(lines, '2. ');
-  const daemon = spawn(serve[0]!, serve.slice(1), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const logs: string[] = [];
-  daemon.stdout.setEncoding('utf8').on('data', (s: string) => logs.push(s));
-  daemon.stderr.setEncoding('utf8').on('data', (s: string) => logs.push(s));
-  const exited = new Promise<void>((ok) => daemon.once('exit', () => ok()));
+  const daemons: Daemon[] = [];
   t.after(async () => {
-    daemon.kill('SIGTERM');
-    await exited;
+    for (const d of daemons) await d.stop();
     spawnSync('postfix', ['-c', join(dir, 'postfix'), 'stop'], { stdio: 'ignore' });
     if (process.env.MSSANTE_KEEP_TMP !== '1') rmSync(parent, { recursive: true, force: true });
   });
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    const status = await fetch(`http://${http}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
-      async (r) => (await r.arrayBuffer(), r.status),
-      () => 0,
-    );
-    if (status === 200) break;
-    assert.ok(Date.now() < deadline, `daemon not ready:\n${logs.join('')}`);
-    assert.equal(daemon.exitCode, null, `daemon exited:\n${logs.join('')}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  const daemon = await startPrinted(commandAfter(lines, '2. '), http);
+  daemons.push(daemon);
 
   // The socket in smtpd's chroot: a socket, 0660, group postfix.
   const socket = join(dir, 'postfix', 'spool', 'private', 'mssante-policyd');
@@ -156,4 +153,93 @@ test('lab kit: the printed Postfix, daemon and swaks commands give the printed a
     .split(/\s+/);
   const answer = await run(query);
   assert.equal(answer.stdout.trim(), 'action=DUNNO', answer.stderr);
+
+  await t.test('--cn: a certificate for a server of the real list, the daemon on the real list, as printed', async (t) => {
+    if (realListOrSkip(t) === null || real === null) return;
+    const i = lines.findIndex((l) => l.startsWith('5. A server of the real list: '));
+    assert.ok(i >= 0, 'step 5 printed');
+    const serveReal = lines
+      .slice(i)
+      .find((l) => l.includes(' serve --whitelist '))!
+      .trim()
+      .split(/\s+/);
+    assert.deepEqual(serveReal.slice(serveReal.indexOf('--whitelist'), serveReal.indexOf('--whitelist') + 2), [
+      '--whitelist',
+      REAL_LIST,
+    ]);
+    await daemon.stop();
+    // The real list (6 494 entries, signature verified) takes far longer than the lab's on a busy machine.
+    const onReal = await startPrinted(serveReal, http, REAL_LIST_READY_TIMEOUT_MS);
+    daemons.push(onReal);
+    const j = lines.findIndex((l) => /^\s*# expect with the real list: 250$/.test(l));
+    const swaks = lines[j + 1]!.trim().split(/\s+/);
+    assert.equal(swaks[0], 'swaks');
+    const before = delivered();
+    const res = await run(swaks);
+    const context = `\n${swaks.join(' ')}\n${res.stdout}\n--- postfix log\n${maillog().split('\n').slice(-15).join('\n')}\n--- daemon\n${onReal.logs.join('').slice(-3000)}`;
+    assert.equal(parseStages(res.stdout).find((s) => s.command === '.')?.code, 250, `not accepted${context}`);
+    const until = Date.now() + DELIVERY_TIMEOUT_MS;
+    while (delivered() === before) {
+      assert.ok(Date.now() < until, `accepted but not delivered${context}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    // The same certificate for a domain the real list binds to another server: refused with that reason.
+    const other = swaks.map((w) => (w === `test@${real.domain}` ? `test@${real.otherDomain}` : w));
+    const refused = parseStages((await run(other)).stdout).find((s) => s.command === 'RCPT');
+    assert.equal(refused?.code, 550);
+    assert.ok(refused?.text.includes(REASONS.sender_cert_mismatch.en), refused?.text);
+  });
 });
+
+interface Daemon {
+  readonly logs: string[];
+  stop(): Promise<void>;
+}
+
+/** Starts a daemon command line as the kit printed it; resolves once /readyz says 200. */
+async function startPrinted(argv: readonly string[], http: string, readyTimeoutMs = READY_TIMEOUT_MS): Promise<Daemon> {
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  child.stdout.setEncoding('utf8').on('data', (s: string) => logs.push(s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => logs.push(s));
+  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+  const deadline = Date.now() + readyTimeoutMs;
+  for (;;) {
+    const status = await fetch(`http://${http}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
+      async (r) => (await r.arrayBuffer(), r.status),
+      () => 0,
+    );
+    if (status === 200) return { logs, stop };
+    if (Date.now() >= deadline || child.exitCode !== null) {
+      await stop();
+      assert.fail(`daemon not ready (${argv.join(' ')}):\n${logs.join('')}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/**
+ * A server of the real list as Postfix would name it (CN), a domain the list binds to it, and a domain
+ * it binds to other servers only; null when the real list is not beside the checkout.
+ */
+function realServer(): { cn: string; domain: string; otherDomain: string } | null {
+  if (!existsSync(REAL_LIST)) return null;
+  const xml = readFileSync(REAL_LIST, 'utf8');
+  const cnsOf = new Map<string, Set<string>>();
+  for (const block of xml.split('<Domaine>').slice(1)) {
+    const nom = /<Nom>\s*([A-Za-z0-9.-]+)\s*<\/Nom>/.exec(block)?.[1];
+    const cn = /<DNCertificatOperateur>\s*CN\s*=\s*([A-Za-z0-9.-]+)\s*,/.exec(block)?.[1];
+    if (nom === undefined || cn === undefined) continue;
+    const set = cnsOf.get(nom.toLowerCase()) ?? new Set<string>();
+    set.add(cn.toLowerCase());
+    cnsOf.set(nom.toLowerCase(), set);
+  }
+  const [domain, cns] = [...cnsOf].find(([, set]) => set.size === 1)!;
+  const cn = [...cns][0]!;
+  const otherDomain = [...cnsOf].find(([, set]) => !set.has(cn))![0];
+  return { cn, domain, otherDomain };
+}

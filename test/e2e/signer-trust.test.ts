@@ -26,7 +26,7 @@ import {
   type ListEntry,
   type ListSigner,
 } from '../support/faults.js';
-import { runCli } from '../support/cli.js';
+import { runCli, runPrintedCommand } from '../support/cli.js';
 import { startHttpsListServer, type HttpsListServer } from '../support/https-server.js';
 import { operatorSubject, subjectRfc2253, type Issued } from '../support/pki.js';
 import { askOnce, postfixRequest } from '../support/policy-client.js';
@@ -310,5 +310,44 @@ describe('freshness: --max-list-age (running daemon)', () => {
     assert.equal((await listInForce(d2)).generatedAt, oldAt);
     assert.equal(await askOnce(d2.policyAddress, postfixRequest(VALID.cn, VALID.sender)), 'DUNNO');
     assert.equal(await d2.stop(), 0);
+  });
+
+  it('the accept command the daemon prints for list_too_old works as printed (https source: the refused copy in the state dir)', async (t) => {
+    if (lists === null || server === null || toolOrSkip(t, 'xmlsec1') === null) return;
+    const oldAt = isoDays(-50);
+    server.setBehaviour({ kind: 'serve', body: lists.sign(GOOD, oldAt), etag: null });
+    const stateDir = tempDir('accept-printed');
+    const u = await startDaemonUnready({
+      whitelist: server.url,
+      stateDir,
+      readyTimeoutMs: READY_MS,
+      extraArgs: [...lists.trustArgs, '--ca-file', server.caFile],
+    });
+    const failed = await waitFor(
+      'the refusal',
+      async () => {
+        try {
+          const s = await listInForce({ httpAddress: u.httpAddress });
+          return s.lastFailureReason === 'list_too_old' ? s : null;
+        } catch {
+          return null;
+        }
+      },
+      60_000,
+      200,
+    );
+    const m = /if this one is intended: (mssante-policyd check .*? --accept), then SIGHUP/.exec(failed.lastFailureDetail ?? '');
+    assert.ok(m, failed.lastFailureDetail ?? '');
+    const command = m[1]!;
+    assert.match(command, new RegExp(`^mssante-policyd check ${stateDir}/refused-whitelist\\.xml --signer-ca `));
+    const r = runPrintedCommand(command);
+    assert.equal(r.code, 0, `${command}\n${r.stdout}${r.stderr}`);
+    assert.match(r.stdout, /^age: 50 days: TOO OLD/m);
+    process.kill(await u.pid(), 'SIGHUP');
+    const d = await u.ready;
+    daemons.push(d);
+    assert.equal((await listInForce(d)).generatedAt, oldAt);
+    assert.equal(await askOnce(d.policyAddress, postfixRequest(VALID.cn, VALID.sender)), 'DUNNO');
+    assert.equal(await d.stop(), 0);
   });
 });

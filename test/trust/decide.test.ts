@@ -76,7 +76,20 @@ const cases: Array<[string, Partial<Facts>, ReasonId]> = [
   ],
   ['same CN, other O (full DN)', { cert: dn(OP1_OTHER_O) }, 'cert_not_listed'],
   ['full DN of op1 with op2 domain', { cert: dn(OP1), sender: 'a@op2.mssante.fr' }, 'sender_cert_mismatch'],
-  ['garbage DN', { cert: dn('not a dn') }, 'cert_not_listed'],
+  ['garbage DN: no CN to compare', { cert: dn('not a dn') }, 'cert_subject_unusable'],
+  [
+    'full DN truncated before its CN (Sendmail cuts {cert_subject} near 256 bytes)',
+    { cert: dn('/C=FR/ST=Haute-Garonne (31)/O=GIP OP1/OU=318310021300028') },
+    'cert_subject_unusable',
+  ],
+  [
+    'full DN cut inside a value, no CN',
+    { cert: dn('/C=FR/ST=Haute-Garonne (31)/O=GIP OP1/OU=3183100') },
+    'cert_subject_unusable',
+  ],
+  ['bounce with a DN without CN', { sender: '', cert: dn('C=FR,O=GIP OP1') }, 'cert_subject_unusable'],
+  ['empty CN', { cert: cn('  ') }, 'cert_subject_unusable'],
+  ['unverified DN without CN is cert_missing first', { cert: dn('/C=FR/O=GIP OP1', false) }, 'cert_missing'],
   ['HELO stage is not decided', { stage: 'helo', cert: null }, 'not_decided_at_this_stage'],
   ['MAIL stage is decided', { stage: 'mail', sender: 'a@op2.mssante.fr' }, 'sender_cert_mismatch'],
   // Fail closed: a check put in smtpd_data_restrictions / smtpd_end_of_data_restrictions decides.

@@ -24,6 +24,8 @@ import { toolOrSkip } from '../../support/tools.js';
 const LISTED_DN = 'CN=mx.ch-exemple.fr,OU=10000000001,O=CENTRE HOSPITALIER EXEMPLE,ST=Paris (75),C=FR';
 /** The same subject as Sendmail hands it over: certificate order, slash form, xtext. */
 const SENDMAIL_LISTED = '/C=FR/ST=Paris+20(75)/O=CENTRE+20HOSPITALIER+20EXEMPLE/OU=10000000001/CN=mx.ch-exemple.fr';
+/** The listed subject as Sendmail cuts a long {cert_subject} (~256 bytes): the CN, last in certificate order, is gone. */
+const SENDMAIL_TRUNCATED = SENDMAIL_LISTED.slice(0, SENDMAIL_LISTED.indexOf('/CN='));
 const SENDMAIL_OTHER = '/C=FR/ST=Paris+20(75)/O=AUTRE/OU=10000000002/CN=mx.autre.fr';
 
 const listed = new Set([
@@ -124,7 +126,7 @@ describe('milter server driven by miltertest', () => {
     );
   });
 
-  it('takes a full DN without {verify} as unverified (cert_missing) through the real decision; a Postfix CN still passes', async (t) => {
+  it('takes a full DN without {verify} as unverified (cert_missing) and a verified DN cut before its CN as cert_subject_unusable, through the real decision; a Postfix CN still passes', async (t) => {
     const miltertest = toolOrSkip(t, 'miltertest');
     if (miltertest === null) return;
     const index = buildIndex([['ch-exemple.mssante.fr', LISTED_DN]]);
@@ -148,6 +150,7 @@ describe('milter server driven by miltertest', () => {
       session(port, 'comma-no-verify', null, LISTED_DN, sender, 'SMFIR_REPLYCODE'),
       session(port, 'slash-verified', 'OK', SENDMAIL_LISTED, sender, 'SMFIR_CONTINUE'),
       session(port, 'postfix-cn', null, 'mx.ch-exemple.fr', sender, 'SMFIR_CONTINUE'),
+      session(port, 'truncated-verified', 'OK', SENDMAIL_TRUNCATED, sender, 'SMFIR_REPLYCODE'),
     ].join('\n');
     const result = await runMiltertest(miltertest, script);
     assert.equal(result.status, 0, `miltertest failed:\n${result.stderr}${result.stdout}`);
@@ -156,6 +159,7 @@ describe('milter server driven by miltertest', () => {
       'comma-no-verify cert_missing',
       'slash-verified ok',
       'postfix-cn ok',
+      'truncated-verified cert_subject_unusable',
     ]);
   });
 });

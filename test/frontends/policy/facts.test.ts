@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { factsFromRequest } from '../../../src/frontends/policy/facts.js';
+import { decide } from '../../../src/trust/decide.js';
 import { parseDn } from '../../../src/trust/dn.js';
+import { POLICY_ACTIONS } from '../../../src/trust/reasons.js';
+import { buildIndex } from '../../support/index-builder.js';
 
 const base: Array<[string, string]> = [
   ['request', 'smtpd_access_policy'],
@@ -106,5 +109,18 @@ describe('policy request → Facts', () => {
     const dn = `CN=mx.op1.fr,O=A+20B,ST=${'x'.repeat(40)}`;
     const f = factsFromRequest(new Map([...base, ['x_ccert_dn', dn], ['ccert_issuer', 'AC+20X']]));
     assert.deepEqual(f.cert, { kind: 'dn', dn, issuerCn: 'AC X', verified: false });
+  });
+
+  it('a verified full DN cut before its CN (an MTA truncating the subject) is decided cert_subject_unusable, with the reply saying so', () => {
+    const index = buildIndex([['op1.mssante.fr', 'CN=mx.op1.fr,O=OP1,C=FR']]);
+    const request = (dn: string): Map<string, string> => new Map([...base, ['x_ccert_dn', dn], ['x_ccert_verified', '1']]);
+    const truncated = decide(factsFromRequest(request('/C=FR/ST=Bouches-du-Rh\\xC3\\xB4ne (13)/O=OP1')), index);
+    assert.equal(truncated.reason.id, 'cert_subject_unusable');
+    assert.match(
+      POLICY_ACTIONS[truncated.reason.id],
+      /^550 5\.7\.1 Sujet du certificat client inexploitable .* \/ client certificate subject unusable \(no CN, probably truncated by the MTA\)$/,
+    );
+    // The whole subject of the same server passes: only the missing CN made it unusable.
+    assert.equal(decide(factsFromRequest(request('/C=FR/O=OP1/CN=mx.op1.fr')), index).reason.id, 'ok');
   });
 });
