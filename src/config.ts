@@ -10,6 +10,7 @@ import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
 import { validateExemptions, type OperatorRateMode } from './trust/operators.js';
 import { signerTrustProblem } from './whitelist/signature.js';
 import { splitHostHeader } from './http/host.js';
+import { parseStoreUrl } from './store/endpoint.js';
 
 /** The package root (holds examples/): one level above src/ or dist/. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -321,6 +322,32 @@ export const SETTINGS = [
     help: 'operator never throttled: certificate CN (also its DNs) or full DN; repeatable',
   },
   {
+    key: 'store',
+    kind: 'string?',
+    default: null,
+    help: 'redis:// or rediss:// URL of a Redis >= 6 or Valkey shared by the MX of one operator (operator buckets, fleet registry); never needed to decide; no password in the URL (--store-password-file or env MSSANTE_POLICYD_STORE_PASSWORD); default: none, all in memory',
+  },
+  {
+    key: 'store-ca-file',
+    kind: 'string?',
+    default: null,
+    help: 'PEM CA bundle to verify a rediss:// store; default: system roots',
+  },
+  {
+    key: 'store-password-file',
+    kind: 'string?',
+    default: null,
+    help: 'file holding the store password (AUTH, or the ACL user named in the --store URL); or env MSSANTE_POLICYD_STORE_PASSWORD',
+  },
+  {
+    key: 'store-timeout',
+    kind: 'int',
+    default: 50,
+    min: 1,
+    max: 10_000,
+    help: 'milliseconds: deadline of every store call; past it the call counts in store_errors_total and the instance goes on alone',
+  },
+  {
     key: 'shutdown-grace',
     kind: 'seconds',
     default: 10,
@@ -383,6 +410,11 @@ export interface Config {
   readonly operatorBurst: number;
   readonly operatorRateMode: OperatorRateMode;
   readonly operatorRateExempt: readonly string[];
+  /** --store: null without one (everything in memory). Its password is read at start-up by src/store/open.ts, never kept here. */
+  readonly store: string | null;
+  readonly storeCaFile: string | null;
+  readonly storePasswordFile: string | null;
+  readonly storeTimeoutMs: number;
   /** Where each value came from: flag, env, file or default. */
   readonly origins: Readonly<Record<SettingKey, 'flag' | 'env' | 'file' | 'default'>>;
 }
@@ -592,6 +624,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     operatorBurst: get<number>('operator-burst'),
     operatorRateMode: get<OperatorRateMode>('operator-rate-mode'),
     operatorRateExempt: get<string[]>('operator-rate-exempt'),
+    ...resolveStoreSettings(get),
     origins: origins as Config['origins'],
   });
 }
@@ -687,6 +720,26 @@ function checkAccessSettings(get: ResolvedSettings['get']): void {
     if (splitHostHeader(host) === null)
       throw new ConfigError(`--http-allowed-host: ${JSON.stringify(host)} is not a host name or address, with an optional :port`);
   }
+}
+
+/** The store's URL is checked now (a typo or a password in it is a start-up error, not a silent island). */
+function resolveStoreSettings(
+  get: ResolvedSettings['get'],
+): Pick<Config, 'store' | 'storeCaFile' | 'storePasswordFile' | 'storeTimeoutMs'> {
+  const store = get<string | null>('store');
+  if (store !== null) {
+    try {
+      parseStoreUrl(store);
+    } catch (error) {
+      throw new ConfigError((error as Error).message);
+    }
+  }
+  return {
+    store,
+    storeCaFile: nullableResolve(get<string | null>('store-ca-file')),
+    storePasswordFile: nullableResolve(get<string | null>('store-password-file')),
+    storeTimeoutMs: get<number>('store-timeout'),
+  };
 }
 
 function nullableResolve(path: string | null): string | null {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import type { Config } from './config.js';
+import { PACKAGE_ROOT, type Config } from './config.js';
 import { DecisionService } from './decision-service.js';
 import { policyDryRun, startPolicyFrontend, type PolicyFrontend } from './frontends/policy/frontend.js';
 import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
@@ -19,7 +19,9 @@ import { DecisionTracer } from './observe/trace.js';
 import { TraceFileSink } from './observe/trace-sink.js';
 import { normaliseCn } from './trust/dn.js';
 import { normaliseDomain } from './trust/domain.js';
-import { OperatorLedger } from './trust/operators.js';
+import { OperatorLedger, type OperatorBucketFactory } from './trust/operators.js';
+import { openStore, type OpenedStore } from './store/open.js';
+import type { InstanceState } from './store/fleet.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
@@ -114,8 +116,13 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   const metrics = createMetrics();
   const traceSink = config.traceFile === null ? null : openTraceSink(config.traceFile, metrics, logger);
   const { lifecycle, sourceDescription } = createListLifecycle(config, trust, metrics, logger);
-  const operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }));
+  const shared = openStore(config, process.env, metrics, logger.child({ component: 'store' }), packageVersion(), () =>
+    instanceState(lifecycle),
+  );
+  const operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }), shared.buckets);
   lifecycle.onSwap((index) => operators.setList(index));
+  // The fleet learns of a new list at once, not at the next registration.
+  lifecycle.onSwap(() => void shared.fleet.tick());
   const service = new DecisionService({
     currentIndex: () => lifecycle.current(),
     policy: { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) },
@@ -126,14 +133,16 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   });
 
   await lifecycle.start();
+  shared.fleet.start();
 
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
   const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null, socketmap: null };
   try {
-    await startListeners(config, { lifecycle, service, operators, metrics, logger }, addresses, closers);
+    await startListeners(config, { lifecycle, service, operators, metrics, logger, shared }, addresses, closers);
   } catch (error) {
     await Promise.allSettled(closers.map((close) => close(0)));
     await lifecycle.stop();
+    await shared.close();
     traceSink?.closeSync();
     throw error;
   }
@@ -160,6 +169,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         logger.info({ event: 'shutdown', reason, grace_s: config.shutdownGraceSeconds }, 'stopping: finishing answers in flight');
         await Promise.allSettled(closers.map((close) => close(config.shutdownGraceSeconds * 1000)));
         await lifecycle.stop();
+        await shared.close();
         if (traceSink !== null) {
           await traceSink.drain();
           traceSink.closeSync();
@@ -177,6 +187,7 @@ interface ListenerDeps {
   readonly operators: OperatorLedger;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  readonly shared: OpenedStore;
 }
 
 /** Starts the configured listeners, recording each address and closer as it comes up (the caller closes them on a failure). */
@@ -186,7 +197,7 @@ async function startListeners(
   addresses: RunningDaemon['addresses'],
   closers: Array<(deadlineMs: number) => Promise<void>>,
 ): Promise<void> {
-  const { lifecycle, service, operators, metrics, logger } = deps;
+  const { lifecycle, service, operators, metrics, logger, shared } = deps;
   // What every listener shares: admission, the per-connection budget, the socket file's access.
   const listener = {
     maxConnections: config.maxConnections,
@@ -233,7 +244,7 @@ async function startListeners(
     closers.push((ms) => socketmap.close(ms));
   }
   if (config.httpListen !== null) {
-    const http = await startHttp(config.httpListen, config, lifecycle, service, operators, metrics, logger);
+    const http = await startHttp(config.httpListen, config, lifecycle, service, operators, metrics, logger, shared);
     addresses.http = http.address;
     closers.push(() => http.close());
   }
@@ -327,7 +338,12 @@ function createListLifecycle(
   return { lifecycle, sourceDescription: source.description };
 }
 
-function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger): OperatorLedger {
+function createOperatorLedger(
+  config: Config,
+  metrics: Metrics,
+  logger: Logger,
+  buckets: OperatorBucketFactory | undefined,
+): OperatorLedger {
   const settings = {
     rate: config.operatorRate,
     burst: config.operatorBurst,
@@ -335,14 +351,20 @@ function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger):
     exempt: config.operatorRateExempt,
   };
   if (settings.rate > 0) logger.info({ event: 'operator_rate', ...settings }, 'per-operator throttle on');
-  const ledger = new OperatorLedger(settings, {
-    forget: (labels) => metrics.forgetOperators(labels),
-    overRate: (operator, messages) =>
-      logger.warn(
-        { event: 'operator_over_rate', operator, messages, mode: 'observe' },
-        'operator over --operator-rate (observe mode: let through)',
-      ),
-  });
+  const ledger = new OperatorLedger(
+    settings,
+    {
+      forget: (labels) => metrics.forgetOperators(labels),
+      overRate: (operator, messages) =>
+        logger.warn(
+          { event: 'operator_over_rate', operator, messages, mode: 'observe' },
+          'operator over --operator-rate (observe mode: let through)',
+        ),
+    },
+    undefined,
+    undefined,
+    buckets,
+  );
   metrics.readOperatorCounts(() => ledger.counts());
   return ledger;
 }
@@ -356,6 +378,7 @@ function startHttp(
   operators: OperatorLedger,
   metrics: Metrics,
   logger: Logger,
+  shared: OpenedStore,
 ): ReturnType<typeof startHttpServer> {
   return startHttpServer(listen, {
     allowedHosts: config.httpAllowedHosts,
@@ -367,7 +390,28 @@ function startHttp(
     lookupDomain: (name) => lookupDomain(lifecycle, name),
     dryRun: (input) => policyDryRun((facts) => service.evaluate(facts), input),
     operators: () => operators.snapshot(),
+    fleetRoutes: {
+      fleet: () => shared.fleet.refresh(),
+      signedList: () => {
+        const inForce = lifecycle.state().inForce;
+        return inForce === null ? null : { bytes: inForce.bytes, sha256: inForce.sha256 };
+      },
+    },
   });
+}
+
+/** What this instance tells the fleet registry about its list. */
+function instanceState(lifecycle: ListLifecycle): InstanceState {
+  const { inForce, lastSuccessAt } = lifecycle.state();
+  return {
+    listSha256: inForce?.sha256 ?? null,
+    listGeneratedAt: inForce?.index.generatedAt ?? null,
+    lastListSuccessAt: lastSuccessAt,
+  };
+}
+
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
 function whitelistStatus(lifecycle: ListLifecycle): WhitelistStatus {

@@ -3,12 +3,13 @@
  * dry-run of the decision. Read-only: nothing here changes the daemon's state.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { formatAddress, listen, parseListenAddress, type BoundAddress } from '../net/listen.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { OperatorsSnapshot } from '../trust/operators.js';
 import { hostAllowList, MAX_HOST_LENGTH } from './host.js';
+import { registerFleetRoutes, type FleetRouteDeps } from './fleet-routes.js';
 
 export interface HttpDeps {
   readonly metrics: Metrics;
@@ -24,6 +25,8 @@ export interface HttpDeps {
   readonly eventLoop?: EventLoopHealthOptions;
   /** Host header values answered besides loopback names and the listen address (`name` or `name:port`). */
   readonly allowedHosts?: readonly string[];
+  /** GET /v1/fleet and GET /v1/whitelist/signed (fleet-routes.ts); absent: they 404. */
+  readonly fleetRoutes?: FleetRouteDeps;
 }
 
 export interface WhitelistStatus {
@@ -398,6 +401,7 @@ function registerApiRoutes(app: HttpApp, deps: HttpDeps): void {
   const operators = deps.operators;
   if (operators !== undefined)
     app.get('/v1/operators', { schema: { response: { 200: operatorsSchema } } }, async () => operators());
+  if (deps.fleetRoutes !== undefined) registerFleetRoutes(app as unknown as FastifyInstance, deps.fleetRoutes);
 }
 
 export async function startHttpServer(

@@ -5,6 +5,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
 import { OPERATOR_RESULTS } from '../trust/operators.js';
+import { STORE_OPS } from '../store/store.js';
 import { UNDECIDED_STAGES, type Frontend, type UndecidedStage } from '../trust/facts.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
@@ -52,6 +53,10 @@ export interface Metrics {
   readOperatorCounts(source: () => Iterable<readonly [string, string, number]>): void;
   /** Operators that left the list in force: their series go, so label values stay bounded by the list. */
   forgetOperators(operators: readonly string[]): void;
+  /** Store calls that failed or passed --store-timeout (the instance went on alone), by operation. */
+  readonly storeErrors: Counter<'op'>;
+  /** Instances registered in the store, by the sha256 of the list each enforces (bounded: src/store/fleet.ts). */
+  setFleetLists(lists: Readonly<Record<string, number>>): void;
 }
 
 function createRegistry(defaultMetrics: boolean): Registry {
@@ -297,6 +302,30 @@ function createMisplacedChecks(registry: Registry): Metrics['misplacedChecks'] {
   return misplacedChecks;
 }
 
+/** store_errors_total (every op born at 0) and fleet_instances, replaced whole at each read of the fleet. */
+function createStoreMetrics(registry: Registry): Pick<Metrics, 'storeErrors' | 'setFleetLists'> {
+  const storeErrors = new Counter({
+    name: `${METRIC_PREFIX}store_errors_total`,
+    help: 'Calls to the shared store (--store) that failed or passed --store-timeout, by operation; decisions went on with this instance alone',
+    labelNames: ['op'] as const,
+    registers: [registry],
+  });
+  for (const op of STORE_OPS) storeErrors.inc({ op }, 0);
+  const fleetInstances = new Gauge({
+    name: `${METRIC_PREFIX}fleet_instances`,
+    help: 'Instances sharing the store, by the sha256 of the list each enforces (none: no list; other: beyond the 8 biggest groups)',
+    labelNames: ['list_sha256'] as const,
+    registers: [registry],
+  });
+  return {
+    storeErrors,
+    setFleetLists(lists) {
+      fleetInstances.reset();
+      for (const [sha, count] of Object.entries(lists)) fleetInstances.set({ list_sha256: sha }, count);
+    },
+  };
+}
+
 /** Registration order is the exposition order: decisions, list, connections, logs, socketmap, operators, stages. */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = createRegistry(options.defaultMetrics !== false);
@@ -311,6 +340,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const { socketmapLookups, countSocketmapLookup } = createSocketmapLookups(registry);
   const { operatorTransactions, readOperatorCounts, forgetOperators } = createOperatorTransactions(registry);
   const misplacedChecks = createMisplacedChecks(registry);
+  const store = createStoreMetrics(registry);
   return {
     registry,
     decisions,
@@ -325,5 +355,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     forgetOperators,
     misplacedChecks,
     countDecision,
+    ...store,
   };
 }

@@ -40,6 +40,8 @@ export interface InForce {
     readonly matched: string;
   } | null;
   readonly validators: SourceValidators | null;
+  /** The signed bytes as verified: what GET /v1/whitelist/signed mirrors to peers. */
+  readonly bytes: Uint8Array;
 }
 
 export type LoadTrigger = 'startup' | 'timer' | 'sighup' | 'admin';
@@ -188,7 +190,7 @@ export class ListLifecycle {
       return;
     }
     const meta = stored.meta !== null && stored.meta.sha256 === prepared.list.sha256 ? stored.meta : null;
-    this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state');
+    this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state', stored.bytes);
   }
 
   /** Lists the operator accepted; an unreadable file is said loudly (the override would silently do nothing). */
@@ -303,11 +305,17 @@ export class ListLifecycle {
     // Written first, then put in force: once a load reports success, the restart copy is that list
     // (a failed write is logged and counted, and the list is put in force all the same).
     await this.persist(fetched.body, list, fetched.validators);
-    this.swap(list, this.options.sourceDescription, fetched.validators, trigger);
+    this.swap(list, this.options.sourceDescription, fetched.validators, trigger, fetched.body);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
   }
 
-  private swap(list: PreparedList, source: string, validators: SourceValidators | null, trigger: LoadTrigger | 'state'): void {
+  private swap(
+    list: PreparedList,
+    source: string,
+    validators: SourceValidators | null,
+    trigger: LoadTrigger | 'state',
+    bytes: Uint8Array,
+  ): void {
     const index = new WhitelistIndex({ generatedAt: list.generatedAt }, list.entries, list.rejected);
     const at = this.now().toISOString();
     this.inForce = {
@@ -324,6 +332,7 @@ export class ListLifecycle {
           }
         : null,
       validators,
+      bytes,
     };
     for (const listener of this.swapListeners) listener(index);
     this.lastSuccessAt = at;
