@@ -164,7 +164,7 @@ export class RedisStore implements SharedStore {
           gone.push(ids[i]!);
           return;
         }
-        let parsed: unknown = null;
+        let parsed: unknown;
         try {
           parsed = value.length <= 4096 ? JSON.parse(value) : null;
         } catch {
