@@ -121,8 +121,8 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   );
   const operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }), shared.buckets);
   lifecycle.onSwap((index) => operators.setList(index));
-  // The fleet learns of a new list at once, not at the next registration.
-  lifecycle.onSwap(() => void shared.fleet.tick());
+  // The fleet learns of a new list at once, not at the next registration (after the swap has finished: a microtask later).
+  lifecycle.onSwap(() => void Promise.resolve().then(() => shared.fleet.tick()));
   const service = new DecisionService({
     currentIndex: () => lifecycle.current(),
     policy: { tlsProfile: config.tlsProfile, trustedIssuerCns: new Set(config.trustedIssuerCns.map(normaliseCn)) },
