@@ -32,9 +32,9 @@ interface Setting {
 export const SETTINGS = [
   {
     key: 'whitelist',
-    kind: 'string?',
-    default: null,
-    help: 'file path or https:// URL of the MSSante whitelist; required: "demo" serves the embedded demo list, signed by the demo signer (what npm start does)',
+    kind: 'list',
+    default: [],
+    help: 'file path, https:// URL or http:// URL (a peer MX mirror: the signature and guards carry the trust) of the MSSante whitelist; required; repeatable: ordered sources, the next tried when one fails; "demo" serves the embedded demo list, signed by the demo signer (what npm start does)',
   },
   {
     key: 'signer',
@@ -360,7 +360,10 @@ export const SETTINGS = [
 export type SettingKey = (typeof SETTINGS)[number]['key'];
 
 export interface Config {
+  /** The first source (the embedded demo file for `demo`). */
   readonly whitelist: string;
+  /** Every --whitelist source, in order (failover); whitelistSources[0] === whitelist. */
+  readonly whitelistSources: readonly string[];
   readonly whitelistIsDemo: boolean;
   readonly signer: readonly string[];
   readonly signerCa: readonly string[];
@@ -631,12 +634,21 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
 
 type ListSettings = Pick<
   Config,
-  'whitelist' | 'whitelistIsDemo' | 'signer' | 'signerCa' | 'signerCn' | 'signerSubject' | 'maxListAgeDays' | 'allowUnsigned'
+  | 'whitelist'
+  | 'whitelistSources'
+  | 'whitelistIsDemo'
+  | 'signer'
+  | 'signerCa'
+  | 'signerCn'
+  | 'signerSubject'
+  | 'maxListAgeDays'
+  | 'allowUnsigned'
 >;
 
 /** The list, who must have signed it and how old it may be: the checks between these settings. */
 function resolveListSettings(get: ResolvedSettings['get'], origins: Record<string, SettingOrigin>): ListSettings {
-  const whitelistSetting = get<string | null>('whitelist');
+  const whitelistSources = get<string[]>('whitelist');
+  const whitelistSetting = whitelistSources[0] ?? null;
   if (whitelistSetting === null) {
     // A config file that forgot `whitelist` must not serve the demo list: every real mail would get 550.
     throw new ConfigError(
@@ -644,6 +656,8 @@ function resolveListSettings(get: ResolvedSettings['get'], origins: Record<strin
     );
   }
   const whitelistIsDemo = whitelistSetting === DEMO_WHITELIST_NAME;
+  if (whitelistSources.length > 1 && whitelistSources.includes(DEMO_WHITELIST_NAME))
+    throw new ConfigError(`--whitelist ${DEMO_WHITELIST_NAME} is the embedded demo list: it cannot be one of several sources`);
   let signer = get<string[]>('signer');
   const signerCa = get<string[]>('signer-ca');
   const signerCn = get<string[]>('signer-cn');
@@ -669,10 +683,17 @@ function resolveListSettings(get: ResolvedSettings['get'], origins: Record<strin
   const whitelist = whitelistIsDemo ? DEMO_WHITELIST : whitelistSetting;
   const isDemoFile = whitelistIsDemo || resolve(whitelist) === DEMO_WHITELIST;
   const maxListAgeDays = isDemoFile && origins['max-list-age'] === 'default' ? 0 : get<number>('max-list-age');
-  if (/^http:\/\//i.test(whitelist)) {
-    throw new ConfigError('--whitelist: plain http:// is refused; use https:// or a file path');
-  }
-  return { whitelist, whitelistIsDemo, signer, signerCa, signerCn, signerSubject, maxListAgeDays, allowUnsigned };
+  return {
+    whitelist,
+    whitelistSources: [whitelist, ...whitelistSources.slice(1)],
+    whitelistIsDemo,
+    signer,
+    signerCa,
+    signerCn,
+    signerSubject,
+    maxListAgeDays,
+    allowUnsigned,
+  };
 }
 
 /** The MTA side: something listens, the answers' texts are one line, a connection's budget holds one request of each frontend. */

@@ -24,7 +24,8 @@ import { openStore, type OpenedStore } from './store/open.js';
 import type { InstanceState } from './store/fleet.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
-import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
+import { DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
+import { createSources } from './whitelist/sources.js';
 import { hasSignerTrust, loadSignerTrust, type SignerTrustConfig } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
 
@@ -306,13 +307,14 @@ function createListLifecycle(
       'the list is downloaded through HTTPS_PROXY (CONNECT) unless NO_PROXY names its host',
     );
   }
-  const source = createSource(config.whitelist, {
+  const source = createSources(config.whitelistSources, {
     ...DEFAULT_SOURCE_OPTIONS,
     maxBytes: config.maxListBytes,
     totalTimeoutMs: config.fetchTimeoutSeconds * 1000,
     caFile: config.caFile,
     proxy,
   });
+  warnPlainHttpSources(config.whitelistSources, logger);
   const lifecycle = new ListLifecycle(
     {
       sourceDescription: source.description,
@@ -324,6 +326,7 @@ function createListLifecycle(
       maxShrinkPercent: config.maxShrinkPercent,
       refreshMs: config.refreshSeconds * 1000,
       prepareTimeoutMs: config.prepareTimeoutSeconds * 1000,
+      sourceUsed: () => source.lastUsed?.description ?? source.description,
     },
     source,
     metrics,
@@ -335,7 +338,22 @@ function createListLifecycle(
       '--allow-unsigned: a list without a valid signature may be put in force (demo and tests only)',
     );
   }
+  // Which source the list in force came from: 1 = the first --whitelist, 0 = the state dir's copy.
+  lifecycle.onSwap(() =>
+    metrics.whitelistSourcePosition.set(lifecycle.state().inForce?.source === 'state' ? 0 : (source.lastUsed?.position ?? 0)),
+  );
   return { lifecycle, sourceDescription: source.description };
+}
+
+/** http:// is accepted (a peer's mirror on a private network), and said at start-up: the transport authenticates nothing. */
+function warnPlainHttpSources(sources: readonly string[], logger: Logger): void {
+  for (const source of sources) {
+    if (!/^http:\/\//i.test(source)) continue;
+    logger.warn(
+      { event: 'plain_http_source', source: source.replace(/\/\/[^/@]*@/, '//') },
+      'plain http:// list source: the transport is not authenticated; the signature, the rollback guard and --max-list-age carry the trust (SECURITY.md)',
+    );
+  }
 }
 
 function createOperatorLedger(

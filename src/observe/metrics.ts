@@ -57,6 +57,8 @@ export interface Metrics {
   readonly storeErrors: Counter<'op'>;
   /** Instances registered in the store, by the sha256 of the list each enforces (bounded: src/store/fleet.ts). */
   setFleetLists(lists: Readonly<Record<string, number>>): void;
+  /** Which --whitelist source the list in force came from: 1 = the first, 2 = the next...; 0 = the state dir's copy. */
+  readonly whitelistSourcePosition: Gauge;
 }
 
 function createRegistry(defaultMetrics: boolean): Registry {
@@ -303,7 +305,7 @@ function createMisplacedChecks(registry: Registry): Metrics['misplacedChecks'] {
 }
 
 /** store_errors_total (every op born at 0) and fleet_instances, replaced whole at each read of the fleet. */
-function createStoreMetrics(registry: Registry): Pick<Metrics, 'storeErrors' | 'setFleetLists'> {
+function createStoreMetrics(registry: Registry): Pick<Metrics, 'storeErrors' | 'setFleetLists' | 'whitelistSourcePosition'> {
   const storeErrors = new Counter({
     name: `${METRIC_PREFIX}store_errors_total`,
     help: 'Calls to the shared store (--store) that failed or passed --store-timeout, by operation; decisions went on with this instance alone',
@@ -317,8 +319,14 @@ function createStoreMetrics(registry: Registry): Pick<Metrics, 'storeErrors' | '
     labelNames: ['list_sha256'] as const,
     registers: [registry],
   });
+  const whitelistSourcePosition = new Gauge({
+    name: `${METRIC_PREFIX}whitelist_source_position`,
+    help: 'Which --whitelist source the list in force came from: 1 = the first, 2 = the next (failover)...; 0 = the stored copy',
+    registers: [registry],
+  });
   return {
     storeErrors,
+    whitelistSourcePosition,
     setFleetLists(lists) {
       fleetInstances.reset();
       for (const [sha, count] of Object.entries(lists)) fleetInstances.set({ list_sha256: sha }, count);

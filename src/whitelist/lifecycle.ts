@@ -26,6 +26,8 @@ export interface LifecycleOptions {
   readonly refreshMs: number;
   /** Longest verification + parsing of one list; past it the worker is ended and the load failed. */
   readonly prepareTimeoutMs: number;
+  /** Which of several sources the last fetch came from (whitelist/sources.ts); absent: sourceDescription. */
+  readonly sourceUsed?: () => string;
 }
 
 export interface InForce {
@@ -305,7 +307,7 @@ export class ListLifecycle {
     // Written first, then put in force: once a load reports success, the restart copy is that list
     // (a failed write is logged and counted, and the list is put in force all the same).
     await this.persist(fetched.body, list, fetched.validators);
-    this.swap(list, this.options.sourceDescription, fetched.validators, trigger, fetched.body);
+    this.swap(list, this.options.sourceUsed?.() ?? this.options.sourceDescription, fetched.validators, trigger, fetched.body);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
   }
 
@@ -382,7 +384,7 @@ export class ListLifecycle {
 
   private async persist(bytes: Uint8Array, list: PreparedList, validators: SourceValidators | null): Promise<void> {
     const meta: StateMeta = {
-      source: this.options.sourceDescription,
+      source: this.options.sourceUsed?.() ?? this.options.sourceDescription,
       sha256: list.sha256,
       generatedAt: list.generatedAt,
       verifiedAt: this.now().toISOString(),
