@@ -3,7 +3,7 @@
  * a shared bucket falls back to while the Redis store is slow or gone.
  */
 import { TokenBucket } from '../trust/operators.js';
-import type { BucketStep, InstanceRecord, SharedStore } from './store.js';
+import type { BucketRequest, BucketStep, InstanceRecord, SharedStore } from './store.js';
 
 export class MemoryStore implements SharedStore {
   readonly kind = 'memory';
@@ -12,15 +12,20 @@ export class MemoryStore implements SharedStore {
 
   constructor(private readonly clock: () => number = Date.now) {}
 
-  takeToken(bucket: string, rate: number, burst: number, cost: 0 | 1): Promise<BucketStep> {
+  takeTokens(steps: readonly BucketRequest[]): Promise<BucketStep[]> {
     const now = this.clock();
-    let slot = this.buckets.get(bucket);
-    if (slot === undefined || slot.rate !== rate || slot.burst !== burst) {
-      slot = { bucket: new TokenBucket(rate, burst, now), rate, burst };
-      this.buckets.set(bucket, slot);
-    }
-    const allowed = cost === 1 ? slot.bucket.take(now) : false;
-    return Promise.resolve({ allowed, tokens: slot.bucket.peek(now) });
+    return Promise.resolve(
+      steps.map(({ bucket, rate, burst, cost }) => {
+        let slot = this.buckets.get(bucket);
+        if (slot === undefined || slot.rate !== rate || slot.burst !== burst) {
+          slot = { bucket: new TokenBucket(rate, burst, now), rate, burst };
+          this.buckets.set(bucket, slot);
+        }
+        let taken = 0;
+        while (taken < cost && slot.bucket.take(now)) taken++;
+        return { allowed: cost > 0 && taken === cost, tokens: slot.bucket.peek(now) };
+      }),
+    );
   }
 
   registerInstance(record: Omit<InstanceRecord, 'seenAt'>, ttlMs: number): Promise<void> {

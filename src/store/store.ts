@@ -29,6 +29,14 @@ export interface BucketStep {
   readonly tokens: number;
 }
 
+export interface BucketRequest {
+  readonly bucket: string;
+  readonly rate: number;
+  readonly burst: number;
+  /** Tokens to take: messages this instance let through since its last call for the bucket; 0: a look. */
+  readonly cost: number;
+}
+
 /** What an instance says of itself in the fleet registry (GET /v1/fleet). */
 export interface InstanceRecord {
   readonly id: string;
@@ -44,8 +52,12 @@ export interface InstanceRecord {
 
 export interface SharedStore {
   readonly kind: 'memory' | 'redis';
-  /** Refill `bucket` at `rate` tokens/s up to `burst`, then take `cost` (0 or 1) tokens if there are that many. */
-  takeToken(bucket: string, rate: number, burst: number, cost: 0 | 1): Promise<BucketStep>;
+  /**
+   * For each step, atomically and all at once: refill `bucket` at `rate` tokens/s up to `burst`, then
+   * take `cost` tokens (`allowed` when there were that many; what the bucket lacks is forgiven, never
+   * owed). One call for every message counted in one event-loop turn.
+   */
+  takeTokens(steps: readonly BucketRequest[]): Promise<BucketStep[]>;
   /** Writes this instance's record, kept `ttlMs` unless written again. */
   registerInstance(record: Omit<InstanceRecord, 'seenAt'>, ttlMs: number): Promise<void>;
   /** The instances whose record has not expired, in id order. */
