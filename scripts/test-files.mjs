@@ -17,6 +17,7 @@ const SYSTEM = [
   'test/deploy/**', // systemd-analyze
   'test/whitelist/signature.test.ts', // xmlsec1 as the independent signer
   'test/frontends/milter/miltertest.test.ts', // miltertest
+  'test/store/redis-*.test.ts', // a private redis-server
 ];
 
 const root = join(fileURLToPath(import.meta.url), '..', '..');

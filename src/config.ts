@@ -10,6 +10,7 @@ import { TLS_PROFILE_NAMES, type TlsProfileName } from './trust/tls-profile.js';
 import { validateExemptions, type OperatorRateMode } from './trust/operators.js';
 import { signerTrustProblem } from './whitelist/signature.js';
 import { splitHostHeader } from './http/host.js';
+import { parseStoreUrl } from './store/endpoint.js';
 
 /** The package root (holds examples/): one level above src/ or dist/. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -33,9 +34,9 @@ interface Setting {
 export const SETTINGS = [
   {
     key: 'whitelist',
-    kind: 'string?',
-    default: null,
-    help: 'file path or https:// URL of the MSSante whitelist; required: "demo" serves the embedded demo list, signed by the demo signer (what npm start does)',
+    kind: 'list',
+    default: [],
+    help: 'file path, https:// URL or http:// URL (a peer MX mirror: the signature and guards carry the trust) of the MSSante whitelist; required; repeatable: ordered sources, the next tried when one fails; "demo" serves the embedded demo list, signed by the demo signer (what npm start does)',
   },
   {
     key: 'signer',
@@ -346,6 +347,32 @@ export const SETTINGS = [
     help: 'operator never throttled: certificate CN (also its DNs) or full DN; repeatable',
   },
   {
+    key: 'store',
+    kind: 'string?',
+    default: null,
+    help: 'redis:// or rediss:// URL of a Redis >= 6 or Valkey shared by the MX of one operator (operator buckets, fleet registry); never needed to decide; no password in the URL (--store-password-file or env MSSANTE_POLICYD_STORE_PASSWORD); default: none, all in memory',
+  },
+  {
+    key: 'store-ca-file',
+    kind: 'string?',
+    default: null,
+    help: 'PEM CA bundle to verify a rediss:// store; default: system roots',
+  },
+  {
+    key: 'store-password-file',
+    kind: 'string?',
+    default: null,
+    help: 'file holding the store password (AUTH, or the ACL user named in the --store URL); or env MSSANTE_POLICYD_STORE_PASSWORD',
+  },
+  {
+    key: 'store-timeout',
+    kind: 'int',
+    default: 50,
+    min: 1,
+    max: 10_000,
+    help: 'milliseconds: deadline of every store call; past it the call counts in store_errors_total and the instance goes on alone',
+  },
+  {
     key: 'shutdown-grace',
     kind: 'seconds',
     default: 10,
@@ -358,7 +385,10 @@ export const SETTINGS = [
 export type SettingKey = (typeof SETTINGS)[number]['key'];
 
 export interface Config {
+  /** The first source (the embedded demo file for `demo`). */
   readonly whitelist: string;
+  /** Every --whitelist source, in order (failover); whitelistSources[0] === whitelist. */
+  readonly whitelistSources: readonly string[];
   readonly whitelistIsDemo: boolean;
   readonly signer: readonly string[];
   readonly signerCa: readonly string[];
@@ -410,6 +440,11 @@ export interface Config {
   readonly operatorBurst: number;
   readonly operatorRateMode: OperatorRateMode;
   readonly operatorRateExempt: readonly string[];
+  /** --store: null without one (everything in memory). Its password is read at start-up by src/store/open.ts, never kept here. */
+  readonly store: string | null;
+  readonly storeCaFile: string | null;
+  readonly storePasswordFile: string | null;
+  readonly storeTimeoutMs: number;
   /** Where each value came from: flag, env, file or default. */
   readonly origins: Readonly<Record<SettingKey, 'flag' | 'env' | 'file' | 'default'>>;
 }
@@ -621,18 +656,28 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     operatorBurst: get<number>('operator-burst'),
     operatorRateMode: get<OperatorRateMode>('operator-rate-mode'),
     operatorRateExempt: get<string[]>('operator-rate-exempt'),
+    ...resolveStoreSettings(get),
     origins: origins as Config['origins'],
   });
 }
 
 type ListSettings = Pick<
   Config,
-  'whitelist' | 'whitelistIsDemo' | 'signer' | 'signerCa' | 'signerCn' | 'signerSubject' | 'maxListAgeDays' | 'allowUnsigned'
+  | 'whitelist'
+  | 'whitelistSources'
+  | 'whitelistIsDemo'
+  | 'signer'
+  | 'signerCa'
+  | 'signerCn'
+  | 'signerSubject'
+  | 'maxListAgeDays'
+  | 'allowUnsigned'
 >;
 
 /** The list, who must have signed it and how old it may be: the checks between these settings. */
 function resolveListSettings(get: ResolvedSettings['get'], origins: Record<string, SettingOrigin>): ListSettings {
-  const whitelistSetting = get<string | null>('whitelist');
+  const whitelistSources = get<string[]>('whitelist');
+  const whitelistSetting = whitelistSources[0] ?? null;
   if (whitelistSetting === null) {
     // A config file that forgot `whitelist` must not serve the demo list: every real mail would get 550.
     throw new ConfigError(
@@ -640,6 +685,8 @@ function resolveListSettings(get: ResolvedSettings['get'], origins: Record<strin
     );
   }
   const whitelistIsDemo = whitelistSetting === DEMO_WHITELIST_NAME;
+  if (whitelistSources.length > 1 && whitelistSources.includes(DEMO_WHITELIST_NAME))
+    throw new ConfigError(`--whitelist ${DEMO_WHITELIST_NAME} is the embedded demo list: it cannot be one of several sources`);
   let signer = get<string[]>('signer');
   const signerCa = get<string[]>('signer-ca');
   const signerCn = get<string[]>('signer-cn');
@@ -665,10 +712,17 @@ function resolveListSettings(get: ResolvedSettings['get'], origins: Record<strin
   const whitelist = whitelistIsDemo ? DEMO_WHITELIST : whitelistSetting;
   const isDemoFile = whitelistIsDemo || resolve(whitelist) === DEMO_WHITELIST;
   const maxListAgeDays = isDemoFile && origins['max-list-age'] === 'default' ? 0 : get<number>('max-list-age');
-  if (/^http:\/\//i.test(whitelist)) {
-    throw new ConfigError('--whitelist: plain http:// is refused; use https:// or a file path');
-  }
-  return { whitelist, whitelistIsDemo, signer, signerCa, signerCn, signerSubject, maxListAgeDays, allowUnsigned };
+  return {
+    whitelist,
+    whitelistSources: [whitelist, ...whitelistSources.slice(1)],
+    whitelistIsDemo,
+    signer,
+    signerCa,
+    signerCn,
+    signerSubject,
+    maxListAgeDays,
+    allowUnsigned,
+  };
 }
 
 /** The MTA side: something listens, the answers' texts are one line, a connection's budget holds one request of each frontend. */
@@ -716,6 +770,26 @@ function checkAccessSettings(get: ResolvedSettings['get']): void {
     if (splitHostHeader(host) === null)
       throw new ConfigError(`--http-allowed-host: ${JSON.stringify(host)} is not a host name or address, with an optional :port`);
   }
+}
+
+/** The store's URL is checked now (a typo or a password in it is a start-up error, not a silent island). */
+function resolveStoreSettings(
+  get: ResolvedSettings['get'],
+): Pick<Config, 'store' | 'storeCaFile' | 'storePasswordFile' | 'storeTimeoutMs'> {
+  const store = get<string | null>('store');
+  if (store !== null) {
+    try {
+      parseStoreUrl(store);
+    } catch (error) {
+      throw new ConfigError((error as Error).message);
+    }
+  }
+  return {
+    store,
+    storeCaFile: nullableResolve(get<string | null>('store-ca-file')),
+    storePasswordFile: nullableResolve(get<string | null>('store-password-file')),
+    storeTimeoutMs: get<number>('store-timeout'),
+  };
 }
 
 function nullableResolve(path: string | null): string | null {

@@ -27,13 +27,16 @@ import { DecisionTracer } from './observe/trace.js';
 import { TraceFileSink } from './observe/trace-sink.js';
 import { normaliseCn } from './trust/dn.js';
 import { normaliseDomain } from './trust/domain.js';
-import { OperatorLedger } from './trust/operators.js';
+import { OperatorLedger, type OperatorBucketFactory } from './trust/operators.js';
 import type { PeerLedger } from './trust/peers.js';
 import { createPeerLedger } from './peers-state.js';
 import type { DomainHistory } from './whitelist/change-journal.js';
+import { openStore, type OpenedStore } from './store/open.js';
+import type { InstanceState } from './store/fleet.js';
 import { ListLifecycle } from './whitelist/lifecycle.js';
 import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
-import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
+import { DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
+import { createSources } from './whitelist/sources.js';
 import { hasSignerTrust, loadSignerTrust, type SignerTrustConfig } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
 
@@ -137,10 +140,15 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   metrics.buildInfo.set({ version: build.version, node: build.node }, 1);
   const traceSink = config.traceFile === null ? null : openTraceSink(config.traceFile, metrics, logger);
   const { lifecycle, sourceDescription } = createListLifecycle(config, trust, metrics, logger);
+  const shared = openStore(config, process.env, metrics, logger.child({ component: 'store' }), build.version, () =>
+    instanceState(lifecycle),
+  );
   // policy and operators are replaced whole when SIGHUP changes a live setting: read at each decision.
   let policy = decisionPolicy(config);
-  let operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }));
+  let operators = createOperatorLedger(config, metrics, logger.child({ component: 'operators' }), shared.buckets);
   lifecycle.onSwap((index) => operators.setList(index));
+  // The fleet learns of a new list at once, not at the next registration (after the swap has finished: a microtask later).
+  lifecycle.onSwap(() => void Promise.resolve().then(() => shared.fleet.tick()));
   const peers = createPeerLedger(config.stateDir, metrics, logger.child({ component: 'peers' }));
   lifecycle.onSwap((index) => peers.ledger.setList(index));
   const service = new DecisionService({
@@ -158,13 +166,14 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   });
 
   await lifecycle.start();
+  shared.fleet.start();
 
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
   const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null, socketmap: null };
   try {
     await startListeners(
       config,
-      { lifecycle, service, operators: () => operators, peers: peers.ledger, metrics, logger, inherited, build },
+      { lifecycle, service, operators: () => operators, peers: peers.ledger, metrics, logger, inherited, build, shared },
       addresses,
       closers,
     );
@@ -172,6 +181,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
     await Promise.allSettled(closers.map((close) => close(0)));
     await lifecycle.stop();
     await peers.close();
+    await shared.close();
     traceSink?.closeSync();
     throw error;
   }
@@ -214,6 +224,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
         await Promise.allSettled(closers.map((close) => close(config.shutdownGraceSeconds * 1000)));
         await lifecycle.stop();
         await peers.close();
+        await shared.close();
         if (traceSink !== null) {
           await traceSink.drain();
           traceSink.closeSync();
@@ -227,7 +238,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
       if (JSON.stringify(operatorSettings(next)) !== JSON.stringify(operatorSettings(running))) {
         // A new ledger counts from zero: the old series go (a counter reset, which rate() handles).
         metrics.forgetOperators([...new Set([...operators.counts()].map(([operator]) => operator))]);
-        operators = createOperatorLedger(next, metrics, logger.child({ component: 'operators' }));
+        operators = createOperatorLedger(next, metrics, logger.child({ component: 'operators' }), shared.buckets);
         operators.setList(lifecycle.current());
       }
       logging.setLevel?.(next.logLevel);
@@ -266,6 +277,7 @@ interface ListenerDeps {
   /** Listening sockets inherited from systemd, by listener name: served instead of binding. */
   readonly inherited: InheritedSockets;
   readonly build: ReturnType<typeof buildIdentity>;
+  readonly shared: OpenedStore;
 }
 
 /** Starts the configured listeners, recording each address and closer as it comes up (the caller closes them on a failure). */
@@ -275,7 +287,7 @@ async function startListeners(
   addresses: RunningDaemon['addresses'],
   closers: Array<(deadlineMs: number) => Promise<void>>,
 ): Promise<void> {
-  const { lifecycle, service, operators, peers, metrics, logger, inherited } = deps;
+  const { lifecycle, service, operators, peers, metrics, logger, inherited, shared } = deps;
   // What every listener shares: admission, the per-connection budget, the socket file's access.
   const listener = {
     maxConnections: config.maxConnections,
@@ -336,6 +348,7 @@ async function startListeners(
       metrics,
       logger,
       { inheritedFd: inherited.get('http') ?? null, build: deps.build },
+      shared,
       peers,
     );
     addresses.http = http.address;
@@ -403,13 +416,14 @@ function createListLifecycle(
       'the list is downloaded through HTTPS_PROXY (CONNECT) unless NO_PROXY names its host',
     );
   }
-  const source = createSource(config.whitelist, {
+  const source = createSources(config.whitelistSources, {
     ...DEFAULT_SOURCE_OPTIONS,
     maxBytes: config.maxListBytes,
     totalTimeoutMs: config.fetchTimeoutSeconds * 1000,
     caFile: config.caFile,
     proxy,
   });
+  warnPlainHttpSources(config.whitelistSources, logger);
   const lifecycle = new ListLifecycle(
     {
       sourceDescription: source.description,
@@ -432,6 +446,7 @@ function createListLifecycle(
           maxListEntries: config.maxListEntries,
           stateDir: config.stateDir,
         }),
+      sourceUsed: () => source.lastUsed?.description ?? source.description,
     },
     source,
     metrics,
@@ -443,7 +458,22 @@ function createListLifecycle(
       '--allow-unsigned: a list without a valid signature may be put in force (demo and tests only)',
     );
   }
+  // Which source the list in force came from: 1 = the first --whitelist, 0 = the state dir's copy.
+  lifecycle.onSwap(() =>
+    metrics.whitelistSourcePosition.set(lifecycle.state().inForce?.source === 'state' ? 0 : (source.lastUsed?.position ?? 0)),
+  );
   return { lifecycle, sourceDescription: source.description };
+}
+
+/** http:// is accepted (a peer's mirror on a private network), and said at start-up: the transport authenticates nothing. */
+function warnPlainHttpSources(sources: readonly string[], logger: Logger): void {
+  for (const source of sources) {
+    if (!/^http:\/\//i.test(source)) continue;
+    logger.warn(
+      { event: 'plain_http_source', source: source.replace(/\/\/[^/@]*@/, '//') },
+      'plain http:// list source: the transport is not authenticated; the signature, the rollback guard and --max-list-age carry the trust (SECURITY.md)',
+    );
+  }
 }
 
 function operatorSettings(config: Config): ConstructorParameters<typeof OperatorLedger>[0] {
@@ -455,17 +485,28 @@ function operatorSettings(config: Config): ConstructorParameters<typeof Operator
   };
 }
 
-function createOperatorLedger(config: Config, metrics: Metrics, logger: Logger): OperatorLedger {
+function createOperatorLedger(
+  config: Config,
+  metrics: Metrics,
+  logger: Logger,
+  buckets: OperatorBucketFactory | undefined,
+): OperatorLedger {
   const settings = operatorSettings(config);
   if (settings.rate > 0) logger.info({ event: 'operator_rate', ...settings }, 'per-operator throttle on');
-  const ledger = new OperatorLedger(settings, {
-    forget: (labels) => metrics.forgetOperators(labels),
-    overRate: (operator, messages) =>
-      logger.warn(
-        { event: 'operator_over_rate', operator, messages, mode: 'observe' },
-        'operator over --operator-rate (observe mode: let through)',
-      ),
-  });
+  const ledger = new OperatorLedger(
+    settings,
+    {
+      forget: (labels) => metrics.forgetOperators(labels),
+      overRate: (operator, messages) =>
+        logger.warn(
+          { event: 'operator_over_rate', operator, messages, mode: 'observe' },
+          'operator over --operator-rate (observe mode: let through)',
+        ),
+    },
+    undefined,
+    undefined,
+    buckets,
+  );
   metrics.readOperatorCounts(() => ledger.counts());
   return ledger;
 }
@@ -480,6 +521,7 @@ function startHttp(
   metrics: Metrics,
   logger: Logger,
   ops: Pick<Parameters<typeof startHttpServer>[1], 'inheritedFd' | 'build'>,
+  shared: OpenedStore,
   peers?: PeerLedger,
 ): ReturnType<typeof startHttpServer> {
   return startHttpServer(listen, {
@@ -496,7 +538,24 @@ function startHttp(
     ...(peers === undefined ? {} : { peers: () => peers.snapshot() }),
     listChanges: () => lifecycle.changes(),
     unlistedDomain: (name) => unlistedDomain(lifecycle, name),
+    fleetRoutes: {
+      fleet: () => shared.fleet.refresh(),
+      signedList: () => {
+        const inForce = lifecycle.state().inForce;
+        return inForce === null ? null : { bytes: inForce.bytes, sha256: inForce.sha256 };
+      },
+    },
   });
+}
+
+/** What this instance tells the fleet registry about its list. */
+function instanceState(lifecycle: ListLifecycle): InstanceState {
+  const { inForce, lastSuccessAt } = lifecycle.state();
+  return {
+    listSha256: inForce?.sha256 ?? null,
+    listGeneratedAt: inForce?.index.generatedAt ?? null,
+    lastListSuccessAt: lastSuccessAt,
+  };
 }
 
 function whitelistStatus(lifecycle: ListLifecycle): WhitelistStatus {

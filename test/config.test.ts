@@ -97,6 +97,23 @@ describe('resolveConfig', () => {
     assert.throws(() => resolveConfig(flags([['whitelist', '']]), {}, null), /no whitelist given/);
   });
 
+  it('--whitelist repeated: ordered sources, http:// (a peer mirror) accepted, the first is `whitelist`', () => {
+    const c = resolveConfig(
+      flags([
+        ['whitelist', ['https://ans.example/l.xml', 'http://mx2.example:9464/v1/whitelist/signed', '/var/l.xml']],
+        ['allow-unsigned', true],
+      ]),
+      {},
+      null,
+    );
+    assert.deepEqual(c.whitelistSources, [
+      'https://ans.example/l.xml',
+      'http://mx2.example:9464/v1/whitelist/signed',
+      '/var/l.xml',
+    ]);
+    assert.equal(c.whitelist, 'https://ans.example/l.xml');
+  });
+
   it('--whitelist demo serves the demo list verified by the demo signer', () => {
     const c = resolveConfig(flags([['whitelist', 'demo']]), {}, null);
     assert.equal(c.whitelistIsDemo, true);
@@ -225,13 +242,13 @@ describe('resolveConfig', () => {
     ],
     ['a negative --max-list-age', flags([['max-list-age', '-1']]), {}, /whole number/],
     [
-      'plain http',
+      'the demo list among several sources',
       flags([
-        ['whitelist', 'http://x/l.xml'],
+        ['whitelist', ['demo', 'http://x/l.xml']],
         ['allow-unsigned', true],
       ]),
       {},
-      /http:\/\/ is refused/,
+      /cannot be one of several sources/,
     ],
     ['a refresh below the minimum', flags([['refresh', '1']]), {}, /below the minimum/],
     ['a non-number', flags([['max-connections', '12a']]), {}, /whole number/],

@@ -3,7 +3,7 @@
  * dry-run of the decision. Read-only: nothing here changes the daemon's state.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { formatAddress, listen, parseListenAddress, type BoundAddress } from '../net/listen.js';
 import type { Metrics } from '../observe/metrics.js';
@@ -12,6 +12,7 @@ import type { PeersSnapshot } from '../trust/peers.js';
 import type { DomainChange } from '../whitelist/change-journal.js';
 import type { ListChange } from '../whitelist/changes.js';
 import { hostAllowList, MAX_HOST_LENGTH } from './host.js';
+import { registerFleetRoutes, type FleetRouteDeps } from './fleet-routes.js';
 
 export interface HttpDeps {
   readonly metrics: Metrics;
@@ -33,6 +34,8 @@ export interface HttpDeps {
   readonly listChanges?: () => readonly ListChange[];
   /** A domain not in the list in force: its changes in the journal (shown in the 404 body), null for a bad name. */
   readonly unlistedDomain?: (name: string) => { readonly domain: string; readonly changes: readonly DomainChange[] } | null;
+  /** GET /v1/fleet and GET /v1/whitelist/signed (fleet-routes.ts); absent: they 404. */
+  readonly fleetRoutes?: FleetRouteDeps;
   /** A listening socket inherited from systemd (socket activation), served instead of binding. */
   readonly inheritedFd?: number | null;
   /** What /healthz says is running: the package version, Node's, and when this process started. */
@@ -541,6 +544,7 @@ function registerApiRoutes(app: HttpApp, deps: HttpDeps): void {
 
   const peers = deps.peers;
   if (peers !== undefined) app.get('/v1/peers', { schema: { response: { 200: peersSchema } } }, async () => peers());
+  if (deps.fleetRoutes !== undefined) registerFleetRoutes(app as unknown as FastifyInstance, deps.fleetRoutes);
 }
 
 export async function startHttpServer(

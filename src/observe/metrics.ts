@@ -5,6 +5,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { REASONS, REASON_IDS, type ReasonId, type Result } from '../trust/reasons.js';
 import { OPERATOR_RESULTS } from '../trust/operators.js';
+import { STORE_OPS } from '../store/store.js';
 import { UNDECIDED_STAGES, type Frontend, type UndecidedStage } from '../trust/facts.js';
 
 export const METRIC_PREFIX = 'mssante_policyd_';
@@ -64,6 +65,12 @@ export interface Metrics {
   readonly configLastReloadTimestamp: Gauge;
   /** SIGHUP re-reads whose file was unreadable or invalid: the running settings stayed. */
   readonly configReloadFailures: Counter;
+  /** Store calls that failed or passed --store-timeout (the instance went on alone), by operation. */
+  readonly storeErrors: Counter<'op'>;
+  /** Instances registered in the store, by the sha256 of the list each enforces (bounded: src/store/fleet.ts). */
+  setFleetLists(lists: Readonly<Record<string, number>>): void;
+  /** Which --whitelist source the list in force came from: 1 = the first, 2 = the next...; 0 = the state dir's copy. */
+  readonly whitelistSourcePosition: Gauge;
 }
 
 function createRegistry(defaultMetrics: boolean): Registry {
@@ -368,6 +375,36 @@ function createOperationsMetrics(
   return { buildInfo, configLastReloadTimestamp, configReloadFailures };
 }
 
+/** store_errors_total (every op born at 0) and fleet_instances, replaced whole at each read of the fleet. */
+function createStoreMetrics(registry: Registry): Pick<Metrics, 'storeErrors' | 'setFleetLists' | 'whitelistSourcePosition'> {
+  const storeErrors = new Counter({
+    name: `${METRIC_PREFIX}store_errors_total`,
+    help: 'Calls to the shared store (--store) that failed or passed --store-timeout, by operation; decisions went on with this instance alone',
+    labelNames: ['op'] as const,
+    registers: [registry],
+  });
+  for (const op of STORE_OPS) storeErrors.inc({ op }, 0);
+  const fleetInstances = new Gauge({
+    name: `${METRIC_PREFIX}fleet_instances`,
+    help: 'Instances sharing the store, by the sha256 of the list each enforces (none: no list; other: beyond the 8 biggest groups)',
+    labelNames: ['list_sha256'] as const,
+    registers: [registry],
+  });
+  const whitelistSourcePosition = new Gauge({
+    name: `${METRIC_PREFIX}whitelist_source_position`,
+    help: 'Which --whitelist source the list in force came from: 1 = the first, 2 = the next (failover)...; 0 = the stored copy',
+    registers: [registry],
+  });
+  return {
+    storeErrors,
+    whitelistSourcePosition,
+    setFleetLists(lists) {
+      fleetInstances.reset();
+      for (const [sha, count] of Object.entries(lists)) fleetInstances.set({ list_sha256: sha }, count);
+    },
+  };
+}
+
 /** Registration order is the exposition order: decisions, list, connections, logs, socketmap, operators, stages. */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = createRegistry(options.defaultMetrics !== false);
@@ -385,6 +422,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const peers = createPeerMetrics(registry);
   const whitelistChanges = createWhitelistChanges(registry);
   const operations = createOperationsMetrics(registry);
+  const store = createStoreMetrics(registry);
   return {
     registry,
     decisions,
@@ -402,5 +440,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     countDecision,
     ...peers,
     ...operations,
+    ...store,
   };
 }

@@ -64,10 +64,21 @@ export interface OperatorSink {
   overRate(label: string, messages: number): void;
 }
 
+/** A token bucket as the ledger uses it: in memory (TokenBucket), or shared by a fleet (src/store/shared-buckets.ts). */
+export interface OperatorBucket {
+  /** Takes one token at `now` (ms): false when the bucket is empty. Synchronous: answers never wait on a bucket. */
+  take(now: number): boolean;
+}
+
+/** Makes the bucket of one operator label (created at its first throttled-eligible message). */
+export type OperatorBucketFactory = (label: string, ratePerSecond: number, burst: number, now: number) => OperatorBucket;
+
+const memoryBuckets: OperatorBucketFactory = (_label, rate, burst, now) => new TokenBucket(rate, burst, now);
+
 const RESULT_INDEX: Readonly<Record<OperatorResult, number>> = { pass: 0, reject: 1, tempfail: 2, throttled: 3 };
 
 /** Token bucket; time in milliseconds from the injected clock. */
-export class TokenBucket {
+export class TokenBucket implements OperatorBucket {
   private tokens: number;
   private last: number;
 
@@ -91,10 +102,15 @@ export class TokenBucket {
     }
     return false;
   }
+
+  /** Tokens there are at `now`, without taking one. */
+  peek(now: number): number {
+    return now > this.last ? Math.min(this.burst, this.tokens + ((now - this.last) * this.ratePerSecond) / 1000) : this.tokens;
+  }
 }
 
 class Slot {
-  bucket: TokenBucket | null = null;
+  bucket: OperatorBucket | null = null;
   /** Messages by result, in OPERATOR_RESULTS order: plain numbers on the hot path, read at scrape time. */
   readonly results = [0, 0, 0, 0];
   transactions = 0;
@@ -192,6 +208,7 @@ export class OperatorLedger {
     private readonly sink: OperatorSink,
     private readonly clock: () => number = Date.now,
     messageMemory: number = MESSAGE_MEMORY_MAX,
+    private readonly buckets: OperatorBucketFactory = memoryBuckets,
   ) {
     if (!(settings.rate >= 0) || !(settings.burst >= 0)) throw new Error('operator rate and burst must be >= 0');
     this.rate = settings.rate;
@@ -252,7 +269,7 @@ export class OperatorLedger {
     }
     let over = false;
     if (result === 'pass' && this.rate > 0 && !slot.exempt) {
-      slot.bucket ??= new TokenBucket(this.rate, this.burst, now);
+      slot.bucket ??= this.buckets(label, this.rate, this.burst, now);
       over = !slot.bucket.take(now);
     }
     slot.tick(now);

@@ -46,6 +46,8 @@ export interface LifecycleOptions {
    * list the guard refused in the state dir, REFUSED_LIST_FILE): named in the failure's log line.
    */
   readonly acceptCommand?: (file: string) => string;
+  /** Which of several sources the last fetch came from (whitelist/sources.ts); absent: sourceDescription. */
+  readonly sourceUsed?: () => string;
 }
 
 export interface InForce {
@@ -60,6 +62,8 @@ export interface InForce {
     readonly matched: string;
   } | null;
   readonly validators: SourceValidators | null;
+  /** The signed bytes as verified: what GET /v1/whitelist/signed mirrors to peers. */
+  readonly bytes: Uint8Array;
 }
 
 export type LoadTrigger = 'startup' | 'timer' | 'sighup' | 'admin';
@@ -227,7 +231,7 @@ export class ListLifecycle {
       return;
     }
     const meta = stored.meta !== null && stored.meta.sha256 === prepared.list.sha256 ? stored.meta : null;
-    this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state');
+    this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state', stored.bytes);
   }
 
   /** Lists the operator accepted; an unreadable file is said loudly (the override would silently do nothing). */
@@ -349,7 +353,7 @@ export class ListLifecycle {
     // Written first, then put in force: once a load reports success, the restart copy is that list
     // (a failed write is logged and counted, and the list is put in force all the same).
     await this.persist(fetched.body, list, fetched.validators);
-    this.swap(list, this.options.sourceDescription, fetched.validators, trigger, index);
+    this.swap(list, this.options.sourceUsed?.() ?? this.options.sourceDescription, fetched.validators, trigger, fetched.body, index);
     if (previous !== null && guard.change !== null) await this.recordChange(previous.index, index, guard.change, trigger);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
   }
@@ -372,6 +376,7 @@ export class ListLifecycle {
     source: string,
     validators: SourceValidators | null,
     trigger: LoadTrigger | 'state',
+    bytes: Uint8Array,
     index: WhitelistIndex = indexOf(list),
   ): void {
     const at = this.now().toISOString();
@@ -389,6 +394,7 @@ export class ListLifecycle {
           }
         : null,
       validators,
+      bytes,
     };
     for (const listener of this.swapListeners) listener(index);
     this.lastSuccessAt = at;
@@ -466,7 +472,7 @@ export class ListLifecycle {
 
   private async persist(bytes: Uint8Array, list: PreparedList, validators: SourceValidators | null): Promise<void> {
     const meta: StateMeta = {
-      source: this.options.sourceDescription,
+      source: this.options.sourceUsed?.() ?? this.options.sourceDescription,
       sha256: list.sha256,
       generatedAt: list.generatedAt,
       verifiedAt: this.now().toISOString(),

@@ -123,3 +123,67 @@ test('MssantePolicydPeerCertificateChanged: informational, fires after a certifi
 `,
   );
 });
+
+test('MssantePolicydFleetDisagrees: two lists in the fleet for more than 2 h fire; one list, or a short disagreement, does not', (t) => {
+  const promtool = toolOrSkip(t, 'promtool');
+  if (promtool === null) return;
+  const a = 'a'.repeat(64);
+  const b = 'b'.repeat(64);
+  const series = (instance: string, sha: string, values: string): string =>
+    `      - series: 'mssante_policyd_fleet_instances{job="mssante-policyd",instance="${instance}",list_sha256="${sha}"}'\n        values: '${values}'\n`;
+  promtoolTest(
+    promtool,
+    'fleet-disagrees',
+    `  - interval: 1m
+    input_series:
+${series('mx1:9464', a, '1x200')}${series('mx1:9464', b, '1x200')}${series('mx2:9464', a, '1x200')}${series('mx2:9464', b, '1x200')}
+    alert_rule_test:
+      - eval_time: 1h50m
+        alertname: MssantePolicydFleetDisagrees
+        exp_alerts: []
+      - eval_time: 2h10m
+        alertname: MssantePolicydFleetDisagrees
+        exp_alerts:
+          - exp_labels: { severity: warning, job: mssante-policyd }
+            exp_annotations: ${JSON.stringify({ ...annotations('MssantePolicydFleetDisagrees', { job: 'mssante-policyd' }), summary: 'The MX of mssante-policyd enforce 2 different whitelists' })}
+  - interval: 1m
+    input_series:
+${series('mx1:9464', a, '2x400')}${series('mx1:9464', b, '0x400')}${series('mx2:9464', a, '2x400')}
+    alert_rule_test:
+      - eval_time: 5h
+        alertname: MssantePolicydFleetDisagrees
+        exp_alerts: []
+`,
+  );
+});
+
+test('MssantePolicydStoreUnavailable: store errors for 5 minutes fire; none, or a single blip, do not', (t) => {
+  const promtool = toolOrSkip(t, 'promtool');
+  if (promtool === null) return;
+  const series = (values: string): string =>
+    `      - series: 'mssante_policyd_store_errors_total{job="mssante-policyd",instance="mx1:9464",op="bucket"}'\n        values: '${values}'\n`;
+  promtoolTest(
+    promtool,
+    'store-unavailable',
+    `  - interval: 1m
+    input_series:
+${series('0 0 0 10+10x30')}
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: MssantePolicydStoreUnavailable
+        exp_alerts: []
+      - eval_time: 12m
+        alertname: MssantePolicydStoreUnavailable
+        exp_alerts:
+          - exp_labels: { severity: warning, job: mssante-policyd, instance: "mx1:9464" }
+            exp_annotations: ${JSON.stringify(annotations('MssantePolicydStoreUnavailable', { instance: 'mx1:9464' }))}
+  - interval: 1m
+    input_series:
+${series('0x60')}
+    alert_rule_test:
+      - eval_time: 50m
+        alertname: MssantePolicydStoreUnavailable
+        exp_alerts: []
+`,
+  );
+});
