@@ -111,9 +111,7 @@ export function guardList(
       detail: `list would move ${moved} of ${inForce} domains onto other certificates (${rebind.toFixed(1)} % > --max-rebind ${limits.maxRebindPercent} %; e.g. ${change.rebound
         .slice(0, 3)
         .map((r) => r.domain)
-        .join(
-          ', ',
-        )}); see it with mssante-policyd diff; if this is intended: ${acceptCommand}, then SIGHUP (sha256 ${sha256})`,
+        .join(', ')}); see it with mssante-policyd diff; if this is intended: ${acceptCommand}, then SIGHUP (sha256 ${sha256})`,
       change,
     };
   }

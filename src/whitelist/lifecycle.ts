@@ -353,7 +353,14 @@ export class ListLifecycle {
     // Written first, then put in force: once a load reports success, the restart copy is that list
     // (a failed write is logged and counted, and the list is put in force all the same).
     await this.persist(fetched.body, list, fetched.validators);
-    this.swap(list, this.options.sourceUsed?.() ?? this.options.sourceDescription, fetched.validators, trigger, fetched.body, index);
+    this.swap(
+      list,
+      this.options.sourceUsed?.() ?? this.options.sourceDescription,
+      fetched.validators,
+      trigger,
+      fetched.body,
+      index,
+    );
     if (previous !== null && guard.change !== null) await this.recordChange(previous.index, index, guard.change, trigger);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
   }
