@@ -13,6 +13,7 @@ import { startMilterFrontend, type MilterFrontend } from './frontends/milter/fro
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { startSocketmapServer } from './frontends/socketmap/server.js';
 import { startHttpServer, type DomainLookup, type WhitelistStatus } from './http/server.js';
+import { resolveUsers } from './net/peer-user.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
 import { effectiveLogFormat, journalPrefix, type LogFormat } from './observe/journal.js';
 import { DecisionTracer } from './observe/trace.js';
@@ -25,6 +26,7 @@ import { proxyFromEnv, redactProxy } from './whitelist/proxy.js';
 import { createSource, DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
 import { hasSignerTrust, loadSignerTrust, type SignerTrustConfig } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
+import { assertStateDirPrivate } from './whitelist/state-access.js';
 
 export interface Logging {
   readonly logger: Logger;
@@ -111,6 +113,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   };
   if (hasSignerTrust(trust)) loadSignerTrust(trust);
   ensureStateDir(config.stateDir);
+  assertStateDirPrivate(config.stateDir);
   const metrics = createMetrics();
   const traceSink = config.traceFile === null ? null : openTraceSink(config.traceFile, metrics, logger);
   const { lifecycle, sourceDescription } = createListLifecycle(config, trust, metrics, logger);
@@ -193,6 +196,7 @@ async function startListeners(
     maxConnectionBytes: config.maxConnectionBytes,
     heapWatermarkPercent: config.heapWatermarkPercent,
     unixSocket: { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup },
+    allowedPeerUsers: await resolveUsers(config.allowedPeerUsers),
     metrics,
   };
   if (config.policyListen !== null) {

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
 import { trustKey } from '../../src/whitelist/state.js';
@@ -170,5 +170,25 @@ describe('a list planted in the state dir (issue 21, point 1)', { timeout: 300_0
     assert.match(await askOnce(d.policyAddress, postfixRequest(ATTACKER_CN, VICTIM_SENDER)), /^550 5\.7\.1 /);
     assert.equal(await askOnce(d.policyAddress, postfixRequest(VALID.cn, VICTIM_SENDER)), 'DUNNO');
     assert.equal(await d.stop(), 0);
+  });
+
+  it('serve refuses a state dir that group or others may write, or a state file of another user: exit 1, the fix in the message', async (t) => {
+    const l = ready(t);
+    if (l === null) return;
+    const source = join(workDir('source-modes'), 'list.xml');
+    replaceFile(source, l.sign(BASE_ENTRIES, isoDays(-2)));
+    const open = workDir('state-open');
+    chmodSync(open, 0o777);
+    await assert.rejects(
+      startDaemon({ whitelist: source, stateDir: open, extraArgs: [...l.trustArgs] }),
+      /daemon exited with code 1[\s\S]*refusing the state dir[\s\S]*mode 0777, writable by its group: chmod go-w/,
+    );
+    const foreign = workDir('state-foreign');
+    writeFileSync(join(foreign, 'whitelist.xml'), 'planted');
+    chownSync(join(foreign, 'whitelist.xml'), 4321, 4321);
+    await assert.rejects(
+      startDaemon({ whitelist: source, stateDir: foreign, extraArgs: [...l.trustArgs] }),
+      /daemon exited with code 1[\s\S]*whitelist\.xml is owned by uid 4321/,
+    );
   });
 });
