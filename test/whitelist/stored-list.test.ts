@@ -10,7 +10,8 @@ import { buildListXml } from '../support/xmlsec.js';
 const trust = loadSignerTrust([DEMO_SIGNER]);
 const demo = readFileSync(DEMO_WHITELIST);
 const DN = 'CN=mx.attacker.test,O=ATTACKER,C=FR';
-const NOW = Date.parse('2026-06-01T00:00:00Z');
+// The demo list is dated when it was made: judged now, as the daemon would.
+const NOW = Date.now();
 const DAY = 86_400_000;
 const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 const planted = (generatedAtMs: number): Buffer =>
