@@ -159,7 +159,7 @@ export async function startStreamServer(listenAddress: string, options: StreamSe
     await bound.release();
     throw new Error(
       `--allowed-peer-users applies to loopback TCP listeners only: ${options.frontend} listens on ${address} (${notLoopback}); ` +
-        'restrict a non-loopback port with a firewall, a unix: socket with --socket-mode/--socket-group, and leave allowed-peer-users empty',
+        'restrict a non-loopback port with a firewall (or listen on a unix: socket, guarded by --socket-mode/--socket-group), and leave allowed-peer-users empty',
     );
   }
   listener.log.info({ address }, `${options.frontend} listener ready`);
@@ -187,8 +187,8 @@ function peerUsersUnenforceable(
   kind: 'tcp' | 'unix',
   allowed: ReadonlyMap<number, string> | undefined,
 ): string | null {
-  if (allowed === undefined || allowed.size === 0) return null;
-  if (kind === 'unix') return 'a unix socket: its mode, owner and group decide who connects';
+  // A unix socket's mode, owner and group decide who connects (the postfix-socket layout): not checked here.
+  if (allowed === undefined || allowed.size === 0 || kind === 'unix') return null;
   const info = server.address();
   const ip = info !== null && typeof info === 'object' ? info.address : '';
   return isLoopbackAddress(ip) ? null : 'peers from other hosts have no local user';
