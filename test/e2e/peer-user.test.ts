@@ -75,7 +75,7 @@ function idOf(name: string): { uid: number; gid: number } {
   return { uid: uid!, gid: gid! };
 }
 
-describe('--allowed-peer-users against a local flood (issue 21)', { timeout: 300_000 }, () => {
+describe('--allowed-peer-users against a local flood (issue 21)', { timeout: 900_000 }, () => {
   const suffix = `${process.pid % 100_000}`;
   const allowedName = `msspok${suffix}`;
   const intruderName = `msspbad${suffix}`;

@@ -21,7 +21,7 @@ function assertNoSecret(where: string, text: string): void {
   for (const secret of SECRETS) assert.ok(!text.includes(secret), `${where} shows ${secret}:\n${text.slice(0, 2000)}`);
 }
 
-describe('no secret of the list URL in any output (issue 21)', { timeout: 300_000 }, () => {
+describe('no secret of the list URL in any output (issue 21)', { timeout: 900_000 }, () => {
   let server: HttpsListServer | null = null;
   let daemon: DaemonHandle | null = null;
   after(async () => {

@@ -43,7 +43,7 @@ const ATTACKER_DN = subjectRfc2253([
 ]);
 const VICTIM_SENDER = VALID.sender;
 
-describe('a list planted in the state dir (issue 21, point 1)', { timeout: 300_000 }, () => {
+describe('a list planted in the state dir (issue 21, point 1)', { timeout: 900_000 }, () => {
   let lists: ListSigner | null = null;
   const daemons: DaemonHandle[] = [];
   const dirs: string[] = [];

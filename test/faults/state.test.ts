@@ -43,7 +43,7 @@ const sha256 = (data: string | Buffer): string => createHash('sha256').update(da
 const extra = (n: number, prefix: string): ListEntry[] =>
   Array.from({ length: n }, (_, i) => ({ nom: `${prefix}${i}.mssante.test`, dn: OP1_DN }));
 
-describe('state directory faults (running daemon, file source, signed lists)', { timeout: 150_000 }, () => {
+describe('state directory faults (running daemon, file source, signed lists)', { timeout: 900_000 }, () => {
   let lists: ListSigner | null = null;
   const daemons: DaemonHandle[] = [];
   const dirs: string[] = [];
