@@ -30,6 +30,7 @@ import type { DomainChange } from './whitelist/change-journal.js';
 import { WhitelistIndex } from './whitelist/whitelist-index.js';
 import { prepareList, type PreparedList, type PrepareResult } from './whitelist/prepare.js';
 import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
+import { redactLocations } from './whitelist/shown-location.js';
 import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';
 import type { ValidEntry } from './whitelist/validate.js';
 
@@ -125,7 +126,9 @@ async function serveCommand(args: string[]): Promise<number> {
     throw error;
   }
   if (values['print-config'] === true) {
-    process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+    // The list URL may carry a token (query, userinfo): printed redacted, like everywhere else.
+    const shown = (key: string, value: unknown): unknown => (key === 'whitelist' ? redactLocations(value) : value);
+    process.stdout.write(`${JSON.stringify(config, shown, 2)}\n`);
     return 0;
   }
   const { serve } = await import('./daemon.js');

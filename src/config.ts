@@ -200,6 +200,12 @@ export const SETTINGS = [
     help: "group of unix: socket files, e.g. postfix for a chrooted Postfix (default: the daemon's group)",
   },
   {
+    key: 'allowed-peer-users',
+    kind: 'list',
+    default: [],
+    help: 'local users (names or uids, comma-separated or repeated) whose connections loopback TCP listeners (policy, Milter, socketmap) accept; others are closed (default: anyone; packaged config: postfix)',
+  },
+  {
     key: 'http-allowed-host',
     kind: 'list',
     default: [],
@@ -418,6 +424,8 @@ export interface Config {
   readonly socketOwner: string | null;
   readonly socketGroup: string | null;
   readonly httpAllowedHosts: readonly string[];
+  /** --allowed-peer-users: names (or uids) resolved at start-up; empty: any local user may connect. */
+  readonly allowedPeerUsers: readonly string[];
   readonly maxConnections: number;
   readonly idleTimeoutSeconds: number;
   readonly milterIdleTimeoutSeconds: number;
@@ -635,6 +643,7 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
     socketOwner: get<string | null>('socket-owner'),
     socketGroup: get<string | null>('socket-group'),
     httpAllowedHosts: get<string[]>('http-allowed-host'),
+    allowedPeerUsers: get<string[]>('allowed-peer-users'),
     maxConnections: get<number>('max-connections'),
     idleTimeoutSeconds: get<number>('idle-timeout'),
     milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),

@@ -18,6 +18,7 @@ import { startMilterFrontend, type MilterFrontend } from './frontends/milter/fro
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { startSocketmapServer } from './frontends/socketmap/server.js';
 import { startHttpServer, type DomainLookup, type WhitelistStatus } from './http/server.js';
+import { resolveUsers } from './net/peer-user.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
 import { LogLevelControl } from './observe/log-level.js';
 import { createNotifier, type Notifier } from './observe/sd-notify.js';
@@ -39,6 +40,7 @@ import { DEFAULT_SOURCE_OPTIONS } from './whitelist/source.js';
 import { createSources } from './whitelist/sources.js';
 import { hasSignerTrust, loadSignerTrust, type SignerTrustConfig } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
+import { assertStateDirPrivate } from './whitelist/state-access.js';
 
 export interface Logging {
   readonly logger: Logger;
@@ -131,6 +133,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   };
   if (hasSignerTrust(trust)) loadSignerTrust(trust);
   ensureStateDir(config.stateDir);
+  assertStateDirPrivate(config.stateDir);
   // Socket activation: read once, then hidden from the processes we spawn.
   const inherited = inheritedSockets(process.env, process.pid);
   forgetActivationEnv(process.env);
@@ -294,6 +297,7 @@ async function startListeners(
     maxConnectionBytes: config.maxConnectionBytes,
     heapWatermarkPercent: config.heapWatermarkPercent,
     unixSocket: { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup },
+    allowedPeerUsers: await resolveUsers(config.allowedPeerUsers),
     metrics,
   };
   // The same, on the socket systemd passed for that listener when there is one.

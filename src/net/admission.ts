@@ -43,7 +43,7 @@ export function createAdmission(
   log: Logger,
   memory?: MemoryWatermark,
 ): Admission {
-  const rejected = metrics.connectionsRejected.labels({ frontend });
+  const rejected = metrics.connectionsRejected.labels({ frontend, reason: 'limit' });
   const shed = metrics.connectionsRejectedMemory.labels({ frontend });
   const ratio = memory?.heapUsedRatio ?? heapUsedRatio;
   const watermark = memory === undefined ? Infinity : memory.heapWatermarkPercent / 100;

@@ -25,6 +25,11 @@ import type { Metrics } from '../observe/metrics.js';
 import type { ListenerFrontend } from '../trust/facts.js';
 import { createAdmission, type Admission } from './admission.js';
 import { formatAddress, listen, parseListenAddress, type ListenOptions } from './listen.js';
+import { createPeerUserCheck, isLoopbackAddress, type PeerUserCheck } from './peer-user.js';
+
+function ignoreSocketError(): void {
+  // A peer gone while its user is looked up: the socket is destroyed after the check.
+}
 
 export interface StreamLimits {
   /** Connections beyond this are accepted then closed at once, and counted. */
@@ -89,6 +94,8 @@ export interface ListenerOptions {
   readonly heapWatermarkPercent?: number;
   /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
   readonly unixSocket?: ListenOptions;
+  /** uid → name (--allowed-peer-users): a loopback TCP listener closes connections of any other local user (peer-user.ts). */
+  readonly allowedPeerUsers?: ReadonlyMap<number, string>;
   readonly logger: Logger;
   readonly metrics: Metrics;
 }
@@ -105,6 +112,8 @@ export interface StreamServerOptions {
   readonly keepAliveMs?: number;
   /** Mode, owner and group of a unix socket file. */
   readonly unixSocket?: ListenOptions;
+  /** uid → name: only these local users may connect (loopback TCP listeners only; empty or absent: anyone). */
+  readonly allowedPeerUsers?: ReadonlyMap<number, string>;
 }
 
 export interface StreamServer {
@@ -146,6 +155,15 @@ export async function startStreamServer(listenAddress: string, options: StreamSe
   server.on('error', (err) => listener.log.error({ err }, `${options.frontend} listener error`));
   const bound = await listen(server, parsed, options.unixSocket);
   const address = formatAddress(bound.address);
+  const notLoopback = peerUsersUnenforceable(server, parsed.kind, options.allowedPeerUsers);
+  if (notLoopback !== null) {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await bound.release();
+    throw new Error(
+      `--allowed-peer-users applies to loopback TCP listeners only: ${options.frontend} listens on ${address} (${notLoopback}); ` +
+        'restrict a non-loopback port with a firewall (or listen on a unix: socket, guarded by --socket-mode/--socket-group), and leave allowed-peer-users empty',
+    );
+  }
   listener.log.info({ address }, `${options.frontend} listener ready`);
   let closing: Promise<void> | null = null;
   return {
@@ -165,11 +183,27 @@ export async function startStreamServer(listenAddress: string, options: StreamSe
   };
 }
 
+/** Why the peer-user check cannot hold on this listener (null when it can, or is off). */
+function peerUsersUnenforceable(
+  server: net.Server,
+  kind: 'tcp' | 'unix',
+  allowed: ReadonlyMap<number, string> | undefined,
+): string | null {
+  // A unix socket's mode, owner and group decide who connects (the postfix-socket layout): not checked here.
+  if (allowed === undefined || allowed.size === 0 || kind === 'unix') return null;
+  const info = server.address();
+  const ip = info !== null && typeof info === 'object' ? info.address : '';
+  return isLoopbackAddress(ip) ? null : 'peers from other hosts have no local user';
+}
+
 /** The connections of one listener and what happens to them; the net.Server itself stays outside. */
 class Listener {
   readonly log: Logger;
   private readonly connections = new Set<Connection>();
   private readonly admission: Admission;
+  private readonly peerUsers: PeerUserCheck | null;
+  /** Connections admitted but waiting for the peer-user check: they count against the limit. */
+  private checking = 0;
   private readonly active: ReturnType<Metrics['connectionsActive']['labels']>;
   private nextId = 0;
   private draining = false;
@@ -185,10 +219,42 @@ class Listener {
     this.admission = createAdmission(frontend, limits.maxConnections, unix, metrics, this.log, {
       heapWatermarkPercent: limits.heapWatermarkPercent,
     });
+    const allowed = options.allowedPeerUsers;
+    this.peerUsers =
+      unix || allowed === undefined || allowed.size === 0 ? null : createPeerUserCheck(frontend, allowed, metrics, this.log);
   }
 
   accept(socket: net.Socket): void {
-    if (!this.admission.admit(socket, this.connections.size)) return;
+    if (!this.admission.admit(socket, this.connections.size + this.checking)) return;
+    if (this.peerUsers === null) {
+      this.open(socket);
+      return;
+    }
+    // Nothing is read until the peer's user is known: a refused peer gets no answer at all.
+    socket.pause();
+    socket.on('error', ignoreSocketError);
+    this.checking++;
+    void this.peerUsers
+      .admits(socket)
+      .catch(() => false)
+      .then((allowed) => {
+        this.checking--;
+        socket.off('error', ignoreSocketError);
+        if (socket.destroyed) return;
+        if (!allowed || this.draining) {
+          socket.destroy();
+          return;
+        }
+        this.open(socket);
+        socket.resume();
+      })
+      .catch((err: unknown) => {
+        this.log.error({ err }, `${this.options.frontend} connection failed after the peer-user check`);
+        socket.destroy();
+      });
+  }
+
+  private open(socket: net.Socket): void {
     const { frontend, limits, metrics } = this.options;
     const conn: Connection = {
       id: ++this.nextId,

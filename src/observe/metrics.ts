@@ -35,7 +35,7 @@ export interface Metrics {
   readonly whitelistUsable: Gauge;
   readonly whitelistSignerNotAfter: Gauge;
   readonly connectionsActive: Gauge<'frontend'>;
-  readonly connectionsRejected: Counter<'frontend'>;
+  readonly connectionsRejected: Counter<'frontend' | 'reason'>;
   readonly connectionsRejectedMemory: Counter<'frontend'>;
   readonly protocolErrors: Counter<'frontend' | 'kind'>;
   readonly logLinesDropped: Counter;
@@ -282,8 +282,8 @@ function createConnectionMetrics(
   });
   const connectionsRejected = new Counter({
     name: `${p}connections_rejected_total`,
-    help: 'Connections refused because the connection limit was reached',
-    labelNames: ['frontend'] as const,
+    help: 'Connections refused by reason: limit (--max-connections reached), peer_user (a local user not in --allowed-peer-users)',
+    labelNames: ['frontend', 'reason'] as const,
     registers: [registry],
   });
   const connectionsRejectedMemory = new Counter({

@@ -131,6 +131,12 @@ export const LOAD_FAILURE_INFO = {
     summary: 'the verification worker crashed, hit its heap limit or --prepare-timeout, or the daemon is stopping',
   },
   state_unreadable: { stage: 'state', transient: true, summary: 'the stored copy in --state-dir cannot be read' },
+  state_unverified: {
+    stage: 'state',
+    transient: false,
+    summary:
+      'the stored copy in --state-dir fails the checks a fresh list passes (signature under the current trust settings, profile, entries, dated > 24 h ahead): not put in force, the source is fetched as if the state dir were empty',
+  },
   state_write_failed: {
     stage: 'state',
     transient: false,

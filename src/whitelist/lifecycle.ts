@@ -10,7 +10,7 @@ import { guardList } from './guard.js';
 import { ChangeJournal, type DomainHistory } from './change-journal.js';
 import { CHANGE_KINDS, changeCounts, refOf, type ListChange, type ListDiff } from './changes.js';
 import { WhitelistIndex } from './whitelist-index.js';
-import type { PrepareOptions, PreparedList } from './prepare.js';
+import type { PreparedList } from './prepare.js';
 import { PrepareWorker, type PrepareJob, type PrepareOutcome } from './prepare-worker.js';
 import type { SignerTrustConfig } from './signature.js';
 import type { FetchOutcome, ListSource, SourceValidators } from './source.js';
@@ -24,6 +24,7 @@ import {
   writeFileAtomic,
   type StateMeta,
 } from './state.js';
+import { judgeStoredList, shownStoredSource } from './stored-list.js';
 
 export interface LifecycleOptions {
   readonly sourceDescription: string;
@@ -220,18 +221,23 @@ export class ListLifecycle {
       this.logger.info({ event: 'state_empty', state_dir: this.options.stateDir }, 'no stored list yet');
       return;
     }
-    const key = trustKey(this.options.trust);
-    const verified =
-      stored.meta?.signer != null && stored.meta.trustKey === key
-        ? { sha256: stored.meta.sha256, signer: stored.meta.signer }
-        : null;
-    const prepared = await this.prepare(stored.bytes, verified);
-    if (!prepared.ok) {
-      this.recordFailure(prepared.reason, `stored list: ${prepared.detail}`, 'state');
+    // Read back from disk, the copy is input like the network: whoever could write the state dir
+    // could have planted it (whitelist.json's trustKey and sha256 are computable from public files).
+    // It is verified as a fresh list is, under the trust settings of this start (stored-list.ts).
+    const prepared = await this.prepare(stored.bytes);
+    const verdict = judgeStoredList(prepared, this.acceptedHashes(), this.now().getTime());
+    if (!verdict.ok) {
+      this.recordFailure(verdict.reason, verdict.detail, 'state');
+      this.logger.warn(
+        { event: 'state_refused', state_dir: this.options.stateDir, reason: verdict.reason, cause: verdict.cause },
+        'the stored list is not put in force: fetching the source as if the state dir were empty',
+      );
       return;
     }
-    const meta = stored.meta !== null && stored.meta.sha256 === prepared.list.sha256 ? stored.meta : null;
-    this.swap(prepared.list, meta?.source ?? 'state', meta?.validators ?? null, 'state', stored.bytes);
+    const meta = stored.meta !== null && stored.meta.sha256 === verdict.list.sha256 ? stored.meta : null;
+    // No stored validators: the first fetch is unconditional, so a copy planted with the source's
+    // current ETag cannot make the source answer "not modified" and keep it in force.
+    this.swap(verdict.list, shownStoredSource(meta?.source), null, 'state', stored.bytes);
   }
 
   /** Lists the operator accepted; an unreadable file is said loudly (the override would silently do nothing). */
@@ -258,14 +264,12 @@ export class ListLifecycle {
 
   private async prepare(
     bytes: Uint8Array,
-    alreadyVerified: PrepareOptions['alreadyVerified'] = null,
   ): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
     const outcome: PrepareOutcome = await this.runInWorker({
       bytes,
       trust: this.options.trust,
       allowUnsigned: this.options.allowUnsigned,
       maxEntries: this.options.maxEntries,
-      alreadyVerified,
     });
     if (outcome.result === null) return { ok: false, reason: 'worker_failed', detail: outcome.error ?? 'unknown worker failure' };
     if (!outcome.result.ok) return { ok: false, reason: outcome.result.reason, detail: outcome.result.detail };

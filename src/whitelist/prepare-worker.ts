@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { hasSignerTrust, loadSignerTrust, type SignerTrust, type SignerTrustConfig } from './signature.js';
-import { prepareList, type PrepareOptions, type PrepareResult } from './prepare.js';
+import { prepareList, type PrepareResult } from './prepare.js';
 
 export interface PrepareJob {
   readonly id: number;
@@ -15,7 +15,6 @@ export interface PrepareJob {
   readonly trust: SignerTrustConfig;
   readonly allowUnsigned: boolean;
   readonly maxEntries: number;
-  readonly alreadyVerified?: PrepareOptions['alreadyVerified'];
 }
 
 interface JobReply {
@@ -55,7 +54,6 @@ if (!isMainThread && parentPort !== null) {
         trust,
         allowUnsigned: job.allowUnsigned,
         maxEntries: job.maxEntries,
-        alreadyVerified: job.alreadyVerified ?? null,
       });
       const cpu = process.cpuUsage(started);
       port.postMessage({ id: job.id, result, error: null, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);

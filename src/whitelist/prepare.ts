@@ -16,11 +16,6 @@ export interface PrepareOptions {
   readonly trust: SignerTrust | null;
   readonly allowUnsigned: boolean;
   readonly maxEntries: number;
-  /**
-   * A copy this daemon verified before storing it (state dir): when the bytes still hash to
-   * `sha256`, the signature is not checked again — start-up is then ready in well under a second.
-   */
-  readonly alreadyVerified?: { readonly sha256: string; readonly signer: SignerInfo } | null;
 }
 
 export interface PreparedList {
@@ -63,9 +58,7 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
 
   let signature: PreparedList['signature'];
   const signed = isSigned(xml);
-  if (options.alreadyVerified != null && options.alreadyVerified.sha256 === sha256) {
-    signature = { verified: true, signer: options.alreadyVerified.signer };
-  } else if (options.trust !== null && (signed || !options.allowUnsigned)) {
+  if (options.trust !== null && (signed || !options.allowUnsigned)) {
     const verdict = verifyListSignature(xml, options.trust);
     if (!verdict.ok)
       return verdict.keyInfo === undefined

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import type { LoadFailureAt } from './failures.js';
 import { bypassesProxy, NO_PROXY_SETTINGS, parseProxyUrl, tunnelConnector, type ProxySettings } from './proxy.js';
+import { redactLocation } from './shown-location.js';
 
 export type SourceFailure = LoadFailureAt<'source'>;
 
@@ -60,7 +61,7 @@ export const MAX_RETRY_DELAY_MS = 30_000;
 export const MAX_REDIRECTS = 3;
 
 export interface ListSource {
-  /** For logs: the path, or the URL without credentials. */
+  /** For logs, HTTP and the state dir: the path, or the URL without userinfo, query or fragment (redactLocation). */
   readonly description: string;
   fetch(previous: SourceValidators | null, signal?: AbortSignal): Promise<FetchOutcome>;
 }
@@ -79,19 +80,19 @@ export function createSource(location: string, options: SourceOptions): ListSour
   if (scheme === 'file') return new FileSource(fileURLToPath(loc), options);
   if (scheme === 'http') {
     throw new Error(
-      `whitelist source ${redact(loc)} refused: plain http:// lets anyone on the path withhold updates or replay an older ` +
+      `whitelist source ${redactLocation(loc)} refused: plain http:// lets anyone on the path withhold updates or replay an older ` +
         'signed list (the signature does not prevent a rollback); use the https:// URL, or a file path',
     );
   }
   if (scheme !== 'https')
-    throw new Error(`whitelist source ${redact(loc)}: unsupported scheme "${scheme}:" (use a file path or https://)`);
+    throw new Error(`whitelist source ${redactLocation(loc)}: unsupported scheme "${scheme}:" (use a file path or https://)`);
   let url: URL;
   try {
     url = new URL(loc);
   } catch {
-    throw new Error(`whitelist source ${redact(loc)}: not a valid URL`);
+    throw new Error(`whitelist source ${redactLocation(loc)}: not a valid URL`);
   }
-  if (url.hostname === '') throw new Error(`whitelist source ${redact(loc)}: no host in the URL`);
+  if (url.hostname === '') throw new Error(`whitelist source ${redactLocation(loc)}: no host in the URL`);
   if (options.proxy?.url != null) parseProxyUrl(options.proxy.url);
   if (options.caFile !== null) {
     let pem: string;
@@ -130,10 +131,6 @@ function errorText(e: unknown): string {
   const code = errorCode(e);
   const message = e instanceof Error ? e.message : String(e);
   return code !== '' && !message.includes(code) ? `${code}: ${message}` : message;
-}
-
-function redact(loc: string): string {
-  return loc.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)[^/@]*@/, '$1***@');
 }
 
 function tooLarge(what: string, maxBytes: number): string {
@@ -279,12 +276,7 @@ class HttpsSource implements ListSource {
     private readonly url: URL,
     private readonly options: SourceOptions,
   ) {
-    const shown = new URL(url.href);
-    if (shown.username !== '' || shown.password !== '') {
-      shown.username = '***';
-      shown.password = '';
-    }
-    this.description = shown.href;
+    this.description = redactLocation(url.href);
   }
 
   /** A CONNECT tunnel through HTTPS_PROXY, unless NO_PROXY names the host; null: direct. */

@@ -39,7 +39,7 @@ interface Status {
   lastFailureReason: string | null;
 }
 
-describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)', { timeout: 240_000 }, () => {
+describe('list life cycle (running daemon, HTTPS source, xmlsec1-signed lists)', { timeout: 900_000 }, () => {
   let pki: TestPki;
   let signer: Issued;
   let server: HttpsListServer;

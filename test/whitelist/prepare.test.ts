@@ -31,27 +31,6 @@ describe('prepareList', () => {
     assert.equal(!stillChecked.ok && stillChecked.reason, 'signature_digest_mismatch');
   });
 
-  it('skips re-verification of a stored copy only while its bytes hash to what was verified', () => {
-    const first = prepareList(demo, { trust, allowUnsigned: false, maxEntries: 100 });
-    assert.ok(first.ok && first.list.signature.verified);
-    const signer = first.list.signature.signer;
-    const again = prepareList(demo, {
-      trust,
-      allowUnsigned: false,
-      maxEntries: 100,
-      alreadyVerified: { sha256: first.list.sha256, signer },
-    });
-    assert.ok(again.ok && again.list.signature.verified);
-    const tampered = Buffer.from(demo.toString('utf8').replace('demo-clinique', 'demo-cliniqe'));
-    const caught = prepareList(tampered, {
-      trust,
-      allowUnsigned: false,
-      maxEntries: 100,
-      alreadyVerified: { sha256: first.list.sha256, signer },
-    });
-    assert.equal(!caught.ok && caught.reason, 'signature_digest_mismatch');
-  });
-
   it('enforces the entry limit and refuses invalid UTF-8, a bad date and a list with no valid entry', () => {
     const two = Buffer.from(
       buildListXml(

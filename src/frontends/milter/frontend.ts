@@ -23,6 +23,8 @@ export interface MilterFrontendOptions {
   readonly heapWatermarkPercent: number;
   /** Mode, owner and group of a unix socket file. */
   readonly unixSocket?: ListenOptions;
+  /** uid → name (--allowed-peer-users), for a loopback TCP listener. */
+  readonly allowedPeerUsers?: ReadonlyMap<number, string>;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly service: Decisions;
@@ -76,6 +78,7 @@ export async function startMilterFrontend(listen: string, options: MilterFronten
     maxConnectionBytes: options.maxConnectionBytes,
     heapWatermarkPercent: options.heapWatermarkPercent,
     unixSocket: options.unixSocket,
+    allowedPeerUsers: options.allowedPeerUsers,
     logger: options.logger,
     metrics: options.metrics,
     onMailFrom: (transaction) => {

@@ -100,6 +100,7 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
     metrics: options.metrics,
     keepAliveMs: 60_000,
     unixSocket: options.unixSocket,
+    allowedPeerUsers: options.allowedPeerUsers,
     createSession: (conn) => milterSession(conn, maxPacketBytes, onMailFrom, logger),
   });
 }

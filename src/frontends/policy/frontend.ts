@@ -25,6 +25,8 @@ export interface PolicyFrontendOptions {
   readonly heapWatermarkPercent: number;
   /** Mode, owner and group of a unix socket file. */
   readonly unixSocket?: ListenOptions;
+  /** uid → name (--allowed-peer-users), for a loopback TCP listener. */
+  readonly allowedPeerUsers?: ReadonlyMap<number, string>;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly service: Decisions;
@@ -43,6 +45,7 @@ export async function startPolicyFrontend(listen: string, options: PolicyFronten
     maxConnectionBytes: options.maxConnectionBytes,
     heapWatermarkPercent: options.heapWatermarkPercent,
     unixSocket: options.unixSocket,
+    allowedPeerUsers: options.allowedPeerUsers,
     logger,
     metrics,
     handle: (request, connection) => {

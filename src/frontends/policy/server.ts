@@ -84,6 +84,7 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
     metrics: options.metrics,
     allowHalfOpen: true,
     unixSocket: options.unixSocket,
+    allowedPeerUsers: options.allowedPeerUsers,
     createSession: (conn) => policySession(conn, limits, handle, logger),
   });
 }

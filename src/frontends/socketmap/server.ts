@@ -75,6 +75,7 @@ export async function startSocketmapServer(listenAddress: string, options: Socke
     metrics: options.metrics,
     allowHalfOpen: true,
     unixSocket: options.unixSocket,
+    allowedPeerUsers: options.allowedPeerUsers,
     createSession: (conn) => socketmapSession(conn, new SocketmapDecoder(limits), (requests) => answer(requests, conn.id)),
   });
 
