@@ -122,8 +122,8 @@ export interface RunningDaemon {
   applyLiveSettings(config: Config): void;
 }
 
-export async function startDaemon(config: Config, logging: Logging): Promise<RunningDaemon> {
-  const { logger } = logging;
+/** What must hold before anything starts: signer files that load, a private state dir, inherited sockets that are ours. */
+function checkStartPrerequisites(config: Config): { trust: SignerTrustConfig; inherited: InheritedSockets } {
   // An unreadable or invalid signer file is a start-up error, not a 451 for every mail later.
   const trust = {
     signer: config.signer,
@@ -138,6 +138,12 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   const inherited = inheritedSockets(process.env, process.pid);
   forgetActivationEnv(process.env);
   checkInheritedSockets(inherited, config);
+  return { trust, inherited };
+}
+
+export async function startDaemon(config: Config, logging: Logging): Promise<RunningDaemon> {
+  const { logger } = logging;
+  const { trust, inherited } = checkStartPrerequisites(config);
   const metrics = createMetrics();
   const build = buildIdentity();
   metrics.buildInfo.set({ version: build.version, node: build.node }, 1);
