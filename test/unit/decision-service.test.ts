@@ -1,0 +1,82 @@
+/** The edge with the operator ledger: the throttle answer goes into the reply, the metric and the trace alike. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { pino } from 'pino';
+import { DecisionService } from '../../src/decision-service.js';
+import { createMetrics } from '../../src/observe/metrics.js';
+import { DecisionTracer } from '../../src/observe/trace.js';
+import type { Facts } from '../../src/trust/facts.js';
+import { OperatorLedger } from '../../src/trust/operators.js';
+import { POLICY_ACTIONS } from '../../src/trust/reasons.js';
+import { buildIndex } from '../support/index-builder.js';
+
+const index = buildIndex([['op1.mssante.fr', 'CN=mx.op1.fr,O=GIP OP1,C=FR']]);
+const facts = (sender: string): Facts => ({
+  frontend: 'policy',
+  stage: 'rcpt',
+  tlsProtocol: 'TLSv1.3',
+  tlsCipher: 'TLS_AES_256_GCM_SHA384',
+  cert: { kind: 'cn', cn: 'mx.op1.fr', issuerCn: null, verified: true },
+  sender,
+});
+
+function service(mode: 'enforce' | 'observe') {
+  const metrics = createMetrics({ defaultMetrics: false });
+  const traces: string[] = [];
+  const logger = pino({ level: 'info' }, { write: () => undefined });
+  const ledger = new OperatorLedger(
+    { rate: 1, burst: 2, mode, exempt: [] },
+    { forget: (l) => metrics.forgetOperators(l), overRate: () => undefined },
+    () => 0,
+  );
+  ledger.setList(index);
+  metrics.readOperatorCounts(() => ledger.counts());
+  const svc = new DecisionService({
+    currentIndex: () => index,
+    policy: { tlsProfile: 'off', trustedIssuerCns: new Set() },
+    metrics,
+    tracer: new DecisionTracer(logger, null, (line) => traces.push(line)),
+    logger,
+    operators: ledger,
+  });
+  const answer = (sender: string, instance: string) =>
+    svc.answer('policy', facts(sender), { stage: 'rcpt', connectionId: 1, instance, sender }, process.hrtime.bigint());
+  return { svc, metrics, traces, answer };
+}
+
+describe('DecisionService with the operator ledger', () => {
+  it('enforce: the third message gets 451 4.7.1 in the answer, decisions_total and the trace; a refusal stays a refusal; the dry run is untouched', async () => {
+    const { svc, metrics, traces, answer } = service('enforce');
+    assert.equal(answer('a@op1.mssante.fr', 'm1').reason.id, 'ok');
+    assert.equal(answer('a@op1.mssante.fr', 'm2').reason.id, 'ok');
+    const third = answer('a@op1.mssante.fr', 'm3');
+    assert.equal(third.reason.id, 'operator_rate_limited');
+    assert.equal(
+      POLICY_ACTIONS[third.reason.id],
+      '451 4.7.1 Debit de l operateur emetteur temporairement limite / sending operator temporarily rate limited',
+    );
+    assert.equal(answer('a@op1.mssante.fr', 'm3').reason.id, 'operator_rate_limited', 'second recipient, same answer');
+    assert.equal(answer('a@autre.mssante.fr', 'm4').reason.id, 'sender_domain_not_listed');
+    assert.equal(svc.evaluate(facts('a@op1.mssante.fr')).reason.id, 'ok', 'evaluate() neither counts nor throttles');
+    assert.ok(traces.at(-3)?.includes('"reason":"operator_rate_limited"'), traces.at(-3));
+    const text = await metrics.registry.metrics();
+    assert.match(
+      text,
+      /^mssante_policyd_decisions_total\{frontend="policy",result="tempfail",reason="operator_rate_limited"\} 2$/m,
+    );
+    assert.match(text, /^mssante_policyd_operator_transactions_total\{operator="mx\.op1\.fr",result="pass"\} 2$/m);
+    assert.match(text, /^mssante_policyd_operator_transactions_total\{operator="mx\.op1\.fr",result="throttled"\} 1$/m);
+    assert.match(text, /^mssante_policyd_operator_transactions_total\{operator="mx\.op1\.fr",result="reject"\} 1$/m);
+  });
+
+  it('observe: the answer stays a pass, the excess is counted', async () => {
+    const { metrics, answer } = service('observe');
+    for (let i = 0; i < 5; i++) assert.equal(answer('a@op1.mssante.fr', `m${i}`).reason.id, 'ok');
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^mssante_policyd_operator_transactions_total\{operator="mx\.op1\.fr",result="throttled"\} 3$/m);
+    assert.match(
+      text,
+      /^mssante_policyd_decisions_total\{frontend="policy",result="tempfail",reason="operator_rate_limited"\} 0$/m,
+    );
+  });
+});
