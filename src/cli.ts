@@ -19,6 +19,7 @@ import {
   type SettingKey,
 } from './config.js';
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
+import { DEFAULT_POLICY_LIMITS } from './listener-defaults.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { parseListenAddress } from './net/listen.js';
@@ -636,7 +637,7 @@ async function queryCommand(args: string[]): Promise<number> {
   try {
     const answer = await new Promise<string>((resolve, reject) => {
       const socket = address.kind === 'unix' ? createConnection(address.path) : createConnection(address.port, address.host);
-      const decoder = new PolicyDecoder();
+      const decoder = new PolicyDecoder(DEFAULT_POLICY_LIMITS);
       socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
       socket.on('connect', () => socket.write(encodeRequest(attrs)));
       socket.on('data', (chunk) => {

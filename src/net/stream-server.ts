@@ -81,12 +81,12 @@ export interface StreamSession {
 
 /** What every protocol server built on this skeleton takes from the daemon, besides its own limits. */
 export interface ListenerOptions {
-  /** Connections beyond this are accepted then closed at once, and counted. */
-  readonly maxConnections?: number;
-  /** Most bytes one connection may make the daemon keep (what is buffered for it). */
-  readonly maxConnectionBytes?: number;
-  /** New connections are refused while the heap is above this percentage of its limit. */
-  readonly heapWatermarkPercent?: number;
+  /** Connections beyond this are accepted then closed at once, and counted (--max-connections). */
+  readonly maxConnections: number;
+  /** Most bytes one connection may make the daemon keep (what is buffered for it; --max-connection-bytes). */
+  readonly maxConnectionBytes: number;
+  /** New connections are refused while the heap is above this percentage of its limit (--heap-watermark). */
+  readonly heapWatermarkPercent: number;
   /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
   readonly unixSocket?: ListenOptions;
   readonly logger: Logger;

@@ -1,10 +1,14 @@
 /**
- * The shape of src/, checked on every run (architecture.md, "Rules of the house"):
+ * The shape of src/, checked on every run (docs/architecture.md, "Rules of the house"):
  * - no import cycle between folders (a file directly in src/ belongs to folder "."): dependencies
  *   point one way, so that trust/ can be read and tested without the list pipeline or the metrics;
  * - no function longer than MAX_FUNCTION_LINES lines: a state machine or an adapter that grows past
  *   it is split into named helpers.
- * Both read the sources with the TypeScript parser (type-only imports and re-exports count too).
+ * - a listener default (limit, timeout, budget) is written in SETTINGS only (docs/architecture.md,
+ *   "One place per fact"): in src/frontends/ and src/net/ no literal equal to one, no `?? fallback`
+ *   of a listener option, no default value for a parameter of a Limits, ServerOptions or DecoderOptions type. The servers and
+ *   codecs require their limits; src/listener-defaults.ts derives the defaults from SETTINGS.
+ * All read the sources with the TypeScript parser (type-only imports and re-exports count too).
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -12,6 +16,7 @@ import { dirname, join, relative, resolve, sep } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
+import { SETTINGS } from '../../src/config.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SRC = join(ROOT, 'src');
@@ -162,6 +167,107 @@ export function functionLengths(file: ts.SourceFile): Array<{ name: string; line
   return out;
 }
 
+/** The settings the listeners take, and the option names the servers and codecs take them under. */
+const LISTENER_SETTINGS = [
+  'max-connections',
+  'max-connection-bytes',
+  'heap-watermark',
+  'idle-timeout',
+  'milter-idle-timeout',
+  'request-timeout',
+  'max-line-bytes',
+  'max-request-bytes',
+  'max-attributes',
+  'max-milter-packet-bytes',
+  'max-socketmap-request-bytes',
+] as const;
+const LISTENER_OPTIONS = new Set([
+  'maxConnections',
+  'maxConnectionBytes',
+  'heapWatermarkPercent',
+  'idleTimeoutMs',
+  'requestTimeoutMs',
+  'packetTimeoutMs',
+  'limits',
+  'maxLineBytes',
+  'maxRequestBytes',
+  'maxAttributes',
+  'maxPacketBytes',
+]);
+/** Folders where the listeners live; SETTINGS (config.ts) and listener-defaults.ts are the allowed places. */
+const LISTENER_FOLDERS = ['frontends', 'net'];
+
+/** The value of a numeric literal or of a constant expression of them (`65_536 + 1024`, `330 * 1000`), else null. */
+function constantValue(node: ts.Expression): number | null {
+  // Hex, octal and binary literals are protocol bit masks and flags, not limits.
+  if (ts.isNumericLiteral(node)) return /^0[xob]/i.test(node.getText()) ? null : Number(node.text);
+  if (ts.isParenthesizedExpression(node)) return constantValue(node.expression);
+  if (ts.isBinaryExpression(node)) {
+    const left = constantValue(node.left);
+    const right = constantValue(node.right);
+    if (left === null || right === null) return null;
+    switch (node.operatorToken.kind) {
+      case ts.SyntaxKind.PlusToken:
+        return left + right;
+      case ts.SyntaxKind.MinusToken:
+        return left - right;
+      case ts.SyntaxKind.AsteriskToken:
+        return left * right;
+    }
+  }
+  return null;
+}
+
+/**
+ * Listener defaults written in a file: literals equal to a listener setting's default (in its unit, or
+ * in ms for a seconds setting; values under 1024 are too common to tell — the other two rules cover
+ * them), `options.X ?? fallback` for a listener option X, and default values of Limits/ServerOptions/DecoderOptions parameters.
+ */
+export function listenerDefaultsIn(file: ts.SourceFile, defaults: ReadonlyMap<number, string>): string[] {
+  const out: string[] = [];
+  const where = (node: ts.Node): string => `${file.fileName}:${file.getLineAndCharacterOfPosition(node.getStart(file)).line + 1}`;
+  const visit = (node: ts.Node): void => {
+    if (ts.isExpression(node) && (ts.isNumericLiteral(node) || ts.isBinaryExpression(node))) {
+      const value = constantValue(node);
+      if (value !== null && value >= 1024 && defaults.has(value)) {
+        out.push(`${where(node)} ${node.getText(file)}: the default of ${defaults.get(value)}, written outside SETTINGS`);
+        return;
+      }
+    }
+    if (
+      ts.isBinaryExpression(node) &&
+      node.operatorToken.kind === ts.SyntaxKind.QuestionQuestionToken &&
+      ts.isPropertyAccessExpression(node.left) &&
+      LISTENER_OPTIONS.has(node.left.name.text)
+    ) {
+      out.push(`${where(node)} ${node.getText(file)}: a fallback for the listener option ${node.left.name.text}`);
+    }
+    if (
+      ts.isParameter(node) &&
+      node.initializer !== undefined &&
+      node.type !== undefined &&
+      /(Limits|ServerOptions|DecoderOptions)$/.test(node.type.getText(file))
+    ) {
+      out.push(`${where(node)} ${node.getText(file)}: a default for ${node.type.getText(file)}`);
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(file);
+  return out;
+}
+
+/** Default value → setting, for every listener setting (seconds also in ms, as the servers take them). */
+function listenerDefaultValues(): Map<number, string> {
+  const values = new Map<number, string>();
+  for (const key of LISTENER_SETTINGS) {
+    const setting = SETTINGS.find((s) => s.key === key);
+    assert.ok(setting !== undefined && typeof setting.default === 'number', `${key} is a numeric setting`);
+    values.set(setting.default, `--${key}`);
+    if (setting.kind === 'seconds') values.set(setting.default * 1000, `--${key} (in ms)`);
+  }
+  return values;
+}
+
 describe('architecture', () => {
   const files = sourceFiles(SRC);
 
@@ -185,6 +291,18 @@ describe('architecture', () => {
         .map((f) => `${relative(ROOT, path)}:${f.line} ${f.name}: ${f.lines} lines`),
     );
     assert.deepEqual(long, []);
+  });
+
+  it('writes each listener default in SETTINGS only (the servers and codecs require their limits)', () => {
+    const defaults = listenerDefaultValues();
+    const found = files
+      .filter((path) => LISTENER_FOLDERS.includes(folderOf(path).split('/')[0]!))
+      .flatMap((path) => listenerDefaultsIn(parse(path), defaults).map((line) => line.replace(`${ROOT}/`, '')));
+    assert.deepEqual(
+      found,
+      [],
+      `listener defaults outside SETTINGS (take them from the caller; tests: src/listener-defaults.ts):\n${found.join('\n')}`,
+    );
   });
 
   it('the checks see what they must see', () => {
@@ -220,5 +338,21 @@ describe('architecture', () => {
       ['d', new Map([['a', ['d.ts → ../a/x.js']]])],
     ]);
     assert.deepEqual(folderCycles(cyclic), [['a ↔ b ↔ c', 'a.ts → ../b/x.js', 'b.ts → ../c/x.js', 'c.ts → ../a/x.js']]);
+    const listener = ts.createSourceFile(
+      'server.ts',
+      [
+        'const a = { idleTimeoutMs: 330_000, grace: 1024 };', // 330 s in ms; 1024 is no listener default
+        'const b = 65_536 + 1024;', // --max-milter-packet-bytes, folded
+        'const c = options.maxConnections ?? 1000;',
+        'function d(limits: PolicyLimits = X, n = 5): void {}',
+        'const e = options.logger ?? null;',
+      ].join('\n'),
+      ts.ScriptTarget.Latest,
+      true,
+    );
+    assert.deepEqual(
+      listenerDefaultsIn(listener, listenerDefaultValues()).map((line) => line.replace(/: .*/, '')),
+      ['server.ts:1 330_000', 'server.ts:2 65_536 + 1024', 'server.ts:3 options.maxConnections ?? 1000', 'server.ts:4 limits'],
+    );
   });
 });

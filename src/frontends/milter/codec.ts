@@ -83,13 +83,6 @@ export const SMFIM = Object.freeze({
   EOH: 6,
 });
 
-/**
- * Default packet limit: a body chunk is at most 65 535 data bytes (libmilter MILTER_CHUNK_SIZE, Postfix
- * MILTER_CHUNK_SIZE) plus the command byte; we never negotiate the larger SMFIP_MDS_* sizes. 1 KiB of
- * grace on top. Everything we actually read (macros, addresses) is far smaller.
- */
-export const DEFAULT_MAX_PACKET_BYTES = 65_536 + 1024;
-
 export type MilterCodecErrorKind = 'packet_too_large' | 'empty_packet' | 'malformed' | 'unknown_command';
 
 export class MilterCodecError extends Error {
@@ -149,8 +142,8 @@ const MACRO_STAGES = new Set<number>([
 ]);
 
 export interface MilterDecoderOptions {
-  /** Largest accepted length field (command byte + data). Default DEFAULT_MAX_PACKET_BYTES. */
-  readonly maxPacketBytes?: number;
+  /** Largest accepted length field (command byte + data): --max-milter-packet-bytes. */
+  readonly maxPacketBytes: number;
 }
 
 /**
@@ -166,8 +159,8 @@ export class MilterDecoder {
   private packetFill = 0;
   private failure: MilterCodecError | null = null;
 
-  constructor(options: MilterDecoderOptions = {}) {
-    const max = options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
+  constructor(options: MilterDecoderOptions) {
+    const max = options.maxPacketBytes;
     if (!Number.isInteger(max) || max < 13) {
       // 13 = command byte + the 12 bytes of an OPTNEG: anything smaller cannot even negotiate.
       throw new RangeError(`maxPacketBytes must be an integer >= 13, got ${max}`);
@@ -473,7 +466,7 @@ export function encodeRaw(cmd: number, data: Buffer | null = null): Buffer {
 }
 
 /** Splits a stream of replies (MTA side). Throws MilterCodecError on a bad length. Used by tests. */
-export function splitPackets(buffer: Buffer, maxPacketBytes = DEFAULT_MAX_PACKET_BYTES): { packets: Buffer[]; rest: Buffer } {
+export function splitPackets(buffer: Buffer, maxPacketBytes: number): { packets: Buffer[]; rest: Buffer } {
   const packets: Buffer[] = [];
   let pos = 0;
   while (buffer.length - pos >= 4) {

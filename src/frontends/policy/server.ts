@@ -10,14 +10,7 @@
 import type { Logger } from 'pino';
 import { POLICY_ACTIONS } from '../../trust/reasons.js';
 import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
-import {
-  DEFAULT_POLICY_LIMITS,
-  PolicyCodecError,
-  PolicyDecoder,
-  encodeReply,
-  type PolicyLimits,
-  type PolicyRequest,
-} from './codec.js';
+import { PolicyCodecError, PolicyDecoder, encodeReply, type PolicyLimits, type PolicyRequest } from './codec.js';
 
 export interface ConnectionInfo {
   readonly id: number;
@@ -26,27 +19,18 @@ export interface ConnectionInfo {
 }
 
 export interface PolicyServerOptions extends ListenerOptions {
-  readonly limits?: PolicyLimits;
-  /** Close a connection silent this long. */
-  readonly idleTimeoutMs?: number;
-  /** Longest time from the first byte of a request to its end. */
-  readonly requestTimeoutMs?: number;
+  /** --max-line-bytes, --max-request-bytes, --max-attributes. */
+  readonly limits: PolicyLimits;
+  /**
+   * Close a connection silent this long (--idle-timeout). Derived from Postfix's own client settings,
+   * plus a grace, so that Postfix is the one that closes first: smtpd_policy_service_max_idle = 300 s.
+   */
+  readonly idleTimeoutMs: number;
+  /** Longest time from the first byte of a request to its end (--request-timeout; smtpd_policy_service_timeout = 100 s). */
+  readonly requestTimeoutMs: number;
   /** The action for one request (`DUNNO`, `550 5.7.1 ...`). If it throws: logged, answered with the internal_error action. */
   readonly handle: (request: PolicyRequest, connection: ConnectionInfo) => string;
 }
-
-/**
- * Derived from Postfix's own client settings, plus a grace, so that Postfix is the one that gives up
- * or closes first: smtpd_policy_service_max_idle = 300 s, smtpd_policy_service_timeout = 100 s.
- */
-export const POLICY_SERVER_DEFAULTS = Object.freeze({
-  limits: DEFAULT_POLICY_LIMITS,
-  idleTimeoutMs: 330_000,
-  requestTimeoutMs: 110_000,
-  maxConnections: 1000,
-  maxConnectionBytes: 131_072,
-  heapWatermarkPercent: 70,
-});
 
 export interface PolicyServer {
   /** `host:port` actually bound (the real port when 0 was asked), or `unix:/path`. */
@@ -62,8 +46,7 @@ export interface PolicyServer {
 export type PolicyServerErrorKind = 'request_timeout' | 'connection_budget_exceeded';
 
 export async function startPolicyServer(listenAddress: string, options: PolicyServerOptions): Promise<PolicyServer> {
-  const limits = options.limits ?? POLICY_SERVER_DEFAULTS.limits;
-  const maxConnectionBytes = options.maxConnectionBytes ?? POLICY_SERVER_DEFAULTS.maxConnectionBytes;
+  const { limits, maxConnectionBytes } = options;
   new PolicyDecoder(limits); // validates the limits now rather than at the first connection
   if (limits.maxRequestBytes + limits.maxLineBytes > maxConnectionBytes) {
     throw new RangeError(
@@ -74,11 +57,11 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
   return startStreamServer(listenAddress, {
     frontend: 'policy',
     limits: {
-      maxConnections: options.maxConnections ?? POLICY_SERVER_DEFAULTS.maxConnections,
-      idleTimeoutMs: options.idleTimeoutMs ?? POLICY_SERVER_DEFAULTS.idleTimeoutMs,
-      requestTimeoutMs: options.requestTimeoutMs ?? POLICY_SERVER_DEFAULTS.requestTimeoutMs,
+      maxConnections: options.maxConnections,
+      idleTimeoutMs: options.idleTimeoutMs,
+      requestTimeoutMs: options.requestTimeoutMs,
       maxConnectionBytes,
-      heapWatermarkPercent: options.heapWatermarkPercent ?? POLICY_SERVER_DEFAULTS.heapWatermarkPercent,
+      heapWatermarkPercent: options.heapWatermarkPercent,
     },
     logger,
     metrics: options.metrics,

@@ -15,6 +15,7 @@ import { startSocketmapServer } from '../../../src/frontends/socketmap/server.js
 import { createMetrics } from '../../../src/observe/metrics.js';
 import { freePort, startDaemon, type DaemonHandle } from '../../support/daemon.js';
 import { toolOrSkip } from '../../support/tools.js';
+import { LISTENER_DEFAULTS } from '../../../src/listener-defaults.js';
 
 const REJECT =
   'REJECT 5.7.1 Domaine destinataire hors espace de confiance MSSante / recipient domain outside the MSSante trust space';
@@ -137,6 +138,7 @@ describe('socketmap errors as Postfix sees them', () => {
     const script = toolOrSkip(t, 'script');
     if (bin === null || script === null) return;
     const server = await startSocketmapServer('127.0.0.1:0', {
+      ...LISTENER_DEFAULTS.socketmap,
       logger: pino({ level: 'silent' }),
       metrics: createMetrics({ defaultMetrics: false }),
       tables: new SocketmapTables({ tlsPolicy: TLS, transport: 'smtp-mssante:' }),

@@ -16,15 +16,15 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { SMFIC, encodeMacro, encodeOptneg } from '../../../src/frontends/milter/codec.js';
-import { MILTER_SERVER_DEFAULTS } from '../../../src/frontends/milter/server.js';
+import { LISTENER_DEFAULTS } from '../../../src/listener-defaults.js';
 import { MACRO_ENTRY_COST } from '../../../src/frontends/milter/session.js';
 import { startDaemon, type DaemonHandle } from '../../support/daemon.js';
 import { VALID, isAlive, metricNow, unsignedListFile, waitFor } from '../../support/faults.js';
 import { askOnce, postfixRequest } from '../../support/policy-client.js';
 
 const CONNECTIONS = 1000;
-const CONNECTION_BYTES = MILTER_SERVER_DEFAULTS.maxConnectionBytes;
-const PACKET_BYTES = MILTER_SERVER_DEFAULTS.maxPacketBytes;
+const CONNECTION_BYTES = LISTENER_DEFAULTS.milter.maxConnectionBytes;
+const PACKET_BYTES = LISTENER_DEFAULTS.milter.maxPacketBytes;
 /** What SECURITY.md allows per connection besides its budget: socket, stream and session objects. */
 const PER_SOCKET_OVERHEAD = 16 * 1024;
 /** Young generation and not-yet-collected garbage of the decoding itself (SECURITY.md). */

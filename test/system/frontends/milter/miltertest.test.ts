@@ -20,6 +20,7 @@ import { REASONS, replyText, type ReasonId } from '../../../../src/trust/reasons
 import { luaString, runMiltertest } from '../../../support/miltertest.js';
 import { buildIndex } from '../../../support/index-builder.js';
 import { toolOrSkip } from '../../../support/tools.js';
+import { LISTENER_DEFAULTS } from '../../../../src/listener-defaults.js';
 
 const LISTED_DN = 'CN=mx.ch-exemple.fr,OU=10000000001,O=CENTRE HOSPITALIER EXEMPLE,ST=Paris (75),C=FR';
 /** The same subject as Sendmail hands it over: certificate order, slash form, xtext. */
@@ -86,6 +87,7 @@ describe('milter server driven by miltertest', () => {
     if (miltertest === null) return;
     const seen: MilterTransaction[] = [];
     const server = await startMilterServer('127.0.0.1:0', {
+      ...LISTENER_DEFAULTS.milter,
       logger: pino({ level: 'silent' }),
       metrics: createMetrics({ defaultMetrics: false }),
       onMailFrom: (tx) => {
@@ -130,6 +132,7 @@ describe('milter server driven by miltertest', () => {
     const index = buildIndex([['ch-exemple.mssante.fr', LISTED_DN]]);
     const reasons: string[] = [];
     const server = await startMilterServer('127.0.0.1:0', {
+      ...LISTENER_DEFAULTS.milter,
       logger: pino({ level: 'silent' }),
       metrics: createMetrics({ defaultMetrics: false }),
       onMailFrom: (tx) => {

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
-  DEFAULT_MAX_PACKET_BYTES,
   MilterCodecError,
   MilterDecoder,
   SMFIC,
@@ -27,6 +26,7 @@ import {
   type MilterCodecErrorKind,
   type MilterCommand,
 } from '../../../../src/frontends/milter/codec.js';
+import { DEFAULT_MAX_MILTER_PACKET_BYTES } from '../../../../src/listener-defaults.js';
 
 const FUZZ_RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
 
@@ -148,7 +148,7 @@ const SENDMAIL_SESSION: Buffer[] = [
   encodeRaw(SMFIC.QUIT),
 ];
 
-function decodeAll(stream: Buffer, slice: number, max = DEFAULT_MAX_PACKET_BYTES): MilterCommand[] {
+function decodeAll(stream: Buffer, slice: number, max = DEFAULT_MAX_MILTER_PACKET_BYTES): MilterCommand[] {
   const decoder = new MilterDecoder({ maxPacketBytes: max });
   const out: MilterCommand[] = [];
   for (let i = 0; i < stream.length; i += slice) {
@@ -233,8 +233,16 @@ describe('milter decoder', () => {
 
   it('accepts the largest body chunk an MTA sends with the default limit', () => {
     const chunk = encodeRaw(SMFIC.BODY, Buffer.alloc(65_535));
-    assert.deepEqual(new MilterDecoder().push(chunk), [{ type: 'body', dataBytes: 65_535 }]);
-    codecError(() => new MilterDecoder().push(encodeRaw(SMFIC.BODY, Buffer.alloc(DEFAULT_MAX_PACKET_BYTES))), 'packet_too_large');
+    assert.deepEqual(new MilterDecoder({ maxPacketBytes: DEFAULT_MAX_MILTER_PACKET_BYTES }).push(chunk), [
+      { type: 'body', dataBytes: 65_535 },
+    ]);
+    codecError(
+      () =>
+        new MilterDecoder({ maxPacketBytes: DEFAULT_MAX_MILTER_PACKET_BYTES }).push(
+          encodeRaw(SMFIC.BODY, Buffer.alloc(DEFAULT_MAX_MILTER_PACKET_BYTES)),
+        ),
+      'packet_too_large',
+    );
   });
 
   it('holds at most one partial packet', () => {
@@ -248,14 +256,20 @@ describe('milter decoder', () => {
   });
 
   it('refuses a zero length', () => {
-    codecError(() => new MilterDecoder().push(Buffer.from([0, 0, 0, 0])), 'empty_packet');
+    codecError(
+      () => new MilterDecoder({ maxPacketBytes: DEFAULT_MAX_MILTER_PACKET_BYTES }).push(Buffer.from([0, 0, 0, 0])),
+      'empty_packet',
+    );
   });
 
   it('refuses an unknown command on its first byte', () => {
-    codecError(() => new MilterDecoder().push(Buffer.from([0, 0, 0x10, 0, 0x7a])), 'unknown_command');
+    codecError(
+      () => new MilterDecoder({ maxPacketBytes: DEFAULT_MAX_MILTER_PACKET_BYTES }).push(Buffer.from([0, 0, 0x10, 0, 0x7a])),
+      'unknown_command',
+    );
     const err = (() => {
       try {
-        new MilterDecoder().push(Buffer.from([0, 0, 0, 1, 0x5a]));
+        new MilterDecoder({ maxPacketBytes: DEFAULT_MAX_MILTER_PACKET_BYTES }).push(Buffer.from([0, 0, 0, 1, 0x5a]));
       } catch (e) {
         return e;
       }
@@ -266,7 +280,7 @@ describe('milter decoder', () => {
   });
 
   it('stays failed after an error', () => {
-    const decoder = new MilterDecoder();
+    const decoder = new MilterDecoder({ maxPacketBytes: DEFAULT_MAX_MILTER_PACKET_BYTES });
     codecError(() => decoder.push(Buffer.from([0, 0, 0, 0])), 'empty_packet');
     codecError(() => decoder.push(encodeRaw(SMFIC.QUIT)), 'empty_packet');
   });
@@ -293,7 +307,7 @@ describe('milter decoder', () => {
     ];
     for (const [name, packet] of cases) {
       assert.throws(
-        () => new MilterDecoder().push(packet),
+        () => new MilterDecoder({ maxPacketBytes: DEFAULT_MAX_MILTER_PACKET_BYTES }).push(packet),
         (err: unknown) => err instanceof MilterCodecError && err.kind === 'malformed',
         name,
       );
@@ -341,7 +355,7 @@ describe('milter decoder', () => {
         (packets) => {
           const stream = Buffer.concat(packets.map(([cmd, data]) => encodeRaw(cmd, Buffer.from(data))));
           try {
-            const out = new MilterDecoder().push(stream);
+            const out = new MilterDecoder({ maxPacketBytes: DEFAULT_MAX_MILTER_PACKET_BYTES }).push(stream);
             return out.length === packets.length;
           } catch (err) {
             return err instanceof MilterCodecError && err.kind === 'malformed';
@@ -397,7 +411,7 @@ describe('milter encoders', () => {
         { stage: SMFIM.ENVFROM, names: ['i'] },
       ],
     });
-    const { packets, rest } = splitPackets(packet);
+    const { packets, rest } = splitPackets(packet, DEFAULT_MAX_MILTER_PACKET_BYTES);
     assert.equal(rest.length, 0);
     const body = packets[0]!;
     assert.equal(String.fromCharCode(body[0]!), 'O');
@@ -423,18 +437,27 @@ describe('milter encoders', () => {
   });
 
   it('round-trips MTA commands through the decoder', () => {
-    assert.deepEqual(decodePacket(splitPackets(encodeMacro('H', [['{verify}', 'OK']])).packets[0]!), {
-      type: 'macro',
-      stage: 'H',
-      macros: [['{verify}', 'OK']],
+    assert.deepEqual(
+      decodePacket(splitPackets(encodeMacro('H', [['{verify}', 'OK']]), DEFAULT_MAX_MILTER_PACKET_BYTES).packets[0]!),
+      {
+        type: 'macro',
+        stage: 'H',
+        macros: [['{verify}', 'OK']],
+      },
+    );
+    assert.deepEqual(
+      decodePacket(splitPackets(encodeConnect('h', 'inet', 65535, '192.0.2.1'), DEFAULT_MAX_MILTER_PACKET_BYTES).packets[0]!),
+      {
+        type: 'connect',
+        hostname: 'h',
+        family: 'inet',
+        port: 65535,
+        address: '192.0.2.1',
+      },
+    );
+    assert.deepEqual(decodePacket(splitPackets(encodeHelo('héllo'), DEFAULT_MAX_MILTER_PACKET_BYTES).packets[0]!), {
+      type: 'helo',
+      name: 'héllo',
     });
-    assert.deepEqual(decodePacket(splitPackets(encodeConnect('h', 'inet', 65535, '192.0.2.1')).packets[0]!), {
-      type: 'connect',
-      hostname: 'h',
-      family: 'inet',
-      port: 65535,
-      address: '192.0.2.1',
-    });
-    assert.deepEqual(decodePacket(splitPackets(encodeHelo('héllo')).packets[0]!), { type: 'helo', name: 'héllo' });
   });
 });

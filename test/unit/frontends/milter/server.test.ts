@@ -20,7 +20,6 @@ import {
   encodeRcpt,
 } from '../../../../src/frontends/milter/codec.js';
 import {
-  MILTER_SERVER_DEFAULTS,
   REQUESTED_MACROS,
   canonicalMacroName,
   negotiate,
@@ -34,6 +33,7 @@ import {
 import { createMetrics, type Metrics } from '../../../../src/observe/metrics.js';
 import { REASONS, replyText } from '../../../../src/trust/reasons.js';
 import { MilterTestClient, type ReplyPacket } from '../../../support/miltertest.js';
+import { LISTENER_DEFAULTS } from '../../../../src/listener-defaults.js';
 
 /** Everything a Postfix 3.7 (milter_protocol = 6) and a Sendmail 8.14+ MTA offer. */
 const ALL_ACTIONS = 0x1ff;
@@ -79,6 +79,7 @@ async function start(options: Partial<MilterServerOptions> = {}, listen = '127.0
   const metrics = createMetrics({ defaultMetrics: false });
   const seen: MilterTransaction[] = [];
   const server = await startMilterServer(listen, {
+    ...LISTENER_DEFAULTS.milter,
     logger: pino({ level: 'debug' }, sink),
     metrics,
     onMailFrom: (t) => {
@@ -468,7 +469,7 @@ describe('milter protocol errors and limits', () => {
   });
 
   it('closes a connection idle for idleTimeoutMs', async () => {
-    const h = await start({ idleTimeoutMs: 100 });
+    const h = await start({ idleTimeoutMs: 100, packetTimeoutMs: 100 });
     const { client } = await negotiated(h);
     await client.closed();
     assert.equal(await counter(h.metrics, 'protocolErrors', { frontend: 'milter', kind: 'idle_timeout' }), 1);
@@ -513,9 +514,14 @@ describe('milter protocol errors and limits', () => {
   });
 
   it('derives its defaults from the MTA: idle beyond Postfix milter_content_timeout (300 s), packets fit a 64 KiB body chunk', () => {
-    assert.ok(MILTER_SERVER_DEFAULTS.idleTimeoutMs > 300_000);
-    assert.ok(MILTER_SERVER_DEFAULTS.maxPacketBytes >= 65_535 + 1);
-    assert.equal(MILTER_SERVER_DEFAULTS.maxConnections, 1000);
+    const d = LISTENER_DEFAULTS.milter;
+    // Postfix is silent towards a Milter while the client sends RCPTs and the body: an hour, not 330 s.
+    assert.ok(d.idleTimeoutMs >= 3_600_000);
+    // A packet begun is written whole by the MTA: the policy side's 110 s (Postfix waits 100 s).
+    assert.ok(d.packetTimeoutMs > 100_000 && d.packetTimeoutMs < d.idleTimeoutMs);
+    assert.ok(d.maxPacketBytes >= 65_535 + 1);
+    assert.ok(d.maxConnectionBytes >= d.maxPacketBytes + 4);
+    assert.equal(d.maxConnections, 1000);
   });
 });
 

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
-  DEFAULT_POLICY_LIMITS,
   PolicyCodecError,
   PolicyDecoder,
   encodeReply,
@@ -11,6 +10,7 @@ import {
   type PolicyLimits,
   type PolicyRequest,
 } from '../../../../src/frontends/policy/codec.js';
+import { DEFAULT_POLICY_LIMITS } from '../../../../src/listener-defaults.js';
 
 const FUZZ_RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
 
@@ -93,7 +93,11 @@ type Outcome = {
 };
 
 /** Feeds chunks then EOF; requests returned before an error are kept. */
-function feed(chunks: readonly Buffer[], limits?: PolicyLimits, onPush?: (d: PolicyDecoder) => void): Outcome {
+function feed(
+  chunks: readonly Buffer[],
+  limits: PolicyLimits = DEFAULT_POLICY_LIMITS,
+  onPush?: (d: PolicyDecoder) => void,
+): Outcome {
   const decoder = new PolicyDecoder(limits);
   const requests: Array<Array<[string, string]>> = [];
   try {
@@ -151,9 +155,9 @@ describe('policy codec: fixtures', () => {
   }
 
   it('leaves xtext encoding and = inside values untouched', () => {
-    const [request] = new PolicyDecoder().push(wire(POSTFIX_37));
+    const [request] = new PolicyDecoder(DEFAULT_POLICY_LIMITS).push(wire(POSTFIX_37));
     assert.equal(request?.get('ccert_subject'), 'mx+20MSSant+C3+A9+2Bch-exemple.fr');
-    const [other] = new PolicyDecoder().push(wire(WITH_EQUALS));
+    const [other] = new PolicyDecoder(DEFAULT_POLICY_LIMITS).push(wire(WITH_EQUALS));
     assert.equal(other?.get('x_ccert_dn'), 'CN=mx.ch-exemple.fr,OU=10000000001,O=CH EXEMPLE,ST=Paris (75),C=FR');
     assert.equal(other?.get('only_equals'), '===');
     assert.equal(other?.get('empty'), '');
@@ -168,7 +172,7 @@ describe('policy codec: fixtures', () => {
   });
 
   it('returns two requests found in one chunk, and nothing stays pending', () => {
-    const decoder = new PolicyDecoder();
+    const decoder = new PolicyDecoder(DEFAULT_POLICY_LIMITS);
     const requests = decoder.push(Buffer.concat([wire([['seq', '1']]), wire([['seq', '2']])]));
     assert.deepEqual(
       requests.map((r) => r.get('seq')),
@@ -178,7 +182,7 @@ describe('policy codec: fixtures', () => {
   });
 
   it('counts pending bytes until the request ends', () => {
-    const decoder = new PolicyDecoder();
+    const decoder = new PolicyDecoder(DEFAULT_POLICY_LIMITS);
     assert.deepEqual(decoder.push(Buffer.from('a=1\nb=')), []);
     assert.equal(decoder.pendingBytes, 6);
     assert.equal(decoder.push(Buffer.from('2\n\n')).length, 1);
@@ -214,7 +218,7 @@ describe('policy codec: EOF (Exim readsocket)', () => {
   });
 
   it('returns null when nothing is pending', () => {
-    assert.equal(new PolicyDecoder().end(), null);
+    assert.equal(new PolicyDecoder(DEFAULT_POLICY_LIMITS).end(), null);
     assert.deepEqual(feed([wire([['a', '1']])]), { requests: [[['a', '1']]], error: null, atEnd: null });
   });
 
@@ -224,7 +228,7 @@ describe('policy codec: EOF (Exim readsocket)', () => {
   });
 
   it('refuses to be used after end()', () => {
-    const decoder = new PolicyDecoder();
+    const decoder = new PolicyDecoder(DEFAULT_POLICY_LIMITS);
     decoder.end();
     assert.throws(() => decoder.push(Buffer.from('a=1\n')), /after end/);
   });
@@ -251,12 +255,12 @@ describe('policy codec: malformed input', () => {
   }
 
   it('keeps CR inside a value and drops only the CR before LF', () => {
-    const [request] = new PolicyDecoder().push(Buffer.from('a=x\ry\r\n\n'));
+    const [request] = new PolicyDecoder(DEFAULT_POLICY_LIMITS).push(Buffer.from('a=x\ry\r\n\n'));
     assert.equal(request?.get('a'), 'x\ry');
   });
 
   it('is unusable after an error, and says which', () => {
-    const decoder = new PolicyDecoder();
+    const decoder = new PolicyDecoder(DEFAULT_POLICY_LIMITS);
     assert.equal(
       errorKind(() => decoder.push(Buffer.from('junk\n'))),
       'malformed_line',
@@ -273,7 +277,7 @@ describe('policy codec: malformed input', () => {
 
   it('never quotes the input in its error messages', () => {
     try {
-      new PolicyDecoder().push(Buffer.from('SECRET-MARKER\n'));
+      new PolicyDecoder(DEFAULT_POLICY_LIMITS).push(Buffer.from('SECRET-MARKER\n'));
       assert.fail('should have thrown');
     } catch (err) {
       assert.ok(err instanceof PolicyCodecError);
@@ -392,7 +396,7 @@ describe('policy codec: limits, at the limit and one byte over', () => {
   });
 
   it('keeps memory bounded while a too-long line streams in', () => {
-    const decoder = new PolicyDecoder();
+    const decoder = new PolicyDecoder(DEFAULT_POLICY_LIMITS);
     const kind = errorKind(() => {
       for (let i = 0; i < 1000; i++) {
         decoder.push(Buffer.alloc(64, 0x78));
@@ -426,7 +430,7 @@ describe('policy codec: encoders', () => {
   });
 
   it('encodes a request the decoder reads back, in order', () => {
-    const [request] = new PolicyDecoder().push(encodeRequest(POSTFIX_37));
+    const [request] = new PolicyDecoder(DEFAULT_POLICY_LIMITS).push(encodeRequest(POSTFIX_37));
     assert.deepEqual(
       request === undefined ? null : asPairs(request),
       POSTFIX_37.map(([n, v]) => [n, v]),

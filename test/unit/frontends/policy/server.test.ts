@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { DEFAULT_POLICY_LIMITS, type PolicyRequest } from '../../../../src/frontends/policy/codec.js';
+import { type PolicyRequest } from '../../../../src/frontends/policy/codec.js';
 import {
-  POLICY_SERVER_DEFAULTS,
   startPolicyServer,
   type ConnectionInfo,
   type PolicyServer,
@@ -17,6 +16,8 @@ import {
 } from '../../../../src/frontends/policy/server.js';
 import { createMetrics, type Metrics } from '../../../../src/observe/metrics.js';
 import { POLICY_ACTIONS } from '../../../../src/trust/reasons.js';
+import { LISTENER_DEFAULTS } from '../../../../src/listener-defaults.js';
+import { DEFAULT_POLICY_LIMITS } from '../../../../src/listener-defaults.js';
 
 /** Safety net against a hung test, not a timing assertion. */
 const WAIT_LIMIT_MS = 5000;
@@ -55,6 +56,7 @@ async function start(options: Partial<PolicyServerOptions> = {}, listen = '127.0
   const metrics = createMetrics({ defaultMetrics: false });
   const seen: ConnectionInfo[] = [];
   const server = await startPolicyServer(listen, {
+    ...LISTENER_DEFAULTS.policy,
     logger: pino({ level: 'debug' }, sink),
     metrics,
     handle: (request, connection) => {
@@ -185,10 +187,11 @@ async function eventually(what: string, cond: () => Promise<boolean> | boolean):
 
 describe('policy server', () => {
   it('defaults outlast Postfix: idle > 300 s (smtpd_policy_service_max_idle), request > 100 s (smtpd_policy_service_timeout)', () => {
-    assert.ok(POLICY_SERVER_DEFAULTS.idleTimeoutMs > 300_000);
-    assert.ok(POLICY_SERVER_DEFAULTS.requestTimeoutMs > 100_000);
-    assert.equal(POLICY_SERVER_DEFAULTS.limits, DEFAULT_POLICY_LIMITS);
-    assert.equal(POLICY_SERVER_DEFAULTS.maxConnections, 1000);
+    assert.ok(LISTENER_DEFAULTS.policy.idleTimeoutMs > 300_000);
+    assert.ok(LISTENER_DEFAULTS.policy.requestTimeoutMs > 100_000);
+    assert.equal(LISTENER_DEFAULTS.policy.limits, DEFAULT_POLICY_LIMITS);
+    assert.equal(LISTENER_DEFAULTS.policy.limits.maxLineBytes, 8192); // Postfix's 8 KiB attribute strings
+    assert.equal(LISTENER_DEFAULTS.policy.maxConnections, 1000);
   });
 
   it('binds port 0 to a real port and answers several requests on one connection, in order', async () => {

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
-  DEFAULT_SOCKETMAP_LIMITS,
   SocketmapCodecError,
   SocketmapDecoder,
   decodeReply,
@@ -12,6 +11,7 @@ import {
   type SocketmapLimits,
   type SocketmapRequest,
 } from '../../../../src/frontends/socketmap/codec.js';
+import { DEFAULT_SOCKETMAP_LIMITS } from '../../../../src/listener-defaults.js';
 
 const FUZZ_RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
 
@@ -41,7 +41,11 @@ function slices(bytes: Buffer, size: number): Buffer[] {
 
 type Outcome = { requests: Array<[string, string]>; error: SocketmapCodecErrorKind | null };
 
-function feed(chunks: readonly Buffer[], limits?: SocketmapLimits, onPush?: (d: SocketmapDecoder) => void): Outcome {
+function feed(
+  chunks: readonly Buffer[],
+  limits: SocketmapLimits = DEFAULT_SOCKETMAP_LIMITS,
+  onPush?: (d: SocketmapDecoder) => void,
+): Outcome {
   const decoder = new SocketmapDecoder(limits);
   const requests: Array<[string, string]> = [];
   const take = (rs: SocketmapRequest[]): void => {
@@ -90,7 +94,7 @@ describe('socketmap decoder: framing', () => {
   });
 
   it('tells how many bytes are pending and whether a request is half-read', () => {
-    const d = new SocketmapDecoder();
+    const d = new SocketmapDecoder(DEFAULT_SOCKETMAP_LIMITS);
     assert.equal(d.midRequest, false);
     d.push(Buffer.from('11:mssant'));
     assert.equal(d.midRequest, true);
@@ -134,7 +138,7 @@ describe('socketmap decoder: errors', () => {
   });
 
   it('a failed decoder stays failed', () => {
-    const d = new SocketmapDecoder();
+    const d = new SocketmapDecoder(DEFAULT_SOCKETMAP_LIMITS);
     assert.throws(() => d.push(Buffer.from('x')), SocketmapCodecError);
     assert.throws(
       () => d.push(encodeRequest('m', 'k')),

@@ -16,6 +16,7 @@ import {
 import { createMetrics, type Metrics } from '../../../../src/observe/metrics.js';
 import type { WhitelistIndex } from '../../../../src/whitelist/whitelist-index.js';
 import { buildIndex } from '../../../support/index-builder.js';
+import { LISTENER_DEFAULTS } from '../../../../src/listener-defaults.js';
 
 /** Safety net against a hung test, not a timing assertion. */
 const WAIT_LIMIT_MS = 10_000;
@@ -49,6 +50,7 @@ async function start(options: Partial<SocketmapServerOptions> = {}, level = 'inf
   const metrics = createMetrics({ defaultMetrics: false });
   let index: WhitelistIndex | null = INDEX;
   const server = await startSocketmapServer(address, {
+    ...LISTENER_DEFAULTS.socketmap,
     logger: pino({ level }, sink),
     metrics,
     tables: TABLES,
