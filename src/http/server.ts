@@ -229,7 +229,7 @@ const domainLookupSchema = {
   },
 } as const;
 
-// Postfix's own attribute limit is 8 KiB per line (mssante-rules §4).
+// Postfix's own attribute limit is 8 KiB per line (docs/mssante-rules.md §4).
 const attribute = { type: 'string', maxLength: 8192 } as const;
 
 const dryRunInputSchema = {

@@ -1,5 +1,5 @@
 /**
- * XML → raw entries, nothing else. The list format is in mssante-rules.md §2; unknown elements are
+ * XML → raw entries, nothing else. The list format is in docs/mssante-rules.md §2; unknown elements are
  * ignored, a DOCTYPE is refused, and a file that is not well-formed (a truncated download) is unusable.
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';

@@ -268,6 +268,25 @@ function listenerDefaultValues(): Map<number, string> {
   return values;
 }
 
+/** The "What may import what" table of docs/architecture.md: folder → the folders it may import. */
+export function allowedImports(markdown: string): Map<string, Set<string>> {
+  const start = markdown.indexOf('| folder | may import |');
+  assert.ok(start !== -1, 'docs/architecture.md has the "| folder | may import |" table');
+  const allowed = new Map<string, Set<string>>();
+  for (const line of markdown.slice(start).split('\n').slice(2)) {
+    const cells = line
+      .trim()
+      .split('|')
+      .slice(1, -1)
+      .map((c) => c.trim());
+    if (cells.length !== 2) break;
+    const folder = /^`([^`]+)`$/.exec(cells[0]!)?.[1];
+    assert.ok(folder !== undefined, `a folder in backquotes: ${line}`);
+    allowed.set(folder, new Set([...cells[1]!.matchAll(/`([^`]+)`/g)].map((m) => m[1]!)));
+  }
+  return allowed;
+}
+
 describe('architecture', () => {
   const files = sourceFiles(SRC);
 
@@ -277,6 +296,17 @@ describe('architecture', () => {
     // The known shape: the daemon wires everything; trust/ depends on nothing of ours.
     assert.ok(graph.get('.')?.has('trust'));
     assert.deepEqual([...(graph.get('trust')?.keys() ?? [])], []);
+  });
+
+  it('imports only what docs/architecture.md allows each folder ("What may import what")', () => {
+    const allowed = allowedImports(readFileSync(join(ROOT, 'docs/architecture.md'), 'utf8'));
+    const graph = folderGraph(files);
+    const unknown = [...graph.keys()].filter((folder) => !allowed.has(folder));
+    assert.deepEqual(unknown, [], 'folders without a row in docs/architecture.md "What may import what"');
+    const forbidden = [...graph].flatMap(([from, edges]) =>
+      [...edges].filter(([to]) => !allowed.get(from)!.has(to)).map(([to, why]) => `${from} → ${to} (${why.join('; ')})`),
+    );
+    assert.deepEqual(forbidden, [], `imports docs/architecture.md does not allow:\n${forbidden.join('\n')}`);
   });
 
   it('has no import cycle between folders', () => {

@@ -1,7 +1,7 @@
 /**
  * What Milter macros say about TLS and the client certificate, for the decision. Pure.
  *
- * Two dialects (mssante-rules §3, §5):
+ * Two dialects (docs/mssante-rules.md §3, §5):
  * - Postfix: `{cert_subject}` / `{cert_issuer}` are the subject and issuer CNs, raw UTF-8, and are
  *   sent only when the client certificate chain verified. Postfix has no `{verify}`.
  * - Sendmail: `{cert_subject}` / `{cert_issuer}` are full DNs in OpenSSL slash form (certificate

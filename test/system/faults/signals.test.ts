@@ -198,7 +198,7 @@ describe('signals (running daemon)', { timeout: 600_000 }, () => {
     const code = await d.stop('SIGTERM');
     const elapsed = Date.now() - started;
     assert.equal(code, 0, 'exit 0 after the grace');
-    // The deadline is the contract (interface.md: within 10 s by default), not a speed: a wide margin.
+    // The deadline is the contract (docs/interface.md: within 10 s by default), not a speed: a wide margin.
     assert.ok(elapsed < 2000 + 8000, `exited ${elapsed} ms after SIGTERM`);
     for (const c of stuck) await closedWithin(c, 1000, 'stuck policy connection');
     for (const m of stuckMilter) await m.closed();

@@ -72,7 +72,7 @@ function sendmailXtext(s: string): string {
 
 const reversed = (p: Pairs): Pairs => [...p].reverse();
 
-describe('list spelling variants (mssante-rules §3) compared with the clean spelling', () => {
+describe('list spelling variants (docs/mssante-rules.md §3) compared with the clean spelling', () => {
   const CADILLAC = 'CN=mss.ch-cadillac.fr,OU=1330781295,O=C.H. DE CADILLAC,ST=Gironde (33),C=FR';
   const rows: ReadonlyArray<{ readonly name: string; readonly variant: string; readonly clean: string; readonly same: boolean }> =
     [
