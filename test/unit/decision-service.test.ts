@@ -8,6 +8,7 @@ import { DecisionTracer } from '../../src/observe/trace.js';
 import type { Facts } from '../../src/trust/facts.js';
 import { OperatorLedger } from '../../src/trust/operators.js';
 import { POLICY_ACTIONS } from '../../src/trust/reasons.js';
+import { MILTER_ANSWERS } from '../../src/frontends/milter/frontend.js';
 import { buildIndex } from '../support/index-builder.js';
 
 const index = buildIndex([['op1.mssante.fr', 'CN=mx.op1.fr,O=GIP OP1,C=FR']]);
@@ -40,7 +41,13 @@ function service(mode: 'enforce' | 'observe') {
     operators: ledger,
   });
   const answer = (sender: string, instance: string) =>
-    svc.answer('policy', facts(sender), { stage: 'rcpt', connectionId: 1, instance, sender }, process.hrtime.bigint());
+    svc.answer(
+      'policy',
+      facts(sender),
+      { stage: 'rcpt', connectionId: 1, instance, sender },
+      process.hrtime.bigint(),
+      POLICY_ACTIONS,
+    );
   return { svc, metrics, traces, answer };
 }
 
@@ -78,5 +85,26 @@ describe('DecisionService with the operator ledger', () => {
       text,
       /^mssante_policyd_decisions_total\{frontend="policy",result="tempfail",reason="operator_rate_limited"\} 0$/m,
     );
+  });
+});
+
+describe('DecisionService stays wire-neutral', () => {
+  it("traces the calling frontend's own answer: DUNNO for policy, continue or the reply for Milter", () => {
+    const { svc, traces } = service('observe');
+    const ask = (frontend: 'policy' | 'milter', sender: string, answers: typeof POLICY_ACTIONS): string => {
+      svc.answer(
+        frontend,
+        { ...facts(sender), frontend },
+        { stage: 'rcpt', connectionId: 1, sender },
+        process.hrtime.bigint(),
+        answers,
+      );
+      return (JSON.parse(traces.at(-1)!) as { action: string }).action;
+    };
+    assert.equal(ask('policy', 'a@op1.mssante.fr', POLICY_ACTIONS), 'DUNNO');
+    assert.equal(ask('milter', 'a@op1.mssante.fr', MILTER_ANSWERS), 'continue');
+    const refusal = 'Domaine expediteur absent de la liste blanche MSSante / sender domain not in the MSSante whitelist';
+    assert.equal(ask('policy', 'a@autre.mssante.fr', POLICY_ACTIONS), `550 5.7.1 ${refusal}`);
+    assert.equal(ask('milter', 'a@autre.mssante.fr', MILTER_ANSWERS), `550 5.7.1 ${refusal}`);
   });
 });
