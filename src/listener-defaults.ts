@@ -13,7 +13,7 @@ import type { SocketmapLimits } from './frontends/socketmap/codec.js';
 import type { SocketmapServerOptions } from './frontends/socketmap/server.js';
 
 /** The default of a numeric setting. */
-export function numericDefault(key: SettingKey): number {
+function numericDefault(key: SettingKey): number {
   const setting = SETTINGS.find((s) => s.key === key);
   if (setting === undefined || typeof setting.default !== 'number') throw new Error(`${key} is not a numeric setting`);
   return setting.default;

@@ -27,7 +27,7 @@ export interface DecisionPolicy {
   readonly trustedIssuerCns: ReadonlySet<string>;
 }
 
-export const DEFAULT_POLICY: DecisionPolicy = Object.freeze({ tlsProfile: 'off', trustedIssuerCns: new Set<string>() });
+const DEFAULT_POLICY: DecisionPolicy = Object.freeze({ tlsProfile: 'off', trustedIssuerCns: new Set<string>() });
 
 export interface Decision {
   readonly reason: Reason;

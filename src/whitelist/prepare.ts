@@ -47,7 +47,7 @@ export type PrepareResult =
 const ISO_UTC = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
-export function isValidGenerationDate(value: string): boolean {
+function isValidGenerationDate(value: string): boolean {
   return ISO_UTC.test(value) && !Number.isNaN(Date.parse(value));
 }
 

@@ -5,8 +5,6 @@
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import type { LoadFailureAt } from './failures.js';
 
-export const LIST_NAMESPACE = 'https://listeblanche.mssante.fr/schema';
-
 /** One `<Domaine>` as written in the file: trimmed texts, nothing interpreted yet. */
 export interface RawEntry {
   /** Position in the file, from 0: lets a report point at the entry. */

@@ -26,7 +26,7 @@ export const SMFIC = Object.freeze({
 });
 
 /** Replies to the MTA (SMFIR_*) that this daemon sends. The OPTNEG reply reuses SMFIC.OPTNEG. */
-export const SMFIR = Object.freeze({
+const SMFIR = Object.freeze({
   ACCEPT: 0x61, // 'a'
   CONTINUE: 0x63, // 'c'
   REJECT: 0x72, // 'r'
@@ -83,7 +83,13 @@ export const SMFIM = Object.freeze({
   EOH: 6,
 });
 
-export type MilterCodecErrorKind = 'packet_too_large' | 'empty_packet' | 'malformed' | 'unknown_command';
+export const MILTER_CODEC_ERROR_KINDS = Object.freeze([
+  'packet_too_large',
+  'empty_packet',
+  'malformed',
+  'unknown_command',
+] as const);
+export type MilterCodecErrorKind = (typeof MILTER_CODEC_ERROR_KINDS)[number];
 
 export class MilterCodecError extends Error {
   override readonly name = 'MilterCodecError';

@@ -59,7 +59,7 @@ export function certFromMacros(macros: ReadonlyMap<string, string>): MilterCertV
 /** `type=` first (slash form `/C=FR/...`, comma form `CN=x,O=y`, an OID type), raw or xtext-encoded (`+3D`). */
 const DN_START = /^\s*\/?\s*(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)\s*(?:=|\+3D)/i;
 
-export function looksLikeFullDn(subject: string): boolean {
+function looksLikeFullDn(subject: string): boolean {
   return DN_START.test(subject);
 }
 

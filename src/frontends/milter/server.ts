@@ -5,8 +5,15 @@
  */
 import type { Logger } from 'pino';
 import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
-import { MilterCodecError, MilterDecoder, encodeReplyCode, type MilterCommand } from './codec.js';
-import { CONTINUE_REPLY, INTERNAL_ERROR_REPLY, MilterSession, type MilterTransaction, type MilterVerdict } from './session.js';
+import { MILTER_CODEC_ERROR_KINDS, MilterCodecError, MilterDecoder, encodeReplyCode, type MilterCommand } from './codec.js';
+import {
+  MILTER_SESSION_ERROR_KINDS,
+  CONTINUE_REPLY,
+  INTERNAL_ERROR_REPLY,
+  MilterSession,
+  type MilterTransaction,
+  type MilterVerdict,
+} from './session.js';
 
 export {
   MAX_PROTOCOL_VERSION,
@@ -53,14 +60,18 @@ export interface MilterServer {
   close(deadlineMs: number): Promise<void>;
 }
 
-/** Protocol error kinds of the server itself (the codec's come from MilterCodecError). */
-export type MilterServerErrorKind =
-  | 'unexpected_command'
-  | 'unsupported_version'
-  | 'idle_timeout'
-  | 'request_timeout'
-  | 'connection_budget_exceeded'
-  | 'macro_stage_ignored';
+/**
+ * Every protocol-error kind of the Milter frontend besides the skeleton's (STREAM_ERROR_KINDS): the
+ * codec's, the session's, a silent connection cut (`idle_timeout`) and macros for a stage not kept
+ * (`macro_stage_ignored`, counted without closing).
+ */
+export const MILTER_PROTOCOL_ERROR_KINDS = Object.freeze([
+  ...MILTER_CODEC_ERROR_KINDS,
+  ...MILTER_SESSION_ERROR_KINDS,
+  'idle_timeout',
+  'macro_stage_ignored',
+] as const);
+export type MilterProtocolErrorKind = (typeof MILTER_PROTOCOL_ERROR_KINDS)[number];
 
 export async function startMilterServer(listenAddress: string, options: MilterServerOptions): Promise<MilterServer> {
   const { maxPacketBytes, maxConnectionBytes } = options;
@@ -73,6 +84,7 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
   const { logger, onMailFrom } = options;
   return startStreamServer(listenAddress, {
     frontend: 'milter',
+    protocolErrorKinds: MILTER_PROTOCOL_ERROR_KINDS,
     limits: {
       maxConnections: options.maxConnections,
       idleTimeoutMs: options.idleTimeoutMs,
@@ -89,7 +101,7 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
 }
 
 function milterSession(
-  conn: StreamConnection,
+  conn: StreamConnection<MilterProtocolErrorKind>,
   maxPacketBytes: number,
   onMailFrom: MilterServerOptions['onMailFrom'],
   logger: Logger,

@@ -10,7 +10,15 @@
 import type { Logger } from 'pino';
 import { POLICY_ACTIONS } from '../../trust/reasons.js';
 import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
-import { PolicyCodecError, PolicyDecoder, encodeReply, type PolicyLimits, type PolicyRequest } from './codec.js';
+import {
+  POLICY_CODEC_ERROR_KINDS,
+  PolicyCodecError,
+  PolicyDecoder,
+  encodeReply,
+  type PolicyCodecErrorKind,
+  type PolicyLimits,
+  type PolicyRequest,
+} from './codec.js';
 
 export interface ConnectionInfo {
   readonly id: number;
@@ -42,9 +50,6 @@ export interface PolicyServer {
   close(deadlineMs: number): Promise<void>;
 }
 
-/** Extra protocol error kinds of the server (the codec's kinds come from PolicyCodecError). */
-export type PolicyServerErrorKind = 'request_timeout' | 'connection_budget_exceeded';
-
 export async function startPolicyServer(listenAddress: string, options: PolicyServerOptions): Promise<PolicyServer> {
   const { limits, maxConnectionBytes } = options;
   new PolicyDecoder(limits); // validates the limits now rather than at the first connection
@@ -56,6 +61,7 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
   const { logger, handle } = options;
   return startStreamServer(listenAddress, {
     frontend: 'policy',
+    protocolErrorKinds: POLICY_CODEC_ERROR_KINDS,
     limits: {
       maxConnections: options.maxConnections,
       idleTimeoutMs: options.idleTimeoutMs,
@@ -74,7 +80,7 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
 const FAILED = Symbol('codec error');
 
 function policySession(
-  conn: StreamConnection,
+  conn: StreamConnection<PolicyCodecErrorKind>,
   limits: PolicyLimits,
   handle: PolicyServerOptions['handle'],
   logger: Logger,

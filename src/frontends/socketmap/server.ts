@@ -16,7 +16,15 @@ import {
   type StreamSession,
 } from '../../net/stream-server.js';
 import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
-import { SocketmapCodecError, SocketmapDecoder, encodeReply, type SocketmapLimits, type SocketmapRequest } from './codec.js';
+import {
+  SOCKETMAP_CODEC_ERROR_KINDS,
+  SocketmapCodecError,
+  SocketmapDecoder,
+  type SocketmapCodecErrorKind,
+  encodeReply,
+  type SocketmapLimits,
+  type SocketmapRequest,
+} from './codec.js';
 import type { SocketmapLookup, SocketmapTables } from './maps.js';
 
 export interface SocketmapServerOptions extends ListenerOptions {
@@ -32,7 +40,7 @@ export interface SocketmapServerOptions extends ListenerOptions {
 }
 
 /** A request being received holds its length digits (10 at most), the colon and its payload. */
-export const SOCKETMAP_FRAME_OVERHEAD_BYTES = 11;
+const SOCKETMAP_FRAME_OVERHEAD_BYTES = 11;
 
 export type SocketmapServer = StreamServer;
 
@@ -48,6 +56,7 @@ export async function startSocketmapServer(listenAddress: string, options: Socke
   const encoded = new WeakMap<SocketmapLookup, Buffer>();
   return startStreamServer(listenAddress, {
     frontend: 'socketmap',
+    protocolErrorKinds: SOCKETMAP_CODEC_ERROR_KINDS,
     limits: {
       maxConnections: options.maxConnections,
       idleTimeoutMs: options.idleTimeoutMs,
@@ -86,8 +95,8 @@ export async function startSocketmapServer(listenAddress: string, options: Socke
 }
 
 /** One connection: bytes → requests → replies (`answer`), codec errors → a flushed close. No socket here. */
-export function socketmapSession(
-  conn: StreamConnection,
+function socketmapSession(
+  conn: StreamConnection<SocketmapCodecErrorKind>,
   decoder: SocketmapDecoder,
   answer: (requests: readonly SocketmapRequest[]) => Buffer,
 ): StreamSession {

@@ -51,7 +51,7 @@ describe('design-document citations', () => {
       const text = readFileSync(path, 'utf8');
       for (const m of text.matchAll(/mssante-rules\.md((?:,? ?§\d+)+)/g))
         for (const s of m[1]!.matchAll(/§(\d+)/g))
-          if (!sections.has(s[1]!)) missing.push(`${relative(REPO_ROOT, path)}: §${s[1]}`);
+          if (!sections.has(s[1])) missing.push(`${relative(REPO_ROOT, path)}: §${s[1]}`);
     }
     assert.deepEqual(missing, []);
   });

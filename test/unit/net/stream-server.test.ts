@@ -36,6 +36,7 @@ async function start(limits: Partial<StreamLimits> = {}) {
   const metrics = createMetrics({ defaultMetrics: false });
   const server = await startStreamServer('127.0.0.1:0', {
     frontend: 'policy',
+    protocolErrorKinds: ['last_line', 'bad_line'],
     limits: { ...LIMITS, ...limits },
     logger: pino({ level: 'debug' }, sink),
     metrics,
