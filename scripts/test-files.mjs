@@ -1,39 +1,19 @@
 #!/usr/bin/env node
 /**
- * Prints the test files of one set, for `npm run test:unit` and `npm run test:system`:
- *   unit    in-process tests (no daemon or CLI spawned, no system tool but openssl): the fast loop
- *   system  everything else: the real daemon, Postfix, Exim, Prometheus, xmlsec1, miltertest, systemd
- * A file is a unit test unless a SYSTEM glob matches it. A glob that matches nothing is an error,
- * so a moved or renamed file cannot slip into the wrong set unnoticed.
+ * Prints the test files of one suite, for `npm run test:unit` and `npm run test:system`. The folder
+ * decides, nothing else:
+ *   test/unit/    in-process tests: no daemon or CLI spawned, no system tool but openssl (the fast loop)
+ *   test/system/  the real daemon or CLI, Postfix, Exim, Prometheus, xmlsec1, miltertest, systemd, faults
+ *   test/support/ helpers, no test files
+ * A `*.test.ts` anywhere else is an error that names it, so a new test cannot run in no suite (or in
+ * the wrong one) unnoticed. `check` prints nothing and only checks.
  */
 import { readdirSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const SYSTEM = [
-  'test/e2e/**', // spawned daemon, real MTAs and Prometheus
-  'test/faults/**', // spawned daemon, strace, chattr, prlimit
-  'test/cli/**', // spawns the CLI on the real list
-  'test/deploy/**', // systemd-analyze
-  'test/whitelist/signature.test.ts', // xmlsec1 as the independent signer
-  'test/frontends/milter/miltertest.test.ts', // miltertest
-  'test/store/redis-*.test.ts', // a private redis-server
-];
-
+const SUITES = ['unit', 'system'];
 const root = join(fileURLToPath(import.meta.url), '..', '..');
-
-function globToRegExp(glob) {
-  const body = glob
-    .split('**')
-    .map((part) =>
-      part
-        .split('*')
-        .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
-        .join('[^/]*'),
-    )
-    .join('.*');
-  return new RegExp(`^${body}$`);
-}
 
 function testFiles(dir) {
   const out = [];
@@ -45,17 +25,23 @@ function testFiles(dir) {
   return out;
 }
 
+/** `test/unit/trust/dn.test.ts` → `unit`; a file outside test/unit/ and test/system/ → null. */
+export function suiteOf(file) {
+  const folder = file.split('/')[1];
+  return SUITES.includes(folder) ? folder : null;
+}
+
 const set = process.argv[2];
-if (set !== 'unit' && set !== 'system') {
-  process.stderr.write('usage: node scripts/test-files.mjs unit|system\n');
+if (set !== 'unit' && set !== 'system' && set !== 'check') {
+  process.stderr.write('usage: node scripts/test-files.mjs unit|system|check\n');
   process.exit(2);
 }
 const files = testFiles(join(root, 'test')).sort();
-const patterns = SYSTEM.map((glob) => ({ glob, re: globToRegExp(glob) }));
-const unmatched = patterns.filter((p) => !files.some((f) => p.re.test(f)));
-if (unmatched.length > 0) {
-  process.stderr.write(`scripts/test-files.mjs: no test file matches ${unmatched.map((p) => p.glob).join(', ')}\n`);
+const stray = files.filter((f) => suiteOf(f) === null);
+if (stray.length > 0) {
+  process.stderr.write(
+    `scripts/test-files.mjs: every test file lives under test/unit/ (in-process) or test/system/ (daemon, CLI, system tools); move:\n${stray.map((f) => `  ${f}`).join('\n')}\n`,
+  );
   process.exit(1);
 }
-const isSystem = (f) => patterns.some((p) => p.re.test(f));
-process.stdout.write(`${files.filter((f) => isSystem(f) === (set === 'system')).join('\n')}\n`);
+if (set !== 'check') process.stdout.write(`${files.filter((f) => suiteOf(f) === set).join('\n')}\n`);

@@ -7,6 +7,7 @@ import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
   ConfigError,
+  PACKAGE_ROOT,
   SETTINGS,
   flagValuesOf,
   resolveConfig,
@@ -18,6 +19,8 @@ import {
   type SettingKey,
 } from './config.js';
 import { encodeRequest, PolicyDecoder } from './frontends/policy/codec.js';
+import { DEFAULT_POLICY_LIMITS } from './listener-defaults.js';
+import { configFileOf, runCommand, UsageError } from './cli-usage.js';
 import { postfixTables, writeTablesAtomically } from './frontends/socketmap/export.js';
 import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { packageVersion } from './build-info.js';
@@ -55,15 +58,15 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'serve':
-      return serveCommand(rest);
+      return runCommand('serve', () => serveCommand(rest));
     case 'check':
-      return checkCommand(rest);
+      return runCommand('check', () => checkCommand(rest));
     case 'query':
-      return queryCommand(rest);
+      return runCommand('query', () => queryCommand(rest));
     case 'export':
-      return exportCommand(rest);
+      return runCommand('export', () => exportCommand(rest));
     case 'diff':
-      return diffCommand(rest);
+      return runCommand('diff', () => diffCommand(rest));
     case '--version':
     case '-v':
       process.stdout.write(`${packageVersion()}\n`);
@@ -96,8 +99,7 @@ async function serveCommand(args: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
   } catch (error) {
-    process.stderr.write(`serve: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
   if (values['help'] === true) {
@@ -111,20 +113,7 @@ async function serveCommand(args: string[]): Promise<number> {
     const v = values[s.key];
     if (v !== undefined) flags.set(s.key, v);
   }
-  let config;
-  try {
-    config = resolveConfig(
-      flags,
-      process.env,
-      typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null),
-    );
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`serve: ${error.message}\n`);
-      return 2;
-    }
-    throw error;
-  }
+  const config = resolveConfig(flags, process.env, configFileOf(values));
   if (values['print-config'] === true) {
     // The list URL may carry a token (query, userinfo): printed redacted, like everywhere else.
     const shown = (key: string, value: unknown): unknown => (key === 'whitelist' ? redactLocations(value) : value);
@@ -180,23 +169,9 @@ const CHECK_SETTINGS = [
 /** check's exit code when the list is usable but the guard would refuse it against the stored list. */
 const CHECK_EXIT_GUARD_REFUSES = 3;
 
-/** The config file a command reads: --config, else MSSANTE_POLICYD_CONFIG. */
-function configFileOf(values: Record<string, unknown>): string | null {
-  return typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
-}
-
-/** Reads a command's settings through serve's table; prints the error and returns null when one is bad. */
-function commandSettings(command: string, keys: readonly SettingKey[], values: Record<string, unknown>): ResolvedSettings | null {
-  try {
-    const configFile = typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
-    return resolveSettings(keys, flagValuesOf(keys, values), process.env, configFile);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${command}: ${error.message}\n`);
-      return null;
-    }
-    throw error;
-  }
+/** Reads a command's settings through serve's table (a bad one throws ConfigError: exit 2). */
+function commandSettings(keys: readonly SettingKey[], values: Record<string, unknown>): ResolvedSettings {
+  return resolveSettings(keys, flagValuesOf(keys, values), process.env, configFileOf(values));
 }
 
 function trustConfigOf(settings: ResolvedSettings): SignerTrustConfig {
@@ -238,24 +213,22 @@ async function checkCommand(args: string[]): Promise<number> {
       strict: true,
     });
   } catch (error) {
-    process.stderr.write(`check: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
-  if (v['help'] === true || parsed.positionals.length !== 1) {
+  if (v['help'] === true) {
     process.stdout.write(CHECK_USAGE);
-    return v['help'] === true ? 0 : 2;
+    return 0;
   }
+  if (parsed.positionals.length !== 1) throw new UsageError(null, CHECK_USAGE);
   const file = parsed.positionals[0] as string;
-  const settings = commandSettings('check', CHECK_SETTINGS, v);
-  if (settings === null) return 2;
+  const settings = commandSettings(CHECK_SETTINGS, v);
   const trustConfig = trustConfigOf(settings);
   const allowUnsigned = settings.get<boolean>('allow-unsigned');
   if (!hasSignerTrust(trustConfig) && !allowUnsigned) {
-    process.stderr.write(
-      'check: give --signer PEM (the pinned list signer) or --signer-ca PEM --signer-cn NAME, or --allow-unsigned to check the content only\n',
+    throw new UsageError(
+      'give --signer PEM (the pinned list signer) or --signer-ca PEM --signer-cn NAME, or --allow-unsigned to check the content only',
     );
-    return 2;
   }
   let bytes: Buffer;
   try {
@@ -268,8 +241,7 @@ async function checkCommand(args: string[]): Promise<number> {
   try {
     trust = hasSignerTrust(trustConfig) ? loadSignerTrust(trustConfig) : null;
   } catch (error) {
-    process.stderr.write(`check: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const maxEntries = settings.get<number>('max-list-entries');
   const result: PrepareResult = prepareList(bytes, { trust, allowUnsigned, maxEntries });
@@ -384,10 +356,7 @@ async function judgeAgainstStateDir(
     verdict: maxListAgeDays === 0 ? 'not_checked' : ageDays > maxListAgeDays ? 'too_old' : 'fresh',
   };
   if (accept) {
-    if (stateDir === undefined) {
-      process.stderr.write("check: --accept needs --state-dir (the daemon's state directory)\n");
-      return 2;
-    }
+    if (stateDir === undefined) throw new UsageError("--accept needs --state-dir (the daemon's state directory)");
     await addAcceptedHash(stateDir, list.sha256);
     report.accepted = true;
   }
@@ -568,32 +537,24 @@ async function exportCommand(args: string[]): Promise<number> {
       strict: true,
     });
   } catch (error) {
-    process.stderr.write(`export: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
   const out = v['out'];
-  if (v['help'] === true || parsed.positionals.length !== 1 || typeof out !== 'string') {
+  if (v['help'] === true) {
     process.stdout.write(EXPORT_HELP);
-    return v['help'] === true ? 0 : 2;
+    return 0;
   }
-  if (v['format'] !== 'postfix') {
-    process.stderr.write('export: --format postfix is the only format\n');
-    return 2;
-  }
-  const settings = commandSettings('export', EXPORT_SETTINGS, v);
-  if (settings === null) return 2;
-  if (settings.get<boolean>('allow-unsigned')) {
-    process.stderr.write('export: the tables are written from a verified list only; --allow-unsigned is not accepted\n');
-    return 2;
-  }
+  if (parsed.positionals.length !== 1 || typeof out !== 'string') throw new UsageError(null, EXPORT_HELP);
+  if (v['format'] !== 'postfix') throw new UsageError('--format postfix is the only format');
+  const settings = commandSettings(EXPORT_SETTINGS, v);
+  if (settings.get<boolean>('allow-unsigned'))
+    throw new UsageError('the tables are written from a verified list only; --allow-unsigned is not accepted');
   const trustConfig = trustConfigOf(settings);
-  if (!hasSignerTrust(trustConfig)) {
-    process.stderr.write(
-      'export: give --signer PEM or --signer-ca PEM --signer-cn NAME: the tables are written from a verified list only\n',
+  if (!hasSignerTrust(trustConfig))
+    throw new UsageError(
+      'give --signer PEM or --signer-ca PEM --signer-cn NAME: the tables are written from a verified list only',
     );
-    return 2;
-  }
   const file = parsed.positionals[0] as string;
   let bytes: Buffer;
   let tables: SocketmapTables;
@@ -606,8 +567,7 @@ async function exportCommand(args: string[]): Promise<number> {
       transport: settings.get<string>('transport-value'),
     });
   } catch (error) {
-    process.stderr.write(`export: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const maxEntries = settings.get<number>('max-list-entries');
   const result = prepareList(bytes, { trust, allowUnsigned: false, maxEntries });
@@ -660,30 +620,25 @@ async function diffCommand(args: string[]): Promise<number> {
       strict: true,
     });
   } catch (error) {
-    process.stderr.write(`diff: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
-  if (v['help'] === true || parsed.positionals.length !== 2) {
+  if (v['help'] === true) {
     process.stdout.write(DIFF_HELP);
-    return v['help'] === true ? 0 : 2;
+    return 0;
   }
-  const settings = commandSettings('diff', TRUST_SETTINGS, v);
-  if (settings === null) return 2;
+  if (parsed.positionals.length !== 2) throw new UsageError(null, DIFF_HELP);
+  const settings = commandSettings(TRUST_SETTINGS, v);
   const trustConfig = trustConfigOf(settings);
   const allowUnsigned = settings.get<boolean>('allow-unsigned');
   if (!hasSignerTrust(trustConfig) && !allowUnsigned) {
-    process.stderr.write(
-      'diff: give --signer PEM or --signer-ca PEM --signer-cn NAME (or --allow-unsigned to compare contents only)\n',
-    );
-    return 2;
+    throw new UsageError('give --signer PEM or --signer-ca PEM --signer-cn NAME (or --allow-unsigned to compare contents only)');
   }
   let trust: ReturnType<typeof loadSignerTrust> | null;
   try {
     trust = hasSignerTrust(trustConfig) ? loadSignerTrust(trustConfig) : null;
   } catch (error) {
-    process.stderr.write(`diff: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const indexes: WhitelistIndex[] = [];
   for (const file of parsed.positionals) {
@@ -733,20 +688,20 @@ async function queryCommand(args: string[]): Promise<number> {
       strict: true,
     });
   } catch (error) {
-    process.stderr.write(`query: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   if (parsed.values.help === true || parsed.positionals.length === 0) {
-    process.stdout.write(
+    const usage =
       'mssante-policyd query [--config FILE] [--policy ADDR] [--timeout SECONDS] name=value...\n' +
-        '  Sends one Postfix policy request (request=smtpd_access_policy and protocol_state=RCPT are added\n' +
-        "  unless given) and prints the action. ADDR: host:port or unix:/path; default the daemon's\n" +
-        '  policy-listen as serve reads it (--policy-listen, env, --config file), else 127.0.0.1:10040.\n' +
-        "  --explain [--http ADDR]: also asks the daemon's HTTP side (default: its http-listen) what the list in\n" +
-        "  force says of the sender's domain: its certificates, since which list (the change journal), its last changes.\n" +
-        '  Example: query encryption_protocol=TLSv1.2 ccert_subject=mx.op.fr sender=a@op.mssante.fr\n',
-    );
-    return parsed.values.help === true ? 0 : 2;
+      '  Sends one Postfix policy request (request=smtpd_access_policy and protocol_state=RCPT are added\n' +
+      "  unless given) and prints the action. ADDR: host:port or unix:/path; default the daemon's\n" +
+      '  policy-listen as serve reads it (--policy-listen, env, --config file), else 127.0.0.1:10040.\n' +
+      "  --explain [--http ADDR]: also asks the daemon's HTTP side (default: its http-listen) what the list in\n" +
+      "  force says of the sender's domain: its certificates, since which list (the change journal), its last changes.\n" +
+      '  Example: query encryption_protocol=TLSv1.2 ccert_subject=mx.op.fr sender=a@op.mssante.fr\n';
+    if (parsed.values.help !== true) throw new UsageError(null, usage);
+    process.stdout.write(usage);
+    return 0;
   }
   const attrs = new Map<string, string>([
     ['request', 'smtpd_access_policy'],
@@ -754,47 +709,30 @@ async function queryCommand(args: string[]): Promise<number> {
   ]);
   for (const p of parsed.positionals) {
     const eq = p.indexOf('=');
-    if (eq <= 0) {
-      process.stderr.write(`query: ${JSON.stringify(p)} is not name=value\n`);
-      return 2;
-    }
+    if (eq <= 0) throw new UsageError(`${JSON.stringify(p)} is not name=value`);
     attrs.set(p.slice(0, eq), p.slice(eq + 1));
   }
-  let policyListen: string | null;
-  try {
-    const values = parsed.values as Record<string, unknown>;
-    const flags = flagValuesOf(['policy-listen'], values);
-    if (typeof values['policy'] === 'string') flags.set('policy-listen', values['policy']);
-    const configFile = typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
-    policyListen = resolveSettings(['policy-listen'], flags, process.env, configFile).get<string | null>('policy-listen');
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`query: ${error.message}\n`);
-      return 2;
-    }
-    throw error;
-  }
-  if (policyListen === null) {
-    process.stderr.write('query: the policy listener is off in this configuration: give --policy ADDR\n');
-    return 2;
-  }
+  const values = parsed.values as Record<string, unknown>;
+  const flags = flagValuesOf(['policy-listen'], values);
+  if (typeof values['policy'] === 'string') flags.set('policy-listen', values['policy']);
+  const policyListen = resolveSettings(['policy-listen'], flags, process.env, configFileOf(values)).get<string | null>(
+    'policy-listen',
+  );
+  if (policyListen === null) throw new UsageError('the policy listener is off in this configuration: give --policy ADDR');
   const timeoutText = parsed.values.timeout ?? '10';
-  if (!/^\d{1,4}$/.test(timeoutText) || Number(timeoutText) < 1) {
-    process.stderr.write(`query: --timeout: expected a whole number of seconds (1-9999), got ${JSON.stringify(timeoutText)}\n`);
-    return 2;
-  }
+  if (!/^\d{1,4}$/.test(timeoutText) || Number(timeoutText) < 1)
+    throw new UsageError(`--timeout: expected a whole number of seconds (1-9999), got ${JSON.stringify(timeoutText)}`);
   let address;
   try {
     address = parseListenAddress(policyListen);
   } catch (error) {
-    process.stderr.write(`query: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const timeoutMs = Number(timeoutText) * 1000;
   try {
     const answer = await new Promise<string>((resolve, reject) => {
       const socket = address.kind === 'unix' ? createConnection(address.path) : createConnection(address.port, address.host);
-      const decoder = new PolicyDecoder();
+      const decoder = new PolicyDecoder(DEFAULT_POLICY_LIMITS);
       socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
       socket.on('connect', () => socket.write(encodeRequest(attrs)));
       socket.on('data', (chunk) => {
@@ -833,15 +771,13 @@ async function explainQuery(attrs: Map<string, string>, values: Record<string, u
   try {
     const flags = flagValuesOf(['http-listen'], values);
     if (typeof values['http'] === 'string') flags.set('http-listen', values['http']);
-    const configFile = typeof values['config'] === 'string' ? values['config'] : (process.env['MSSANTE_POLICYD_CONFIG'] ?? null);
-    const listen = resolveSettings(['http-listen'], flags, process.env, configFile).get<string | null>('http-listen');
+    const listen = resolveSettings(['http-listen'], flags, process.env, configFileOf(values)).get<string | null>('http-listen');
     const address = listen === null ? null : parseListenAddress(listen);
     if (address === null || address.kind !== 'tcp')
       throw new ConfigError('--explain needs the HTTP listener on host:port: give --http ADDR');
     base = `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
   } catch (error) {
-    process.stderr.write(`query: ${(error as Error).message}\n`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
   const sender = attrs.get('sender') ?? '';
   const domain = sender.slice(sender.lastIndexOf('@') + 1);

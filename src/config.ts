@@ -465,10 +465,6 @@ export function envName(key: string): string {
 
 const BY_KEY = new Map<string, Setting>(SETTINGS.map((s) => [s.key, s]));
 
-export function isBooleanFlag(key: string): boolean {
-  return BY_KEY.get(key)?.kind === 'bool';
-}
-
 function coerce(setting: Setting, value: unknown, origin: string): unknown {
   const where = `${setting.key} (${origin})`;
   switch (setting.kind) {

@@ -6,7 +6,8 @@
 import type { Logger } from 'pino';
 import { decide, type Decision, type DecisionPolicy } from './trust/decide.js';
 import type { Facts, Frontend } from './trust/facts.js';
-import { POLICY_ACTIONS, REASONS } from './trust/reasons.js';
+import { REASONS } from './trust/reasons.js';
+import type { AnswerTexts } from './frontends/decisions.js';
 import type { Metrics } from './observe/metrics.js';
 import type { DecisionTracer, TraceContext } from './observe/trace.js';
 import type { OperatorLedger } from './trust/operators.js';
@@ -44,8 +45,11 @@ export class DecisionService {
     }
   }
 
-  /** Decides, counts and traces. `startedAt` is process.hrtime.bigint() when the request was complete. */
-  answer(frontend: Frontend, facts: Facts, context: TraceContext, startedAt: bigint): Decision {
+  /**
+   * Decides, counts and traces. `startedAt` is process.hrtime.bigint() when the request was complete;
+   * `answers` is the calling frontend's answer to each reason, as the trace records it.
+   */
+  answer(frontend: Frontend, facts: Facts, context: TraceContext, startedAt: bigint, answers: AnswerTexts): Decision {
     // One read of the list in force: the decision and its trace name the same list.
     const index = this.deps.currentIndex();
     let decision = this.decideWith(facts, index);
@@ -60,7 +64,7 @@ export class DecisionService {
     const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
     const reason = decision.reason;
     this.deps.metrics.countDecision(frontend, reason.result, reason.id, seconds);
-    this.deps.tracer.record(frontend, context, decision, POLICY_ACTIONS[reason.id], seconds, index?.sha256 ?? null);
+    this.deps.tracer.record(frontend, context, decision, answers[reason.id], seconds, index?.sha256 ?? null);
     this.notePeer(frontend, facts, decision);
     return decision;
   }

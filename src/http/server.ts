@@ -280,7 +280,7 @@ const listChangeSchema = {
   },
 } as const;
 
-/** The journal itself, newest first (interface.md). */
+/** The journal itself, newest first (docs/interface.md). */
 const listChangesSchema = { type: 'array', items: listChangeSchema } as const;
 
 const unlistedDomainSchema = {
@@ -319,7 +319,7 @@ const domainLookupSchema = {
   },
 } as const;
 
-// Postfix's own attribute limit is 8 KiB per line (mssante-rules §4).
+// Postfix's own attribute limit is 8 KiB per line (docs/mssante-rules.md §4).
 const attribute = { type: 'string', maxLength: 8192 } as const;
 
 const dryRunInputSchema = {

@@ -48,7 +48,7 @@ export interface StreamLimits {
 }
 
 /** What a session may do with its connection. */
-export interface StreamConnection {
+export interface StreamConnection<K extends string = string> {
   /** 1, 2, ... per listener. */
   readonly id: number;
   /** `ip:port`, `[v6]:port` or `unix`. */
@@ -63,10 +63,13 @@ export interface StreamConnection {
    * Protocol error: logged (structured fields only), counted in protocol_errors_total{frontend,kind}, destroyed.
    * With `flush`, what was written (answers to the requests before the fault) is flushed first; nothing more is read.
    */
-  fail(kind: string, level?: 'warn' | 'info', fields?: Record<string, unknown>, options?: { readonly flush?: boolean }): void;
+  fail(kind: K, level?: 'warn' | 'info', fields?: Record<string, unknown>, options?: { readonly flush?: boolean }): void;
   /** Counts a protocol anomaly in protocol_errors_total{frontend,kind} without closing. */
-  count(kind: string): void;
+  count(kind: K): void;
 }
+
+/** The protocol errors the skeleton itself reports, whatever the protocol. */
+export const STREAM_ERROR_KINDS = Object.freeze(['request_timeout', 'connection_budget_exceeded'] as const);
 
 /** One connection's protocol: a codec plus its state. Thrown errors close the connection (logged as errors). */
 export interface StreamSession {
@@ -86,12 +89,12 @@ export interface StreamSession {
 
 /** What every protocol server built on this skeleton takes from the daemon, besides its own limits. */
 export interface ListenerOptions {
-  /** Connections beyond this are accepted then closed at once, and counted. */
-  readonly maxConnections?: number;
-  /** Most bytes one connection may make the daemon keep (what is buffered for it). */
-  readonly maxConnectionBytes?: number;
-  /** New connections are refused while the heap is above this percentage of its limit. */
-  readonly heapWatermarkPercent?: number;
+  /** Connections beyond this are accepted then closed at once, and counted (--max-connections). */
+  readonly maxConnections: number;
+  /** Most bytes one connection may make the daemon keep (what is buffered for it; --max-connection-bytes). */
+  readonly maxConnectionBytes: number;
+  /** New connections are refused while the heap is above this percentage of its limit (--heap-watermark). */
+  readonly heapWatermarkPercent: number;
   /** Mode, owner and group of a unix socket file (default 0660, the daemon's user and group). */
   readonly unixSocket?: ListenOptions;
   /** uid → name (--allowed-peer-users): a loopback TCP listener closes connections of any other local user (peer-user.ts). */
@@ -100,12 +103,17 @@ export interface ListenerOptions {
   readonly metrics: Metrics;
 }
 
-export interface StreamServerOptions {
+export interface StreamServerOptions<K extends string = string> {
   readonly frontend: ListenerFrontend;
   readonly limits: StreamLimits;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  readonly createSession: (connection: StreamConnection) => StreamSession;
+  /**
+   * Every protocol-error kind the frontend's codec and session report (besides STREAM_ERROR_KINDS):
+   * each series of protocol_errors_total{frontend,kind} starts at 0, so a rate or an alert sees its first error.
+   */
+  readonly protocolErrorKinds: readonly K[];
+  readonly createSession: (connection: StreamConnection<K>) => StreamSession;
   /** Keep reading after the peer's FIN (Exim's readsocket shuts down its side, then reads). Default false. */
   readonly allowHalfOpen?: boolean;
   /** TCP keep-alive probe delay; off when absent. */
@@ -135,7 +143,10 @@ interface Connection extends StreamConnection {
   fresh: boolean;
 }
 
-export async function startStreamServer(listenAddress: string, options: StreamServerOptions): Promise<StreamServer> {
+export async function startStreamServer<K extends string>(
+  listenAddress: string,
+  options: StreamServerOptions<K>,
+): Promise<StreamServer> {
   const { limits } = options;
   for (const key of [
     'maxConnections',
@@ -216,6 +227,7 @@ class Listener {
     const { frontend, limits, metrics } = options;
     this.log = options.logger.child({ frontend });
     this.active = metrics.connectionsActive.labels({ frontend });
+    for (const kind of [...STREAM_ERROR_KINDS, ...options.protocolErrorKinds]) metrics.protocolErrors.inc({ frontend, kind }, 0);
     this.admission = createAdmission(frontend, limits.maxConnections, unix, metrics, this.log, {
       heapWatermarkPercent: limits.heapWatermarkPercent,
     });

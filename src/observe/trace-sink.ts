@@ -9,7 +9,7 @@
 import { closeSync, openSync, write, writeSync } from 'node:fs';
 
 /** Most bytes held in memory for the trace file (buffered + being written); past it lines are dropped. */
-export const TRACE_BUFFER_MAX_BYTES = 8 * 1024 * 1024;
+const TRACE_BUFFER_MAX_BYTES = 8 * 1024 * 1024;
 const INITIAL_BYTES = 64 * 1024;
 /** Worst case of UTF-8 bytes per UTF-16 code unit: a line of `n` units never needs more than 3n bytes. */
 const MAX_UTF8_PER_UNIT = 3;

@@ -1,7 +1,7 @@
 /**
  * decide(facts, index, policy): the one answer every MTA gets. Pure: no I/O, no clock; the only
  * state it touches is the memo of parsed DNs, which does not change its results.
- * Rules: mssante-rules.md §1 (erratum §4.7.1.1 steps 3–5) and §6.
+ * Rules: docs/mssante-rules.md §1 (erratum §4.7.1.1 steps 3–5) and §6.
  */
 import { normaliseCn, parseDnCached } from './dn.js';
 import type { Facts } from './facts.js';
@@ -27,7 +27,7 @@ export interface DecisionPolicy {
   readonly trustedIssuerCns: ReadonlySet<string>;
 }
 
-export const DEFAULT_POLICY: DecisionPolicy = Object.freeze({ tlsProfile: 'off', trustedIssuerCns: new Set<string>() });
+const DEFAULT_POLICY: DecisionPolicy = Object.freeze({ tlsProfile: 'off', trustedIssuerCns: new Set<string>() });
 
 export interface Decision {
   readonly reason: Reason;

@@ -8,7 +8,7 @@
  * normalised RDN sequences are equal in one order or its reverse, a multi-valued RDN (`+`) being
  * compared as a set of attributes: `Dn.key` encodes exactly that, so one Map lookup compares.
  *
- * Equality folds only what mssante-rules §3 documents: ASCII letter case (plus the simple case
+ * Equality folds only what docs/mssante-rules.md §3 documents: ASCII letter case (plus the simple case
  * pairs of non-ASCII letters, never onto ASCII), ASCII spaces around separators and at the ends of
  * values, interior runs of ASCII spaces and U+00A0 (the real list writes `LA\u00a0 MUSSE`), RFC
  * 4514/1779 quotes and escapes, and `Paris(75)` = `Paris (75)`. Every other code point is

@@ -49,9 +49,9 @@ export interface OperatorRateSettings {
  * at once, at most one per smtpd process (default_process_limit 100): 10 000 leaves a wide margin.
  * An evicted message would only be counted and judged again at its next recipient.
  */
-export const MESSAGE_MEMORY_MAX = 10_000;
+const MESSAGE_MEMORY_MAX = 10_000;
 /** Longer `instance` values are cut to this for the memory key (Postfix's are ~20 characters). */
-export const INSTANCE_KEY_MAX_CHARS = 128;
+const INSTANCE_KEY_MAX_CHARS = 128;
 /** Window of the "current rate" and "share" of /v1/operators (sliding-window estimate). */
 export const RATE_WINDOW_MS = 60_000;
 /** Observe mode logs an operator over its rate at most this often (the count covers the interval). */

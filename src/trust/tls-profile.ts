@@ -28,7 +28,7 @@ const TLS12_CBC = new Set(['TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384', 'TLS_ECDHE_R
 export type TlsVersion = '1.0' | '1.1' | '1.2' | '1.3' | 'ssl' | 'unknown';
 
 /** `TLSv1.2` (OpenSSL/Postfix), `TLS1.2` (Exim GnuTLS), `TLSv1` → '1.0'. */
-export function tlsVersion(protocol: string): TlsVersion {
+function tlsVersion(protocol: string): TlsVersion {
   const m = /^(?:TLS|tls)v?(\d)(?:\.(\d))?$/.exec(protocol.trim());
   if (m === null) return /^SSL/i.test(protocol.trim()) ? 'ssl' : 'unknown';
   const v = `${m[1]}.${m[2] ?? '0'}`;
@@ -36,7 +36,7 @@ export function tlsVersion(protocol: string): TlsVersion {
 }
 
 /** IANA name of a cipher given in either naming; unknown names come back upper-cased. */
-export function ianaCipher(cipher: string): string {
+function ianaCipher(cipher: string): string {
   const c = cipher.trim();
   return OPENSSL_TO_IANA[c] ?? c.toUpperCase();
 }

@@ -77,7 +77,7 @@ export interface PrepareOutcome {
 }
 
 /** Young generation of the list worker, MiB (semi-spaces of about a third of it). */
-export const WORKER_YOUNG_GENERATION_MB = 3;
+const WORKER_YOUNG_GENERATION_MB = 3;
 
 /** The main-thread side: one job at a time (the life cycle serialises loads). */
 export class PrepareWorker {

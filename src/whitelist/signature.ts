@@ -1,6 +1,6 @@
 /**
  * XMLDSig verification of the ANS whitelist, restricted to the one profile the ANS uses
- * (mssante-rules.md §2): enveloped signature, last child of the root, exclusive C14N without
+ * (docs/mssante-rules.md §2): enveloped signature, last child of the root, exclusive C14N without
  * comments, RSA-SHA256, SHA-256, one Reference URI="", KeyInfo = the signer's leaf certificate.
  * Anything else is refused, which closes the signature-wrapping family of attacks.
  *

@@ -57,7 +57,7 @@ export const DEFAULT_SOURCE_OPTIONS: SourceOptions = Object.freeze({
   proxy: NO_PROXY_SETTINGS,
 });
 
-export const MAX_RETRY_DELAY_MS = 30_000;
+const MAX_RETRY_DELAY_MS = 30_000;
 export const MAX_REDIRECTS = 3;
 
 export interface ListSource {
@@ -543,7 +543,7 @@ class HttpsSource implements ListSource {
 }
 
 /** Exponential, capped, with "equal jitter": half fixed, half random, so retries of many daemons spread. */
-export function backoffDelay(baseMs: number, attempt: number): number {
+function backoffDelay(baseMs: number, attempt: number): number {
   const ceiling = Math.min(MAX_RETRY_DELAY_MS, baseMs * 2 ** Math.max(0, attempt - 1));
   return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
 }

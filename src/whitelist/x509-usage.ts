@@ -5,13 +5,13 @@
  * The input is a certificate node already parsed, so malformed DER only means a refusal.
  */
 
-export const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
-export const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
-export const OID_EMAIL_PROTECTION = '1.3.6.1.5.5.7.3.4';
-export const OID_ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
+const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
+const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+const OID_EMAIL_PROTECTION = '1.3.6.1.5.5.7.3.4';
+const OID_ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
 
 /** RFC 5280 §4.2.1.3 bit numbers. */
-export const KEY_USAGE_BITS = [
+const KEY_USAGE_BITS = [
   'digitalSignature',
   'nonRepudiation',
   'keyEncipherment',
@@ -76,7 +76,7 @@ function expect(t: Tlv | undefined, tag: number, what: string): Tlv {
   return t;
 }
 
-export function decodeOid(der: Uint8Array, t: Tlv): string {
+function decodeOid(der: Uint8Array, t: Tlv): string {
   if (t.end <= t.start) throw new DerError('empty OID');
   const arcs: number[] = [];
   let value = 0;

@@ -1,11 +1,9 @@
 /**
- * XML → raw entries, nothing else. The list format is in mssante-rules.md §2; unknown elements are
+ * XML → raw entries, nothing else. The list format is in docs/mssante-rules.md §2; unknown elements are
  * ignored, a DOCTYPE is refused, and a file that is not well-formed (a truncated download) is unusable.
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import type { LoadFailureAt } from './failures.js';
-
-export const LIST_NAMESPACE = 'https://listeblanche.mssante.fr/schema';
 
 /** One `<Domaine>` as written in the file: trimmed texts, nothing interpreted yet. */
 export interface RawEntry {

@@ -1,5 +1,5 @@
 /**
- * Shared helpers of the fault-injection suite (test/faults/): signed test lists, the daemon's HTTP
+ * Shared helpers of the fault-injection suite (test/system/faults/): signed test lists, the daemon's HTTP
  * side read as data (list in force, metrics, logs), a witness that keeps asking valid questions on
  * both frontends while something else goes wrong, raw sockets for protocol abuse, and ways to make
  * a state directory unwritable without root-only mounts.

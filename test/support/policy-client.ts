@@ -1,9 +1,10 @@
 /** A Postfix-like policy client: one persistent connection, one request at a time, replies in order. */
 import { createConnection, type Socket } from 'node:net';
 import { encodeRequest, PolicyDecoder } from '../../src/frontends/policy/codec.js';
+import { DEFAULT_POLICY_LIMITS } from '../../src/listener-defaults.js';
 
 export class PolicyClient {
-  private readonly decoder = new PolicyDecoder();
+  private readonly decoder = new PolicyDecoder(DEFAULT_POLICY_LIMITS);
   private readonly waiting: Array<{ resolve: (action: string) => void; reject: (e: Error) => void }> = [];
   private closedError: Error | null = null;
 

@@ -1,7 +1,7 @@
 /**
  * An independent signer for tests: xmlsec1 (libxmlsec1, OpenSSL) signs lists with the exact ANS
  * profile, so the verifier is checked against another implementation, not against itself.
- * Also builds unsigned lists in the real file's format (mssante-rules.md §2).
+ * Also builds unsigned lists in the real file's format (docs/mssante-rules.md §2).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -26,7 +26,7 @@ export const SMFIC = Object.freeze({
 });
 
 /** Replies to the MTA (SMFIR_*) that this daemon sends. The OPTNEG reply reuses SMFIC.OPTNEG. */
-export const SMFIR = Object.freeze({
+const SMFIR = Object.freeze({
   ACCEPT: 0x61, // 'a'
   CONTINUE: 0x63, // 'c'
   REJECT: 0x72, // 'r'
@@ -83,14 +83,13 @@ export const SMFIM = Object.freeze({
   EOH: 6,
 });
 
-/**
- * Default packet limit: a body chunk is at most 65 535 data bytes (libmilter MILTER_CHUNK_SIZE, Postfix
- * MILTER_CHUNK_SIZE) plus the command byte; we never negotiate the larger SMFIP_MDS_* sizes. 1 KiB of
- * grace on top. Everything we actually read (macros, addresses) is far smaller.
- */
-export const DEFAULT_MAX_PACKET_BYTES = 65_536 + 1024;
-
-export type MilterCodecErrorKind = 'packet_too_large' | 'empty_packet' | 'malformed' | 'unknown_command';
+export const MILTER_CODEC_ERROR_KINDS = Object.freeze([
+  'packet_too_large',
+  'empty_packet',
+  'malformed',
+  'unknown_command',
+] as const);
+export type MilterCodecErrorKind = (typeof MILTER_CODEC_ERROR_KINDS)[number];
 
 export class MilterCodecError extends Error {
   override readonly name = 'MilterCodecError';
@@ -149,8 +148,8 @@ const MACRO_STAGES = new Set<number>([
 ]);
 
 export interface MilterDecoderOptions {
-  /** Largest accepted length field (command byte + data). Default DEFAULT_MAX_PACKET_BYTES. */
-  readonly maxPacketBytes?: number;
+  /** Largest accepted length field (command byte + data): --max-milter-packet-bytes. */
+  readonly maxPacketBytes: number;
 }
 
 /**
@@ -166,8 +165,8 @@ export class MilterDecoder {
   private packetFill = 0;
   private failure: MilterCodecError | null = null;
 
-  constructor(options: MilterDecoderOptions = {}) {
-    const max = options.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
+  constructor(options: MilterDecoderOptions) {
+    const max = options.maxPacketBytes;
     if (!Number.isInteger(max) || max < 13) {
       // 13 = command byte + the 12 bytes of an OPTNEG: anything smaller cannot even negotiate.
       throw new RangeError(`maxPacketBytes must be an integer >= 13, got ${max}`);
@@ -473,7 +472,7 @@ export function encodeRaw(cmd: number, data: Buffer | null = null): Buffer {
 }
 
 /** Splits a stream of replies (MTA side). Throws MilterCodecError on a bad length. Used by tests. */
-export function splitPackets(buffer: Buffer, maxPacketBytes = DEFAULT_MAX_PACKET_BYTES): { packets: Buffer[]; rest: Buffer } {
+export function splitPackets(buffer: Buffer, maxPacketBytes: number): { packets: Buffer[]; rest: Buffer } {
   const packets: Buffer[] = [];
   let pos = 0;
   while (buffer.length - pos >= 4) {

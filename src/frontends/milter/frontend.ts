@@ -5,10 +5,10 @@
  */
 import type { Logger } from 'pino';
 import type { Metrics } from '../../observe/metrics.js';
-import type { Decisions } from '../decisions.js';
+import type { AnswerTexts, Decisions } from '../decisions.js';
 import type { TraceContext } from '../../observe/trace.js';
 import type { Facts } from '../../trust/facts.js';
-import { replyText } from '../../trust/reasons.js';
+import { REASON_IDS, REASONS, replyText, type ReasonId } from '../../trust/reasons.js';
 import { certIdentityFromMacros, fingerprintsFromMacros, tlsFromMacros } from './macros.js';
 import type { ListenOptions } from '../../net/listen.js';
 import { startMilterServer, type MilterTransaction, type MilterVerdict } from './server.js';
@@ -36,6 +36,16 @@ export interface MilterFrontend {
 }
 
 const CONTINUE: MilterVerdict = Object.freeze({ action: 'continue' });
+
+/** The Milter answer to each reason as the trace records it: `continue`, or the reply code and text sent. */
+export const MILTER_ANSWERS: AnswerTexts = Object.freeze(
+  Object.fromEntries(
+    REASON_IDS.map((id) => {
+      const reason = REASONS[id];
+      return [id, reason.result === 'pass' ? 'continue' : `${reason.smtpCode} ${replyText(reason)}`];
+    }),
+  ) as Record<ReasonId, string>,
+);
 
 export function factsFromTransaction(transaction: MilterTransaction): Facts {
   const tls = tlsFromMacros(transaction.macros);
@@ -84,7 +94,7 @@ export async function startMilterFrontend(listen: string, options: MilterFronten
     onMailFrom: (transaction) => {
       const started = process.hrtime.bigint();
       const facts = factsFromTransaction(transaction);
-      const decision = service.answer('milter', facts, traceFromTransaction(transaction, facts), started);
+      const decision = service.answer('milter', facts, traceFromTransaction(transaction, facts), started, MILTER_ANSWERS);
       const reason = decision.reason;
       return reason.result === 'pass' ? CONTINUE : { action: 'reply', smtpCode: reason.smtpCode, text: replyText(reason) };
     },

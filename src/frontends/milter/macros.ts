@@ -1,7 +1,7 @@
 /**
  * What Milter macros say about TLS and the client certificate, for the decision. Pure.
  *
- * Two dialects (mssante-rules §3, §5):
+ * Two dialects (docs/mssante-rules.md §3, §5):
  * - Postfix: `{cert_subject}` / `{cert_issuer}` are the subject and issuer CNs, raw UTF-8, and are
  *   sent only when the client certificate chain verified. Postfix has no `{verify}`.
  * - Sendmail: `{cert_subject}` / `{cert_issuer}` are full DNs in OpenSSL slash form (certificate
@@ -60,7 +60,7 @@ export function certFromMacros(macros: ReadonlyMap<string, string>): MilterCertV
 /** `type=` first (slash form `/C=FR/...`, comma form `CN=x,O=y`, an OID type), raw or xtext-encoded (`+3D`). */
 const DN_START = /^\s*\/?\s*(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)\s*(?:=|\+3D)/i;
 
-export function looksLikeFullDn(subject: string): boolean {
+function looksLikeFullDn(subject: string): boolean {
   return DN_START.test(subject);
 }
 

@@ -5,8 +5,15 @@
  */
 import type { Logger } from 'pino';
 import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
-import { DEFAULT_MAX_PACKET_BYTES, MilterCodecError, MilterDecoder, encodeReplyCode, type MilterCommand } from './codec.js';
-import { CONTINUE_REPLY, INTERNAL_ERROR_REPLY, MilterSession, type MilterTransaction, type MilterVerdict } from './session.js';
+import { MILTER_CODEC_ERROR_KINDS, MilterCodecError, MilterDecoder, encodeReplyCode, type MilterCommand } from './codec.js';
+import {
+  MILTER_SESSION_ERROR_KINDS,
+  CONTINUE_REPLY,
+  INTERNAL_ERROR_REPLY,
+  MilterSession,
+  type MilterTransaction,
+  type MilterVerdict,
+} from './session.js';
 
 export {
   MAX_PROTOCOL_VERSION,
@@ -20,41 +27,27 @@ export {
 } from './session.js';
 
 export interface MilterServerOptions extends ListenerOptions {
-  /** Largest packet accepted (length field). Default DEFAULT_MAX_PACKET_BYTES. */
-  readonly maxPacketBytes?: number;
-  /** Close a connection silent this long. Default 330 s: see MILTER_SERVER_DEFAULTS. */
-  readonly idleTimeoutMs?: number;
+  /** Largest packet accepted (length field; --max-milter-packet-bytes). */
+  readonly maxPacketBytes: number;
   /**
-   * Longest time from the first byte of a packet to its last: bytes dribbled one at a time keep a
-   * socket from ever being idle. Default: the idle timeout, at most MILTER_SERVER_DEFAULTS.packetTimeoutMs.
+   * Close a connection silent this long (--milter-idle-timeout). Postfix waits milter_command_timeout
+   * (30 s) for each reply and milter_content_timeout (300 s) during content, but sends nothing between
+   * MAIL FROM and the end of a message while the SMTP client sends RCPTs and the body (we negotiate
+   * those events away): a transaction idle towards us for longer than this is cut, and Postfix applies
+   * milter_default_action (tempfail) to it. Hence an hour by default, not the policy side's 330 s.
    */
-  readonly packetTimeoutMs?: number;
-  /** Most bytes one connection may make the daemon keep (kept macros + the packet being received). */
-  readonly maxConnectionBytes?: number;
+  readonly idleTimeoutMs: number;
+  /**
+   * Longest time from the first byte of a packet to its last (--request-timeout): bytes dribbled one
+   * at a time keep a socket from ever being idle. An MTA writes each packet whole.
+   */
+  readonly packetTimeoutMs: number;
   /**
    * Called once per MAIL FROM. Synchronous. If it throws (or returns a reply the codec cannot
    * encode): logged, answered `451 4.3.0` internal_error.
    */
   readonly onMailFrom: (transaction: MilterTransaction) => MilterVerdict;
 }
-
-/**
- * Postfix waits milter_command_timeout (30 s) for each reply and milter_content_timeout (300 s)
- * during content; 330 s outlasts both, so Postfix is the side that gives up first. Caveat: Postfix
- * sends nothing between MAIL and end-of-message while the SMTP client sends RCPTs and the body
- * (we negotiate those events away); a transaction idle towards us for longer than this is cut,
- * and Postfix applies milter_default_action to it.
- */
-export const MILTER_SERVER_DEFAULTS = Object.freeze({
-  maxPacketBytes: DEFAULT_MAX_PACKET_BYTES,
-  idleTimeoutMs: 330_000,
-  /** An MTA writes each packet whole; 110 s like the policy request timeout (Postfix waits 100 s there). */
-  packetTimeoutMs: 110_000,
-  maxConnections: 1000,
-  /** One packet of the default size (66 564 bytes with its header) plus ~63 KiB of kept macros. */
-  maxConnectionBytes: 131_072,
-  heapWatermarkPercent: 70,
-});
 
 export interface MilterServer {
   /** `host:port` actually bound (the real port when 0 was asked), or `unix:/path`. */
@@ -67,19 +60,21 @@ export interface MilterServer {
   close(deadlineMs: number): Promise<void>;
 }
 
-/** Protocol error kinds of the server itself (the codec's come from MilterCodecError). */
-export type MilterServerErrorKind =
-  | 'unexpected_command'
-  | 'unsupported_version'
-  | 'idle_timeout'
-  | 'request_timeout'
-  | 'connection_budget_exceeded'
-  | 'macro_stage_ignored';
+/**
+ * Every protocol-error kind of the Milter frontend besides the skeleton's (STREAM_ERROR_KINDS): the
+ * codec's, the session's, a silent connection cut (`idle_timeout`) and macros for a stage not kept
+ * (`macro_stage_ignored`, counted without closing).
+ */
+export const MILTER_PROTOCOL_ERROR_KINDS = Object.freeze([
+  ...MILTER_CODEC_ERROR_KINDS,
+  ...MILTER_SESSION_ERROR_KINDS,
+  'idle_timeout',
+  'macro_stage_ignored',
+] as const);
+export type MilterProtocolErrorKind = (typeof MILTER_PROTOCOL_ERROR_KINDS)[number];
 
 export async function startMilterServer(listenAddress: string, options: MilterServerOptions): Promise<MilterServer> {
-  const maxPacketBytes = options.maxPacketBytes ?? MILTER_SERVER_DEFAULTS.maxPacketBytes;
-  const idleTimeoutMs = options.idleTimeoutMs ?? MILTER_SERVER_DEFAULTS.idleTimeoutMs;
-  const maxConnectionBytes = options.maxConnectionBytes ?? MILTER_SERVER_DEFAULTS.maxConnectionBytes;
+  const { maxPacketBytes, maxConnectionBytes } = options;
   new MilterDecoder({ maxPacketBytes }); // validates the limit now rather than at the first connection
   if (maxPacketBytes + 4 > maxConnectionBytes) {
     throw new RangeError(
@@ -89,12 +84,13 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
   const { logger, onMailFrom } = options;
   return startStreamServer(listenAddress, {
     frontend: 'milter',
+    protocolErrorKinds: MILTER_PROTOCOL_ERROR_KINDS,
     limits: {
-      maxConnections: options.maxConnections ?? MILTER_SERVER_DEFAULTS.maxConnections,
-      idleTimeoutMs,
-      requestTimeoutMs: options.packetTimeoutMs ?? Math.min(idleTimeoutMs, MILTER_SERVER_DEFAULTS.packetTimeoutMs),
+      maxConnections: options.maxConnections,
+      idleTimeoutMs: options.idleTimeoutMs,
+      requestTimeoutMs: options.packetTimeoutMs,
       maxConnectionBytes,
-      heapWatermarkPercent: options.heapWatermarkPercent ?? MILTER_SERVER_DEFAULTS.heapWatermarkPercent,
+      heapWatermarkPercent: options.heapWatermarkPercent,
     },
     logger,
     metrics: options.metrics,
@@ -106,7 +102,7 @@ export async function startMilterServer(listenAddress: string, options: MilterSe
 }
 
 function milterSession(
-  conn: StreamConnection,
+  conn: StreamConnection<MilterProtocolErrorKind>,
   maxPacketBytes: number,
   onMailFrom: MilterServerOptions['onMailFrom'],
   logger: Logger,

@@ -41,7 +41,8 @@ export type MilterVerdict =
   { readonly action: 'continue' } | { readonly action: 'reply'; readonly smtpCode: string; readonly text: string };
 
 /** Protocol error kinds of the session (the codec's come from MilterCodecError). */
-export type MilterSessionErrorKind = 'unexpected_command' | 'unsupported_version';
+export const MILTER_SESSION_ERROR_KINDS = Object.freeze(['unexpected_command', 'unsupported_version'] as const);
+export type MilterSessionErrorKind = (typeof MILTER_SESSION_ERROR_KINDS)[number];
 
 export type MilterStep =
   /** Write these bytes, in command order. */
@@ -94,7 +95,7 @@ export const REQUESTED_MACROS: readonly MilterSymList[] = Object.freeze([
 /** The only macro names kept: those we ask for (the decision and the trace read nothing else). */
 export const KEPT_MACROS: ReadonlySet<string> = new Set(REQUESTED_MACROS.flatMap((list) => list.names));
 /** Stages whose macros are kept: what the decision at MAIL FROM can see. */
-export const KEPT_STAGES: readonly string[] = Object.freeze(['C', 'H', 'M']);
+const KEPT_STAGES: readonly string[] = Object.freeze(['C', 'H', 'M']);
 /** Stages whose macros live for the connection; MAIL's live for one message. */
 const CONNECTION_STAGES = new Set(['C', 'H']);
 /** Charged per kept macro on top of its characters: a Map entry and two string headers. */

@@ -28,17 +28,6 @@ export interface PolicyLimits {
   readonly maxAttributes: number;
 }
 
-/**
- * Postfix bounds a policy attribute by its own string limits (8 KiB style lines; an SMTP command
- * line is 2048 bytes by default, a certificate CN 64 characters, xtext-encoded at most ×3), and
- * sends about 30 attributes in 3.7: each limit here is well above what Postfix can send.
- */
-export const DEFAULT_POLICY_LIMITS: PolicyLimits = Object.freeze({
-  maxLineBytes: 8192,
-  maxRequestBytes: 65536,
-  maxAttributes: 100,
-});
-
 /** Attribute name → value. Names are unique (see duplicate_attribute). */
 export type PolicyRequest = ReadonlyMap<string, string>;
 
@@ -89,7 +78,7 @@ export class PolicyDecoder {
   #failure: PolicyCodecError | null = null;
   #ended = false;
 
-  constructor(limits: PolicyLimits = DEFAULT_POLICY_LIMITS) {
+  constructor(limits: PolicyLimits) {
     for (const key of ['maxLineBytes', 'maxRequestBytes', 'maxAttributes'] as const) {
       const value = limits[key];
       if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`policy limit ${key} must be a positive integer`);

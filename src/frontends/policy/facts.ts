@@ -53,7 +53,7 @@ function xtext(value: string): string {
   return decoded;
 }
 
-export function certFromRequest(request: PolicyRequestView): CertIdentity | null {
+function certFromRequest(request: PolicyRequestView): CertIdentity | null {
   const issuerRaw = nonEmpty(request.get('ccert_issuer'));
   const issuerCn = issuerRaw === null ? null : xtext(issuerRaw);
   const fullDn = nonEmpty(request.get('x_ccert_dn'));

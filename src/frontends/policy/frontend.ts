@@ -51,7 +51,7 @@ export async function startPolicyFrontend(listen: string, options: PolicyFronten
     handle: (request, connection) => {
       const started = process.hrtime.bigint();
       const facts = factsFromRequest(request);
-      const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started);
+      const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started, POLICY_ACTIONS);
       misplaced.note(facts.stage, request.get('protocol_state'));
       return POLICY_ACTIONS[decision.reason.id];
     },

@@ -10,7 +10,7 @@ import type { Metrics } from '../../observe/metrics.js';
 import { UNDECIDED_STAGES, type Stage, type UndecidedStage } from '../../trust/facts.js';
 
 /** At most one warning per stage per this many milliseconds (the suppressed count goes in the next one). */
-export const MISPLACED_WARNING_INTERVAL_MS = 60_000;
+const MISPLACED_WARNING_INTERVAL_MS = 60_000;
 
 const UNDECIDED: ReadonlySet<string> = new Set(UNDECIDED_STAGES);
 

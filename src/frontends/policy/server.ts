@@ -11,10 +11,11 @@ import type { Logger } from 'pino';
 import { POLICY_ACTIONS } from '../../trust/reasons.js';
 import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
 import {
-  DEFAULT_POLICY_LIMITS,
+  POLICY_CODEC_ERROR_KINDS,
   PolicyCodecError,
   PolicyDecoder,
   encodeReply,
+  type PolicyCodecErrorKind,
   type PolicyLimits,
   type PolicyRequest,
 } from './codec.js';
@@ -26,27 +27,18 @@ export interface ConnectionInfo {
 }
 
 export interface PolicyServerOptions extends ListenerOptions {
-  readonly limits?: PolicyLimits;
-  /** Close a connection silent this long. */
-  readonly idleTimeoutMs?: number;
-  /** Longest time from the first byte of a request to its end. */
-  readonly requestTimeoutMs?: number;
+  /** --max-line-bytes, --max-request-bytes, --max-attributes. */
+  readonly limits: PolicyLimits;
+  /**
+   * Close a connection silent this long (--idle-timeout). Derived from Postfix's own client settings,
+   * plus a grace, so that Postfix is the one that closes first: smtpd_policy_service_max_idle = 300 s.
+   */
+  readonly idleTimeoutMs: number;
+  /** Longest time from the first byte of a request to its end (--request-timeout; smtpd_policy_service_timeout = 100 s). */
+  readonly requestTimeoutMs: number;
   /** The action for one request (`DUNNO`, `550 5.7.1 ...`). If it throws: logged, answered with the internal_error action. */
   readonly handle: (request: PolicyRequest, connection: ConnectionInfo) => string;
 }
-
-/**
- * Derived from Postfix's own client settings, plus a grace, so that Postfix is the one that gives up
- * or closes first: smtpd_policy_service_max_idle = 300 s, smtpd_policy_service_timeout = 100 s.
- */
-export const POLICY_SERVER_DEFAULTS = Object.freeze({
-  limits: DEFAULT_POLICY_LIMITS,
-  idleTimeoutMs: 330_000,
-  requestTimeoutMs: 110_000,
-  maxConnections: 1000,
-  maxConnectionBytes: 131_072,
-  heapWatermarkPercent: 70,
-});
 
 export interface PolicyServer {
   /** `host:port` actually bound (the real port when 0 was asked), or `unix:/path`. */
@@ -58,12 +50,8 @@ export interface PolicyServer {
   close(deadlineMs: number): Promise<void>;
 }
 
-/** Extra protocol error kinds of the server (the codec's kinds come from PolicyCodecError). */
-export type PolicyServerErrorKind = 'request_timeout' | 'connection_budget_exceeded';
-
 export async function startPolicyServer(listenAddress: string, options: PolicyServerOptions): Promise<PolicyServer> {
-  const limits = options.limits ?? POLICY_SERVER_DEFAULTS.limits;
-  const maxConnectionBytes = options.maxConnectionBytes ?? POLICY_SERVER_DEFAULTS.maxConnectionBytes;
+  const { limits, maxConnectionBytes } = options;
   new PolicyDecoder(limits); // validates the limits now rather than at the first connection
   if (limits.maxRequestBytes + limits.maxLineBytes > maxConnectionBytes) {
     throw new RangeError(
@@ -73,12 +61,13 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
   const { logger, handle } = options;
   return startStreamServer(listenAddress, {
     frontend: 'policy',
+    protocolErrorKinds: POLICY_CODEC_ERROR_KINDS,
     limits: {
-      maxConnections: options.maxConnections ?? POLICY_SERVER_DEFAULTS.maxConnections,
-      idleTimeoutMs: options.idleTimeoutMs ?? POLICY_SERVER_DEFAULTS.idleTimeoutMs,
-      requestTimeoutMs: options.requestTimeoutMs ?? POLICY_SERVER_DEFAULTS.requestTimeoutMs,
+      maxConnections: options.maxConnections,
+      idleTimeoutMs: options.idleTimeoutMs,
+      requestTimeoutMs: options.requestTimeoutMs,
       maxConnectionBytes,
-      heapWatermarkPercent: options.heapWatermarkPercent ?? POLICY_SERVER_DEFAULTS.heapWatermarkPercent,
+      heapWatermarkPercent: options.heapWatermarkPercent,
     },
     logger,
     metrics: options.metrics,
@@ -92,7 +81,7 @@ export async function startPolicyServer(listenAddress: string, options: PolicySe
 const FAILED = Symbol('codec error');
 
 function policySession(
-  conn: StreamConnection,
+  conn: StreamConnection<PolicyCodecErrorKind>,
   limits: PolicyLimits,
   handle: PolicyServerOptions['handle'],
   logger: Logger,

@@ -22,9 +22,6 @@ export interface SocketmapLimits {
   readonly maxRequestBytes: number;
 }
 
-/** Postfix's socketmap client refuses replies above 100 000 bytes and never sends more itself. */
-export const DEFAULT_SOCKETMAP_LIMITS: SocketmapLimits = Object.freeze({ maxRequestBytes: 100_000 });
-
 export interface SocketmapRequest {
   readonly name: string;
   readonly key: string;
@@ -78,7 +75,7 @@ export class SocketmapDecoder {
   #failure: SocketmapCodecError | null = null;
   #ended = false;
 
-  constructor(limits: SocketmapLimits = DEFAULT_SOCKETMAP_LIMITS) {
+  constructor(limits: SocketmapLimits) {
     const max = limits.maxRequestBytes;
     if (!Number.isSafeInteger(max) || max < 1) throw new RangeError('socketmap limit maxRequestBytes must be a positive integer');
     this.#maxRequestBytes = max;

@@ -17,9 +17,10 @@ import {
 } from '../../net/stream-server.js';
 import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
 import {
-  DEFAULT_SOCKETMAP_LIMITS,
+  SOCKETMAP_CODEC_ERROR_KINDS,
   SocketmapCodecError,
   SocketmapDecoder,
+  type SocketmapCodecErrorKind,
   encodeReply,
   type SocketmapLimits,
   type SocketmapRequest,
@@ -27,33 +28,24 @@ import {
 import type { SocketmapLookup, SocketmapTables } from './maps.js';
 
 export interface SocketmapServerOptions extends ListenerOptions {
-  readonly limits?: SocketmapLimits;
-  readonly idleTimeoutMs?: number;
-  /** Longest time from the first byte of a request to its last. */
-  readonly requestTimeoutMs?: number;
+  /** --max-socketmap-request-bytes. */
+  readonly limits: SocketmapLimits;
+  /** --idle-timeout (Postfix keeps a socketmap connection 10 s idle). */
+  readonly idleTimeoutMs: number;
+  /** Longest time from the first byte of a request to its last (--request-timeout). */
+  readonly requestTimeoutMs: number;
   readonly tables: SocketmapTables;
   /** The list in force, or null (every lookup is then TEMP). */
   readonly currentIndex: () => WhitelistIndex | null;
 }
 
-export const SOCKETMAP_SERVER_DEFAULTS = Object.freeze({
-  limits: DEFAULT_SOCKETMAP_LIMITS,
-  idleTimeoutMs: 330_000,
-  requestTimeoutMs: 110_000,
-  maxConnections: 1000,
-  maxConnectionBytes: 131_072,
-  heapWatermarkPercent: 70,
-});
-
 /** A request being received holds its length digits (10 at most), the colon and its payload. */
-export const SOCKETMAP_FRAME_OVERHEAD_BYTES = 11;
+const SOCKETMAP_FRAME_OVERHEAD_BYTES = 11;
 
 export type SocketmapServer = StreamServer;
 
 export async function startSocketmapServer(listenAddress: string, options: SocketmapServerOptions): Promise<SocketmapServer> {
-  const d = SOCKETMAP_SERVER_DEFAULTS;
-  const limits = options.limits ?? d.limits;
-  const maxConnectionBytes = options.maxConnectionBytes ?? d.maxConnectionBytes;
+  const { limits, maxConnectionBytes } = options;
   new SocketmapDecoder(limits); // validates the limits at start-up
   if (limits.maxRequestBytes + SOCKETMAP_FRAME_OVERHEAD_BYTES > maxConnectionBytes) {
     throw new RangeError(
@@ -64,12 +56,13 @@ export async function startSocketmapServer(listenAddress: string, options: Socke
   const encoded = new WeakMap<SocketmapLookup, Buffer>();
   return startStreamServer(listenAddress, {
     frontend: 'socketmap',
+    protocolErrorKinds: SOCKETMAP_CODEC_ERROR_KINDS,
     limits: {
-      maxConnections: options.maxConnections ?? d.maxConnections,
-      idleTimeoutMs: options.idleTimeoutMs ?? d.idleTimeoutMs,
-      requestTimeoutMs: options.requestTimeoutMs ?? d.requestTimeoutMs,
+      maxConnections: options.maxConnections,
+      idleTimeoutMs: options.idleTimeoutMs,
+      requestTimeoutMs: options.requestTimeoutMs,
       maxConnectionBytes,
-      heapWatermarkPercent: options.heapWatermarkPercent ?? d.heapWatermarkPercent,
+      heapWatermarkPercent: options.heapWatermarkPercent,
     },
     logger: options.logger,
     metrics: options.metrics,
@@ -103,8 +96,8 @@ export async function startSocketmapServer(listenAddress: string, options: Socke
 }
 
 /** One connection: bytes → requests → replies (`answer`), codec errors → a flushed close. No socket here. */
-export function socketmapSession(
-  conn: StreamConnection,
+function socketmapSession(
+  conn: StreamConnection<SocketmapCodecErrorKind>,
   decoder: SocketmapDecoder,
   answer: (requests: readonly SocketmapRequest[]) => Buffer,
 ): StreamSession {

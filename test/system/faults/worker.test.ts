@@ -1,0 +1,82 @@
+/**
+ * The list worker's heap limit: a list that makes parsing exhaust the worker's memory is a failed
+ * load (the life cycle calls it worker_failed), the main thread is untouched, and the next load gets
+ * a fresh worker. The daemon's limit (1536 MiB) is not a flag; the same class is driven here with a
+ * small one so that the limit is reached in a second rather than after gigabytes.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { join } from 'node:path';
+import { PrepareWorker } from '../../../src/whitelist/prepare-worker.js';
+import { REPO_ROOT } from '../../support/fixtures.js';
+import { BASE_ENTRIES, isoDays } from '../../support/faults.js';
+import { buildListXml, LIST_NS } from '../../support/xmlsec.js';
+
+const NO_TRUST = { signer: [], signerCa: [], signerCn: [], signerSubject: [] };
+
+describe('list worker heap limit', { timeout: 60_000 }, () => {
+  it('a list that exhausts the worker heap fails as a value; the next list loads in a fresh worker', async (t) => {
+    const worker = new PrepareWorker(48);
+    // The worker is unref'd (it must never keep the daemon alive): hold the loop open meanwhile, as the daemon's sockets do.
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      // 200 000 entries of 100 bytes: ~20 MB of XML, far more once parsed into objects.
+      const domaine = '<Domaine><Nom>a.mssante.test</Nom><DNCertificatOperateur>CN=x</DNCertificatOperateur></Domaine>';
+      const bomb = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration><ListeDomaines>${domaine.repeat(200_000)}</ListeDomaines></ListeBlancheMSSante>`;
+      const crashed = await worker.run({ bytes: Buffer.from(bomb), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1_000_000 });
+      assert.equal(crashed.result, null, 'no result from a worker out of memory');
+      assert.match(crashed.error ?? '', /memory|exited/i, crashed.error ?? '');
+      t.diagnostic(`worker failure: ${crashed.error ?? ''}`);
+
+      const good = await worker.run({
+        bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))),
+        trust: NO_TRUST,
+        allowUnsigned: true,
+        maxEntries: 1000,
+      });
+      assert.ok(good.result?.ok === true, `the next list loads: ${good.error ?? ''}`);
+      assert.equal(good.result.ok && good.result.list.entries.length, BASE_ENTRIES.length);
+    } finally {
+      clearInterval(keepAlive);
+      await worker.close();
+    }
+  });
+
+  it('a document that is merely slow to parse (nested namespace declarations) is cut by prepareTimeoutMs (--prepare-timeout)', async () => {
+    const worker = new PrepareWorker();
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      // Each level declares a namespace: xmldom's cost grows with depth × declarations (review: 0.9 MB took 14 s).
+      const depth = 20_000;
+      let open = '';
+      let close = '';
+      for (let i = 0; i < depth; i++) {
+        open += `<a xmlns:p${i}="u${i}">`;
+        close += '</a>';
+      }
+      const slow = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration>${open}${close}<ListeDomaines/><Signature xmlns="http://www.w3.org/2000/09/xmldsig#"/></ListeBlancheMSSante>`;
+      const started = Date.now();
+      const cut = await worker.run(
+        {
+          bytes: Buffer.from(slow),
+          trust: { ...NO_TRUST, signer: [join(REPO_ROOT, 'examples', 'demo-signer.pem')] },
+          allowUnsigned: false,
+          maxEntries: 1000,
+        },
+        1500,
+      );
+      assert.equal(cut.result, null);
+      assert.match(cut.error ?? '', /took longer than 1\.5 s/);
+      assert.ok(Date.now() - started < 10_000, 'the deadline, not the document, ended the job');
+
+      const good = await worker.run(
+        { bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1000 },
+        30_000,
+      );
+      assert.ok(good.result?.ok === true, `the next list loads in a fresh worker: ${good.error ?? ''}`);
+    } finally {
+      clearInterval(keepAlive);
+      await worker.close();
+    }
+  });
+});
