@@ -24,7 +24,7 @@ import { SocketmapTables } from './frontends/socketmap/maps.js';
 import { parseListenAddress } from './net/listen.js';
 import { guardList } from './whitelist/guard.js';
 import { WhitelistIndex } from './whitelist/whitelist-index.js';
-import { prepareList, type PreparedList, type PrepareResult } from './whitelist/prepare.js';
+import type { PreparedList, PrepareResult } from './whitelist/prepare.js';
 import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
 import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';
 import type { ValidEntry } from './whitelist/validate.js';
@@ -51,8 +51,17 @@ function packageVersion(): string {
   }
 }
 
+/**
+ * The list code brings libxml2 (WebAssembly, ~13 MiB and ~0.1 s to load): every command but `serve`
+ * loads it here; `serve` keeps it in its list worker (whitelist/prepare-worker.ts).
+ */
+let prepareList: typeof import('./whitelist/prepare.js').prepareList = () => {
+  throw new Error('the list code is not loaded');
+};
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== 'serve') ({ prepareList } = await import('./whitelist/prepare.js'));
   switch (command) {
     case 'serve':
       return serveCommand(rest);
