@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { LoadFailureAt } from './failures.js';
 import { isSigned, type KeyInfoSigner, type SignerInfo, type SignerTrust } from './signature.js';
 import { validateEntries, type RejectedEntry, type ValidEntry } from './validate.js';
-import { parseListDocument, readListEntries, type RawList } from './xml.js';
+import { numericCharacterReference, parseListDocument, readListEntries, type RawList } from './xml.js';
 import { verifyDocumentSignature } from './xmldsig.js';
 
 export type ListFailure = LoadFailureAt<'document' | 'signature' | 'entries'>;
@@ -87,6 +87,10 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
       return fail('list_unsigned', 'no trusted signer configured and unsigned lists are not allowed');
     }
     if (!parsed.ok) return fail(parsed.reason, parsed.detail);
+    if (!signature.verified) {
+      const reference = numericCharacterReference(xml);
+      if (reference !== null) return fail('xml_malformed', reference);
+    }
     const read = readListEntries(parsed.document);
     if (!read.ok) return fail(read.reason, read.detail);
     return usableList(read.list, signature, sha256, bytes.byteLength, options, fail);

@@ -112,6 +112,21 @@ function documentProblem(document: XmlDocument): Exclude<ListDocumentResult, { o
   return null;
 }
 
+/**
+ * The ANS writes one numeric character reference, `&#13;` (the CR no document can write literally).
+ * Any other one is refused, anywhere: `&#101;vil.fr` and `evil.fr` have one canonical form, and the
+ * first implementation had a second reader that saw them differently. One tree now serves the digest
+ * and the entries, but the rule stays: it costs one scan. Returns what is wrong, or null.
+ */
+export function numericCharacterReference(text: string): string | null {
+  for (let i = text.indexOf('&#'); i !== -1; i = text.indexOf('&#', i + 2)) {
+    if (/^&#(?:13|x[dD]);/.exec(text.slice(i, i + 8)) === null) {
+      return `numeric character reference ${quote(text.slice(i, i + 10), 80)} in the list (only &#13; is written by the ANS)`;
+    }
+  }
+  return null;
+}
+
 /** The element children of `parent` whose local name is `name` (any namespace, as the list has always been read). */
 function childElements(parent: XmlElement, name: string): XmlElement[] {
   const found: XmlElement[] = [];
@@ -133,8 +148,13 @@ function fieldText(fields: ReadonlyMap<string, XmlElement | null>, name: string)
     if (n instanceof XmlText || n instanceof XmlCData) text += n.content;
     else if (n instanceof XmlElement) return '';
   }
+  // A CR can only be written &#13;: the v0.1 reader kept it as those five characters while the
+  // digest covered a CR. The ANS writes it in base64 only; in data it is refused, not guessed.
+  if (text.includes('\r')) throw new UnreadableList(`a CR (&#13;) in ${el.name}; MSSante lists never hold one in their data`);
   return text.trim();
 }
+
+class UnreadableList extends Error {}
 
 const FIELDS = new Set(['Nom', 'Description', 'DNCertificatOperateur', 'ResponsableContact', 'SupportContact', 'DateMAJ']);
 
@@ -160,6 +180,25 @@ function readDomaine(domaine: XmlElement, index: number): RawEntry {
 
 /** The entries of a parsed list; the document is left to its owner. */
 export function readListEntries(document: XmlDocument): RawListResult {
+  // libxml2-wasm gives a processing instruction no sibling links: a walk would stop at one. The
+  // ANS writes none; the signature verifier refuses them first, with its own reason.
+  const instructions = document.eval('count(//processing-instruction())');
+  if (typeof instructions !== 'number' || instructions > 0) {
+    return { ok: false, reason: 'xml_malformed', detail: 'the list holds a processing instruction; MSSante lists never do' };
+  }
+  try {
+    return readEntries(document);
+  } catch (error) {
+    if (error instanceof UnreadableList) return { ok: false, reason: 'xml_malformed', detail: error.message };
+    return {
+      ok: false,
+      reason: 'xml_malformed',
+      detail: `cannot read the list: ${quote(String((error as Error)?.message ?? error))}`,
+    };
+  }
+}
+
+function readEntries(document: XmlDocument): RawListResult {
   const root = document.root;
   if (root.name !== 'ListeBlancheMSSante') {
     return { ok: false, reason: 'xml_not_a_whitelist', detail: 'root element ListeBlancheMSSante not found' };
