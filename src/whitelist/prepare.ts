@@ -63,7 +63,7 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
     return fail('encoding_invalid', 'the list is not valid UTF-8');
   }
 
-  const parsed = parseListDocument(xml);
+  const parsed = parseListDocument(xml, bytes);
   const document = parsed.ok ? parsed.document : null;
   try {
     let signature: PreparedList['signature'];

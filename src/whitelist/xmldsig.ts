@@ -42,8 +42,8 @@ const ISO_UTC = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$/;
 const BLANK = /^[ \t\r\n]*$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-/** Top-level XMLDSig elements (not inside another one): exactly one, the Signature, is allowed. */
-const DSIG_TOP = `//*[namespace-uri()='${DSIG}'][not(ancestor::*[namespace-uri()='${DSIG}'])]`;
+/** Every XMLDSig element (a name test: libxml2 answers it without a function call per element). */
+const DSIG_ELEMENTS = '//ds:*';
 
 /**
  * Parses the list and verifies its signature; the tree is disposed before returning. prepareList()
@@ -176,7 +176,12 @@ function checkNoProcessingInstruction(document: XmlDocument): void {
  * after it.
  */
 function findSignature(document: XmlDocument, root: XmlElement): XmlElement {
-  const top = document.find(DSIG_TOP).filter((n): n is XmlElement => n instanceof XmlElement);
+  // The top-level ones (not inside another XMLDSig element): exactly one, the Signature, is allowed.
+  const top = document.find(DSIG_ELEMENTS, { ds: DSIG }).filter((n): n is XmlElement => {
+    if (!(n instanceof XmlElement)) return false;
+    const parent = n.parent;
+    return parent === null || parent.namespaceUri !== DSIG;
+  });
   const stray = top.find((el) => el.name !== 'Signature');
   if (stray !== undefined) profile(`XMLDSig element ${stray.name} outside a Signature`);
   if (top.length === 0) refuse('signature_missing', 'the list holds no XMLDSig Signature element');
