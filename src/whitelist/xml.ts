@@ -41,10 +41,12 @@ export type ListDocumentResult =
 
 /**
  * No network, no external entity, no DTD loading or validation, no entity substitution (a DOCTYPE
- * is refused before parsing anyway). libxml2's default limits stay on (nesting depth, text node
- * size, name length): the list needs four levels and short texts.
+ * is refused before parsing anyway). XML_PARSE_HUGE lifts the 10 MB text-node limit, which
+ * --max-list-bytes already bounds (a list must reach the verifier and fail there, as v0.1 did);
+ * nesting stays limited (2048 levels with it; the list needs four).
  */
-const PARSE_OPTIONS = ParseOption.XML_PARSE_NONET | ParseOption.XML_PARSE_NO_XXE | ParseOption.XML_PARSE_NO_SYS_CATALOG;
+const PARSE_OPTIONS =
+  ParseOption.XML_PARSE_NONET | ParseOption.XML_PARSE_NO_XXE | ParseOption.XML_PARSE_NO_SYS_CATALOG | ParseOption.XML_PARSE_HUGE;
 
 const DOCTYPE = /<!DOCTYPE/i;
 

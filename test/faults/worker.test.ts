@@ -47,7 +47,7 @@ describe('list worker heap limit', { timeout: 300_000 }, () => {
     const keepAlive = setInterval(() => {}, 1000);
     try {
       // Each level declares a namespace: xmldom's cost grew with depth × declarations (review: 0.9 MB took
-      // 14 s). libxml2 stops at its nesting limit (256 levels) instead.
+      // 14 s). libxml2 stops at its nesting limit (2048 levels) instead.
       const depth = 20_000;
       let open = '';
       let close = '';

@@ -72,7 +72,7 @@ export const DOCUMENTED_DIVERGENCES: readonly Divergence[] = [
     id: 'libxml2-stricter-parser',
     why:
       'libxml2 refuses what the old parsers let through (fast-xml-parser for unsigned lists, xmldom warnings aside): ' +
-      'undefined entities, invalid characters or names, namespace errors and warnings, nesting beyond 256 levels, ' +
+      'undefined entities, invalid characters or names, namespace errors and warnings, nesting beyond 2048 levels, ' +
       'an XML version other than 1.0',
     matches: (old, now) => now.reason === 'xml_malformed' && (old.ok || old.reason !== 'xml_malformed'),
   },
