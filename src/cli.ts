@@ -7,7 +7,6 @@ import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
   ConfigError,
-  PACKAGE_ROOT,
   SETTINGS,
   flagValuesOf,
   resolveConfig,
@@ -31,7 +30,7 @@ import { listChange } from './whitelist/changes.js';
 import { formatChange, formatDomainChanges, printable } from './whitelist/change-report.js';
 import type { DomainChange } from './whitelist/change-journal.js';
 import { WhitelistIndex } from './whitelist/whitelist-index.js';
-import { prepareList, type PreparedList, type PrepareResult } from './whitelist/prepare.js';
+import type { PreparedList, PrepareResult } from './whitelist/prepare.js';
 import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
 import { redactLocations } from './whitelist/shown-location.js';
 import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';
@@ -54,8 +53,17 @@ Usage:
   mssante-policyd --version | --help | COMMAND --help
 `;
 
+/**
+ * The list code brings libxml2 (WebAssembly, ~13 MiB and ~0.1 s to load): every command but `serve`
+ * loads it here; `serve` keeps it in its list worker (whitelist/prepare-worker.ts).
+ */
+let prepareList: typeof import('./whitelist/prepare.js').prepareList = () => {
+  throw new Error('the list code is not loaded');
+};
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== 'serve') ({ prepareList } = await import('./whitelist/prepare.js'));
   switch (command) {
     case 'serve':
       return runCommand('serve', () => serveCommand(rest));

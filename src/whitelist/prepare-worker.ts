@@ -1,13 +1,13 @@
 /**
  * Runs prepareList() off the main thread: signature verification and parsing of a large list must
- * never stall answers. One long-lived worker; a crash (an XML bomb hitting the memory limit) is a
- * failed load, and the next load gets a fresh worker.
+ * never stall answers. One worker per load (prepare-worker-thread.ts): libxml2's WebAssembly memory
+ * only grows, and the worker's exit is what gives it back; a crash (an XML bomb hitting the memory
+ * limit) is a failed load too. This side never imports the list code, so the main thread never
+ * loads WebAssembly.
  */
-import { readFileSync } from 'node:fs';
-import { setPriority } from 'node:os';
-import { Worker, isMainThread, parentPort } from 'node:worker_threads';
-import { hasSignerTrust, loadSignerTrust, type SignerTrust, type SignerTrustConfig } from './signature.js';
-import { prepareList, type PrepareResult } from './prepare.js';
+import { Worker } from 'node:worker_threads';
+import type { SignerTrustConfig } from './signature.js';
+import type { PrepareResult } from './prepare.js';
 
 export interface PrepareJob {
   readonly id: number;
@@ -17,56 +17,11 @@ export interface PrepareJob {
   readonly maxEntries: number;
 }
 
-interface JobReply {
+export interface JobReply {
   readonly id: number;
   readonly result: PrepareResult | null;
   readonly error: string | null;
   readonly cpuMs: number;
-}
-
-/**
- * Linux: the worker's own thread gets the lowest CPU priority, so that on a busy host answers keep
- * the CPU while a list is verified (measured: p99 during reloads under load 25 ms → 10 ms).
- */
-function lowerThreadPriority(): void {
-  try {
-    const tid = Number(readFileSync('/proc/thread-self/stat', 'utf8').split(' ', 1)[0]);
-    if (Number.isSafeInteger(tid) && tid > 0) setPriority(tid, 19);
-  } catch {
-    // not Linux, or not allowed: run at normal priority
-  }
-}
-
-if (!isMainThread && parentPort !== null) {
-  lowerThreadPriority();
-  const port = parentPort;
-  let trustCache: { key: string; trust: SignerTrust } | null = null;
-  port.on('message', (job: PrepareJob) => {
-    const started = process.cpuUsage();
-    try {
-      let trust: SignerTrust | null = null;
-      if (hasSignerTrust(job.trust)) {
-        const key = JSON.stringify(job.trust);
-        if (trustCache === null || trustCache.key !== key) trustCache = { key, trust: loadSignerTrust(job.trust) };
-        trust = trustCache.trust;
-      }
-      const result = prepareList(job.bytes, {
-        trust,
-        allowUnsigned: job.allowUnsigned,
-        maxEntries: job.maxEntries,
-      });
-      const cpu = process.cpuUsage(started);
-      port.postMessage({ id: job.id, result, error: null, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
-    } catch (error) {
-      const cpu = process.cpuUsage(started);
-      port.postMessage({
-        id: job.id,
-        result: null,
-        error: (error as Error).message,
-        cpuMs: (cpu.user + cpu.system) / 1000,
-      } satisfies JobReply);
-    }
-  });
 }
 
 export interface PrepareOutcome {
@@ -79,7 +34,7 @@ export interface PrepareOutcome {
 /** Young generation of the list worker, MiB (semi-spaces of about a third of it). */
 const WORKER_YOUNG_GENERATION_MB = 3;
 
-/** The main-thread side: one job at a time (the life cycle serialises loads). */
+/** The main-thread side: one job at a time (the life cycle serialises loads), a fresh worker for each. */
 export class PrepareWorker {
   private worker: Worker | null = null;
   private nextId = 1;
@@ -101,13 +56,13 @@ export class PrepareWorker {
     if (self.endsWith('.ts')) {
       // Under tsx (tests, development) a worker does not inherit tsx's loader: register it first.
       const tsxApi = import.meta.resolve('tsx/esm/api');
-      const module = new URL('./prepare-worker.ts', self).href;
+      const module = new URL('./prepare-worker-thread.ts', self).href;
       worker = new Worker(
         `import(${JSON.stringify(tsxApi)}).then((t) => { t.register(); return import(${JSON.stringify(module)}); });`,
         { ...options, eval: true },
       );
     } else {
-      worker = new Worker(new URL('./prepare-worker.js', self), options);
+      worker = new Worker(new URL('./prepare-worker-thread.js', self), options);
     }
     worker.unref();
     return worker;
@@ -136,6 +91,9 @@ export class PrepareWorker {
       const onMessage = (reply: JobReply): void => {
         if (reply.id !== id) return;
         cleanup();
+        // WebAssembly memory never shrinks: ending the worker gives the list's memory back.
+        this.worker = null;
+        void worker.terminate();
         resolve({ result: reply.result, error: reply.error, cpuMs: reply.cpuMs });
       };
       const onError = (error: Error): void => {

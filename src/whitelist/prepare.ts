@@ -1,13 +1,15 @@
 /**
  * Bytes of a list → a usable list or a failure with a reason id. Pure and synchronous: the daemon
  * runs it in a worker thread, `check` runs it in place. The data indexed is the data that was signed:
- * the signature covers the whole document (Reference URI="") and the same string is parsed.
+ * the signature covers the whole document (Reference URI="") and the entries are read from the one
+ * libxml2 tree whose canonical form was digested.
  */
 import { createHash } from 'node:crypto';
 import type { LoadFailureAt } from './failures.js';
-import { isSigned, verifyListSignature, type KeyInfoSigner, type SignerInfo, type SignerTrust } from './signature.js';
+import { isSigned, type KeyInfoSigner, type SignerInfo, type SignerTrust } from './signature.js';
 import { validateEntries, type RejectedEntry, type ValidEntry } from './validate.js';
-import { parseListXml } from './xml.js';
+import { numericCharacterReference, parseListDocument, readListEntries, type RawList } from './xml.js';
+import { verifyDocumentSignature } from './xmldsig.js';
 
 export type ListFailure = LoadFailureAt<'document' | 'signature' | 'entries'>;
 
@@ -56,27 +58,49 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
     return fail('encoding_invalid', 'the list is not valid UTF-8');
   }
 
-  let signature: PreparedList['signature'];
-  const signed = isSigned(xml);
-  if (options.trust !== null && (signed || !options.allowUnsigned)) {
-    const verdict = verifyListSignature(xml, options.trust);
-    if (!verdict.ok)
-      return verdict.keyInfo === undefined
-        ? fail(verdict.reason, verdict.detail)
-        : ({ ...fail(verdict.reason, verdict.detail), keyInfo: verdict.keyInfo } as PrepareResult);
-    signature = { verified: true, signer: verdict.signer };
-  } else if (options.allowUnsigned) {
-    signature = {
-      verified: false,
-      why: signed ? 'no --signer configured (--allow-unsigned)' : 'list is not signed (--allow-unsigned)',
-    };
-  } else {
-    return fail('list_unsigned', 'no trusted signer configured and unsigned lists are not allowed');
+  const parsed = parseListDocument(xml, bytes);
+  const document = parsed.ok ? parsed.document : null;
+  try {
+    let signature: PreparedList['signature'];
+    const signed = isSigned(xml);
+    if (options.trust !== null && (signed || !options.allowUnsigned)) {
+      if (!parsed.ok) return fail(parsed.reason, parsed.detail);
+      const verdict = verifyDocumentSignature(parsed.document, xml, options.trust);
+      if (!verdict.ok)
+        return verdict.keyInfo === undefined
+          ? fail(verdict.reason, verdict.detail)
+          : ({ ...fail(verdict.reason, verdict.detail), keyInfo: verdict.keyInfo } as PrepareResult);
+      signature = { verified: true, signer: verdict.signer };
+    } else if (options.allowUnsigned) {
+      signature = {
+        verified: false,
+        why: signed ? 'no --signer configured (--allow-unsigned)' : 'list is not signed (--allow-unsigned)',
+      };
+    } else {
+      return fail('list_unsigned', 'no trusted signer configured and unsigned lists are not allowed');
+    }
+    if (!parsed.ok) return fail(parsed.reason, parsed.detail);
+    if (!signature.verified) {
+      const reference = numericCharacterReference(xml);
+      if (reference !== null) return fail('xml_malformed', reference);
+    }
+    const read = readListEntries(parsed.document);
+    if (!read.ok) return fail(read.reason, read.detail);
+    return usableList(read.list, signature, sha256, bytes.byteLength, options, fail);
+  } finally {
+    document?.dispose();
   }
+}
 
-  const parsed = parseListXml(xml, signature.verified);
-  if (!parsed.ok) return fail(parsed.reason, parsed.detail);
-  const { generatedAt, entries: raws } = parsed.list;
+function usableList(
+  list: RawList,
+  signature: PreparedList['signature'],
+  sha256: string,
+  byteLength: number,
+  options: PrepareOptions,
+  fail: (reason: ListFailure, detail: string) => PrepareResult,
+): PrepareResult {
+  const { generatedAt, entries: raws } = list;
   if (!isValidGenerationDate(generatedAt)) {
     return fail(
       'generation_date_invalid',
@@ -92,6 +116,6 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
   }
   return {
     ok: true,
-    list: { sha256, bytes: bytes.byteLength, generatedAt, signature, rawEntryCount: raws.length, entries, rejected },
+    list: { sha256, bytes: byteLength, generatedAt, signature, rawEntryCount: raws.length, entries, rejected },
   };
 }

@@ -1,8 +1,14 @@
 /**
- * XML → raw entries, nothing else. The list format is in docs/mssante-rules.md §2; unknown elements are
- * ignored, a DOCTYPE is refused, and a file that is not well-formed (a truncated download) is unusable.
+ * XML → one libxml2 tree → raw entries. The list format is in docs/mssante-rules.md §2; unknown elements
+ * are ignored, a DOCTYPE is refused, and a file that is not well-formed (a truncated download) is
+ * unusable. The signature (xmldsig.ts) is verified on the same tree the entries are read from, so
+ * what is indexed is what was signed, read by one parser.
+ *
+ * libxml2 comes from the npm package libxml2-wasm (WebAssembly, no native build): its memory only
+ * grows, so the daemon parses in its list worker, whose exit gives the memory back. The document
+ * lives in that memory and must be disposed (ListDocument.dispose()).
  */
-import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { ParseOption, XmlCData, XmlDocument, XmlElement, XmlParseError, XmlText, type XmlTreeNode } from 'libxml2-wasm';
 import type { LoadFailureAt } from './failures.js';
 
 /** One `<Domaine>` as written in the file: trimmed texts, nothing interpreted yet. */
@@ -27,19 +33,20 @@ export type XmlFailure = LoadFailureAt<'document'>;
 export type RawListResult =
   { readonly ok: true; readonly list: RawList } | { readonly ok: false; readonly reason: XmlFailure; readonly detail: string };
 
-const ENTRIES_PATH = 'ListeBlancheMSSante.ListeDomaines.Domaine';
+export type ListDocumentResult =
+  | { readonly ok: true; readonly document: XmlDocument }
+  | { readonly ok: false; readonly reason: XmlFailure; readonly detail: string };
 
-const parser = new XMLParser({
-  ignoreAttributes: true,
-  removeNSPrefix: true,
-  parseTagValue: false,
-  trimValues: true,
-  processEntities: true,
-  htmlEntities: false,
-  ignoreDeclaration: true,
-  ignorePiTags: true,
-  isArray: (_name, jpath) => jpath === ENTRIES_PATH || jpath === 'ListeBlancheMSSante.ListeDomaines',
-});
+/**
+ * No network, no external entity, no DTD loading or validation, no entity substitution (a DOCTYPE
+ * is refused before parsing anyway). XML_PARSE_HUGE lifts the 10 MB text-node limit, which
+ * --max-list-bytes already bounds (a list must reach the verifier and fail there, as v0.1 did);
+ * nesting stays limited (2048 levels with it; the list needs four).
+ */
+const PARSE_OPTIONS =
+  ParseOption.XML_PARSE_NONET | ParseOption.XML_PARSE_NO_XXE | ParseOption.XML_PARSE_NO_SYS_CATALOG | ParseOption.XML_PARSE_HUGE;
+
+const DOCTYPE = /<!DOCTYPE/i;
 
 /** True when the prolog (before the root element) declares a DOCTYPE: entities are never needed here. */
 export function hasDoctype(xml: string): boolean {
@@ -59,56 +66,164 @@ export function hasDoctype(xml: string): boolean {
   }
 }
 
-function text(value: unknown): string {
-  if (typeof value === 'string') return value.trim();
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  // An element with children or attributes where text was expected: not a usable value.
-  return '';
+/** Attacker-controlled text going into a detail string: one line, bounded. */
+function quote(text: string, max = 160): string {
+  const cut = text.length > max ? `${text.slice(0, max)}...` : text;
+  return JSON.stringify(cut);
 }
 
-/** `wellFormed`: the caller already proved it (a verified signature parsed it strictly); skips the validator. */
-export function parseListXml(xml: string, wellFormed = false): RawListResult {
-  if (hasDoctype(xml)) {
+/**
+ * Parses the list text (already decoded from UTF-8) into a libxml2 document, read as UTF-8 whatever
+ * the declaration says. `bytes`, when given, are the UTF-8 bytes `xml` was decoded from: handed to
+ * libxml2 as they are (encoding the string again in JavaScript cost ~0.15 s on the real list).
+ * Warnings are refused like errors: whatever libxml2 had to guess, the signer may have read
+ * otherwise. The caller owns the document and must dispose() it.
+ */
+export function parseListDocument(xml: string, bytes?: Uint8Array): ListDocumentResult {
+  if (typeof xml !== 'string' || xml.length === 0) return { ok: false, reason: 'xml_malformed', detail: 'empty document' };
+  // Refused before parsing, anywhere in the text: no entity expansion, no internal subset, ever.
+  if (DOCTYPE.test(xml)) {
     return { ok: false, reason: 'doctype_forbidden', detail: 'the list declares a DOCTYPE; MSSante lists never do' };
   }
-  let document: unknown;
+  let document: XmlDocument;
   try {
-    const validation = wellFormed ? true : XMLValidator.validate(xml);
-    if (validation !== true) {
-      const { msg, line, col } = validation.err;
-      return { ok: false, reason: 'xml_malformed', detail: `not well-formed XML at line ${line}, column ${col}: ${msg}` };
-    }
-    document = parser.parse(xml);
+    const options = { encoding: 'utf-8', option: PARSE_OPTIONS };
+    document = bytes === undefined ? XmlDocument.fromString(xml, options) : XmlDocument.fromBuffer(bytes, options);
   } catch (error) {
-    return { ok: false, reason: 'xml_malformed', detail: `XML parser failed: ${(error as Error).message}` };
+    const message = error instanceof XmlParseError ? error.message.trim() : String((error as Error)?.message ?? error);
+    return { ok: false, reason: 'xml_malformed', detail: `not well-formed XML: ${quote(message)}` };
   }
-  const root = (document as Record<string, unknown>)['ListeBlancheMSSante'];
-  if (root === undefined || root === null || typeof root !== 'object') {
+  const problem = documentProblem(document);
+  if (problem !== null) {
+    document.dispose();
+    return problem;
+  }
+  return { ok: true, document };
+}
+
+function documentProblem(document: XmlDocument): Exclude<ListDocumentResult, { ok: true }> | null {
+  if (document.warnings.length > 0) {
+    const first = document.warnings[0]?.message.trim() ?? '';
+    return { ok: false, reason: 'xml_malformed', detail: `not well-formed XML (warning): ${quote(first)}` };
+  }
+  if (document.dtd !== null) {
+    return { ok: false, reason: 'doctype_forbidden', detail: 'the list declares a DOCTYPE; MSSante lists never do' };
+  }
+  if (document.version !== '1.0') {
+    return { ok: false, reason: 'xml_malformed', detail: `XML version ${quote(document.version, 10)}; lists are XML 1.0` };
+  }
+  return null;
+}
+
+/**
+ * The ANS writes one numeric character reference, `&#13;` (the CR no document can write literally).
+ * Any other one is refused, anywhere: `&#101;vil.fr` and `evil.fr` have one canonical form, and the
+ * first implementation had a second reader that saw them differently. One tree now serves the digest
+ * and the entries, but the rule stays: it costs one scan. Returns what is wrong, or null.
+ */
+export function numericCharacterReference(text: string): string | null {
+  for (let i = text.indexOf('&#'); i !== -1; i = text.indexOf('&#', i + 2)) {
+    if (/^&#(?:13|x[dD]);/.exec(text.slice(i, i + 8)) === null) {
+      return `numeric character reference ${quote(text.slice(i, i + 10), 80)} in the list (only &#13; is written by the ANS)`;
+    }
+  }
+  return null;
+}
+
+/** The element children of `parent` whose local name is `name` (any namespace, as the list has always been read). */
+function childElements(parent: XmlElement, name: string): XmlElement[] {
+  const found: XmlElement[] = [];
+  for (let n: XmlTreeNode | null = parent.firstChild; n !== null; n = n.next) {
+    if (n instanceof XmlElement && n.name === name) found.push(n);
+  }
+  return found;
+}
+
+/**
+ * The trimmed text of a field: its text and CDATA, comments skipped. A field holding elements is
+ * not a usable value (''), nor is a field written twice.
+ */
+function fieldText(fields: ReadonlyMap<string, XmlElement | null>, name: string): string {
+  const el = fields.get(name);
+  if (el === undefined || el === null) return '';
+  let text = '';
+  for (let n: XmlTreeNode | null = el.firstChild; n !== null; n = n.next) {
+    if (n instanceof XmlText || n instanceof XmlCData) text += n.content;
+    else if (n instanceof XmlElement) return '';
+  }
+  // A CR can only be written &#13;: the v0.1 reader kept it as those five characters while the
+  // digest covered a CR. The ANS writes it in base64 only; in data it is refused, not guessed.
+  if (text.includes('\r')) throw new UnreadableList(`a CR (&#13;) in ${el.name}; MSSante lists never hold one in their data`);
+  return text.trim();
+}
+
+class UnreadableList extends Error {}
+
+const FIELDS = new Set(['Nom', 'Description', 'DNCertificatOperateur', 'ResponsableContact', 'SupportContact', 'DateMAJ']);
+
+function readDomaine(domaine: XmlElement, index: number): RawEntry {
+  // null: the field is written more than once.
+  const fields = new Map<string, XmlElement | null>();
+  for (let n: XmlTreeNode | null = domaine.firstChild; n !== null; n = n.next) {
+    if (!(n instanceof XmlElement)) continue;
+    const name = n.name;
+    if (!FIELDS.has(name)) continue;
+    fields.set(name, fields.has(name) ? null : n);
+  }
+  return {
+    index,
+    nom: fieldText(fields, 'Nom'),
+    description: fieldText(fields, 'Description'),
+    dn: fieldText(fields, 'DNCertificatOperateur'),
+    responsableContact: fieldText(fields, 'ResponsableContact'),
+    supportContact: fieldText(fields, 'SupportContact'),
+    dateMaj: fieldText(fields, 'DateMAJ'),
+  };
+}
+
+/** The entries of a parsed list; the document is left to its owner. */
+export function readListEntries(document: XmlDocument): RawListResult {
+  // libxml2-wasm gives a processing instruction no sibling links: a walk would stop at one. The
+  // ANS writes none; the signature verifier refuses them first, with its own reason.
+  const instructions = document.eval('count(//processing-instruction())');
+  if (typeof instructions !== 'number' || instructions > 0) {
+    return { ok: false, reason: 'xml_malformed', detail: 'the list holds a processing instruction; MSSante lists never do' };
+  }
+  try {
+    return readEntries(document);
+  } catch (error) {
+    if (error instanceof UnreadableList) return { ok: false, reason: 'xml_malformed', detail: error.message };
+    return {
+      ok: false,
+      reason: 'xml_malformed',
+      detail: `cannot read the list: ${quote(String((error as Error)?.message ?? error))}`,
+    };
+  }
+}
+
+function readEntries(document: XmlDocument): RawListResult {
+  const root = document.root;
+  if (root.name !== 'ListeBlancheMSSante') {
     return { ok: false, reason: 'xml_not_a_whitelist', detail: 'root element ListeBlancheMSSante not found' };
   }
-  const rootObject = root as Record<string, unknown>;
-  const lists = (rootObject['ListeDomaines'] as unknown[] | undefined) ?? [];
+  const lists = childElements(root, 'ListeDomaines');
   if (lists.length !== 1) {
     return { ok: false, reason: 'xml_not_a_whitelist', detail: `expected one ListeDomaines element, found ${lists.length}` };
   }
-  const list = lists[0];
-  const domaines =
-    typeof list === 'object' && list !== null
-      ? (((list as Record<string, unknown>)['Domaine'] as unknown[] | undefined) ?? [])
-      : [];
-  const entries: RawEntry[] = new Array<RawEntry>(domaines.length);
-  for (let index = 0; index < domaines.length; index++) {
-    const d = domaines[index];
-    const o = typeof d === 'object' && d !== null ? (d as Record<string, unknown>) : {};
-    entries[index] = {
-      index,
-      nom: text(o['Nom']),
-      description: text(o['Description']),
-      dn: text(o['DNCertificatOperateur']),
-      responsableContact: text(o['ResponsableContact']),
-      supportContact: text(o['SupportContact']),
-      dateMaj: text(o['DateMAJ']),
-    };
+  const entries: RawEntry[] = [];
+  for (const domaine of childElements(lists[0] as XmlElement, 'Domaine')) entries.push(readDomaine(domaine, entries.length));
+  const dates = childElements(root, 'DateDeGeneration');
+  const generatedAt = dates.length === 1 ? fieldText(new Map([['d', dates[0] as XmlElement]]), 'd') : '';
+  return { ok: true, list: { generatedAt, entries } };
+}
+
+/** Parse and read in one call (unsigned lists, tests); the document is disposed before returning. */
+export function parseListXml(xml: string): RawListResult {
+  const parsed = parseListDocument(xml);
+  if (!parsed.ok) return parsed;
+  try {
+    return readListEntries(parsed.document);
+  } finally {
+    parsed.document.dispose();
   }
-  return { ok: true, list: { generatedAt: text(rootObject['DateDeGeneration']), entries } };
 }

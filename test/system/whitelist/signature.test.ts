@@ -9,11 +9,11 @@ import { SignedXml } from 'xml-crypto';
 import {
   isSigned,
   loadSignerTrust,
-  verifyListSignature,
   type SignatureFailure,
   type SignatureVerdict,
   type SignerTrust,
 } from '../../../src/whitelist/signature.js';
+import { verifyListSignature } from '../../../src/whitelist/xmldsig.js';
 import { TestPki, type Issued, type Subject } from '../../support/pki.js';
 import { IGC_ORGANISATIONS_CA, REAL_LIST, REAL_SIGNER } from '../../support/fixtures.js';
 import { toolOrSkip } from '../../support/tools.js';

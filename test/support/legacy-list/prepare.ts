@@ -1,0 +1,110 @@
+/*
+ * FROZEN copy of v0.1's list preparation (xmldom + xml-crypto + fast-xml-parser), kept only as the
+ * oracle of the differential test (test/whitelist/libxml-differential.test.ts, bench/list-fuzz.mjs):
+ * the libxml2 path must give the same verdict and entries, or a documented safer refusal.
+ * Do not fix or extend it.
+ */
+/**
+ * Bytes of a list → a usable list or a failure with a reason id. Pure and synchronous: the daemon
+ * runs it in a worker thread, `check` runs it in place. The data indexed is the data that was signed:
+ * the signature covers the whole document (Reference URI="") and the same string is parsed.
+ */
+import { createHash } from 'node:crypto';
+import type { LoadFailureAt } from '../../../src/whitelist/failures.js';
+import { isSigned, verifyListSignature, type KeyInfoSigner, type SignerInfo, type SignerTrust } from './signature.js';
+import { validateEntries, type RejectedEntry, type ValidEntry } from '../../../src/whitelist/validate.js';
+import { parseListXml } from './xml.js';
+
+export type ListFailure = LoadFailureAt<'document' | 'signature' | 'entries'>;
+
+export interface PrepareOptions {
+  /** null: no signer configured (only with allowUnsigned). */
+  readonly trust: SignerTrust | null;
+  readonly allowUnsigned: boolean;
+  readonly maxEntries: number;
+  /**
+   * A copy this daemon verified before storing it (state dir): when the bytes still hash to
+   * `sha256`, the signature is not checked again — start-up is then ready in well under a second.
+   */
+  readonly alreadyVerified?: { readonly sha256: string; readonly signer: SignerInfo } | null;
+}
+
+export interface PreparedList {
+  readonly sha256: string;
+  readonly bytes: number;
+  readonly generatedAt: string;
+  readonly signature:
+    { readonly verified: true; readonly signer: SignerInfo } | { readonly verified: false; readonly why: string };
+  readonly rawEntryCount: number;
+  readonly entries: ValidEntry[];
+  readonly rejected: RejectedEntry[];
+}
+
+export type PrepareResult =
+  | { readonly ok: true; readonly list: PreparedList }
+  | {
+      readonly ok: false;
+      readonly reason: ListFailure;
+      readonly detail: string;
+      readonly sha256: string;
+      readonly keyInfo?: KeyInfoSigner;
+    };
+
+const ISO_UTC = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
+export function isValidGenerationDate(value: string): boolean {
+  return ISO_UTC.test(value) && !Number.isNaN(Date.parse(value));
+}
+
+export function prepareList(bytes: Uint8Array, options: PrepareOptions): PrepareResult {
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  const fail = (reason: ListFailure, detail: string): PrepareResult => ({ ok: false, reason, detail, sha256 });
+  let xml: string;
+  try {
+    xml = utf8.decode(bytes);
+  } catch {
+    return fail('encoding_invalid', 'the list is not valid UTF-8');
+  }
+
+  let signature: PreparedList['signature'];
+  const signed = isSigned(xml);
+  if (options.alreadyVerified != null && options.alreadyVerified.sha256 === sha256) {
+    signature = { verified: true, signer: options.alreadyVerified.signer };
+  } else if (options.trust !== null && (signed || !options.allowUnsigned)) {
+    const verdict = verifyListSignature(xml, options.trust);
+    if (!verdict.ok)
+      return verdict.keyInfo === undefined
+        ? fail(verdict.reason, verdict.detail)
+        : ({ ...fail(verdict.reason, verdict.detail), keyInfo: verdict.keyInfo } as PrepareResult);
+    signature = { verified: true, signer: verdict.signer };
+  } else if (options.allowUnsigned) {
+    signature = {
+      verified: false,
+      why: signed ? 'no --signer configured (--allow-unsigned)' : 'list is not signed (--allow-unsigned)',
+    };
+  } else {
+    return fail('list_unsigned', 'no trusted signer configured and unsigned lists are not allowed');
+  }
+
+  const parsed = parseListXml(xml, signature.verified);
+  if (!parsed.ok) return fail(parsed.reason, parsed.detail);
+  const { generatedAt, entries: raws } = parsed.list;
+  if (!isValidGenerationDate(generatedAt)) {
+    return fail(
+      'generation_date_invalid',
+      `DateDeGeneration is not YYYY-MM-DDTHH:MM:SSZ (${JSON.stringify(generatedAt.slice(0, 40))})`,
+    );
+  }
+  if (raws.length > options.maxEntries) {
+    return fail('list_too_many_entries', `${raws.length} entries exceed the limit of ${options.maxEntries} (--max-list-entries)`);
+  }
+  const { entries, rejected } = validateEntries(raws);
+  if (entries.length === 0) {
+    return fail('list_empty', `no valid entry among ${raws.length}`);
+  }
+  return {
+    ok: true,
+    list: { sha256, bytes: bytes.byteLength, generatedAt, signature, rawEntryCount: raws.length, entries, rejected },
+  };
+}
