@@ -124,7 +124,8 @@ async function serveCommand(args: string[]): Promise<number> {
   const config = resolveConfig(flags, process.env, configFileOf(values));
   if (values['print-config'] === true) {
     // The list URL may carry a token (query, userinfo): printed redacted, like everywhere else.
-    const shown = (key: string, value: unknown): unknown => (key === 'whitelist' ? redactLocations(value) : value);
+    const shown = (key: string, value: unknown): unknown =>
+      key === 'whitelist' || key === 'whitelistSources' ? redactLocations(value) : value;
     process.stdout.write(`${JSON.stringify(config, shown, 2)}\n`);
     return 0;
   }

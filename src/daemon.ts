@@ -41,6 +41,7 @@ import { createSources } from './whitelist/sources.js';
 import { hasSignerTrust, loadSignerTrust, type SignerTrustConfig } from './whitelist/signature.js';
 import { ensureStateDir } from './whitelist/state.js';
 import { assertStateDirPrivate } from './whitelist/state-access.js';
+import { redactLocation } from './whitelist/shown-location.js';
 
 export interface Logging {
   readonly logger: Logger;
@@ -480,7 +481,7 @@ function warnPlainHttpSources(sources: readonly string[], logger: Logger): void 
   for (const source of sources) {
     if (!/^http:\/\//i.test(source)) continue;
     logger.warn(
-      { event: 'plain_http_source', source: source.replace(/\/\/[^/@]*@/, '//') },
+      { event: 'plain_http_source', source: redactLocation(source) },
       'plain http:// list source: the transport is not authenticated; the signature, the rollback guard and --max-list-age carry the trust (SECURITY.md)',
     );
   }

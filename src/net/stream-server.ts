@@ -134,6 +134,9 @@ export interface StreamServer {
   close(deadlineMs: number): Promise<void>;
 }
 
+/** How long a draining server waits for the question of a connection that has sent nothing yet. */
+const FRESH_QUESTION_WAIT_MS = 2000;
+
 interface Connection extends StreamConnection {
   draining: boolean;
   readonly socket: net.Socket;
@@ -422,6 +425,16 @@ class Listener {
       // Fresh (accepted, nothing read yet): its question is on the way; answered, then ended like a busy one.
       if (conn.session?.idle() === true && !conn.fresh && !conn.socket.writableEnded) conn.socket.end();
     }
+    // A fresh connection whose question has not come within FRESH_QUESTION_WAIT_MS is merely idle:
+    // an MTA writes its question as soon as it connects, an idle client would hold the drain to the deadline.
+    const freshWait = setTimeout(
+      () => {
+        for (const conn of this.connections) {
+          if (conn.fresh && conn.session?.idle() === true && !conn.socket.writableEnded) conn.socket.end();
+        }
+      },
+      Math.min(FRESH_QUESTION_WAIT_MS, deadlineMs),
+    );
     const deadline = setTimeout(() => {
       if (this.connections.size > 0)
         this.log.warn(
@@ -433,6 +446,7 @@ class Listener {
     try {
       await gone;
     } finally {
+      clearTimeout(freshWait);
       clearTimeout(deadline);
     }
   }
