@@ -178,6 +178,28 @@ const CHECK_SETTINGS = [
 /** check's exit code when the list is usable but the guard would refuse it against the stored list. */
 const CHECK_EXIT_GUARD_REFUSES = 3;
 
+/**
+ * The arguments of a command that reads settings like serve: its settings' flags, --config, --help
+ * and its own `extra` flags; a bad flag is a UsageError. Values are keyed by flag name.
+ */
+function parseCommandArgs(
+  args: string[],
+  keys: readonly SettingKey[],
+  extra: Record<string, { type: 'string' | 'boolean' }>,
+): { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] } {
+  try {
+    const parsed = parseArgs({
+      args,
+      options: { ...settingParseOptions(keys), config: { type: 'string' }, help: { type: 'boolean' }, ...extra },
+      allowPositionals: true,
+      strict: true,
+    });
+    return { values: parsed.values, positionals: parsed.positionals };
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
 /** Reads a command's settings through serve's table (a bad one throws ConfigError: exit 2). */
 function commandSettings(keys: readonly SettingKey[], values: Record<string, unknown>): ResolvedSettings {
   return resolveSettings(keys, flagValuesOf(keys, values), process.env, configFileOf(values));
@@ -206,25 +228,12 @@ const CHECK_USAGE =
   `  Exit 0: usable; 1: unusable; ${CHECK_EXIT_GUARD_REFUSES}: usable, but the guard would refuse it against the stored list.\n`;
 
 async function checkCommand(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        ...settingParseOptions(CHECK_SETTINGS),
-        config: { type: 'string' },
-        'save-signer': { type: 'string' },
-        json: { type: 'boolean' },
-        accept: { type: 'boolean' },
-        help: { type: 'boolean' },
-      },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  const parsed = parseCommandArgs(args, CHECK_SETTINGS, {
+    'save-signer': { type: 'string' },
+    json: { type: 'boolean' },
+    accept: { type: 'boolean' },
+  });
+  const v = parsed.values;
   if (v['help'] === true) {
     process.stdout.write(CHECK_USAGE);
     return 0;
@@ -531,24 +540,8 @@ const EXPORT_SETTINGS = [
 ] as const satisfies readonly SettingKey[];
 
 async function exportCommand(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        ...settingParseOptions(EXPORT_SETTINGS),
-        config: { type: 'string' },
-        format: { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean' },
-      },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  const parsed = parseCommandArgs(args, EXPORT_SETTINGS, { format: { type: 'string' }, out: { type: 'string' } });
+  const v = parsed.values;
   const out = v['out'];
   if (v['help'] === true) {
     process.stdout.write(EXPORT_HELP);
@@ -615,23 +608,8 @@ const DIFF_HELP = `mssante-policyd diff OLD NEW [--config FILE] [--signer PEM | 
 `;
 
 async function diffCommand(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        ...settingParseOptions(TRUST_SETTINGS),
-        config: { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean' },
-      },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const v = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  const parsed = parseCommandArgs(args, TRUST_SETTINGS, { json: { type: 'boolean' } });
+  const v = parsed.values;
   if (v['help'] === true) {
     process.stdout.write(DIFF_HELP);
     return 0;
