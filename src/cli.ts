@@ -34,6 +34,7 @@ import type { PreparedList, PrepareResult } from './whitelist/prepare.js';
 import { hasSignerTrust, loadSignerTrust, type KeyInfoSigner, type SignerTrustConfig } from './whitelist/signature.js';
 import { redactLocations } from './whitelist/shown-location.js';
 import { addAcceptedHash, readAcceptedHashes, readStoredList } from './whitelist/state.js';
+import { judgeStoredList } from './whitelist/stored-list.js';
 import type { ValidEntry } from './whitelist/validate.js';
 
 const USAGE = `mssante-policyd — MSSante whitelist policy daemon (Postfix policy, Milter, Exim)
@@ -222,7 +223,8 @@ const CHECK_USAGE =
   "  prints the signer (which pin or CA + constraint matched, SHA-256, days to expiry) and the list's age\n" +
   '  (--max-list-age, default 30; 0: not judged). --save-signer writes the KeyInfo certificate of a list\n' +
   '  whose signature verifies, trusted or not: compare its SHA-256 with one obtained by another channel.\n' +
-  "  With --state-dir (or the config file's state-dir) compares with the stored list (guard); --accept\n" +
+  "  With --state-dir (or the config file's state-dir) compares with the stored list (guard), verified\n" +
+  '  as the daemon verifies it at start-up (a copy it would set aside is not compared with); --accept\n' +
   '  records this list so the daemon lets it through the guard on its next load (SIGHUP).\n' +
   "  Settings are read like serve's (flag > env > --config file > default, same limits).\n" +
   `  Exit 0: usable; 1: unusable; ${CHECK_EXIT_GUARD_REFUSES}: usable, but the guard would refuse it against the stored list.\n`;
@@ -347,7 +349,7 @@ async function judgeAgainstStateDir(
   // The default ./var is not assumed to be the daemon's: compare only with a state dir named.
   const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
   const maxShrink = settings.get<number>('max-shrink');
-  const { current, against } = storedListInForce(stateDir, maxEntries);
+  const { current, against } = storedListInForce(stateDir, settings);
   const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
   const accepting = acceptCommand({
     file: report.file,
@@ -408,24 +410,35 @@ function dnSpellingVariants(entries: readonly ValidEntry[]): CheckReport['dnSpel
   return variants;
 }
 
-/** The list stored in `stateDir` (the daemon's list in force), for the guard; none without a state dir. */
+/**
+ * The list stored in `stateDir` (the daemon's list in force), for the guard; none without a state dir.
+ * The copy is verified as the daemon verifies it at start-up (stored-list.ts), under this command's
+ * trust settings: a copy the daemon would set aside (state_unverified) is not compared with, so a list
+ * planted in the state dir cannot make check call a genuine list a rollback or a mass rebinding.
+ */
 function storedListInForce(
   stateDir: string | undefined,
-  maxEntries: number,
+  settings: ResolvedSettings,
 ): { current: { index: WhitelistIndex; sha256: string } | null; against: string } {
   if (stateDir === undefined)
     return { current: null, against: "no list in force (give --state-dir to compare with the daemon's)" };
   const stored = readStoredList(stateDir);
-  // The stored list passed every check when it was put in force; read for its content only, so
-  // that it is named (and compared) even when it was signed by another signer than this list.
-  const storedPrepared = stored === null ? null : prepareList(stored.bytes, { trust: null, allowUnsigned: true, maxEntries });
-  if (storedPrepared === null || !storedPrepared.ok) return { current: null, against: `${stateDir} (no stored list)` };
-  const index = new WhitelistIndex(
-    { generatedAt: storedPrepared.list.generatedAt, sha256: storedPrepared.list.sha256 },
-    storedPrepared.list.entries,
-    [],
-  );
-  return { current: { index, sha256: storedPrepared.list.sha256 }, against: `${stateDir} (generated ${index.generatedAt})` };
+  if (stored === null) return { current: null, against: `${stateDir} (no stored list)` };
+  const trustConfig = trustConfigOf(settings);
+  const prepared = prepareList(stored.bytes, {
+    trust: hasSignerTrust(trustConfig) ? loadSignerTrust(trustConfig) : null,
+    allowUnsigned: settings.get<boolean>('allow-unsigned'),
+    maxEntries: settings.get<number>('max-list-entries'),
+  });
+  const verdict = judgeStoredList(prepared, readAcceptedHashes(stateDir), Date.now());
+  if (!verdict.ok)
+    return {
+      current: null,
+      against: `${stateDir} (stored list refused, the daemon sets it aside at start-up as ${verdict.reason}: ${verdict.detail})`,
+    };
+  const list = verdict.list;
+  const index = new WhitelistIndex({ generatedAt: list.generatedAt, sha256: list.sha256 }, list.entries, []);
+  return { current: { index, sha256: list.sha256 }, against: `${stateDir} (generated ${index.generatedAt})` };
 }
 
 const DAY_MS = 86_400_000;
@@ -517,7 +530,7 @@ function listTooOld(list: PreparedList, settings: ResolvedSettings): string | nu
   const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
   if (stateDir !== undefined) {
     if (readAcceptedHashes(stateDir).has(list.sha256)) return null;
-    if (storedListInForce(stateDir, settings.get<number>('max-list-entries')).current !== null) return null;
+    if (storedListInForce(stateDir, settings).current !== null) return null;
   }
   return `generated ${list.generatedAt}, ${ageDays} days ago (--max-list-age ${maxDays})`;
 }

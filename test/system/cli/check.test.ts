@@ -240,17 +240,57 @@ describe('mssante-policyd check', () => {
     assert.match(bad.stderr, /^check: max-list-entries \(config file\): expected a whole number/);
   });
 
-  it('names the stored list even when another signer signed it', (t) => {
+  it('compares only with a stored list the daemon would keep: one another signer signed is set aside, as at start-up', (t) => {
     const real = realListOrSkip(t);
     if (real === null) return;
-    // Stored: the demo list (demo signer). Checked: the real list (ANS signer), older than it.
+    // Stored: the demo list (demo signer). Checked: the real list (ANS signer), older than it. A daemon
+    // trusting the ANS signer refuses that stored copy at start-up (state_unverified), so no rollback.
     const stateDir = stateWith(DEMO_WHITELIST);
     const r = runCli(['check', real.list, '--signer', real.signer, '--max-list-age', '0', '--state-dir', stateDir, '--json']);
     const report = JSON.parse(r.stdout) as CheckReport;
     assert.equal(report.usable, true);
-    assert.equal(report.guard?.against, `${stateDir} (generated 2026-11-22T21:54:56Z)`);
-    assert.equal(report.guard?.verdict, 'refuse');
-    assert.equal(r.code, 3);
+    assert.match(
+      report.guard?.against ?? '',
+      /stored list refused, the daemon sets it aside at start-up as state_unverified: stored list: signer_untrusted: .* is not a pinned --signer\)$/,
+    );
+    assert.equal(report.guard?.verdict, 'accept');
+    assert.equal(r.code, 0);
+    // Trusting the demo signer, the same stored copy verifies and is compared with.
+    const demo = runCli([
+      'check',
+      DEMO_WHITELIST,
+      '--signer',
+      DEMO_SIGNER,
+      '--max-list-age',
+      '0',
+      '--state-dir',
+      stateDir,
+      '--json',
+    ]);
+    assert.equal((JSON.parse(demo.stdout) as CheckReport).guard?.against, `${stateDir} (generated 2026-11-22T21:54:56Z)`);
+  });
+
+  it('a list planted in the state dir (unsigned, dated in the future) does not make check refuse the genuine list', () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'state-'));
+    writeFileSync(
+      join(stateDir, STATE_LIST_FILE),
+      buildListXml([{ nom: 'victime.mssante.test', dn: 'CN=attaquant.test,O=X,C=FR' }], '2030-01-01T00:00:00Z'),
+    );
+    const r = runCli([
+      'check',
+      DEMO_WHITELIST,
+      '--signer',
+      DEMO_SIGNER,
+      '--max-list-age',
+      '0',
+      '--state-dir',
+      stateDir,
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const report = JSON.parse(r.stdout) as CheckReport;
+    assert.equal(report.guard?.verdict, 'accept');
+    assert.match(report.guard?.against ?? '', /stored list refused, .*state_unverified/);
   });
 
   it('the accept command it prints for a too-old list works as printed: with --config, and with trust flags and a quoted path', (t) => {
