@@ -6,10 +6,12 @@
  * daemon's user (or root, which writes accept-sha256 with check --accept), or that group or
  * others may write, and a symbolic link inside it.
  */
-import { lstatSync, readdirSync, statSync, type Stats } from 'node:fs';
-import { join } from 'node:path';
+import { lstatSync, readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 const GROUP_OR_OTHER_WRITE = 0o022;
+/** The sticky bit: in /tmp (1777) only an entry's owner may rename or remove it. */
+const STICKY = 0o1000;
 
 function problemOf(path: string, st: Stats, uid: number, what: string): string | null {
   if (st.uid !== uid && st.uid !== 0)
@@ -19,6 +21,27 @@ function problemOf(path: string, st: Stats, uid: number, what: string): string |
       (st.mode & 0o020) !== 0 ? 'its group' : 'others'
     }: chmod go-w ${path}`;
   return null;
+}
+
+/**
+ * Whoever may write a directory above the state dir may rename the state dir away and put their own
+ * in its place, so every ancestor of its real path must be owned by root or the daemon's user and not
+ * writable by group or others — unless sticky (/tmp), where only the owner of an entry may move it.
+ */
+function ancestorProblems(realDir: string, uid: number): string[] {
+  const problems: string[] = [];
+  for (let dir = dirname(realDir); ; dir = dirname(dir)) {
+    const st = statSync(dir);
+    if (st.uid !== uid && st.uid !== 0)
+      problems.push(
+        `directory ${dir} above the state dir is owned by uid ${st.uid}, not by the daemon's user (uid ${uid}) or root: its owner could replace the state dir`,
+      );
+    else if ((st.mode & GROUP_OR_OTHER_WRITE) !== 0 && (st.mode & STICKY) === 0)
+      problems.push(
+        `directory ${dir} above the state dir has mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}: whoever may write it could replace the state dir; chmod go-w ${dir} (or +t)`,
+      );
+    if (dir === dirname(dir)) return problems;
+  }
 }
 
 /**
@@ -32,6 +55,7 @@ export function stateDirProblems(dir: string, uid: number): string[] {
   if (!st.isDirectory()) return [`state dir ${dir} is not a directory`];
   const own = problemOf(dir, st, uid, 'state dir');
   if (own !== null) problems.push(own);
+  problems.push(...ancestorProblems(realpathSync(dir), uid));
   for (const name of readdirSync(dir)) {
     const path = join(dir, name);
     let entry: Stats;

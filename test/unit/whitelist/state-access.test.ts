@@ -61,4 +61,28 @@ describe('stateDirProblems: the state dir is the daemon’s alone', { skip: root
     dirs.push(link);
     assert.deepEqual(stateDirProblems(link, DAEMON_UID), []);
   });
+
+  it('refuses a state dir under a directory another user owns or may write, unless sticky like /tmp', () => {
+    const parent = mkdtempSync(join(tmpdir(), 'mssante-state-parent-'));
+    dirs.push(parent);
+    const dir = join(parent, 'state');
+    mkdirSync(dir, { mode: 0o700 });
+    chownSync(dir, DAEMON_UID, DAEMON_UID);
+    assert.deepEqual(stateDirProblems(dir, DAEMON_UID), [], 'a parent owned by root, 0700, under sticky /tmp');
+    chmodSync(parent, 0o777);
+    assert.match(
+      stateDirProblems(dir, DAEMON_UID).join('\n'),
+      /directory .*mssante-state-parent-\w+ above the state dir has mode 0777: .*chmod go-w/,
+    );
+    chmodSync(parent, 0o1777);
+    assert.deepEqual(stateDirProblems(dir, DAEMON_UID), [], 'sticky: only the owner may rename the state dir');
+    chmodSync(parent, 0o755);
+    chownSync(parent, 1000, 1000);
+    assert.match(
+      stateDirProblems(dir, DAEMON_UID).join('\n'),
+      /above the state dir is owned by uid 1000, .*could replace the state dir/,
+    );
+    chownSync(parent, DAEMON_UID, DAEMON_UID);
+    assert.deepEqual(stateDirProblems(dir, DAEMON_UID), [], "a parent of the daemon's own user is fine");
+  });
 });
