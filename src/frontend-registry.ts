@@ -26,10 +26,8 @@ const DECLARED = [POLICY_FRONTEND, MILTER_FRONTEND, SOCKETMAP_FRONTEND] as const
 /** The frontends, in start order. */
 export const FRONTENDS: readonly FrontendSpec[] = DECLARED;
 
-export type FrontendName = (typeof DECLARED)[number]['name'];
-
 /** A setting the compile-time check above guarantees is there, read by its key. */
-function read(settings: SettingValues, key: string, type: 'number' | 'string'): never | number | string {
+function read(settings: SettingValues, key: string, type: 'number' | 'string'): number | string {
   const value: unknown = (settings as Readonly<Record<string, unknown>>)[key];
   if (typeof value !== type) throw new Error(`frontend setting ${key} is not a ${type} setting`);
   return value as number | string;

@@ -79,7 +79,6 @@ export interface StreamConnection<K extends string = string> {
  * connection past its byte budget, and a session call that threw (`handler_failed`: a bug, logged as an error).
  */
 export const STREAM_ERROR_KINDS = Object.freeze(['request_timeout', 'connection_budget_exceeded', 'handler_failed'] as const);
-export type StreamErrorKind = (typeof STREAM_ERROR_KINDS)[number];
 
 /**
  * A codec's fault as the skeleton handles it: its kind (counted), structured fields for the log line
