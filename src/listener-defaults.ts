@@ -61,10 +61,7 @@ const SHARED = Object.freeze({
   heapWatermarkPercent: numericDefault('heap-watermark'),
 });
 
-type Defaults<T> = Pick<
-  T,
-  Exclude<keyof T, 'logger' | 'metrics' | 'handle' | 'onMailFrom' | 'tables' | 'currentIndex'>
->;
+type Defaults<T> = Pick<T, Exclude<keyof T, 'logger' | 'metrics' | 'handle' | 'onMailFrom' | 'tables' | 'currentIndex'>>;
 
 /** Each server's options as `serve` would pass them with no setting given (the same mapping as daemon.ts). */
 export const LISTENER_DEFAULTS: {
