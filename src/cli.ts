@@ -208,10 +208,10 @@ function commandSettings(keys: readonly SettingKey[], values: Record<string, unk
 
 function trustConfigOf(settings: ResolvedSettings): SignerTrustConfig {
   return {
-    signer: settings.get<string[]>('signer'),
-    signerCa: settings.get<string[]>('signer-ca'),
-    signerCn: settings.get<string[]>('signer-cn'),
-    signerSubject: settings.get<string[]>('signer-subject'),
+    signer: settings.get('signer'),
+    signerCa: settings.get('signer-ca'),
+    signerCn: settings.get('signer-cn'),
+    signerSubject: settings.get('signer-subject'),
   };
 }
 
@@ -244,7 +244,7 @@ async function checkCommand(args: string[]): Promise<number> {
   const file = parsed.positionals[0] as string;
   const settings = commandSettings(CHECK_SETTINGS, v);
   const trustConfig = trustConfigOf(settings);
-  const allowUnsigned = settings.get<boolean>('allow-unsigned');
+  const allowUnsigned = settings.get('allow-unsigned');
   if (!hasSignerTrust(trustConfig) && !allowUnsigned) {
     throw new UsageError(
       'give --signer PEM (the pinned list signer) or --signer-ca PEM --signer-cn NAME, or --allow-unsigned to check the content only',
@@ -263,7 +263,7 @@ async function checkCommand(args: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const maxEntries = settings.get<number>('max-list-entries');
+  const maxEntries = settings.get('max-list-entries');
   const result: PrepareResult = prepareList(bytes, { trust, allowUnsigned, maxEntries });
   const report = initialCheckReport(file, result);
   const saveSigner = v['save-signer'];
@@ -344,18 +344,18 @@ async function judgeAgainstStateDir(
   accept: boolean,
   configFile: string | null,
 ): Promise<number | null> {
-  const maxEntries = settings.get<number>('max-list-entries');
-  const maxListAgeDays = settings.get<number>('max-list-age');
+  const maxEntries = settings.get('max-list-entries');
+  const maxListAgeDays = settings.get('max-list-age');
   // The default ./var is not assumed to be the daemon's: compare only with a state dir named.
-  const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
-  const maxShrink = settings.get<number>('max-shrink');
+  const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get('state-dir');
+  const maxShrink = settings.get('max-shrink');
   const { current, against } = storedListInForce(stateDir, settings);
   const acceptedHashes = stateDir === undefined ? new Set<string>() : readAcceptedHashes(stateDir);
   const accepting = acceptCommand({
     file: report.file,
     configFile,
     trust: trustConfigOf(settings),
-    allowUnsigned: settings.get<boolean>('allow-unsigned'),
+    allowUnsigned: settings.get('allow-unsigned'),
     maxListEntries: maxEntries,
     stateDir: stateDir ?? null,
   });
@@ -364,7 +364,7 @@ async function judgeAgainstStateDir(
     index: new WhitelistIndex({ generatedAt: list.generatedAt, sha256: list.sha256 }, list.entries, []),
     sha256: list.sha256,
   };
-  const limits = { maxShrinkPercent: maxShrink, maxRebindPercent: settings.get<number>('max-rebind'), maxListAgeDays };
+  const limits = { maxShrinkPercent: maxShrink, maxRebindPercent: settings.get('max-rebind'), maxListAgeDays };
   // The change itself is `diff`'s to print: the report keeps the verdict and its counts.
   const verdict = guardList(current, candidate, limits, acceptedHashes, Date.now(), accepting);
   const { change: _change, ...shown } = { change: null, ...verdict };
@@ -427,8 +427,8 @@ function storedListInForce(
   const trustConfig = trustConfigOf(settings);
   const prepared = prepareList(stored.bytes, {
     trust: hasSignerTrust(trustConfig) ? loadSignerTrust(trustConfig) : null,
-    allowUnsigned: settings.get<boolean>('allow-unsigned'),
-    maxEntries: settings.get<number>('max-list-entries'),
+    allowUnsigned: settings.get('allow-unsigned'),
+    maxEntries: settings.get('max-list-entries'),
   });
   const verdict = judgeStoredList(prepared, readAcceptedHashes(stateDir), Date.now());
   if (!verdict.ok)
@@ -524,10 +524,10 @@ function formatCheckReport(r: CheckReport): string {
  * list as accepted (check --accept). Returns why it is too old, or null.
  */
 function listTooOld(list: PreparedList, settings: ResolvedSettings): string | null {
-  const maxDays = settings.get<number>('max-list-age');
+  const maxDays = settings.get('max-list-age');
   const ageDays = Math.floor((Date.now() - Date.parse(list.generatedAt)) / DAY_MS);
   if (maxDays === 0 || ageDays <= maxDays) return null;
-  const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get<string>('state-dir');
+  const stateDir = settings.origin('state-dir') === 'default' ? undefined : settings.get('state-dir');
   if (stateDir !== undefined) {
     if (readAcceptedHashes(stateDir).has(list.sha256)) return null;
     if (storedListInForce(stateDir, settings).current !== null) return null;
@@ -563,7 +563,7 @@ async function exportCommand(args: string[]): Promise<number> {
   if (parsed.positionals.length !== 1 || typeof out !== 'string') throw new UsageError(null, EXPORT_HELP);
   if (v['format'] !== 'postfix') throw new UsageError('--format postfix is the only format');
   const settings = commandSettings(EXPORT_SETTINGS, v);
-  if (settings.get<boolean>('allow-unsigned'))
+  if (settings.get('allow-unsigned'))
     throw new UsageError('the tables are written from a verified list only; --allow-unsigned is not accepted');
   const trustConfig = trustConfigOf(settings);
   if (!hasSignerTrust(trustConfig))
@@ -578,13 +578,13 @@ async function exportCommand(args: string[]): Promise<number> {
     bytes = readFileSync(file);
     trust = loadSignerTrust(trustConfig);
     tables = new SocketmapTables({
-      tlsPolicy: settings.get<string>('tls-policy-value'),
-      transport: settings.get<string>('transport-value'),
+      tlsPolicy: settings.get('tls-policy-value'),
+      transport: settings.get('transport-value'),
     });
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const maxEntries = settings.get<number>('max-list-entries');
+  const maxEntries = settings.get('max-list-entries');
   const result = prepareList(bytes, { trust, allowUnsigned: false, maxEntries });
   if (!result.ok) {
     process.stderr.write(`export: ${file} is unusable: ${result.reason} — ${result.detail}\n`);
@@ -630,7 +630,7 @@ async function diffCommand(args: string[]): Promise<number> {
   if (parsed.positionals.length !== 2) throw new UsageError(null, DIFF_HELP);
   const settings = commandSettings(TRUST_SETTINGS, v);
   const trustConfig = trustConfigOf(settings);
-  const allowUnsigned = settings.get<boolean>('allow-unsigned');
+  const allowUnsigned = settings.get('allow-unsigned');
   if (!hasSignerTrust(trustConfig) && !allowUnsigned) {
     throw new UsageError('give --signer PEM or --signer-ca PEM --signer-cn NAME (or --allow-unsigned to compare contents only)');
   }
@@ -649,7 +649,7 @@ async function diffCommand(args: string[]): Promise<number> {
       process.stderr.write(`diff: cannot read ${file}: ${(error as Error).message}\n`);
       return 1;
     }
-    const result = prepareList(bytes, { trust, allowUnsigned, maxEntries: settings.get<number>('max-list-entries') });
+    const result = prepareList(bytes, { trust, allowUnsigned, maxEntries: settings.get('max-list-entries') });
     if (!result.ok) {
       process.stderr.write(`diff: ${file} is unusable: ${result.reason} — ${result.detail}\n`);
       return 1;
@@ -715,9 +715,7 @@ async function queryCommand(args: string[]): Promise<number> {
   const values = parsed.values as Record<string, unknown>;
   const flags = flagValuesOf(['policy-listen'], values);
   if (typeof values['policy'] === 'string') flags.set('policy-listen', values['policy']);
-  const policyListen = resolveSettings(['policy-listen'], flags, process.env, configFileOf(values)).get<string | null>(
-    'policy-listen',
-  );
+  const policyListen = resolveSettings(['policy-listen'], flags, process.env, configFileOf(values)).get('policy-listen');
   if (policyListen === null) throw new UsageError('the policy listener is off in this configuration: give --policy ADDR');
   const timeoutText = parsed.values.timeout ?? '10';
   if (!/^\d{1,4}$/.test(timeoutText) || Number(timeoutText) < 1)
@@ -771,7 +769,7 @@ async function explainQuery(attrs: Map<string, string>, values: Record<string, u
   try {
     const flags = flagValuesOf(['http-listen'], values);
     if (typeof values['http'] === 'string') flags.set('http-listen', values['http']);
-    const listen = resolveSettings(['http-listen'], flags, process.env, configFileOf(values)).get<string | null>('http-listen');
+    const listen = resolveSettings(['http-listen'], flags, process.env, configFileOf(values)).get('http-listen');
     const address = listen === null ? null : parseListenAddress(listen);
     if (address === null || address.kind !== 'tcp')
       throw new ConfigError('--explain needs the HTTP listener on host:port: give --http ADDR');

@@ -390,6 +390,24 @@ export const SETTINGS = [
 
 export type SettingKey = (typeof SETTINGS)[number]['key'];
 
+/** What each kind of setting is once parsed (coerce() below produces exactly these). */
+interface KindValue {
+  readonly string: string;
+  readonly 'string?': string | null;
+  readonly list: string[];
+  readonly bool: boolean;
+  readonly int: number;
+  readonly seconds: number;
+}
+type SettingOf<K extends SettingKey> = Extract<(typeof SETTINGS)[number], { readonly key: K }>;
+/** A setting's parsed value type, read off its SETTINGS row: its kind, narrowed to its choices when it has some. */
+export type SettingValue<K extends SettingKey> =
+  SettingOf<K> extends { readonly choices: readonly (infer C)[] } ? C : KindValue[SettingOf<K>['kind']];
+/** Every setting by its key, each with its parsed type: the part of Config derived from SETTINGS. */
+export type SettingValues = { readonly [K in SettingKey]: SettingValue<K> };
+/** The keys of the settings whose parsed value is a V (e.g. the numeric ones, for a listener's limits). */
+export type SettingKeyOf<V> = { [K in SettingKey]: SettingValue<K> extends V ? K : never }[SettingKey];
+
 export interface Config {
   /** The first source (the embedded demo file for `demo`). */
   readonly whitelist: string;
@@ -455,6 +473,8 @@ export interface Config {
   readonly storeTimeoutMs: number;
   /** Where each value came from: flag, env, file or default. */
   readonly origins: Readonly<Record<SettingKey, 'flag' | 'env' | 'file' | 'default'>>;
+  /** Every setting as parsed, by its SETTINGS key (typed from the table): what a frontend spec's keys read. */
+  readonly settings: SettingValues;
 }
 
 export class ConfigError extends Error {}
@@ -513,7 +533,7 @@ export type SettingOrigin = 'flag' | 'env' | 'file' | 'default';
 /** A subset of the settings, read and checked exactly as `serve` reads them. */
 /** Plain functions (no `this`): `const get = settings.get` is how they are used. */
 export interface ResolvedSettings {
-  readonly get: <T>(key: SettingKey) => T;
+  readonly get: <K extends SettingKey>(key: K) => SettingValue<K>;
   readonly origin: (key: SettingKey) => SettingOrigin;
 }
 
@@ -590,9 +610,10 @@ export function resolveSettings(
     }
   }
   return {
-    get: <T>(key: SettingKey): T => {
+    get: <K extends SettingKey>(key: K): SettingValue<K> => {
       if (!values.has(key)) throw new Error(`setting ${key} was not resolved`);
-      return values.get(key) as T;
+      // The one place a value meets its type: coerce() produced it from this key's kind and choices.
+      return values.get(key) as SettingValue<K>;
     },
     origin: (key) => origins.get(key) ?? 'default',
   };
@@ -618,52 +639,61 @@ export function resolveConfig(flags: FlagValues, env: NodeJS.ProcessEnv, configF
   checkAccessSettings(get);
   return Object.freeze({
     ...list,
-    caFile: get<string | null>('ca-file'),
-    stateDir: resolve(get<string>('state-dir')),
-    refreshSeconds: get<number>('refresh'),
-    maxShrinkPercent: get<number>('max-shrink'),
-    maxRebindPercent: get<number>('max-rebind'),
-    changeJournalSize: get<number>('change-journal-size'),
-    maxListBytes: get<number>('max-list-bytes'),
-    maxListEntries: get<number>('max-list-entries'),
-    fetchTimeoutSeconds: get<number>('fetch-timeout'),
-    prepareTimeoutSeconds: get<number>('prepare-timeout'),
-    policyListen: get<string | null>('policy-listen'),
-    milterListen: get<string | null>('milter-listen'),
-    httpListen: get<string | null>('http-listen'),
-    socketmapListen: get<string | null>('socketmap-listen'),
-    maxSocketmapRequestBytes: get<number>('max-socketmap-request-bytes'),
-    tlsPolicyValue: get<string>('tls-policy-value'),
-    transportValue: get<string>('transport-value'),
-    socketMode: parseInt(get<string>('socket-mode'), 8),
-    socketOwner: get<string | null>('socket-owner'),
-    socketGroup: get<string | null>('socket-group'),
-    httpAllowedHosts: get<string[]>('http-allowed-host'),
-    allowedPeerUsers: get<string[]>('allowed-peer-users'),
-    maxConnections: get<number>('max-connections'),
-    idleTimeoutSeconds: get<number>('idle-timeout'),
-    milterIdleTimeoutSeconds: get<number>('milter-idle-timeout'),
-    requestTimeoutSeconds: get<number>('request-timeout'),
-    maxLineBytes: get<number>('max-line-bytes'),
-    maxRequestBytes: get<number>('max-request-bytes'),
-    maxAttributes: get<number>('max-attributes'),
-    maxMilterPacketBytes: get<number>('max-milter-packet-bytes'),
-    maxConnectionBytes: get<number>('max-connection-bytes'),
-    heapWatermarkPercent: get<number>('heap-watermark'),
-    trustedIssuerCns: get<string[]>('trusted-issuer-cn'),
-    tlsProfile: get<TlsProfileName>('tls-profile'),
-    logLevel: get<string>('log-level'),
-    logFormat: get<LogFormat>('log-format'),
-    logPseudonymize: get<boolean>('log-pseudonymize'),
-    traceFile: nullableResolve(get<string | null>('trace-file')),
-    shutdownGraceSeconds: get<number>('shutdown-grace'),
-    operatorRate: get<number>('operator-rate'),
-    operatorBurst: get<number>('operator-burst'),
-    operatorRateMode: get<OperatorRateMode>('operator-rate-mode'),
-    operatorRateExempt: get<string[]>('operator-rate-exempt'),
+    caFile: get('ca-file'),
+    stateDir: resolve(get('state-dir')),
+    refreshSeconds: get('refresh'),
+    maxShrinkPercent: get('max-shrink'),
+    maxRebindPercent: get('max-rebind'),
+    changeJournalSize: get('change-journal-size'),
+    maxListBytes: get('max-list-bytes'),
+    maxListEntries: get('max-list-entries'),
+    fetchTimeoutSeconds: get('fetch-timeout'),
+    prepareTimeoutSeconds: get('prepare-timeout'),
+    policyListen: get('policy-listen'),
+    milterListen: get('milter-listen'),
+    httpListen: get('http-listen'),
+    socketmapListen: get('socketmap-listen'),
+    maxSocketmapRequestBytes: get('max-socketmap-request-bytes'),
+    tlsPolicyValue: get('tls-policy-value'),
+    transportValue: get('transport-value'),
+    socketMode: parseInt(get('socket-mode'), 8),
+    socketOwner: get('socket-owner'),
+    socketGroup: get('socket-group'),
+    httpAllowedHosts: get('http-allowed-host'),
+    allowedPeerUsers: get('allowed-peer-users'),
+    maxConnections: get('max-connections'),
+    idleTimeoutSeconds: get('idle-timeout'),
+    milterIdleTimeoutSeconds: get('milter-idle-timeout'),
+    requestTimeoutSeconds: get('request-timeout'),
+    maxLineBytes: get('max-line-bytes'),
+    maxRequestBytes: get('max-request-bytes'),
+    maxAttributes: get('max-attributes'),
+    maxMilterPacketBytes: get('max-milter-packet-bytes'),
+    maxConnectionBytes: get('max-connection-bytes'),
+    heapWatermarkPercent: get('heap-watermark'),
+    trustedIssuerCns: get('trusted-issuer-cn'),
+    tlsProfile: get('tls-profile'),
+    logLevel: get('log-level'),
+    logFormat: get('log-format'),
+    logPseudonymize: get('log-pseudonymize'),
+    traceFile: nullableResolve(get('trace-file')),
+    shutdownGraceSeconds: get('shutdown-grace'),
+    operatorRate: get('operator-rate'),
+    operatorBurst: get('operator-burst'),
+    operatorRateMode: get('operator-rate-mode'),
+    operatorRateExempt: get('operator-rate-exempt'),
     ...resolveStoreSettings(get),
     origins: origins as Config['origins'],
+    settings: settingValues(get),
   });
+}
+
+/** Every setting by its key, as parsed (each value typed by its SETTINGS row through `get`). */
+function settingValues(get: ResolvedSettings['get']): SettingValues {
+  const out: Partial<Record<SettingKey, SettingValues[SettingKey]>> = {};
+  for (const { key } of SETTINGS) out[key] = get(key);
+  // Complete: the loop above sets every key of SETTINGS.
+  return Object.freeze(out) as SettingValues;
 }
 
 type ListSettings = Pick<
@@ -681,7 +711,7 @@ type ListSettings = Pick<
 
 /** The list, who must have signed it and how old it may be: the checks between these settings. */
 function resolveListSettings(get: ResolvedSettings['get'], origins: Record<string, SettingOrigin>): ListSettings {
-  const whitelistSources = get<string[]>('whitelist');
+  const whitelistSources = get('whitelist');
   const whitelistSetting = whitelistSources[0] ?? null;
   if (whitelistSetting === null) {
     // A config file that forgot `whitelist` must not serve the demo list: every real mail would get 550.
@@ -692,11 +722,11 @@ function resolveListSettings(get: ResolvedSettings['get'], origins: Record<strin
   const whitelistIsDemo = whitelistSetting === DEMO_WHITELIST_NAME;
   if (whitelistSources.length > 1 && whitelistSources.includes(DEMO_WHITELIST_NAME))
     throw new ConfigError(`--whitelist ${DEMO_WHITELIST_NAME} is the embedded demo list: it cannot be one of several sources`);
-  let signer = get<string[]>('signer');
-  const signerCa = get<string[]>('signer-ca');
-  const signerCn = get<string[]>('signer-cn');
-  const signerSubject = get<string[]>('signer-subject');
-  const allowUnsigned = get<boolean>('allow-unsigned');
+  let signer = get('signer');
+  const signerCa = get('signer-ca');
+  const signerCn = get('signer-cn');
+  const signerSubject = get('signer-subject');
+  const allowUnsigned = get('allow-unsigned');
   const trustProblem = signerTrustProblem({ signer, signerCa, signerCn, signerSubject });
   if (trustProblem !== null) throw new ConfigError(trustProblem);
   const trusted = signer.length > 0 || signerCa.length > 0;
@@ -716,7 +746,7 @@ function resolveListSettings(get: ResolvedSettings['get'], origins: Record<strin
   // The embedded demo list is a fixed file, not a download anyone could replay: its age is no signal.
   const whitelist = whitelistIsDemo ? DEMO_WHITELIST : whitelistSetting;
   const isDemoFile = whitelistIsDemo || resolve(whitelist) === DEMO_WHITELIST;
-  const maxListAgeDays = isDemoFile && origins['max-list-age'] === 'default' ? 0 : get<number>('max-list-age');
+  const maxListAgeDays = isDemoFile && origins['max-list-age'] === 'default' ? 0 : get('max-list-age');
   return {
     whitelist,
     whitelistSources: [whitelist, ...whitelistSources.slice(1)],
@@ -732,28 +762,28 @@ function resolveListSettings(get: ResolvedSettings['get'], origins: Record<strin
 
 /** The MTA side: something listens, the answers' texts are one line, a connection's budget holds one request of each frontend. */
 function checkServingSettings(get: ResolvedSettings['get']): void {
-  const policyListen = get<string | null>('policy-listen');
-  const milterListen = get<string | null>('milter-listen');
-  const socketmapListen = get<string | null>('socketmap-listen');
+  const policyListen = get('policy-listen');
+  const milterListen = get('milter-listen');
+  const socketmapListen = get('socketmap-listen');
   if (policyListen === null && milterListen === null && socketmapListen === null) {
     throw new ConfigError('none of --policy-listen, --milter-listen, --socketmap-listen is set: nothing would answer the MTA');
   }
   for (const key of ['tls-policy-value', 'transport-value'] as const) {
     // eslint-disable-next-line no-control-regex
-    if (get<string>(key).trim() === '' || /[\x00-\x1f\x7f]/.test(get<string>(key)))
+    if (get(key).trim() === '' || /[\x00-\x1f\x7f]/.test(get(key)))
       throw new ConfigError(`--${key}: must be non-empty text on one line`);
   }
-  const maxConnectionBytes = get<number>('max-connection-bytes');
+  const maxConnectionBytes = get('max-connection-bytes');
   if (
-    get<number>('max-milter-packet-bytes') + 4 > maxConnectionBytes ||
-    get<number>('max-request-bytes') + get<number>('max-line-bytes') > maxConnectionBytes
+    get('max-milter-packet-bytes') + 4 > maxConnectionBytes ||
+    get('max-request-bytes') + get('max-line-bytes') > maxConnectionBytes
   ) {
     throw new ConfigError(
       '--max-connection-bytes must hold one --max-milter-packet-bytes packet (+4) and one --max-request-bytes request (+ --max-line-bytes)',
     );
   }
   // A socketmap request being received holds its length digits and colon (11 bytes at most) besides its payload.
-  if (get<number>('max-socketmap-request-bytes') + 11 > maxConnectionBytes) {
+  if (get('max-socketmap-request-bytes') + 11 > maxConnectionBytes) {
     throw new ConfigError('--max-connection-bytes must hold one --max-socketmap-request-bytes request (+11)');
   }
 }
@@ -761,17 +791,17 @@ function checkServingSettings(get: ResolvedSettings['get']): void {
 /** Who may do what: operator rate exemptions, socket file mode, HTTP Host names. */
 function checkAccessSettings(get: ResolvedSettings['get']): void {
   try {
-    validateExemptions(get<string[]>('operator-rate-exempt'));
+    validateExemptions(get('operator-rate-exempt'));
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
-  const socketModeText = get<string>('socket-mode');
+  const socketModeText = get('socket-mode');
   if (!/^0?[0-7]{3}$/.test(socketModeText)) {
     throw new ConfigError(
       `--socket-mode: ${JSON.stringify(socketModeText)} is not an octal mode like 0660 (no setuid, setgid or sticky bit)`,
     );
   }
-  for (const host of get<string[]>('http-allowed-host')) {
+  for (const host of get('http-allowed-host')) {
     if (splitHostHeader(host) === null)
       throw new ConfigError(`--http-allowed-host: ${JSON.stringify(host)} is not a host name or address, with an optional :port`);
   }
@@ -781,7 +811,7 @@ function checkAccessSettings(get: ResolvedSettings['get']): void {
 function resolveStoreSettings(
   get: ResolvedSettings['get'],
 ): Pick<Config, 'store' | 'storeCaFile' | 'storePasswordFile' | 'storeTimeoutMs'> {
-  const store = get<string | null>('store');
+  const store = get('store');
   if (store !== null) {
     try {
       parseStoreUrl(store);
@@ -791,9 +821,9 @@ function resolveStoreSettings(
   }
   return {
     store,
-    storeCaFile: nullableResolve(get<string | null>('store-ca-file')),
-    storePasswordFile: nullableResolve(get<string | null>('store-password-file')),
-    storeTimeoutMs: get<number>('store-timeout'),
+    storeCaFile: nullableResolve(get('store-ca-file')),
+    storePasswordFile: nullableResolve(get('store-password-file')),
+    storeTimeoutMs: get('store-timeout'),
   };
 }
 

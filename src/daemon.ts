@@ -11,12 +11,10 @@ import { acceptCommand } from './accept-command.js';
 import type { Config } from './config.js';
 import { ConfigReloader, type ConfigSources } from './config-reload.js';
 import { DecisionService } from './decision-service.js';
-import type { ListenOptions } from './net/listen.js';
 import type { DecisionPolicy } from './trust/decide.js';
-import { policyDryRun, startPolicyFrontend, type PolicyFrontend } from './frontends/policy/frontend.js';
-import { startMilterFrontend, type MilterFrontend } from './frontends/milter/frontend.js';
-import { SocketmapTables } from './frontends/socketmap/maps.js';
-import { startSocketmapServer } from './frontends/socketmap/server.js';
+import { policyDryRun } from './frontends/policy/frontend.js';
+import { startFrontend } from './frontends/spec.js';
+import { FRONTENDS, frontendListen, frontendValues } from './frontend-registry.js';
 import { startHttpServer, type DomainLookup, type WhitelistStatus } from './http/server.js';
 import { resolveUsers } from './net/peer-user.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
@@ -263,12 +261,9 @@ function decisionPolicy(config: Config): DecisionPolicy {
 
 /** An inherited socket whose listener is off would queue the MTA's connections forever: refuse to start. */
 function checkInheritedSockets(inherited: InheritedSockets, config: Config): void {
-  const unserved = unservedSockets(inherited, {
-    policy: config.policyListen !== null,
-    milter: config.milterListen !== null,
-    socketmap: config.socketmapListen !== null,
-    http: config.httpListen !== null,
-  });
+  const enabled = { policy: false, milter: false, socketmap: false, http: config.httpListen !== null };
+  for (const spec of FRONTENDS) enabled[spec.name] = frontendListen(spec, config.settings) !== null;
+  const unserved = unservedSockets(inherited, enabled);
   if (unserved.length > 0) {
     throw new Error(
       `systemd passed socket(s) named ${unserved.join(', ')} but the matching --${unserved[0]}-listen is off: turn it on or remove the socket from the .socket unit`,
@@ -298,56 +293,27 @@ async function startListeners(
   closers: Array<(deadlineMs: number) => Promise<void>>,
 ): Promise<void> {
   const { lifecycle, service, operators, peers, metrics, logger, inherited, shared } = deps;
-  // What every listener shares: admission, the per-connection budget, the socket file's access.
-  const listener = {
-    maxConnections: config.maxConnections,
-    maxConnectionBytes: config.maxConnectionBytes,
-    heapWatermarkPercent: config.heapWatermarkPercent,
-    unixSocket: { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup },
-    allowedPeerUsers: await resolveUsers(config.allowedPeerUsers),
-    metrics,
-  };
-  // The same, on the socket systemd passed for that listener when there is one.
-  const on = (name: 'policy' | 'milter' | 'socketmap'): Omit<typeof listener, 'unixSocket'> & { unixSocket: ListenOptions } => ({
-    ...listener,
-    unixSocket: { ...listener.unixSocket, inheritedFd: inherited.get(name) ?? null },
-  });
-  if (config.policyListen !== null) {
-    const policy: PolicyFrontend = await startPolicyFrontend(config.policyListen, {
-      limits: { maxLineBytes: config.maxLineBytes, maxRequestBytes: config.maxRequestBytes, maxAttributes: config.maxAttributes },
-      idleTimeoutMs: config.idleTimeoutSeconds * 1000,
-      requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-      ...on('policy'),
-      logger: logger.child({ component: 'policy' }),
-      service,
-    });
-    addresses.policy = policy.address;
-    closers.push((ms) => policy.close(ms));
-  }
-  if (config.milterListen !== null) {
-    const milter: MilterFrontend = await startMilterFrontend(config.milterListen, {
-      maxPacketBytes: config.maxMilterPacketBytes,
-      idleTimeoutMs: config.milterIdleTimeoutSeconds * 1000,
-      packetTimeoutMs: config.requestTimeoutSeconds * 1000,
-      ...on('milter'),
-      logger: logger.child({ component: 'milter' }),
-      service,
-    });
-    addresses.milter = milter.address;
-    closers.push((ms) => milter.close(ms));
-  }
-  if (config.socketmapListen !== null) {
-    const socketmap = await startSocketmapServer(config.socketmapListen, {
-      limits: { maxRequestBytes: config.maxSocketmapRequestBytes },
-      idleTimeoutMs: config.idleTimeoutSeconds * 1000,
-      requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-      ...on('socketmap'),
-      logger: logger.child({ component: 'socketmap' }),
-      tables: new SocketmapTables({ tlsPolicy: config.tlsPolicyValue, transport: config.transportValue }),
-      currentIndex: () => lifecycle.current(),
-    });
-    addresses.socketmap = socketmap.address;
-    closers.push((ms) => socketmap.close(ms));
+  // What every listener shares: admission, the socket file's access, who may connect.
+  const allowedPeerUsers = await resolveUsers(config.allowedPeerUsers);
+  const unixSocket = { unixMode: config.socketMode, unixOwner: config.socketOwner, unixGroup: config.socketGroup };
+  for (const spec of FRONTENDS) {
+    const listen = frontendListen(spec, config.settings);
+    if (listen === null) continue;
+    const frontend = await startFrontend(
+      spec,
+      listen,
+      frontendValues(spec, config.settings),
+      {
+        maxConnections: config.maxConnections,
+        heapWatermarkPercent: config.heapWatermarkPercent,
+        // On the socket systemd passed for that listener when there is one.
+        unixSocket: { ...unixSocket, inheritedFd: inherited.get(spec.name) ?? null },
+        allowedPeerUsers,
+      },
+      { service, currentIndex: () => lifecycle.current(), metrics, logger: logger.child({ component: spec.name }) },
+    );
+    addresses[spec.name] = frontend.address;
+    closers.push((ms) => frontend.close(ms));
   }
   if (config.httpListen !== null) {
     const http = await startHttp(
@@ -358,7 +324,7 @@ async function startListeners(
       operators,
       metrics,
       logger,
-      { inheritedFd: inherited.get('http') ?? null, build: deps.build },
+      { inheritedFd: inherited.get('http') ?? null, unixMode: config.socketMode, build: deps.build },
       shared,
       peers,
     );
@@ -531,7 +497,7 @@ function startHttp(
   operators: () => OperatorLedger,
   metrics: Metrics,
   logger: Logger,
-  ops: Pick<Parameters<typeof startHttpServer>[1], 'inheritedFd' | 'build'>,
+  ops: Pick<Parameters<typeof startHttpServer>[1], 'inheritedFd' | 'unixMode' | 'build'>,
   shared: OpenedStore,
   peers?: PeerLedger,
 ): ReturnType<typeof startHttpServer> {

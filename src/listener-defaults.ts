@@ -21,6 +21,12 @@ function numericDefault(key: SettingKey): number {
 
 const seconds = (key: SettingKey): number => numericDefault(key) * 1000;
 
+function stringDefault(key: SettingKey): string {
+  const setting = SETTINGS.find((s) => s.key === key);
+  if (setting === undefined || typeof setting.default !== 'string') throw new Error(`${key} is not a string setting`);
+  return setting.default;
+}
+
 /**
  * Postfix bounds a policy attribute by its own string limits (8 KiB style lines; an SMTP command
  * line is 2048 bytes by default, a certificate CN 64 characters, xtext-encoded at most ×3), and
@@ -44,17 +50,18 @@ export const DEFAULT_SOCKETMAP_LIMITS: SocketmapLimits = Object.freeze({
  */
 export const DEFAULT_MAX_MILTER_PACKET_BYTES = numericDefault('max-milter-packet-bytes');
 
-/** What every listener shares: admission and the per-connection budget. */
+/** --socket-mode as SETTINGS defines it by default (0660: group members, e.g. postfix, may connect). */
+export const DEFAULT_UNIX_SOCKET_MODE = parseInt(stringDefault('socket-mode'), 8);
+
+/** What every listener shares: admission, the per-connection budget, the socket file's mode. */
 const SHARED = Object.freeze({
+  unixSocket: Object.freeze({ unixMode: DEFAULT_UNIX_SOCKET_MODE }),
   maxConnections: numericDefault('max-connections'),
   maxConnectionBytes: numericDefault('max-connection-bytes'),
   heapWatermarkPercent: numericDefault('heap-watermark'),
 });
 
-type Defaults<T> = Pick<
-  T,
-  Exclude<keyof T, 'logger' | 'metrics' | 'unixSocket' | 'handle' | 'onMailFrom' | 'tables' | 'currentIndex'>
->;
+type Defaults<T> = Pick<T, Exclude<keyof T, 'logger' | 'metrics' | 'handle' | 'onMailFrom' | 'tables' | 'currentIndex'>>;
 
 /** Each server's options as `serve` would pass them with no setting given (the same mapping as daemon.ts). */
 export const LISTENER_DEFAULTS: {

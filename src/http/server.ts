@@ -38,6 +38,8 @@ export interface HttpDeps {
   readonly fleetRoutes?: FleetRouteDeps;
   /** A listening socket inherited from systemd (socket activation), served instead of binding. */
   readonly inheritedFd?: number | null;
+  /** Mode of a unix: socket file (--socket-mode). */
+  readonly unixMode?: number;
   /** What /healthz says is running: the package version, Node's, and when this process started. */
   readonly build?: BuildIdentity;
 }
@@ -562,7 +564,7 @@ export async function startHttpServer(
   try {
     await app.ready();
     // The daemon's shared binder: same address forms and stale unix socket handling as the MTA listeners.
-    bound = await listen(app.server, where, { inheritedFd: deps.inheritedFd ?? null });
+    bound = await listen(app.server, where, { inheritedFd: deps.inheritedFd ?? null, unixMode: deps.unixMode });
   } catch (err) {
     loop.close();
     await app.close();

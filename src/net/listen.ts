@@ -18,9 +18,6 @@ export class ListenAddressError extends Error {
 /** Linux sun_path holds 108 bytes including the terminating NUL. */
 const MAX_UNIX_PATH_BYTES = 107;
 
-/** Group members (e.g. postfix) may connect; others may not. Owner and group come from the service manager. */
-export const DEFAULT_UNIX_SOCKET_MODE = 0o660;
-
 export function parseListenAddress(text: string): ListenAddress {
   const s = text.trim();
   const bad = (why: string): ListenAddressError =>
@@ -64,7 +61,7 @@ export function formatAddress(address: ListenAddress): string {
 }
 
 export interface ListenOptions {
-  /** Mode of a unix socket file, default 0660. */
+  /** Mode of a unix socket file (--socket-mode; its default lives in SETTINGS). Absent: left as the umask made it. */
   readonly unixMode?: number;
   /** Owner of a unix socket file: a user name or a numeric uid (changing it needs root); default the daemon's. */
   readonly unixOwner?: string | null;
@@ -105,7 +102,7 @@ export async function listen(server: net.Server, address: ListenAddress, options
   await bind(server, { path: address.path });
   try {
     if (uid !== -1 || gid !== -1) await chown(address.path, uid, gid);
-    await chmod(address.path, options.unixMode ?? DEFAULT_UNIX_SOCKET_MODE);
+    if (options.unixMode !== undefined) await chmod(address.path, options.unixMode);
   } catch (err) {
     // Node removes the socket file when the server closes.
     await new Promise<void>((done) => server.close(() => done()));

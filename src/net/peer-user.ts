@@ -115,7 +115,7 @@ export function isLoopbackAddress(address: string): boolean {
   return canonical.startsWith('127.') || canonical === '0000:0000:0000:0000:0000:0000:0000:0001';
 }
 
-export const PROC_NET_TCP = ['/proc/net/tcp', '/proc/net/tcp6'] as const;
+const PROC_NET_TCP = ['/proc/net/tcp', '/proc/net/tcp6'] as const;
 
 /** Reads the host's socket tables (each file that exists) and finds the peer's uid. */
 export async function peerUidOf(

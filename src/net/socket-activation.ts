@@ -11,7 +11,7 @@ import type net from 'node:net';
 import type { ListenAddress } from './listen.js';
 
 /** The first inherited descriptor (SD_LISTEN_FDS_START). */
-export const LISTEN_FDS_START = 3;
+const LISTEN_FDS_START = 3;
 
 export const ACTIVATION_NAMES = ['policy', 'milter', 'socketmap', 'http'] as const;
 export type ActivationName = (typeof ACTIVATION_NAMES)[number];

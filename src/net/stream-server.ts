@@ -7,17 +7,23 @@
  *
  * Usage:
  *   const server = await startStreamServer('127.0.0.1:10040', {
- *     frontend: 'policy', logger, metrics,
+ *     frontend: 'policy', logger, metrics, protocolErrorKinds,
  *     limits: { maxConnections, idleTimeoutMs, requestTimeoutMs, maxConnectionBytes, heapWatermarkPercent },
+ *     codecFault: (err) => (err instanceof MyCodecError ? err : null),
  *     createSession: (conn) => ({
- *       onData(chunk) { const done = decoder.push(chunk); for (...) conn.write(reply); return done.length > 0 },
+ *       decode: (chunk) => decoder.push(chunk),
+ *       answer(requests) { conn.write(replies(requests)) },
  *       pendingBytes: () => decoder.pendingBytes, heldBytes: () => decoder.pendingBytes, idle: () => decoder.pendingBytes === 0,
  *     }),
  *   });
  *   await server.close(deadlineMs);
- * A codec error becomes `conn.fail(err.kind)`; anything a session throws is logged as an error and
- * closes that connection only. `frontend` labels the metrics and log lines (a new frontend adds its
- * name to `ListenerFrontend` in trust/facts.ts).
+ *
+ * One codec-error behaviour for every frontend, decided here: the requests the codec completed
+ * before the fault are answered, in order; then one log line, one protocol_errors_total count, and
+ * that connection only is closed once the answers are flushed. Every call into the session (decode,
+ * answer, the idle hook, the drain's idle() check...) is guarded: a throw is logged as an error,
+ * counted as `handler_failed`, and closes that connection only, never the daemon. `frontend` labels
+ * the metrics and log lines (a new frontend adds its name to `ListenerFrontend` in trust/facts.ts).
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -60,23 +66,55 @@ export interface StreamConnection<K extends string = string> {
   /** Flushes what is written, then FIN. Data the peer sends afterwards destroys the connection. */
   end(): void;
   /**
-   * Protocol error: logged (structured fields only), counted in protocol_errors_total{frontend,kind}, destroyed.
-   * With `flush`, what was written (answers to the requests before the fault) is flushed first; nothing more is read.
+   * Protocol error: logged once (structured fields only), counted once in protocol_errors_total{frontend,kind},
+   * then closed: what was written (the answers to the requests before the fault) is flushed first; nothing more is read.
    */
-  fail(kind: K, level?: 'warn' | 'info', fields?: Record<string, unknown>, options?: { readonly flush?: boolean }): void;
+  fail(kind: K, level?: 'warn' | 'info', fields?: Record<string, unknown>): void;
   /** Counts a protocol anomaly in protocol_errors_total{frontend,kind} without closing. */
   count(kind: K): void;
 }
 
-/** The protocol errors the skeleton itself reports, whatever the protocol. */
-export const STREAM_ERROR_KINDS = Object.freeze(['request_timeout', 'connection_budget_exceeded'] as const);
+/**
+ * The protocol errors the skeleton itself reports, whatever the protocol: a request too slow, a
+ * connection past its byte budget, and a session call that threw (`handler_failed`: a bug, logged as an error).
+ */
+export const STREAM_ERROR_KINDS = Object.freeze(['request_timeout', 'connection_budget_exceeded', 'handler_failed'] as const);
 
-/** One connection's protocol: a codec plus its state. Thrown errors close the connection (logged as errors). */
-export interface StreamSession {
-  /** A chunk of bytes. Returns true when at least one request completed (restarts the request clock). */
-  onData(chunk: Buffer): boolean;
-  /** The peer ended its side (only with allowHalfOpen). Default: end ours. */
-  onEnd?(): void;
+/**
+ * A codec's fault as the skeleton handles it: its kind (counted), structured fields for the log line
+ * (never the offending bytes), and the requests the same push completed before it (answered first).
+ */
+export interface CodecFault<K extends string, R> {
+  readonly kind: K;
+  readonly completed: readonly R[];
+  readonly fields?: Readonly<Record<string, unknown>>;
+}
+
+/** What a running listener is to its owner: where it listens, and how to stop it. */
+export interface ListenerHandle {
+  /** `host:port` actually bound (the real port when 0 was asked), or `unix:/path`. */
+  readonly address: string;
+  /**
+   * Stops accepting, ends the connections whose session is idle (the others when they become idle),
+   * destroys what is left after `deadlineMs`, removes the unix socket file.
+   */
+  close(deadlineMs: number): Promise<void>;
+}
+
+/**
+ * One connection's protocol: a codec plus its state. The skeleton frames with `decode`, answers with
+ * `answer`; a codec fault (StreamServerOptions.codecFault) and anything thrown are handled by the skeleton.
+ */
+export interface StreamSession<R = unknown> {
+  /** The codec: the requests a chunk completes. Throws on a protocol fault. */
+  decode(chunk: Buffer): readonly R[];
+  /** Writes the answers to these requests, in order (it may also end or fail the connection). */
+  answer(requests: readonly R[]): void;
+  /**
+   * The peer ended its side (only with allowHalfOpen): the requests the end of input completes (may
+   * throw a fault). They are answered, then our side is ended. Absent: our side is ended at once.
+   */
+  decodeEnd?(): readonly R[];
   /** Bytes of a request received but not complete: while > 0 the request timer runs. */
   pendingBytes(): number;
   /** Everything this connection makes the daemon keep (buffers, partial frames, kept state). */
@@ -103,7 +141,7 @@ export interface ListenerOptions {
   readonly metrics: Metrics;
 }
 
-export interface StreamServerOptions<K extends string = string> {
+export interface StreamServerOptions<K extends string = string, R = unknown> {
   readonly frontend: ListenerFrontend;
   readonly limits: StreamLimits;
   readonly logger: Logger;
@@ -113,7 +151,9 @@ export interface StreamServerOptions<K extends string = string> {
    * each series of protocol_errors_total{frontend,kind} starts at 0, so a rate or an alert sees its first error.
    */
   readonly protocolErrorKinds: readonly K[];
-  readonly createSession: (connection: StreamConnection<K>) => StreamSession;
+  /** The fault when `err` is the codec's (its kind is one of protocolErrorKinds), else null (a bug: handler_failed). */
+  readonly codecFault: (err: unknown) => CodecFault<K, R> | null;
+  readonly createSession: (connection: StreamConnection<K>) => StreamSession<R>;
   /** Keep reading after the peer's FIN (Exim's readsocket shuts down its side, then reads). Default false. */
   readonly allowHalfOpen?: boolean;
   /** TCP keep-alive probe delay; off when absent. */
@@ -124,16 +164,6 @@ export interface StreamServerOptions<K extends string = string> {
   readonly allowedPeerUsers?: ReadonlyMap<number, string>;
 }
 
-export interface StreamServer {
-  /** `host:port` actually bound (the real port when 0 was asked), or `unix:/path`. */
-  readonly address: string;
-  /**
-   * Stops accepting, ends the connections whose session is idle (the others when they become idle),
-   * destroys what is left after `deadlineMs`, removes the unix socket file.
-   */
-  close(deadlineMs: number): Promise<void>;
-}
-
 /** How long a draining server waits for the question of a connection that has sent nothing yet. */
 const FRESH_QUESTION_WAIT_MS = 2000;
 
@@ -141,15 +171,17 @@ interface Connection extends StreamConnection {
   draining: boolean;
   readonly socket: net.Socket;
   session: StreamSession | null;
+  /** A protocol error or a failed call closed it (answers may still be flushing): nothing more is read or counted. */
+  closing: boolean;
   requestTimer: NodeJS.Timeout | null;
   /** Nothing received yet: an MTA connects when it has a question, so this one is about to ask. */
   fresh: boolean;
 }
 
-export async function startStreamServer<K extends string>(
+export async function startStreamServer<K extends string, R>(
   listenAddress: string,
-  options: StreamServerOptions<K>,
-): Promise<StreamServer> {
+  options: StreamServerOptions<K, R>,
+): Promise<ListenerHandle> {
   const { limits } = options;
   for (const key of [
     'maxConnections',
@@ -209,6 +241,10 @@ function peerUsersUnenforceable(
   const ip = info !== null && typeof info === 'object' ? info.address : '';
   return isLoopbackAddress(ip) ? null : 'peers from other hosts have no local user';
 }
+
+/** Returned by a guarded call that threw: the connection is already closing. */
+const FAILED = Symbol('session call failed');
+type Guarded<T> = T | typeof FAILED;
 
 /** The connections of one listener and what happens to them; the net.Server itself stays outside. */
 class Listener {
@@ -279,13 +315,14 @@ class Listener {
       session: null,
       requestTimer: null,
       fresh: true,
+      closing: false,
       write(bytes) {
         if (!socket.write(bytes)) socket.pause();
       },
       end() {
         if (!socket.writableEnded) socket.end();
       },
-      fail: (kind, level = 'warn', fields = {}, how = {}) => this.fail(conn, kind, level, fields, how.flush === true),
+      fail: (kind, level = 'warn', fields = {}) => this.fail(conn, kind, level, fields),
       count: (kind) => metrics.protocolErrors.inc({ frontend, kind }),
     };
     this.connections.add(conn);
@@ -302,64 +339,104 @@ class Listener {
       this.log.debug({ conn: conn.id, remote: conn.remote, code: err.code }, `${frontend} connection error`),
     );
     socket.on('close', () => this.onClose(conn));
-    try {
-      conn.session = this.options.createSession(conn);
-    } catch (err) {
-      this.crash(conn, err);
-      return;
-    }
+    const session = this.guard(conn, 'createSession', () => this.options.createSession(conn));
+    if (session === FAILED) return;
+    conn.session = session;
     this.log.debug({ conn: conn.id, remote: conn.remote }, `${frontend} connection opened`);
+  }
+
+  /**
+   * Runs one call into the session or the frontend: a throw is a bug there, not the peer's fault —
+   * logged as an error, counted as handler_failed, and that connection (only) is destroyed.
+   */
+  private guard<T>(conn: Connection, call: string, fn: () => T): Guarded<T> {
+    try {
+      return fn();
+    } catch (err) {
+      return this.handlerFailed(conn, call, err);
+    }
+  }
+
+  private handlerFailed(conn: Connection, call: string, err: unknown): typeof FAILED {
+    if (!conn.socket.destroyed) {
+      const { frontend, metrics } = this.options;
+      this.log.error({ conn: conn.id, remote: conn.remote, call, err }, `${frontend} connection failed, closed`);
+      metrics.protocolErrors.inc({ frontend, kind: 'handler_failed' });
+      conn.closing = true;
+      conn.socket.destroy();
+    }
+    return FAILED;
+  }
+
+  /** Frames with `decode`, answers what it completed; a codec fault answers what came before it, then fails. */
+  private decodeAndAnswer(
+    conn: Connection,
+    session: StreamSession,
+    call: 'decode' | 'decodeEnd',
+    decode: () => readonly unknown[],
+  ): Guarded<number> {
+    let requests: readonly unknown[];
+    try {
+      requests = decode();
+    } catch (err) {
+      const fault = this.guard(conn, 'codecFault', () => this.options.codecFault(err));
+      if (fault === FAILED) return FAILED;
+      if (fault === null) return this.handlerFailed(conn, call, err);
+      if (fault.completed.length > 0 && this.guard(conn, 'answer', () => session.answer(fault.completed)) === FAILED)
+        return FAILED;
+      this.fail(conn, fault.kind, 'warn', fault.fields ?? {});
+      return FAILED;
+    }
+    if (requests.length > 0 && this.guard(conn, 'answer', () => session.answer(requests)) === FAILED) return FAILED;
+    return requests.length;
   }
 
   private onData(conn: Connection, chunk: Buffer): void {
     const { socket, session } = conn;
     if (socket.destroyed || session === null) return;
     conn.fresh = false;
-    if (socket.writableEnded) {
-      // We ended this connection (QUIT, or idle while draining) and the peer sent more: it will retry elsewhere.
+    if (socket.writableEnded || conn.closing) {
+      // We ended this connection (QUIT, a protocol error, idle while draining) and the peer sent more: it will retry elsewhere.
       this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} data after our end, dropped`);
       socket.destroy();
       return;
     }
-    let progressed: boolean;
-    try {
-      progressed = session.onData(chunk);
-    } catch (err) {
-      this.crash(conn, err);
-      return;
-    }
-    if (socket.destroyed) return;
-    const held = session.heldBytes();
+    const completed = this.decodeAndAnswer(conn, session, 'decode', () => session.decode(chunk));
+    if (completed === FAILED || socket.destroyed || conn.closing) return;
+    const sizes = this.guard(conn, 'heldBytes', () => ({ held: session.heldBytes(), pending: session.pendingBytes() }));
+    if (sizes === FAILED) return;
     const { maxConnectionBytes, requestTimeoutMs } = this.options.limits;
-    if (held > maxConnectionBytes) {
-      this.fail(conn, 'connection_budget_exceeded', 'warn', { heldBytes: held, maxConnectionBytes });
+    if (sizes.held > maxConnectionBytes) {
+      this.fail(conn, 'connection_budget_exceeded', 'warn', { heldBytes: sizes.held, maxConnectionBytes });
       return;
     }
     if (socket.writableEnded) return;
     // The clock runs from the first byte of the request still incomplete: restarted when one completes.
-    if (progressed || session.pendingBytes() === 0) this.stopRequestTimer(conn);
-    if (session.pendingBytes() > 0) {
+    if (completed > 0 || sizes.pending === 0) this.stopRequestTimer(conn);
+    if (sizes.pending > 0) {
       conn.requestTimer ??= setTimeout(() => this.onRequestTimeout(conn), requestTimeoutMs);
-    } else if (conn.draining && session.idle()) {
+    } else if (conn.draining && this.guard(conn, 'idle', () => session.idle()) === true) {
       socket.end();
     }
   }
 
   private onEnd(conn: Connection): void {
-    if (conn.socket.destroyed || conn.session === null) return;
+    const { session } = conn;
+    if (conn.socket.destroyed || session === null || conn.closing) return;
     this.stopRequestTimer(conn);
-    try {
-      if (conn.session.onEnd !== undefined) conn.session.onEnd();
-      else conn.end();
-    } catch (err) {
-      this.crash(conn, err);
+    if (session.decodeEnd !== undefined) {
+      const decodeEnd = session.decodeEnd.bind(session);
+      if (this.decodeAndAnswer(conn, session, 'decodeEnd', decodeEnd) === FAILED || conn.closing) return;
     }
+    // Flushes the answers, then FIN; the socket closes as the peer has already ended its side.
+    conn.end();
   }
 
   private onIdle(conn: Connection): void {
     if (conn.socket.destroyed) return;
-    if (conn.session?.onIdleTimeout !== undefined) {
-      conn.session.onIdleTimeout();
+    const session = conn.session;
+    if (session?.onIdleTimeout !== undefined && !conn.closing) {
+      this.guard(conn, 'onIdleTimeout', () => session.onIdleTimeout?.());
       return;
     }
     this.log.debug({ conn: conn.id, remote: conn.remote }, `${this.options.frontend} connection idle, closing`);
@@ -370,7 +447,9 @@ class Listener {
     conn.requestTimer = null;
     // Closed meanwhile (idle timeout, error): its 'close' has not cleared this timer yet.
     if (conn.socket.destroyed) return;
-    this.fail(conn, 'request_timeout', 'warn', { pendingBytes: conn.session?.pendingBytes() ?? 0 });
+    const pendingBytes = conn.session === null ? 0 : this.guard(conn, 'pendingBytes', () => conn.session!.pendingBytes());
+    if (pendingBytes === FAILED) return;
+    this.fail(conn, 'request_timeout', 'warn', { pendingBytes });
   }
 
   private onClose(conn: Connection): void {
@@ -388,27 +467,30 @@ class Listener {
     }
   }
 
-  private fail(conn: Connection, kind: string, level: 'warn' | 'info', fields: Record<string, unknown>, flush = false): void {
+  /** One log line, one count, then close: what was written is flushed first, nothing more is read. */
+  private fail(conn: Connection, kind: string, level: 'warn' | 'info', fields: Readonly<Record<string, unknown>>): void {
     const { socket } = conn;
-    // Already closed by another timer or error: one close, one count.
-    if (socket.destroyed) return;
+    // Already closing (another timer, error or fault): one close, one count.
+    if (socket.destroyed || conn.closing) return;
+    conn.closing = true;
     const { frontend, metrics } = this.options;
     // Structured fields only: the offending bytes are never logged.
     this.log[level]({ conn: conn.id, remote: conn.remote, kind, ...fields }, `${frontend} protocol error, connection closed`);
     metrics.protocolErrors.inc({ frontend, kind });
-    if (!flush || socket.writableFinished) {
+    this.stopRequestTimer(conn);
+    if (socket.writableFinished) {
       socket.destroy();
       return;
     }
-    // Data the peer sends meanwhile destroys the connection (onData, writableEnded); a peer that never reads meets the idle timeout.
-    this.stopRequestTimer(conn);
+    // Data the peer sends meanwhile destroys the connection (onData); a peer that never reads meets the idle timeout.
     socket.once('finish', () => socket.destroy());
     socket.end();
   }
 
-  private crash(conn: Connection, err: unknown): void {
-    this.log.error({ conn: conn.id, remote: conn.remote, err }, `${this.options.frontend} connection failed, closed`);
-    conn.socket.destroy();
+  /** Is this connection's session idle (nothing lost by ending it now)? A throw closes it (false). */
+  private isIdle(conn: Connection): boolean {
+    const session = conn.session;
+    return session !== null && this.guard(conn, 'idle', () => session.idle()) === true;
   }
 
   /** Ends idle connections now, the others once idle; destroys what is left after deadlineMs. Resolves when none is left. */
@@ -423,14 +505,14 @@ class Listener {
       conn.draining = true;
       // Idle: FIN now (the MTA reconnects for its next question). Busy: onData ends it once idle.
       // Fresh (accepted, nothing read yet): its question is on the way; answered, then ended like a busy one.
-      if (conn.session?.idle() === true && !conn.fresh && !conn.socket.writableEnded) conn.socket.end();
+      if (!conn.fresh && !conn.socket.writableEnded && this.isIdle(conn)) conn.socket.end();
     }
     // A fresh connection whose question has not come within FRESH_QUESTION_WAIT_MS is merely idle:
     // an MTA writes its question as soon as it connects, an idle client would hold the drain to the deadline.
     const freshWait = setTimeout(
       () => {
         for (const conn of this.connections) {
-          if (conn.fresh && conn.session?.idle() === true && !conn.socket.writableEnded) conn.socket.end();
+          if (conn.fresh && !conn.socket.writableEnded && this.isIdle(conn)) conn.socket.end();
         }
       },
       Math.min(FRESH_QUESTION_WAIT_MS, deadlineMs),

@@ -27,6 +27,11 @@ export interface IssueOptions {
   readonly notBefore?: string;
   readonly notAfter?: string;
   readonly dnsNames?: readonly string[];
+  /**
+   * The key: RSA 2048 (default, what the ANS and IGC-Santé use) or EC P-256, generated in a fraction
+   * of the time, for tests where only the certificate's other fields matter.
+   */
+  readonly keyType?: 'rsa' | 'ec';
 }
 
 /** Subject as ordered (type, value) pairs, in certificate order (C first). */
@@ -126,7 +131,11 @@ export class TestPki {
       join(this.dir, `${name}.serial`),
       `${(this.serial++).toString(16).padStart(4, '0')}${randomBytes(6).toString('hex')}\n`,
     );
-    execFileSync('openssl', ['genrsa', '-out', keyPath, '2048'], { stdio: 'pipe' });
+    const keyArgs =
+      options.keyType === 'ec'
+        ? ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', keyPath]
+        : ['genrsa', '-out', keyPath, '2048'];
+    execFileSync('openssl', keyArgs, { stdio: 'pipe' });
     execFileSync(
       'openssl',
       ['req', '-new', '-config', config, '-utf8', '-key', keyPath, '-subj', subjectSlash(subject), '-out', csrPath],

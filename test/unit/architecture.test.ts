@@ -5,7 +5,8 @@
  * - no function longer than MAX_FUNCTION_LINES lines: a state machine or an adapter that grows past
  *   it is split into named helpers.
  * - a listener default (limit, timeout, budget) is written in SETTINGS only (docs/architecture.md,
- *   "One place per fact"): in src/frontends/ and src/net/ no literal equal to one, no `?? fallback`
+ *   "One place per fact"): in src/frontends/ (the frontend specs included), src/net/, src/frontend-registry.ts
+ *   and src/daemon.ts no literal equal to one, no `?? fallback`
  *   of a listener option, no default value for a parameter of a Limits, ServerOptions or DecoderOptions type. The servers and
  *   codecs require their limits; src/listener-defaults.ts derives the defaults from SETTINGS.
  * All read the sources with the TypeScript parser (type-only imports and re-exports count too).
@@ -196,6 +197,8 @@ const LISTENER_OPTIONS = new Set([
 ]);
 /** Folders where the listeners live; SETTINGS (config.ts) and listener-defaults.ts are the allowed places. */
 const LISTENER_FOLDERS = ['frontends', 'net'];
+/** Files of src/ itself that start or list the frontends: checked like those folders. */
+const LISTENER_FILES = ['frontend-registry.ts', 'daemon.ts'];
 
 /** The value of a numeric literal or of a constant expression of them (`65_536 + 1024`, `330 * 1000`), else null. */
 function constantValue(node: ts.Expression): number | null {
@@ -326,7 +329,7 @@ describe('architecture', () => {
   it('writes each listener default in SETTINGS only (the servers and codecs require their limits)', () => {
     const defaults = listenerDefaultValues();
     const found = files
-      .filter((path) => LISTENER_FOLDERS.includes(folderOf(path).split('/')[0]!))
+      .filter((path) => LISTENER_FOLDERS.includes(folderOf(path).split('/')[0]!) || LISTENER_FILES.includes(relative(SRC, path)))
       .flatMap((path) => listenerDefaultsIn(parse(path), defaults).map((line) => line.replace(`${ROOT}/`, '')));
     assert.deepEqual(
       found,

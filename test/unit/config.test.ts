@@ -428,9 +428,9 @@ describe('resolveSettings: one table for every command', () => {
       { [envName('max-shrink')]: '20' },
       configFile({ 'max-list-entries': 5, 'policy-listen': '127.0.0.1:1' }),
     );
-    assert.equal(s.get<number>('max-shrink'), 20);
+    assert.equal(s.get('max-shrink'), 20);
     assert.equal(s.origin('max-shrink'), 'env');
-    assert.equal(s.get<number>('max-list-entries'), 5);
+    assert.equal(s.get('max-list-entries'), 5);
     assert.equal(s.origin('max-list-entries'), 'file');
     // A setting not asked for is not read.
     assert.throws(() => s.get('policy-listen'), /not resolved/);

@@ -96,6 +96,8 @@ export class MilterCodecError extends Error {
   readonly kind: MilterCodecErrorKind;
   /** The command byte as a character, when known. */
   readonly command: string | null;
+  /** Commands completed by the same push() before the fault: a server answers them, then closes. */
+  completed: readonly MilterCommand[] = [];
   constructor(kind: MilterCodecErrorKind, message: string, command: number | null = null) {
     super(message);
     this.kind = kind;
@@ -234,6 +236,7 @@ export class MilterDecoder {
       }
     } catch (err) {
       if (err instanceof MilterCodecError) {
+        err.completed = out;
         this.failure = err;
         this.packet = null;
         this.packetFill = 0;

@@ -3,37 +3,21 @@
  * → a Milter verdict. Postfix gives `{cert_subject}` = CN of a verified certificate; Sendmail gives the
  * full DN and `{verify}` (macros.ts sorts that out).
  */
-import type { Logger } from 'pino';
-import type { Metrics } from '../../observe/metrics.js';
 import type { AnswerTexts, Decisions } from '../decisions.js';
+import type { FrontendSpec } from '../spec.js';
+import type { MilterCommand } from './codec.js';
 import type { TraceContext } from '../../observe/trace.js';
 import type { Facts } from '../../trust/facts.js';
 import { REASON_IDS, REASONS, replyText, type ReasonId } from '../../trust/reasons.js';
 import { certIdentityFromMacros, fingerprintsFromMacros, tlsFromMacros } from './macros.js';
-import type { ListenOptions } from '../../net/listen.js';
-import { startMilterServer, type MilterTransaction, type MilterVerdict } from './server.js';
-
-export interface MilterFrontendOptions {
-  readonly maxPacketBytes: number;
-  readonly idleTimeoutMs: number;
-  /** A packet begun must arrive whole within this (slowloris). */
-  readonly packetTimeoutMs: number;
-  readonly maxConnections: number;
-  readonly maxConnectionBytes: number;
-  readonly heapWatermarkPercent: number;
-  /** Mode, owner and group of a unix socket file. */
-  readonly unixSocket?: ListenOptions;
-  /** uid → name (--allowed-peer-users), for a loopback TCP listener. */
-  readonly allowedPeerUsers?: ReadonlyMap<number, string>;
-  readonly logger: Logger;
-  readonly metrics: Metrics;
-  readonly service: Decisions;
-}
-
-export interface MilterFrontend {
-  readonly address: string;
-  close(deadlineMs: number): Promise<void>;
-}
+import {
+  MILTER_PROTOCOL_ERROR_KINDS,
+  milterProtocol,
+  type MailFromHandler,
+  type MilterProtocolErrorKind,
+  type MilterTransaction,
+  type MilterVerdict,
+} from './server.js';
 
 const CONTINUE: MilterVerdict = Object.freeze({ action: 'continue' });
 
@@ -78,25 +62,29 @@ function traceFromTransaction(transaction: MilterTransaction, facts: Facts): Tra
   };
 }
 
-export async function startMilterFrontend(listen: string, options: MilterFrontendOptions): Promise<MilterFrontend> {
-  const { service } = options;
-  return startMilterServer(listen, {
-    maxPacketBytes: options.maxPacketBytes,
-    idleTimeoutMs: options.idleTimeoutMs,
-    packetTimeoutMs: options.packetTimeoutMs,
-    maxConnections: options.maxConnections,
-    maxConnectionBytes: options.maxConnectionBytes,
-    heapWatermarkPercent: options.heapWatermarkPercent,
-    unixSocket: options.unixSocket,
-    allowedPeerUsers: options.allowedPeerUsers,
-    logger: options.logger,
-    metrics: options.metrics,
-    onMailFrom: (transaction) => {
-      const started = process.hrtime.bigint();
-      const facts = factsFromTransaction(transaction);
-      const decision = service.answer('milter', facts, traceFromTransaction(transaction, facts), started, MILTER_ANSWERS);
-      const reason = decision.reason;
-      return reason.result === 'pass' ? CONTINUE : { action: 'reply', smtpCode: reason.smtpCode, text: replyText(reason) };
-    },
-  });
+/** The Milter frontend, as the daemon starts it (src/frontend-registry.ts). */
+export const MILTER_FRONTEND = {
+  name: 'milter',
+  settings: {
+    listen: 'milter-listen',
+    idleTimeout: 'milter-idle-timeout',
+    requestTimeout: 'request-timeout',
+    limits: { maxPacketBytes: 'max-milter-packet-bytes' },
+    texts: {},
+  },
+  protocolErrorKinds: MILTER_PROTOCOL_ERROR_KINDS,
+  answers: MILTER_ANSWERS,
+  protocol: (values, deps) =>
+    milterProtocol(values.limits.maxPacketBytes, values.maxConnectionBytes, mailFromHandler(deps.service), deps.logger),
+} as const satisfies FrontendSpec<MilterProtocolErrorKind, MilterCommand, 'maxPacketBytes', never>;
+
+/** A transaction at MAIL FROM → Facts → the decision service → a Milter verdict. */
+function mailFromHandler(service: Decisions): MailFromHandler {
+  return (transaction) => {
+    const started = process.hrtime.bigint();
+    const facts = factsFromTransaction(transaction);
+    const decision = service.answer('milter', facts, traceFromTransaction(transaction, facts), started, MILTER_ANSWERS);
+    const reason = decision.reason;
+    return reason.result === 'pass' ? CONTINUE : { action: 'reply', smtpCode: reason.smtpCode, text: replyText(reason) };
+  };
 }

@@ -4,7 +4,8 @@
  * `onMailFrom`, synchronously, so replies leave in command order by construction.
  */
 import type { Logger } from 'pino';
-import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
+import type { ListenerHandle, ListenerOptions, StreamConnection, StreamSession } from '../../net/stream-server.js';
+import { startProtocol, type FrontendProtocol } from '../spec.js';
 import { MILTER_CODEC_ERROR_KINDS, MilterCodecError, MilterDecoder, encodeReplyCode, type MilterCommand } from './codec.js';
 import {
   MILTER_SESSION_ERROR_KINDS,
@@ -15,16 +16,13 @@ import {
   type MilterVerdict,
 } from './session.js';
 
-export {
-  MAX_PROTOCOL_VERSION,
-  MIN_PROTOCOL_VERSION,
-  REQUESTED_MACROS,
-  canonicalMacroName,
-  negotiate,
-  senderAddress,
-  type MilterTransaction,
-  type MilterVerdict,
-} from './session.js';
+export type { MilterTransaction, MilterVerdict } from './session.js';
+
+/**
+ * Called once per MAIL FROM. Synchronous. If it throws (or returns a reply the codec cannot
+ * encode): logged, answered `451 4.3.0` internal_error.
+ */
+export type MailFromHandler = (transaction: MilterTransaction) => MilterVerdict;
 
 export interface MilterServerOptions extends ListenerOptions {
   /** Largest packet accepted (length field; --max-milter-packet-bytes). */
@@ -42,22 +40,7 @@ export interface MilterServerOptions extends ListenerOptions {
    * at a time keep a socket from ever being idle. An MTA writes each packet whole.
    */
   readonly packetTimeoutMs: number;
-  /**
-   * Called once per MAIL FROM. Synchronous. If it throws (or returns a reply the codec cannot
-   * encode): logged, answered `451 4.3.0` internal_error.
-   */
-  readonly onMailFrom: (transaction: MilterTransaction) => MilterVerdict;
-}
-
-export interface MilterServer {
-  /** `host:port` actually bound (the real port when 0 was asked), or `unix:/path`. */
-  readonly address: string;
-  /**
-   * Stops accepting and lets open connections finish (a Milter connection lasts one SMTP session;
-   * the MTA closes it), ends those idle after a QUIT_NC, destroys what is left after `deadlineMs`,
-   * removes the unix socket file.
-   */
-  close(deadlineMs: number): Promise<void>;
+  readonly onMailFrom: MailFromHandler;
 }
 
 /**
@@ -73,40 +56,40 @@ export const MILTER_PROTOCOL_ERROR_KINDS = Object.freeze([
 ] as const);
 export type MilterProtocolErrorKind = (typeof MILTER_PROTOCOL_ERROR_KINDS)[number];
 
-export async function startMilterServer(listenAddress: string, options: MilterServerOptions): Promise<MilterServer> {
-  const { maxPacketBytes, maxConnectionBytes } = options;
+/** The Milter listener with a handler of its own (tests, bench); the daemon starts MILTER_FRONTEND (frontend.ts). */
+export function startMilterServer(listenAddress: string, options: MilterServerOptions): Promise<ListenerHandle> {
+  const protocol = milterProtocol(options.maxPacketBytes, options.maxConnectionBytes, options.onMailFrom, options.logger);
+  const values = { ...options, requestTimeoutMs: options.packetTimeoutMs };
+  return startProtocol('milter', MILTER_PROTOCOL_ERROR_KINDS, protocol, listenAddress, values, options, options);
+}
+
+/** The Milter protocol on the skeleton: keep-alive, the codec's faults, a session per connection. Checks the limit now. */
+export function milterProtocol(
+  maxPacketBytes: number,
+  maxConnectionBytes: number,
+  onMailFrom: MailFromHandler,
+  logger: Logger,
+): FrontendProtocol<MilterProtocolErrorKind, MilterCommand> {
   new MilterDecoder({ maxPacketBytes }); // validates the limit now rather than at the first connection
   if (maxPacketBytes + 4 > maxConnectionBytes) {
     throw new RangeError(
       `maxConnectionBytes (${maxConnectionBytes}) must hold at least one packet of maxPacketBytes (${maxPacketBytes}) plus its 4-byte header`,
     );
   }
-  const { logger, onMailFrom } = options;
-  return startStreamServer(listenAddress, {
-    frontend: 'milter',
-    protocolErrorKinds: MILTER_PROTOCOL_ERROR_KINDS,
-    limits: {
-      maxConnections: options.maxConnections,
-      idleTimeoutMs: options.idleTimeoutMs,
-      requestTimeoutMs: options.packetTimeoutMs,
-      maxConnectionBytes,
-      heapWatermarkPercent: options.heapWatermarkPercent,
-    },
-    logger,
-    metrics: options.metrics,
+  return {
     keepAliveMs: 60_000,
-    unixSocket: options.unixSocket,
-    allowedPeerUsers: options.allowedPeerUsers,
+    codecFault: (err) =>
+      err instanceof MilterCodecError ? { kind: err.kind, completed: err.completed, fields: { command: err.command } } : null,
     createSession: (conn) => milterSession(conn, maxPacketBytes, onMailFrom, logger),
-  });
+  };
 }
 
 function milterSession(
   conn: StreamConnection<MilterProtocolErrorKind>,
   maxPacketBytes: number,
-  onMailFrom: MilterServerOptions['onMailFrom'],
+  onMailFrom: MailFromHandler,
   logger: Logger,
-): StreamSession {
+): StreamSession<MilterCommand> {
   const decoder = new MilterDecoder({ maxPacketBytes });
   const session = new MilterSession(conn.id);
 
@@ -129,15 +112,8 @@ function milterSession(
   }
 
   return {
-    onData(chunk) {
-      let commands: MilterCommand[];
-      try {
-        commands = decoder.push(chunk);
-      } catch (err) {
-        if (!(err instanceof MilterCodecError)) throw err;
-        conn.fail(err.kind, 'warn', { command: err.command });
-        return false;
-      }
+    decode: (chunk) => decoder.push(chunk),
+    answer(commands) {
       const replies: Buffer[] = [];
       for (const command of commands) {
         const step = session.apply(command, conn.draining);
@@ -145,17 +121,15 @@ function milterSession(
         if (step.type === 'reply') replies.push(step.bytes);
         else if (step.type === 'mail') replies.push(decide(step.transaction));
         else if (step.type === 'ignored') conn.count(step.kind);
-        else if (step.type === 'error') {
-          conn.fail(step.kind, 'warn', step.fields);
-          return true;
-        } else {
+        else {
+          // A session error or QUIT: the replies before it leave first.
           flush(replies);
-          conn.end();
-          return true;
+          if (step.type === 'error') conn.fail(step.kind, 'warn', step.fields);
+          else conn.end();
+          return;
         }
       }
       flush(replies);
-      return commands.length > 0;
     },
     pendingBytes: () => decoder.bufferedBytes,
     heldBytes: () => decoder.heldBytes + session.retainedBytes,

@@ -106,8 +106,8 @@ const UNWANTED_EVENTS = SMFIP.NORCPT | SMFIP.NOBODY | SMFIP.NOHDRS | SMFIP.NOEOH
 /** Events we receive but never answer (only CONTINUE would be said). */
 const NO_REPLY_EVENTS = SMFIP.NR_CONN | SMFIP.NR_HELO;
 
-export const MIN_PROTOCOL_VERSION = 2;
-export const MAX_PROTOCOL_VERSION = 6;
+const MIN_PROTOCOL_VERSION = 2;
+const MAX_PROTOCOL_VERSION = 6;
 
 /**
  * Our OPTNEG answer to what the MTA offers, or null when its version is below 2. Only flags the MTA

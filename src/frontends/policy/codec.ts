@@ -54,6 +54,8 @@ export const POLICY_CODEC_ERROR_KINDS: readonly PolicyCodecErrorKind[] = Object.
 export class PolicyCodecError extends Error {
   override readonly name = 'PolicyCodecError';
   readonly kind: PolicyCodecErrorKind;
+  /** Requests completed by the same push() before the fault: a server answers them, then closes. */
+  completed: readonly PolicyRequest[] = [];
   constructor(kind: PolicyCodecErrorKind, message: string) {
     super(message);
     this.kind = kind;
@@ -115,7 +117,10 @@ export class PolicyDecoder {
       }
       if (start < chunk.length) this.#lines(chunk, start, out);
     } catch (err) {
-      if (err instanceof PolicyCodecError) this.#failure = err;
+      if (err instanceof PolicyCodecError) {
+        err.completed = out;
+        this.#failure = err;
+      }
       throw err;
     }
     return out;

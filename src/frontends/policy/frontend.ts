@@ -3,59 +3,40 @@
  * (`DUNNO`, `550 5.7.1 ...`), and the count of checks asked at a stage that cannot be decided
  * (misplaced.ts). The same request → Facts mapping answers the HTTP dry run.
  */
-import type { Logger } from 'pino';
-import type { ListenOptions } from '../../net/listen.js';
-import type { Metrics } from '../../observe/metrics.js';
 import type { Decision } from '../../trust/decide.js';
 import type { Facts } from '../../trust/facts.js';
 import { POLICY_ACTIONS, type Result } from '../../trust/reasons.js';
-import type { Decisions } from '../decisions.js';
-import type { PolicyLimits } from './codec.js';
+import type { FrontendDeps, FrontendSpec } from '../spec.js';
+import { POLICY_CODEC_ERROR_KINDS, type PolicyCodecErrorKind, type PolicyLimits, type PolicyRequest } from './codec.js';
 import { factsFromRequest, traceFromRequest } from './facts.js';
 import { MisplacedCheckReporter } from './misplaced.js';
-import { startPolicyServer, type PolicyServer } from './server.js';
+import { policyProtocol, type PolicyHandler } from './server.js';
 
-export interface PolicyFrontendOptions {
-  readonly limits: PolicyLimits;
-  readonly idleTimeoutMs: number;
-  /** A request begun must arrive whole within this (slowloris). */
-  readonly requestTimeoutMs: number;
-  readonly maxConnections: number;
-  readonly maxConnectionBytes: number;
-  readonly heapWatermarkPercent: number;
-  /** Mode, owner and group of a unix socket file. */
-  readonly unixSocket?: ListenOptions;
-  /** uid → name (--allowed-peer-users), for a loopback TCP listener. */
-  readonly allowedPeerUsers?: ReadonlyMap<number, string>;
-  readonly logger: Logger;
-  readonly metrics: Metrics;
-  readonly service: Decisions;
-}
+/** The Postfix policy frontend, as the daemon starts it (src/frontend-registry.ts). */
+export const POLICY_FRONTEND = {
+  name: 'policy',
+  settings: {
+    listen: 'policy-listen',
+    idleTimeout: 'idle-timeout',
+    requestTimeout: 'request-timeout',
+    limits: { maxLineBytes: 'max-line-bytes', maxRequestBytes: 'max-request-bytes', maxAttributes: 'max-attributes' },
+    texts: {},
+  },
+  protocolErrorKinds: POLICY_CODEC_ERROR_KINDS,
+  answers: POLICY_ACTIONS,
+  protocol: (values, deps) => policyProtocol(values.limits, values.maxConnectionBytes, policyHandler(deps), deps.logger),
+} as const satisfies FrontendSpec<PolicyCodecErrorKind, PolicyRequest, keyof PolicyLimits, never>;
 
-export type PolicyFrontend = PolicyServer;
-
-export async function startPolicyFrontend(listen: string, options: PolicyFrontendOptions): Promise<PolicyFrontend> {
-  const { service, logger, metrics } = options;
+/** A request → Facts → the decision service → the policy action; counts checks asked at a stage that cannot be decided. */
+function policyHandler({ service, metrics, logger }: FrontendDeps): PolicyHandler {
   const misplaced = new MisplacedCheckReporter(metrics, logger);
-  return startPolicyServer(listen, {
-    limits: options.limits,
-    idleTimeoutMs: options.idleTimeoutMs,
-    requestTimeoutMs: options.requestTimeoutMs,
-    maxConnections: options.maxConnections,
-    maxConnectionBytes: options.maxConnectionBytes,
-    heapWatermarkPercent: options.heapWatermarkPercent,
-    unixSocket: options.unixSocket,
-    allowedPeerUsers: options.allowedPeerUsers,
-    logger,
-    metrics,
-    handle: (request, connection) => {
-      const started = process.hrtime.bigint();
-      const facts = factsFromRequest(request);
-      const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started, POLICY_ACTIONS);
-      misplaced.note(facts.stage, request.get('protocol_state'));
-      return POLICY_ACTIONS[decision.reason.id];
-    },
-  });
+  return (request, connection) => {
+    const started = process.hrtime.bigint();
+    const facts = factsFromRequest(request);
+    const decision = service.answer('policy', facts, traceFromRequest(request, facts, connection.id), started, POLICY_ACTIONS);
+    misplaced.note(facts.stage, request.get('protocol_state'));
+    return POLICY_ACTIONS[decision.reason.id];
+  };
 }
 
 /**

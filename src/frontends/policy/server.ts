@@ -9,7 +9,8 @@
  */
 import type { Logger } from 'pino';
 import { POLICY_ACTIONS } from '../../trust/reasons.js';
-import { startStreamServer, type ListenerOptions, type StreamConnection, type StreamSession } from '../../net/stream-server.js';
+import type { ListenerHandle, ListenerOptions, StreamConnection, StreamSession } from '../../net/stream-server.js';
+import { startProtocol, type FrontendProtocol } from '../spec.js';
 import {
   POLICY_CODEC_ERROR_KINDS,
   PolicyCodecError,
@@ -26,6 +27,9 @@ export interface ConnectionInfo {
   readonly remote: string;
 }
 
+/** The action for one request (`DUNNO`, `550 5.7.1 ...`). If it throws: logged, answered with the internal_error action. */
+export type PolicyHandler = (request: PolicyRequest, connection: ConnectionInfo) => string;
+
 export interface PolicyServerOptions extends ListenerOptions {
   /** --max-line-bytes, --max-request-bytes, --max-attributes. */
   readonly limits: PolicyLimits;
@@ -36,56 +40,44 @@ export interface PolicyServerOptions extends ListenerOptions {
   readonly idleTimeoutMs: number;
   /** Longest time from the first byte of a request to its end (--request-timeout; smtpd_policy_service_timeout = 100 s). */
   readonly requestTimeoutMs: number;
-  /** The action for one request (`DUNNO`, `550 5.7.1 ...`). If it throws: logged, answered with the internal_error action. */
-  readonly handle: (request: PolicyRequest, connection: ConnectionInfo) => string;
+  readonly handle: PolicyHandler;
 }
 
-export interface PolicyServer {
-  /** `host:port` actually bound (the real port when 0 was asked), or `unix:/path`. */
-  readonly address: string;
-  /**
-   * Stops accepting, ends idle connections, lets requests being received finish and be answered,
-   * destroys what is left after `deadlineMs` milliseconds, removes the unix socket file.
-   */
-  close(deadlineMs: number): Promise<void>;
+/** The policy listener with a handler of its own (tests, bench); the daemon starts POLICY_FRONTEND (frontend.ts). */
+export function startPolicyServer(listenAddress: string, options: PolicyServerOptions): Promise<ListenerHandle> {
+  const protocol = policyProtocol(options.limits, options.maxConnectionBytes, options.handle, options.logger);
+  return startProtocol('policy', POLICY_CODEC_ERROR_KINDS, protocol, listenAddress, options, options, options);
 }
 
-export async function startPolicyServer(listenAddress: string, options: PolicyServerOptions): Promise<PolicyServer> {
-  const { limits, maxConnectionBytes } = options;
+/**
+ * The policy protocol on the skeleton: half-open (Exim's readsocket), the codec's faults, a session
+ * per connection. Checks the limits now rather than at the first connection.
+ */
+export function policyProtocol(
+  limits: PolicyLimits,
+  maxConnectionBytes: number,
+  handle: PolicyHandler,
+  logger: Logger,
+): FrontendProtocol<PolicyCodecErrorKind, PolicyRequest> {
   new PolicyDecoder(limits); // validates the limits now rather than at the first connection
   if (limits.maxRequestBytes + limits.maxLineBytes > maxConnectionBytes) {
     throw new RangeError(
       `maxConnectionBytes (${maxConnectionBytes}) must hold one request (maxRequestBytes + maxLineBytes = ${limits.maxRequestBytes + limits.maxLineBytes})`,
     );
   }
-  const { logger, handle } = options;
-  return startStreamServer(listenAddress, {
-    frontend: 'policy',
-    protocolErrorKinds: POLICY_CODEC_ERROR_KINDS,
-    limits: {
-      maxConnections: options.maxConnections,
-      idleTimeoutMs: options.idleTimeoutMs,
-      requestTimeoutMs: options.requestTimeoutMs,
-      maxConnectionBytes,
-      heapWatermarkPercent: options.heapWatermarkPercent,
-    },
-    logger,
-    metrics: options.metrics,
+  return {
     allowHalfOpen: true,
-    unixSocket: options.unixSocket,
-    allowedPeerUsers: options.allowedPeerUsers,
+    codecFault: (err) => (err instanceof PolicyCodecError ? err : null),
     createSession: (conn) => policySession(conn, limits, handle, logger),
-  });
+  };
 }
-
-const FAILED = Symbol('codec error');
 
 function policySession(
   conn: StreamConnection<PolicyCodecErrorKind>,
   limits: PolicyLimits,
-  handle: PolicyServerOptions['handle'],
+  handle: PolicyHandler,
   logger: Logger,
-): StreamSession {
+): StreamSession<PolicyRequest> {
   const decoder = new PolicyDecoder(limits);
   const info: ConnectionInfo = Object.freeze({ id: conn.id, remote: conn.remote });
 
@@ -101,36 +93,16 @@ function policySession(
     }
   }
 
-  /** One write for every reply of a chunk. encodeReply's Buffers are shared: written, never modified. */
-  function answer(requests: PolicyRequest[]): void {
-    if (requests.length === 1) conn.write(encodeReply(decide(requests[0]!)));
-    else conn.write(Buffer.concat(requests.map((request) => encodeReply(decide(request)))));
-  }
-
-  /** A codec error closes the connection as a protocol error; anything else is the skeleton's to log. */
-  function decode<T>(step: () => T): T | typeof FAILED {
-    try {
-      return step();
-    } catch (err) {
-      if (!(err instanceof PolicyCodecError)) throw err;
-      conn.fail(err.kind, 'warn');
-      return FAILED;
-    }
-  }
-
   return {
-    onData(chunk) {
-      const requests = decode(() => decoder.push(chunk));
-      if (requests === FAILED || requests.length === 0) return false;
-      answer(requests);
-      return true;
+    decode: (chunk) => decoder.push(chunk),
+    decodeEnd() {
+      const request = decoder.end();
+      return request === null ? [] : [request];
     },
-    onEnd() {
-      const request = decode(() => decoder.end());
-      if (request === FAILED) return;
-      if (request !== null) answer([request]);
-      // Flushes the reply, then FIN; the socket closes as the peer has already ended its side.
-      conn.end();
+    /** One write for every reply of a chunk. encodeReply's Buffers are shared: written, never modified. */
+    answer(requests) {
+      if (requests.length === 1) conn.write(encodeReply(decide(requests[0]!)));
+      else conn.write(Buffer.concat(requests.map((request) => encodeReply(decide(request)))));
     },
     pendingBytes: () => decoder.pendingBytes,
     heldBytes: () => decoder.pendingBytes,

@@ -6,16 +6,14 @@
  * plus a grace.
  *
  * Half-open: at the peer's FIN the decoder says whether a request was cut, then we end our side. A
- * codec error answers the requests completed before it, flushes them, then closes.
+ * codec error answers the requests completed before it, flushes them, then closes (the skeleton's
+ * one behaviour). A lookup that throws closes that connection only (the skeleton's guard; Postfix retries).
  */
-import {
-  startStreamServer,
-  type ListenerOptions,
-  type StreamConnection,
-  type StreamServer,
-  type StreamSession,
-} from '../../net/stream-server.js';
+import type { Logger } from 'pino';
+import type { ListenerHandle, ListenerOptions, StreamSession } from '../../net/stream-server.js';
+import type { Metrics } from '../../observe/metrics.js';
 import type { WhitelistIndex } from '../../whitelist/whitelist-index.js';
+import { startProtocol, type FrontendProtocol } from '../spec.js';
 import {
   SOCKETMAP_CODEC_ERROR_KINDS,
   SocketmapCodecError,
@@ -39,104 +37,86 @@ export interface SocketmapServerOptions extends ListenerOptions {
   readonly currentIndex: () => WhitelistIndex | null;
 }
 
+/** What answering lookups needs: the tables, the list in force, where to count and log. */
+export interface SocketmapAnswering {
+  readonly tables: SocketmapTables;
+  readonly currentIndex: () => WhitelistIndex | null;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+}
+
 /** A request being received holds its length digits (10 at most), the colon and its payload. */
 const SOCKETMAP_FRAME_OVERHEAD_BYTES = 11;
 
-export type SocketmapServer = StreamServer;
+/** The socketmap listener with tables of its own (tests); the daemon starts SOCKETMAP_FRONTEND (frontend.ts). */
+export function startSocketmapServer(listenAddress: string, options: SocketmapServerOptions): Promise<ListenerHandle> {
+  const protocol = socketmapProtocol(options.limits, options.maxConnectionBytes, options);
+  return startProtocol('socketmap', SOCKETMAP_CODEC_ERROR_KINDS, protocol, listenAddress, options, options, options);
+}
 
-export async function startSocketmapServer(listenAddress: string, options: SocketmapServerOptions): Promise<SocketmapServer> {
-  const { limits, maxConnectionBytes } = options;
+/** The socketmap protocol on the skeleton: half-open, the codec's faults, a session per connection. Checks the limits now. */
+export function socketmapProtocol(
+  limits: SocketmapLimits,
+  maxConnectionBytes: number,
+  answering: SocketmapAnswering,
+): FrontendProtocol<SocketmapCodecErrorKind, SocketmapRequest> {
   new SocketmapDecoder(limits); // validates the limits at start-up
   if (limits.maxRequestBytes + SOCKETMAP_FRAME_OVERHEAD_BYTES > maxConnectionBytes) {
     throw new RangeError(
       `maxConnectionBytes (${maxConnectionBytes}) must hold one request (maxRequestBytes + ${SOCKETMAP_FRAME_OVERHEAD_BYTES} = ${limits.maxRequestBytes + SOCKETMAP_FRAME_OVERHEAD_BYTES})`,
     );
   }
+  const answer = socketmapAnswers(answering);
+  return {
+    allowHalfOpen: true,
+    codecFault: (err) => (err instanceof SocketmapCodecError ? err : null),
+    createSession: (conn) => {
+      const decoder = new SocketmapDecoder(limits);
+      return {
+        decode: (chunk) => decoder.push(chunk),
+        decodeEnd() {
+          decoder.end();
+          return [];
+        },
+        answer: (requests) => conn.write(answer(requests, conn.id)),
+        pendingBytes: () => decoder.pendingBytes,
+        heldBytes: () => decoder.pendingBytes,
+        idle: () => !decoder.midRequest,
+      } satisfies StreamSession<SocketmapRequest>;
+    },
+  };
+}
+
+/** Requests → one buffer of replies, in request order. */
+function socketmapAnswers({
+  tables,
+  currentIndex,
+  metrics,
+  logger,
+}: SocketmapAnswering): (requests: readonly SocketmapRequest[], connId: number) => Buffer {
   // Every answer but mssante-domain's is one of a few shared objects: encode each once, for all connections.
   const encoded = new WeakMap<SocketmapLookup, Buffer>();
-  return startStreamServer(listenAddress, {
-    frontend: 'socketmap',
-    protocolErrorKinds: SOCKETMAP_CODEC_ERROR_KINDS,
-    limits: {
-      maxConnections: options.maxConnections,
-      idleTimeoutMs: options.idleTimeoutMs,
-      requestTimeoutMs: options.requestTimeoutMs,
-      maxConnectionBytes,
-      heapWatermarkPercent: options.heapWatermarkPercent,
-    },
-    logger: options.logger,
-    metrics: options.metrics,
-    allowHalfOpen: true,
-    unixSocket: options.unixSocket,
-    allowedPeerUsers: options.allowedPeerUsers,
-    createSession: (conn) => socketmapSession(conn, new SocketmapDecoder(limits), (requests) => answer(requests, conn.id)),
-  });
-
-  /** One write for every reply of a chunk, in request order. */
-  function answer(requests: readonly SocketmapRequest[], connId: number): Buffer {
-    const { tables, metrics, logger } = options;
-    const index = options.currentIndex();
+  function reply(found: SocketmapLookup): Buffer {
+    let bytes = encoded.get(found);
+    if (bytes === undefined) {
+      bytes = encodeReply(found.reply);
+      encoded.set(found, bytes);
+    }
+    return bytes;
+  }
+  return (requests: readonly SocketmapRequest[], connId: number): Buffer => {
+    const index = currentIndex();
     const debug = logger.isLevelEnabled('debug');
     const replies: Buffer[] = [];
     for (const { name, key } of requests) {
+      // A lookup that throws is a bug: the skeleton's guard logs it, counts handler_failed, closes this connection.
       const found = tables.lookup(name, key, index);
       metrics.countSocketmapLookup(found.map, found.result);
       // The key is an address or a domain: traced at debug level only.
       if (debug)
         logger.debug({ frontend: 'socketmap', conn: connId, map: found.map, key, result: found.result }, 'socketmap lookup');
-      let bytes = encoded.get(found);
-      if (bytes === undefined) {
-        bytes = encodeReply(found.reply);
-        encoded.set(found, bytes);
-      }
-      replies.push(bytes);
+      replies.push(reply(found));
     }
     return replies.length === 1 ? (replies[0] as Buffer) : Buffer.concat(replies);
-  }
-}
-
-/** One connection: bytes → requests → replies (`answer`), codec errors → a flushed close. No socket here. */
-function socketmapSession(
-  conn: StreamConnection<SocketmapCodecErrorKind>,
-  decoder: SocketmapDecoder,
-  answer: (requests: readonly SocketmapRequest[]) => Buffer,
-): StreamSession {
-  let failed = false;
-
-  function codecFailure(err: unknown): void {
-    if (!(err instanceof SocketmapCodecError)) throw err;
-    failed = true;
-    // Requests completed before the fault are answered, in order, before the close.
-    if (err.completed.length > 0) conn.write(answer(err.completed));
-    conn.fail(err.kind, 'warn', {}, { flush: true });
-  }
-
-  return {
-    onData(chunk) {
-      if (failed) return false;
-      let requests: SocketmapRequest[];
-      try {
-        requests = decoder.push(chunk);
-      } catch (err) {
-        codecFailure(err);
-        return false;
-      }
-      if (requests.length === 0) return false;
-      conn.write(answer(requests));
-      return true;
-    },
-    onEnd() {
-      if (failed) return;
-      try {
-        decoder.end();
-      } catch (err) {
-        codecFailure(err);
-        return;
-      }
-      conn.end();
-    },
-    pendingBytes: () => decoder.pendingBytes,
-    heldBytes: () => decoder.pendingBytes,
-    idle: () => !decoder.midRequest,
   };
 }

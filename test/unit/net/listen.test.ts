@@ -5,14 +5,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import {
-  DEFAULT_UNIX_SOCKET_MODE,
-  ListenAddressError,
-  formatAddress,
-  listen,
-  parseListenAddress,
-  resolveId,
-} from '../../../src/net/listen.js';
+import { DEFAULT_UNIX_SOCKET_MODE } from '../../../src/listener-defaults.js';
+import { ListenAddressError, formatAddress, listen, parseListenAddress, resolveId } from '../../../src/net/listen.js';
 
 function closeServer(server: net.Server): Promise<void> {
   return new Promise((ok) => server.close(() => ok()));
@@ -123,16 +117,16 @@ describe('unix socket files', () => {
     }
   };
 
-  it('get mode 0660 by default, or the mode asked', async () => {
+  it('get the mode asked (the daemon passes --socket-mode, 0660 by default in SETTINGS)', async () => {
     await withDir(async (dir) => {
       for (const [mode, expected] of [
-        [undefined, DEFAULT_UNIX_SOCKET_MODE],
+        [DEFAULT_UNIX_SOCKET_MODE, 0o660],
         [0o600, 0o600],
         [0o666, 0o666],
       ] as const) {
         const path = join(dir, `m${expected.toString(8)}.sock`);
         const server = net.createServer();
-        const bound = await listen(server, { kind: 'unix', path }, mode === undefined ? {} : { unixMode: mode });
+        const bound = await listen(server, { kind: 'unix', path }, { unixMode: mode });
         assert.equal(lstatSync(path).mode & 0o7777, expected);
         assert.equal(await connects(path), true);
         await closeServer(server);

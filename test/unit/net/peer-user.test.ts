@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { startStreamServer, type StreamServer } from '../../../src/net/stream-server.js';
+import { startStreamServer, type ListenerHandle } from '../../../src/net/stream-server.js';
 import {
   canonicalAddress,
   findPeerUid,
@@ -127,7 +127,7 @@ describe('resolveUsers', () => {
 describe('a loopback listener with allowed peer users (this process is the peer)', () => {
   const me = process.getuid?.() ?? -1;
 
-  async function listener(allowed: Map<number, string>, metrics: Metrics): Promise<StreamServer> {
+  async function listener(allowed: Map<number, string>, metrics: Metrics): Promise<ListenerHandle> {
     return startStreamServer('127.0.0.1:0', {
       frontend: 'policy',
       limits: {
@@ -141,10 +141,11 @@ describe('a loopback listener with allowed peer users (this process is the peer)
       metrics,
       protocolErrorKinds: [],
       allowedPeerUsers: allowed,
+      codecFault: () => null,
       createSession: (conn) => ({
-        onData(chunk) {
-          conn.write(chunk);
-          return true;
+        decode: (chunk) => [chunk],
+        answer: (chunks) => {
+          for (const chunk of chunks) conn.write(chunk);
         },
         pendingBytes: () => 0,
         heldBytes: () => 0,
@@ -228,7 +229,14 @@ describe('a loopback listener with allowed peer users (this process is the peer)
       metrics,
       protocolErrorKinds: [],
       allowedPeerUsers: new Map([[me, 'me']]),
-      createSession: () => ({ onData: () => true, pendingBytes: () => 0, heldBytes: () => 0, idle: () => true }),
+      codecFault: () => null,
+      createSession: () => ({
+        decode: () => [],
+        answer: () => undefined,
+        pendingBytes: () => 0,
+        heldBytes: () => 0,
+        idle: () => true,
+      }),
     };
     await assert.rejects(startStreamServer('0.0.0.0:0', base), /loopback TCP listeners only.*peers from other hosts/);
     const path = `/tmp/mssante-peer-user-${process.pid}.sock`;

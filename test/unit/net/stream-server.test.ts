@@ -1,16 +1,18 @@
 /**
- * The listener skeleton on its own, with a toy line protocol (`line\n` → `echo:line\n`, `boom`
- * throws, `bad` fails, `last` answers a large farewell and fails after flushing it): byte budget, request and idle timers, protocol errors, connection limit, draining close.
+ * The listener skeleton on its own, with a toy line protocol (`line\n` → `echo:line\n`; `bad` is a
+ * codec fault, `crash` a decoder bug, `boom` a bug while answering; `last` answers a large farewell
+ * and fails after flushing it): byte budget, request and idle timers, the one codec-fault behaviour,
+ * guarded session calls, connection limit, draining close.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { startStreamServer, type StreamLimits, type StreamServer, type StreamSession } from '../../../src/net/stream-server.js';
+import { startStreamServer, type ListenerHandle, type StreamLimits, type StreamSession } from '../../../src/net/stream-server.js';
 import { createMetrics, type Metrics } from '../../../src/observe/metrics.js';
 
-const servers: StreamServer[] = [];
+const servers: ListenerHandle[] = [];
 after(async () => {
   await Promise.all(servers.map((s) => s.close(100)));
 });
@@ -25,7 +27,20 @@ const LIMITS: StreamLimits = {
   heapWatermarkPercent: 95,
 };
 
-async function start(limits: Partial<StreamLimits> = {}) {
+/** The toy codec's fault: `bad` is malformed; the lines before it in the same chunk are completed. */
+class ToyFault extends Error {
+  constructor(
+    readonly kind: 'bad_line',
+    readonly completed: readonly string[],
+  ) {
+    super('bad line');
+  }
+}
+
+/** Which session call throws (a bug in the frontend): `boom` in answer, or one of the hooks. */
+type Throwing = 'createSession' | 'onIdleTimeout' | 'idle' | null;
+
+async function start(limits: Partial<StreamLimits> = {}, throwing: Throwing = null) {
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
@@ -40,33 +55,47 @@ async function start(limits: Partial<StreamLimits> = {}) {
     limits: { ...LIMITS, ...limits },
     logger: pino({ level: 'debug' }, sink),
     metrics,
-    createSession: (conn): StreamSession => {
+    codecFault: (err) => (err instanceof ToyFault ? err : null),
+    createSession: (conn): StreamSession<string> => {
+      if (throwing === 'createSession') throw new Error('no session for you');
       let buffered = '';
       return {
-        onData(chunk) {
+        decode(chunk) {
           buffered += chunk.toString('latin1');
-          let done = 0;
+          const lines: string[] = [];
           for (let nl = buffered.indexOf('\n'); nl !== -1; nl = buffered.indexOf('\n')) {
             const line = buffered.slice(0, nl);
             buffered = buffered.slice(nl + 1);
+            if (line === 'bad') throw new ToyFault('bad_line', lines);
+            if (line === 'crash') throw new Error('decoder exploded');
+            lines.push(line);
+          }
+          return lines;
+        },
+        answer(lines) {
+          for (const line of lines) {
             if (line === 'boom') throw new Error('session exploded');
             if (line === 'last') {
               conn.write(FAREWELL);
-              conn.fail('last_line', 'warn', {}, { flush: true });
-              return true;
-            }
-            if (line === 'bad') {
-              conn.fail('bad_line', 'warn', { length: line.length });
-              return done > 0;
+              conn.fail('last_line', 'warn', {});
+              return;
             }
             conn.write(Buffer.from(`echo:${line}\n`));
-            done++;
           }
-          return done > 0;
         },
         pendingBytes: () => buffered.length,
         heldBytes: () => buffered.length,
-        idle: () => buffered.length === 0,
+        idle: () => {
+          if (throwing === 'idle') throw new Error('idle exploded');
+          return buffered.length === 0;
+        },
+        ...(throwing === 'onIdleTimeout'
+          ? {
+              onIdleTimeout: () => {
+                throw new Error('idle hook exploded');
+              },
+            }
+          : {}),
       };
     },
   });
@@ -137,19 +166,53 @@ describe('stream server skeleton', () => {
     assert.ok(logs.some((l) => /idle, closing/.test(String(l.msg))));
   });
 
-  it('closes on a protocol error the session reports, and on a session that throws (logged as an error)', async () => {
+  it('a codec fault: the lines completed before it are answered in order, then one log line, one count, that connection closed', async () => {
     const { server, metrics, logs } = await start();
     const bad = await Client.connect(server.address);
-    bad.socket.write('bad\n');
+    const other = await Client.connect(server.address);
+    bad.socket.write('a\nb\nbad\nc\n');
     await bad.closed;
+    assert.equal(bad.data, 'echo:a\necho:b\n');
     assert.equal(await counted(metrics, 'bad_line'), 1);
-    const boom = await Client.connect(server.address);
-    boom.socket.write('boom\n');
-    await boom.closed;
-    assert.ok(logs.some((l) => l.level === 50 && /connection failed/.test(String(l.msg))));
+    assert.equal(logs.filter((l) => l.kind === 'bad_line').length, 1);
+    other.socket.write('still here\n');
+    await other.until('echo:still here\n');
+    other.socket.destroy();
   });
 
-  it('a protocol error with flush: what was written leaves whole, then the connection closes, counted once', async () => {
+  for (const [what, send, throwing, limits] of [
+    ['decode throws something other than a codec fault', 'crash\n', null, {}],
+    ['answer throws', 'a\nboom\n', null, {}],
+    ['createSession throws', 'a\n', 'createSession', {}],
+    ['onIdleTimeout throws', '', 'onIdleTimeout', { idleTimeoutMs: 100 }],
+  ] as const) {
+    it(`guards every session call: ${what} closes that connection only, logged as an error, counted handler_failed`, async () => {
+      const { server, metrics, logs } = await start(limits, throwing);
+      const victim = await Client.connect(server.address);
+      if (send !== '') victim.socket.write(send);
+      await victim.closed;
+      assert.equal(await counted(metrics, 'handler_failed'), 1);
+      assert.ok(logs.some((l) => l.level === 50 && /connection failed, closed/.test(String(l.msg))));
+      if (throwing === null) {
+        const other = await Client.connect(server.address);
+        other.socket.write('still here\n');
+        await other.until('echo:still here\n');
+        other.socket.destroy();
+      }
+    });
+  }
+
+  it('guards idle() during a drain: the throwing connection is closed and counted, the drain completes', async () => {
+    const { server, metrics } = await start({}, 'idle');
+    const c = await Client.connect(server.address);
+    c.socket.write('a\n');
+    await c.until('echo:a\n');
+    await server.close(60_000);
+    await c.closed;
+    assert.equal(await counted(metrics, 'handler_failed'), 1);
+  });
+
+  it('a protocol error: what was written leaves whole, then the connection closes, counted once', async () => {
     const { server, metrics } = await start();
     const c = await Client.connect(server.address);
     c.socket.write('a\nlast\n');

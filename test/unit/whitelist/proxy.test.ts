@@ -114,10 +114,14 @@ describe('https source through HTTPS_PROXY (CONNECT)', () => {
     } finally {
       proxy.refuseWith = null;
     }
-    const otherCa = new TestPki().createCa('not-the-list-ca', [
-      ['C', 'FR'],
-      ['CN', 'Other CA'],
-    ]);
+    const otherCa = new TestPki().createCa(
+      'not-the-list-ca',
+      [
+        ['C', 'FR'],
+        ['CN', 'Other CA'],
+      ],
+      { keyType: 'ec' },
+    );
     const r = await createSource(server.url, {
       ...options,
       caFile: otherCa.certPath,

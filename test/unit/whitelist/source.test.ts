@@ -217,10 +217,14 @@ describe('https source', () => {
 
   it('a certificate from another CA → source_tls, not retried', async () => {
     server.setBehaviour({ kind: 'serve', body: LIST });
-    const other = pki.createCa('other-ca', [
-      ['C', 'FR'],
-      ['CN', 'Not the list CA'],
-    ]);
+    const other = pki.createCa(
+      'other-ca',
+      [
+        ['C', 'FR'],
+        ['CN', 'Not the list CA'],
+      ],
+      { keyType: 'ec' },
+    );
     const { result, count } = await requestsDuring(() => source({ caFile: other.certPath }).fetch(null));
     assertFailed(result, 'source_tls', 1);
     assert.equal(count, 0);

@@ -7,12 +7,8 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { factsFromTransaction } from '../../../../src/frontends/milter/frontend.js';
 import { certFromMacros } from '../../../../src/frontends/milter/macros.js';
-import {
-  startMilterServer,
-  type MilterServer,
-  type MilterTransaction,
-  type MilterVerdict,
-} from '../../../../src/frontends/milter/server.js';
+import { startMilterServer, type MilterTransaction, type MilterVerdict } from '../../../../src/frontends/milter/server.js';
+import type { ListenerHandle } from '../../../../src/net/stream-server.js';
 import { createMetrics } from '../../../../src/observe/metrics.js';
 import { decide } from '../../../../src/trust/decide.js';
 import { parseDn } from '../../../../src/trust/dn.js';
@@ -78,7 +74,7 @@ end
 `;
 }
 
-const servers: MilterServer[] = [];
+const servers: ListenerHandle[] = [];
 after(async () => {
   await Promise.all(servers.map((s) => s.close(100)));
 });

@@ -19,13 +19,10 @@ import {
   encodeRaw,
   encodeRcpt,
 } from '../../../../src/frontends/milter/codec.js';
+import { REQUESTED_MACROS, canonicalMacroName, negotiate, senderAddress } from '../../../../src/frontends/milter/session.js';
+import type { ListenerHandle } from '../../../../src/net/stream-server.js';
 import {
-  REQUESTED_MACROS,
-  canonicalMacroName,
-  negotiate,
-  senderAddress,
   startMilterServer,
-  type MilterServer,
   type MilterServerOptions,
   type MilterTransaction,
   type MilterVerdict,
@@ -41,13 +38,13 @@ const ALL_PROTOCOL_V6 = 0x1fffff;
 /** What a protocol-2 MTA can skip: NOCONNECT..NOEOH. */
 const ALL_PROTOCOL_V2 = 0x7f;
 
-const servers: MilterServer[] = [];
+const servers: ListenerHandle[] = [];
 after(async () => {
   await Promise.all(servers.map((s) => s.close(100)));
 });
 
 interface Harness {
-  readonly server: MilterServer;
+  readonly server: ListenerHandle;
   readonly metrics: Metrics;
   readonly seen: MilterTransaction[];
   readonly logs: () => Array<Record<string, unknown>>;

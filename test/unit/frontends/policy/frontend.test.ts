@@ -4,13 +4,15 @@ import { after, describe, it } from 'node:test';
 import pino from 'pino';
 import type { Decisions } from '../../../../src/frontends/decisions.js';
 import { encodeRequest } from '../../../../src/frontends/policy/codec.js';
-import { policyDryRun, startPolicyFrontend, type PolicyFrontend } from '../../../../src/frontends/policy/frontend.js';
+import { POLICY_FRONTEND, policyDryRun } from '../../../../src/frontends/policy/frontend.js';
+import { startFrontend } from '../../../../src/frontends/spec.js';
+import type { ListenerHandle } from '../../../../src/net/stream-server.js';
 import { createMetrics } from '../../../../src/observe/metrics.js';
 import type { Decision } from '../../../../src/trust/decide.js';
 import type { Facts } from '../../../../src/trust/facts.js';
 import { POLICY_ACTIONS, REASONS } from '../../../../src/trust/reasons.js';
 
-const frontends: PolicyFrontend[] = [];
+const frontends: ListenerHandle[] = [];
 after(async () => {
   await Promise.all(frontends.map((f) => f.close(100)));
 });
@@ -44,17 +46,19 @@ describe('policy frontend', () => {
       },
     };
     const metrics = createMetrics({ defaultMetrics: false });
-    const frontend = await startPolicyFrontend('127.0.0.1:0', {
-      limits: { maxLineBytes: 4096, maxRequestBytes: 16_384, maxAttributes: 100 },
-      idleTimeoutMs: 60_000,
-      requestTimeoutMs: 60_000,
-      maxConnections: 10,
-      maxConnectionBytes: 131_072,
-      heapWatermarkPercent: 99,
-      logger: pino({ level: 'silent' }),
-      metrics,
-      service,
-    });
+    const frontend = await startFrontend(
+      POLICY_FRONTEND,
+      '127.0.0.1:0',
+      {
+        limits: { maxLineBytes: 4096, maxRequestBytes: 16_384, maxAttributes: 100 },
+        texts: {},
+        idleTimeoutMs: 60_000,
+        requestTimeoutMs: 60_000,
+        maxConnectionBytes: 131_072,
+      },
+      { maxConnections: 10, heapWatermarkPercent: 99 },
+      { service, currentIndex: () => null, logger: pino({ level: 'silent' }), metrics },
+    );
     frontends.push(frontend);
     const rcpt = await ask(frontend.address, [
       ['request', 'smtpd_access_policy'],

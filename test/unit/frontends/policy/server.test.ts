@@ -8,12 +8,8 @@ import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { type PolicyRequest } from '../../../../src/frontends/policy/codec.js';
-import {
-  startPolicyServer,
-  type ConnectionInfo,
-  type PolicyServer,
-  type PolicyServerOptions,
-} from '../../../../src/frontends/policy/server.js';
+import { startPolicyServer, type ConnectionInfo, type PolicyServerOptions } from '../../../../src/frontends/policy/server.js';
+import type { ListenerHandle } from '../../../../src/net/stream-server.js';
 import { createMetrics, type Metrics } from '../../../../src/observe/metrics.js';
 import { POLICY_ACTIONS } from '../../../../src/trust/reasons.js';
 import { LISTENER_DEFAULTS } from '../../../../src/listener-defaults.js';
@@ -23,14 +19,14 @@ import { DEFAULT_POLICY_LIMITS } from '../../../../src/listener-defaults.js';
 const WAIT_LIMIT_MS = 5000;
 
 interface Harness {
-  server: PolicyServer;
+  server: ListenerHandle;
   metrics: Metrics;
   logs: Array<Record<string, unknown>>;
   logText: () => string;
   seen: ConnectionInfo[];
 }
 
-const servers: PolicyServer[] = [];
+const servers: ListenerHandle[] = [];
 after(async () => {
   await Promise.all(servers.map((s) => s.close(100)));
 });

@@ -8,11 +8,8 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { decodeReply, encodeRequest, type SocketmapReply } from '../../../../src/frontends/socketmap/codec.js';
 import { SocketmapTables } from '../../../../src/frontends/socketmap/maps.js';
-import {
-  startSocketmapServer,
-  type SocketmapServer,
-  type SocketmapServerOptions,
-} from '../../../../src/frontends/socketmap/server.js';
+import { startSocketmapServer, type SocketmapServerOptions } from '../../../../src/frontends/socketmap/server.js';
+import type { ListenerHandle } from '../../../../src/net/stream-server.js';
 import { createMetrics, type Metrics } from '../../../../src/observe/metrics.js';
 import type { WhitelistIndex } from '../../../../src/whitelist/whitelist-index.js';
 import { buildIndex } from '../../../support/index-builder.js';
@@ -23,13 +20,13 @@ const WAIT_LIMIT_MS = 10_000;
 const INDEX = buildIndex([['ch-exemple.fr', 'CN=mx.operateur-a.fr,OU=318310021300028,O=OPERATEUR A,ST=Paris (75),C=FR']]);
 const TABLES = new SocketmapTables({ tlsPolicy: 'secure match=hostname', transport: 'smtp-mssante:' });
 
-const servers: SocketmapServer[] = [];
+const servers: ListenerHandle[] = [];
 after(async () => {
   await Promise.all(servers.map((s) => s.close(100)));
 });
 
 interface Harness {
-  server: SocketmapServer;
+  server: ListenerHandle;
   metrics: Metrics;
   logs: () => Array<Record<string, unknown>>;
   setIndex(index: WhitelistIndex | null): void;
