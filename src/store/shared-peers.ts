@@ -51,6 +51,9 @@ function asStoreError(error: unknown): StoreError {
 }
 
 export class SharedPeerHistory implements PeerHistoryBackend {
+  /** The identities of the list in force (retain); null until the first list. */
+  private listed: ReadonlySet<string> | null = null;
+
   constructor(
     private readonly shared: PeerSightings,
     /** The state-dir backend: written at every sighting, answers when the store does not. */
@@ -85,6 +88,7 @@ export class SharedPeerHistory implements PeerHistoryBackend {
   }
 
   async list(): Promise<readonly PeerIdentityHistory[]> {
+    const listed = this.listed;
     let identities: PeerIdentity[];
     try {
       identities = await withDeadline(this.shared.list(), this.timeoutMs * LIST_DEADLINE_FACTOR);
@@ -95,6 +99,8 @@ export class SharedPeerHistory implements PeerHistoryBackend {
     this.health.succeeded('peers');
     const out: PeerIdentityHistory[] = [];
     for (const { identity, fingerprints } of identities) {
+      // Only identities of the list in force: the store may hold others (an older list, another writer).
+      if (listed !== null && !listed.has(identity)) continue;
       const seen: PeerFingerprintSeen[] = [];
       for (const f of fingerprints) {
         // What comes back is input: anything the ledger would not have written is left out.
@@ -107,8 +113,12 @@ export class SharedPeerHistory implements PeerHistoryBackend {
     return out;
   }
 
-  /** The local history follows the list in force; the store keeps its own bound (fingerprints per identity, listed identities only). */
+  /**
+   * The local history follows the list in force; the store's entries stay (another MX may still have
+   * the older list, the store bounds fingerprints per identity) but list() shows only listed identities.
+   */
   async retain(listed: ReadonlySet<string>): Promise<void> {
+    this.listed = listed;
     await this.local.retain?.(listed);
   }
 }

@@ -169,6 +169,19 @@ describe('SharedPeerHistory', () => {
     assert.equal(listed[0]!.fingerprints[0]!.lastSeen, T0 + 11, 'most recently seen first');
   });
 
+  test('list() shows only identities of the list in force: a store holding others (hostile, older list) adds nothing', async () => {
+    const store = new MemoryPeerSightings();
+    await store.record('not-listed.test', FP1, 'policy', T0);
+    const backend = new SharedPeerHistory(store, new MemoryPeerHistory(), health(), 50);
+    await backend.record(ID, FP1, 'policy', T0);
+    assert.equal((await backend.list()).length, 2, 'no list yet: everything the store holds');
+    await backend.retain(new Set([ID]));
+    assert.deepEqual(
+      (await backend.list()).map((h) => h.identity),
+      [ID],
+    );
+  });
+
   test('retain() follows the list in force locally', async () => {
     const local = new MemoryPeerHistory();
     const backend = new SharedPeerHistory(new MemoryPeerSightings(), local, health(), 50);
