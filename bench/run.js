@@ -18,8 +18,6 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  openSync,
-  closeSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -32,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { buildTransactions, corpusFile, milterOptneg, MILTER_END_OF_SESSION, scanList, socketmapCorpus } from './corpus.mjs';
 import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
+import { runLoad as runLoadOn, settle, startDaemon as startDaemonProcess, unitEnv } from './harness.mjs';
 import { postfwdAvailable, startPostfwd, startPostfwd1, writePostfwdRules } from './postfwd.mjs';
 import {
   HAS_TASKSET,
@@ -43,26 +42,14 @@ import {
   sleep,
   spawnPinned,
   stopChild,
-  waitReady,
 } from './procs.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(BENCH, '..');
 // BENCH_CLI: another build of the daemon to compare (an experiment), same rows, same floor.
 const CLI = process.env.BENCH_CLI ? resolve(process.env.BENCH_CLI) : join(REPO, 'dist', 'cli.js');
-/**
- * The daemon runs with the environment of the systemd unit (V8 heap sizing and malloc arenas for a
- * long-running daemon), as deployed; BENCH_NODE_OPTIONS overrides NODE_OPTIONS ('' for Node's
- * defaults), BENCH_UNIT_ENV=0 drops the unit's environment altogether (to A/B).
- */
-const UNIT_ENV = (() => {
-  if (process.env.BENCH_UNIT_ENV === '0') return {};
-  const text = readFileSync(join(REPO, 'deploy', 'systemd', 'mssante-policyd.service'), 'utf8');
-  const env = {};
-  for (const m of text.matchAll(/^Environment=([A-Z_]+)=(.*)$/gm)) env[m[1]] = m[2].replace(/^"|"$/g, '');
-  if (process.env.BENCH_NODE_OPTIONS !== undefined) env.NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS;
-  return env;
-})();
+/** The daemon runs with the environment of the systemd unit (harness.mjs unitEnv). */
+const UNIT_ENV = unitEnv();
 const SERVER_CPU = 0;
 const LOAD_CPU = 1;
 const M = 'mssante_policyd_';
@@ -351,126 +338,15 @@ async function startFloor() {
   return { child, pid: child.pid, policyPort: port };
 }
 
-async function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, signer = lists.signer }) {
-  const [policyPort, milterPort, httpPort, socketmapPort] = await freePorts(4);
-  const traceFile = join(tmp, `trace-${Date.now()}.log`);
-  // --trace-file (the set-up README recommends at high rates); BENCH_TRACE=stdout: stdout to the file.
-  const viaStdout = trace === 'file' && (process.env.BENCH_TRACE === 'stdout' || process.env.BENCH_CLI !== undefined);
-  const stdout = viaStdout ? openSync(traceFile, 'w') : 'ignore';
-  const stderrFile = join(tmp, `daemon-stderr-${Date.now()}.log`);
-  const stderr = openSync(stderrFile, 'w');
-  const http = `127.0.0.1:${httpPort}`;
-  const argv = [
-    CLI,
-    'serve',
-    '--whitelist',
-    listPath,
-    ...(signer !== null ? ['--signer', signer] : ['--allow-unsigned']),
-    // The real list dates from 2025: the age limit would refuse it at a first start.
-    '--max-list-age',
-    '0',
-    '--state-dir',
-    stateDir,
-    '--policy-listen',
-    `127.0.0.1:${policyPort}`,
-    '--milter-listen',
-    `127.0.0.1:${milterPort}`,
-    '--socketmap-listen',
-    `127.0.0.1:${socketmapPort}`,
-    '--http-listen',
-    http,
-    '--log-level',
-    'info',
-    ...(trace === 'file' && !viaStdout ? ['--trace-file', traceFile] : []),
-  ];
-  const t0 = performance.now();
-  const env = { ...process.env, ...UNIT_ENV };
-  const child = spawnPinned(SERVER_CPU, process.execPath, argv, { stdio: ['ignore', stdout, stderr], cwd: REPO, env });
-  if (typeof stdout === 'number') closeSync(stdout);
-  closeSync(stderr);
-  let readyMs;
-  try {
-    // Generous: on a busy machine the list worker (nice 19) may wait long for a CPU.
-    readyMs = await waitReady(http, 300_000, child, t0);
-  } catch (error) {
-    throw new Error(`${error.message}\n${readFileSync(stderrFile, 'utf8').slice(0, 2000)}`, { cause: error });
-  }
-  return { child, pid: child.pid, policyPort, milterPort, socketmapPort, http, readyMs, traceFile, stateDir };
-}
-
-/** Waits until the start-up load from the source has finished, so rows do not measure it. */
-async function settle(daemon) {
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const m = await scrape(daemon.http);
-    if ((m.get(`${M}whitelist_load_duration_seconds_count`) ?? 0) >= 1) break;
-    await sleep(100);
-  }
-  await sleep(500);
+function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, signer = lists.signer }) {
+  return startDaemonProcess({ cli: CLI, tmp, env: UNIT_ENV, cpu: SERVER_CPU, listPath, signer, stateDir, trace });
 }
 
 // ---- load rows ----------------------------------------------------------------------------------
 
-/**
- * Runs the load generator pinned to the other CPU against `server`; the server's CPU is read from
- * /proc when the measured window opens and closes.
- */
-async function runLoad(
-  server,
-  {
-    connections,
-    mode = 'persistent',
-    protocol = 'policy',
-    corpus,
-    port,
-    seconds = ROW_S,
-    warmupFullPass = false,
-    rate = 0,
-    withDescendants = false,
-    onMeasureStart,
-  },
-) {
-  const config = {
-    host: '127.0.0.1',
-    port: port ?? server.policyPort,
-    protocol,
-    mode,
-    connections,
-    durationMs: Math.round(seconds * 1000),
-    warmupMs: 1000,
-    warmupFullPass,
-    rate,
-    corpus,
-    timelineMs: 500,
-  };
-  const configFile = join(tmp, `load-${Date.now()}-${Math.random().toString(16).slice(2)}.json`);
-  writeFileSync(configFile, JSON.stringify(config));
-  const child = spawnPinned(LOAD_CPU, process.execPath, [join(BENCH, 'load.mjs'), '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let cpuStart = 0;
-  let cpuEnd = 0;
-  let result = null;
-  let rest = '';
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (chunk) => {
-    rest += chunk;
-    let nl;
-    while ((nl = rest.indexOf('\n')) >= 0) {
-      const line = JSON.parse(rest.slice(0, nl));
-      rest = rest.slice(nl + 1);
-      if (line.event === 'measure_start') {
-        cpuStart = cpuSeconds(server.pid, withDescendants);
-        onMeasureStart?.();
-      } else if (line.event === 'measure_end') cpuEnd = cpuSeconds(server.pid, withDescendants);
-      else if (line.event === 'result') result = line;
-    }
-  });
-  const code = await new Promise((r) => child.once('exit', r));
-  if (result === null) throw new Error(`load generator exited (${code}) without a result`);
-  result.serverCpuS = cpuEnd - cpuStart;
-  result.cpuUsPerRequest = result.requests > 0 ? (result.serverCpuS * 1e6) / result.requests : null;
-  return result;
+/** The load generator pinned to the other CPU against `server` (harness.mjs), ROW_S seconds unless told. */
+function runLoad(server, options) {
+  return runLoadOn(server, { seconds: ROW_S, ...options }, { tmp, cpu: LOAD_CPU });
 }
 
 async function loadRow(kind, label, server, options) {

@@ -16,16 +16,14 @@
  *
  *   npm run build && node bench/store.mjs [--seconds 20]
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { scanList } from './corpus.mjs';
 import { REAL_LIST } from './fixtures.mjs';
+import { startRedisServer } from './harness.mjs';
 import { buildSyntheticList } from './lists.mjs';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -42,20 +40,8 @@ const { sharedBuckets } = await dist('store/shared-buckets.js');
 const args = process.argv.slice(2);
 const SECONDS = Number(args[args.indexOf('--seconds') + 1] ?? 20) || 20;
 
-const port = await new Promise((ok) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const p = s.address().port;
-    s.close(() => ok(p));
-  });
-});
-const dir = mkdtempSync(join(tmpdir(), 'bench-redis-'));
-writeFileSync(join(dir, 'redis.conf'), `port ${port}\nbind 127.0.0.1\nsave ""\nappendonly no\ndir ${dir}\nlogfile ""\n`);
-const redis = spawn('redis-server', [join(dir, 'redis.conf')], { stdio: ['ignore', 'pipe', 'inherit'] });
-await new Promise((ok) => redis.stdout.on('data', (c) => /Ready to accept/.test(String(c)) && ok()));
-const redisCpuMs = () => {
-  const f = readFileSync(`/proc/${redis.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
-};
+const redis = await startRedisServer();
+const redisCpuMs = () => redis.cpuSeconds() * 1000;
 
 const xml = existsSync(REAL_LIST) ? readFileSync(REAL_LIST) : Buffer.from(await buildSyntheticList(6500));
 const prepared = prepareList(xml, { trust: null, allowUnsigned: true, maxEntries: 200_000 });
@@ -77,7 +63,7 @@ for (let i = 0; i < 4096; i++) {
   });
 }
 
-const store = new RedisStore({ url: `redis://127.0.0.1:${port}`, password: null, ca: null, timeoutMs: 1000 });
+const store = new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 1000 });
 while (store.redis.status !== 'ready') await new Promise((r) => setTimeout(r, 20));
 let pending = 0;
 let errors = 0;
@@ -163,4 +149,4 @@ console.log(
   `store round trip p50 ${(roundTrip.percentile(50) / 1e6).toFixed(2)} ms, p99 ${(roundTrip.percentile(99) / 1e6).toFixed(2)} ms; redis-server CPU ${((redisMs * 1000) / arms[1].requests).toFixed(2)} µs / message`,
 );
 await store.close();
-redis.kill();
+await redis.stop();

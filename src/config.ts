@@ -356,7 +356,7 @@ export const SETTINGS = [
     key: 'store',
     kind: 'string?',
     default: null,
-    help: 'redis:// or rediss:// URL of a Redis >= 6 or Valkey shared by the MX of one operator (operator buckets, fleet registry); never needed to decide; no password in the URL (--store-password-file or env MSSANTE_POLICYD_STORE_PASSWORD); default: none, all in memory',
+    help: 'redis:// or rediss:// URL of a Redis >= 6 or Valkey shared by the MX of one operator (operator buckets, certificate history, fleet registry); never needed to decide; no password in the URL (--store-password-file or env MSSANTE_POLICYD_STORE_PASSWORD); default: none, all in memory',
   },
   {
     key: 'store-ca-file',

@@ -157,7 +157,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   lifecycle.onSwap((index) => operators.setList(index));
   // The fleet learns of a new list at once, not at the next registration (after the swap has finished: a microtask later).
   lifecycle.onSwap(() => void Promise.resolve().then(() => shared.fleet.tick()));
-  const peers = createPeerLedger(config.stateDir, metrics, logger.child({ component: 'peers' }));
+  const peers = createPeerLedger(config.stateDir, metrics, logger.child({ component: 'peers' }), Date.now, shared.peerHistory);
   lifecycle.onSwap((index) => peers.ledger.setList(index));
   const service = new DecisionService({
     currentIndex: () => lifecycle.current(),

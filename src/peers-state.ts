@@ -156,7 +156,8 @@ export class PeerHistoryFileStore implements PeerHistoryBackend {
 class RefusedFile extends Error {}
 
 /**
- * The daemon's ledger: the state-dir history, read back now, and a sink that logs each certificate
+ * The daemon's ledger: the state-dir history, read back now (shared through the store with --store:
+ * the state dir then keeps this instance's sightings and answers while the store does not), and a sink that logs each certificate
  * change (`peer_certificate_changed`) and counts it. `close()` writes the last changes (shutdown).
  */
 export function createPeerLedger(
@@ -164,12 +165,14 @@ export function createPeerLedger(
   metrics: Pick<Metrics, 'peerCertificateChanges' | 'peerFingerprintsMalformed'>,
   logger: Logger,
   clock: () => number = Date.now,
+  /** With --store: wraps the state-dir backend in the shared one (store/open.ts); default: the state dir alone. */
+  shared: (local: PeerHistoryBackend) => PeerHistoryBackend = (local) => local,
 ): { readonly ledger: PeerLedger; readonly store: PeerHistoryFileStore; close(): Promise<void> } {
   const store = new PeerHistoryFileStore(stateDir, logger, clock);
   store.load();
   let lastFailureLog = -Infinity;
   const ledger = new PeerLedger(
-    store,
+    shared(store),
     {
       changed: (change) => {
         metrics.peerCertificateChanges.inc({ frontend: change.frontend });

@@ -9,8 +9,11 @@ import type { OperatorBucketFactory } from '../trust/operators.js';
 import { describeStore, parseStoreUrl } from './endpoint.js';
 import { FleetRegistry, newInstanceId, type InstanceState } from './fleet.js';
 import { MemoryStore } from './memory-store.js';
+import { RedisPeerHistory } from './peer-history.js';
 import { RedisStore } from './redis-store.js';
 import { sharedBuckets, type StoreHealth } from './shared-buckets.js';
+import { SharedPeerHistory } from './shared-peers.js';
+import type { PeerHistoryBackend } from '../trust/peers.js';
 import type { SharedStore, StoreError, StoreOp } from './store.js';
 
 /** Not a setting: a setting is also a flag, and a password must never be in argv. */
@@ -38,6 +41,11 @@ export interface OpenedStore {
   /** The ledger's bucket factory with --store; undefined: in-memory buckets, as without a store. */
   readonly buckets: OperatorBucketFactory | undefined;
   readonly fleet: FleetRegistry;
+  /**
+   * With --store: the certificate history backend that shares the store's, over `local` (the
+   * state-dir one, which answers while the store does not); without: `local` itself.
+   */
+  readonly peerHistory: (local: PeerHistoryBackend) => PeerHistoryBackend;
   close(): Promise<void>;
 }
 
@@ -122,6 +130,10 @@ export function openStore(
     health,
     buckets: settings.store === null ? undefined : sharedBuckets(store, health),
     fleet,
+    peerHistory: (local) =>
+      store instanceof RedisStore
+        ? new SharedPeerHistory(new RedisPeerHistory(store.redis), local, health, settings.storeTimeoutMs)
+        : local,
     async close() {
       await fleet.stop();
       await store.close();

@@ -1,7 +1,8 @@
 /**
  * The certificate fingerprints seen per listed identity, shared by every MX of a fleet: a renewal seen
  * on one MX is not news again on the next. The method shape of src/trust/peers.ts's PeerHistoryBackend
- * (the ledger of the "list changes" issue), so the lead can plug it in beside the state-dir one.
+ * (the ledger of the "list changes" issue); shared-peers.ts adapts it to that interface, over the
+ * state-dir backend.
  *
  * One atomic script per sighting: it reads the identity's last fingerprint, adds the new one with its
  * first-seen time, updates last-seen, and trims the identity to PEER_FINGERPRINTS_MAX fingerprints
@@ -17,6 +18,7 @@ export const PEER_FINGERPRINTS_MAX = 16;
 /** Identities listed at most by list(): the list holds ~6 500 certificates. */
 export const PEER_IDENTITIES_MAX = 100_000;
 const MAX_TEXT = 1024;
+const LIST_CHUNK = 512;
 
 export interface PeerSighting {
   /** No fingerprint was known for this identity under this value. */
@@ -99,31 +101,37 @@ export class RedisPeerHistory {
     return { isNew: isNew === 1, previous: previous === '' ? null : previous, firstSeen };
   }
 
+  private async readIdentity(idPart: string): Promise<PeerIdentity | null> {
+    const [firstKey, lastKey, metaKey] = keys(idPart);
+    const [identity, firsts, lasts] = await Promise.all([
+      this.client.hget(metaKey, 'identity'),
+      this.client.zrange(firstKey, 0, this.maxPerIdentity - 1, 'WITHSCORES'),
+      this.client.hgetall(lastKey),
+    ]);
+    if (!text(identity) || keyPart(identity) !== idPart) return null;
+    const fingerprints: PeerFingerprint[] = [];
+    for (let i = 0; i + 1 < firsts.length; i += 2) {
+      const fingerprint = firsts[i]!;
+      const firstSeen = Number(firsts[i + 1]);
+      const m = /^(\d{1,16}) ([\w-]{1,32})$/.exec(lasts[fingerprint] ?? '');
+      if (!text(fingerprint) || !Number.isSafeInteger(firstSeen) || m === null) continue;
+      fingerprints.push({ fingerprint, firstSeen, lastSeen: Number(m[1]), frontend: m[2]! });
+    }
+    fingerprints.sort((a, b) => b.firstSeen - a.firstSeen);
+    return fingerprints.length > 0 ? { identity, fingerprints } : null;
+  }
+
   /** Every identity seen with its fingerprints, newest first-seen first; garbled entries left out. */
   async list(): Promise<PeerIdentity[]> {
     try {
       const indexKey = `${KEY_PREFIX}peers`;
       if ((await this.client.scard(indexKey)) > PEER_IDENTITIES_MAX) throw new StoreError('peers', 'too many identities');
+      const idParts = (await this.client.smembers(indexKey)).filter((idPart) => /^[0-9a-f]{32}$/.test(idPart));
       const out: PeerIdentity[] = [];
-      for (const idPart of await this.client.smembers(indexKey)) {
-        if (!/^[0-9a-f]{32}$/.test(idPart)) continue;
-        const [firstKey, lastKey, metaKey] = keys(idPart);
-        const [identity, firsts, lasts] = await Promise.all([
-          this.client.hget(metaKey, 'identity'),
-          this.client.zrange(firstKey, 0, this.maxPerIdentity - 1, 'WITHSCORES'),
-          this.client.hgetall(lastKey),
-        ]);
-        if (!text(identity) || keyPart(identity) !== idPart) continue;
-        const fingerprints: PeerFingerprint[] = [];
-        for (let i = 0; i + 1 < firsts.length; i += 2) {
-          const fingerprint = firsts[i]!;
-          const firstSeen = Number(firsts[i + 1]);
-          const m = /^(\d{1,16}) ([\w-]{1,32})$/.exec(lasts[fingerprint] ?? '');
-          if (!text(fingerprint) || !Number.isSafeInteger(firstSeen) || m === null) continue;
-          fingerprints.push({ fingerprint, firstSeen, lastSeen: Number(m[1]), frontend: m[2]! });
-        }
-        fingerprints.sort((a, b) => b.firstSeen - a.firstSeen);
-        if (fingerprints.length > 0) out.push({ identity, fingerprints });
+      // Identities read LIST_CHUNK at a time: one pipelined write each (auto-pipelining), not one round trip each.
+      for (let i = 0; i < idParts.length; i += LIST_CHUNK) {
+        const chunk = await Promise.all(idParts.slice(i, i + LIST_CHUNK).map((idPart) => this.readIdentity(idPart)));
+        for (const entry of chunk) if (entry !== null) out.push(entry);
       }
       return out.sort((a, b) => (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0));
     } catch (error) {

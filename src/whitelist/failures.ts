@@ -158,3 +158,19 @@ export const LOAD_FAILURES: readonly LoadFailure[] = Object.freeze(Object.keys(L
 export const TRANSIENT_FAILURES: ReadonlySet<LoadFailure> = new Set(
   LOAD_FAILURES.filter((id) => LOAD_FAILURE_INFO[id].transient),
 );
+
+/**
+ * Refusals of one source's copy rather than of the list the ANS publishes: stale (older than the list in
+ * force, older than --max-list-age), damaged or unverifiable (document and signature stages, except
+ * list_unsigned, which is this host's settings). With several --whitelist sources the next is tried at
+ * once. Not list_shrink / list_rebind (a validly signed list's content: a human decides, check
+ * --accept), nor list_from_future (this host's clock), entries or worker failures.
+ */
+export const TRY_NEXT_SOURCE: ReadonlySet<LoadFailure> = new Set(
+  LOAD_FAILURES.filter(
+    (id) =>
+      ((LOAD_FAILURE_INFO[id].stage === 'document' || LOAD_FAILURE_INFO[id].stage === 'signature') && id !== 'list_unsigned') ||
+      id === 'list_older' ||
+      id === 'list_too_old',
+  ),
+);

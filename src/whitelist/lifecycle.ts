@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { Metrics } from '../observe/metrics.js';
-import { LOAD_FAILURES, TRANSIENT_FAILURES, type LoadFailure } from './failures.js';
+import { LOAD_FAILURES, TRANSIENT_FAILURES, TRY_NEXT_SOURCE, type LoadFailure } from './failures.js';
 import { guardList } from './guard.js';
 import { ChangeJournal, type DomainHistory } from './change-journal.js';
 import { CHANGE_KINDS, changeCounts, refOf, type ListChange, type ListDiff } from './changes.js';
@@ -326,7 +326,13 @@ export class ListLifecycle {
     const prepared = await this.prepare(fetched.body);
     if (!prepared.ok) {
       this.recordFailure(prepared.reason, prepared.detail, trigger);
-      return { outcome: 'failed', reason: prepared.reason, detail: prepared.detail };
+      return (
+        (await this.tryNextSource(prepared.reason, trigger)) ?? {
+          outcome: 'failed',
+          reason: prepared.reason,
+          detail: prepared.detail,
+        }
+      );
     }
     const list = prepared.list;
     const index = indexOf(list);
@@ -352,7 +358,9 @@ export class ListLifecycle {
     if (guard.verdict === 'refuse') {
       await this.keepRefusedCopy(fetched.body);
       this.recordFailure(guard.reason, guard.detail, trigger);
-      return { outcome: 'failed', reason: guard.reason, detail: guard.detail };
+      return (
+        (await this.tryNextSource(guard.reason, trigger)) ?? { outcome: 'failed', reason: guard.reason, detail: guard.detail }
+      );
     }
     // Written first, then put in force: once a load reports success, the restart copy is that list
     // (a failed write is logged and counted, and the list is put in force all the same).
@@ -367,6 +375,28 @@ export class ListLifecycle {
     );
     if (previous !== null && guard.change !== null) await this.recordChange(previous.index, index, guard.change, trigger);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
+  }
+
+  /**
+   * Several sources, and the list of the one that answered was refused as that copy's fault (stale,
+   * damaged, unverifiable: TRY_NEXT_SOURCE): the sources after it, in order, within this load. The
+   * refusal is counted and logged all the same. null: one source, another kind of refusal, none left.
+   */
+  private async tryNextSource(reason: LoadFailure, trigger: LoadTrigger): Promise<LoadResult | null> {
+    if (!TRY_NEXT_SOURCE.has(reason) || this.source.fetchAfterRefused === undefined) return null;
+    const refusedFrom = this.options.sourceUsed?.() ?? this.options.sourceDescription;
+    const previous = this.stateStale ? null : (this.inForce?.validators ?? null);
+    const next = await this.source.fetchAfterRefused(previous, this.abort.signal);
+    if (next === null) return null;
+    this.logger.warn(
+      { event: 'list_source_refused', trigger, reason, source: refusedFrom },
+      "this source's list was refused: the next source was asked",
+    );
+    if (next.kind === 'not_modified' && this.inForce !== null) {
+      this.recordUnchanged(trigger, 'next source not modified');
+      return { outcome: 'unchanged' };
+    }
+    return this.failOrApply(next, trigger);
   }
 
   /** The list the guard refused, verified, for `check --accept` to read whatever the source (an https URL too). */

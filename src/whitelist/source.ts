@@ -64,6 +64,12 @@ export interface ListSource {
   /** For logs, HTTP and the state dir: the path, or the URL without userinfo, query or fragment (redactLocation). */
   readonly description: string;
   fetch(previous: SourceValidators | null, signal?: AbortSignal): Promise<FetchOutcome>;
+  /**
+   * Several sources (sources.ts): the list the last answering source served was refused as that
+   * copy's fault (stale, unverifiable: failures.ts TRY_NEXT_SOURCE); fetch from the sources after it,
+   * in order. null: none is left. Absent: one source.
+   */
+  fetchAfterRefused?(previous: SourceValidators | null, signal?: AbortSignal): Promise<FetchOutcome | null>;
 }
 
 /**

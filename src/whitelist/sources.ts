@@ -4,6 +4,9 @@
  *
  * Failover: a fetch tries the sources in order and takes the first that answers (a list, or
  * not-modified); a source that fails (network, HTTP status, size, file) passes the turn to the next.
+ * So does a source whose list the life cycle then refuses as that copy's fault (older than the list in
+ * force, too old, not well-formed, a signature that does not verify: failures.ts TRY_NEXT_SOURCE),
+ * through fetchAfterRefused; a list refused for what it says (shrink, rebind) waits for a human.
  * The transport carries no trust: whatever source the bytes come from, the life cycle verifies the
  * signature, the guards (no older list than the one in force, shrink, rebinding) and --max-list-age.
  */
@@ -120,10 +123,21 @@ export class FailoverSource implements ListSource {
       : { position: this.lastPosition, description: this.sources[this.lastPosition - 1]!.description };
   }
 
-  async fetch(previous: SourceValidators | null, signal?: AbortSignal): Promise<FetchOutcome> {
+  fetch(previous: SourceValidators | null, signal?: AbortSignal): Promise<FetchOutcome> {
+    return this.fetchFrom(0, previous, signal);
+  }
+
+  /** The source after the one that answered last, and on: its list was refused (stale, unverifiable). */
+  async fetchAfterRefused(previous: SourceValidators | null, signal?: AbortSignal): Promise<FetchOutcome | null> {
+    if (this.lastPosition === 0 || this.lastPosition >= this.sources.length || signal?.aborted === true) return null;
+    return this.fetchFrom(this.lastPosition, previous, signal);
+  }
+
+  private async fetchFrom(start: number, previous: SourceValidators | null, signal?: AbortSignal): Promise<FetchOutcome> {
     const failures: string[] = [];
     let last: FetchOutcome | null = null;
-    for (const [i, source] of this.sources.entries()) {
+    for (let i = start; i < this.sources.length; i++) {
+      const source = this.sources[i]!;
       const position = i + 1;
       const outcome = await source.fetch(position === this.validatorsFrom ? previous : null, signal);
       if (outcome.kind !== 'failed') {
@@ -137,7 +151,7 @@ export class FailoverSource implements ListSource {
     }
     if (last === null || last.kind !== 'failed') return failed('source_unreachable', 'no source tried');
     // The last reason (a bounded id) with every source's: /v1/whitelist says why each one failed.
-    return this.sources.length === 1
+    return this.sources.length - start === 1
       ? last
       : { ...last, detail: `every source failed: ${failures.join('; ')} (last: ${last.detail})` };
   }

@@ -190,3 +190,32 @@ export class SmtpSession {
     this.socket.destroy();
   }
 }
+
+/** Postfix disconnects a client after smtpd_hard_error_limit (20) errors: sendMessages reconnects well before. */
+export const MAX_SESSION_ERRORS = 8;
+
+/**
+ * Sends `count` messages once each through sessions presenting `cert`, reconnecting before Postfix's
+ * error limit; `pauseMs` after each answer (0: as fast as the machine lets it).
+ */
+export async function sendMessages(
+  port: number,
+  cert: { readonly certPath: string; readonly keyPath: string },
+  from: string,
+  recipients: readonly string[],
+  count: number,
+  pauseMs = 0,
+): Promise<MessageOutcome[]> {
+  const outcomes: MessageOutcome[] = [];
+  let session = await SmtpSession.open(port, cert);
+  for (let i = 0; i < count; i++) {
+    if (session.errors >= MAX_SESSION_ERRORS) {
+      await session.quit();
+      session = await SmtpSession.open(port, cert);
+    }
+    outcomes.push(await session.send(from, recipients));
+    if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+  }
+  await session.quit();
+  return outcomes;
+}

@@ -10,7 +10,17 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { startDaemon, freePort, type DaemonHandle } from '../../support/daemon.js';
-import { BASE_ENTRIES, createListSigner, isoDays, listInForce, logRecords, metricNow, tempDir } from '../../support/faults.js';
+import {
+  BASE_ENTRIES,
+  createListSigner,
+  isoDays,
+  listInForce,
+  logRecords,
+  metricNow,
+  replaceFile,
+  tempDir,
+  waitFor,
+} from '../../support/faults.js';
 
 const daemons: DaemonHandle[] = [];
 const signer = createListSigner();
@@ -85,4 +95,42 @@ test('a mirror that serves a tampered list is refused like any source; nothing i
     /not ready[\s\S]*"reason":"signature_digest_mismatch"/,
     'refused by the signature check: /readyz stays 503',
   );
+});
+
+test('a first source serving a stale or tampered copy passes the turn to the next within the same load', async () => {
+  const dir = tempDir('failover');
+  const first = join(dir, 'first.xml');
+  const second = join(dir, 'second.xml');
+  const sha = (xml: string): string => createHash('sha256').update(xml).digest('hex');
+  writeFileSync(first, signer.sign(BASE_ENTRIES, isoDays(-3)));
+  writeFileSync(second, signer.sign(BASE_ENTRIES, isoDays(-3)));
+  const fed = await start([first, second]);
+  assert.equal((await listInForce(fed)).source, first);
+
+  // The first source now serves an older signed list (a stale mirror, or a replay): list_older, then the second.
+  replaceFile(first, signer.sign(BASE_ENTRIES, isoDays(-10)));
+  const newer = signer.sign(BASE_ENTRIES, isoDays(-2));
+  replaceFile(second, newer);
+  // The refusal shows on /v1/whitelist before the second source's list is in force: wait for that list.
+  fed.signal('SIGHUP');
+  const afterRollback = await waitFor('the second source in force', async () => {
+    const status = await listInForce(fed);
+    return status.sha256 === sha(newer) ? status : null;
+  });
+  assert.equal(afterRollback.source, second);
+  assert.equal(await metricNow(fed, 'whitelist_source_position'), 2);
+  assert.equal(await metricNow(fed, 'whitelist_load_failures_total', { reason: 'list_older' }), 1);
+  assert.equal(logRecords(fed, 'list_source_refused').length, 1);
+
+  // A tampered copy at the first source: the signature refuses it, the second is asked.
+  replaceFile(first, signer.sign(BASE_ENTRIES, isoDays(-1)).replace('op1.mssante.test', 'evil.mssante.test'));
+  const newest = signer.sign(BASE_ENTRIES, isoDays(-1));
+  replaceFile(second, newest);
+  fed.signal('SIGHUP');
+  const afterTamper = await waitFor('the second source in force again', async () => {
+    const status = await listInForce(fed);
+    return status.sha256 === sha(newest) ? status : null;
+  });
+  assert.equal(afterTamper.source, second);
+  assert.equal(await metricNow(fed, 'whitelist_load_failures_total', { reason: 'signature_digest_mismatch' }), 1);
 });

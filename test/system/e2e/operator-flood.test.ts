@@ -21,7 +21,7 @@ import { REASONS } from '../../../src/trust/reasons.js';
 import { startDaemon, type DaemonHandle } from '../../support/daemon.js';
 import { makePki, postfixE2eMissing, type Pki } from '../../support/postfix-scenarios.js';
 import { startPostfix, type PostfixInstance } from '../../support/postfix.js';
-import { SmtpSession, type MessageOutcome } from '../../support/smtp-session.js';
+import { MAX_SESSION_ERRORS, sendMessages, SmtpSession, type MessageOutcome } from '../../support/smtp-session.js';
 import { sendMail } from '../../support/swaks.js';
 import { buildListXml } from '../../support/xmlsec.js';
 
@@ -29,8 +29,6 @@ const RECIPIENTS = ['dr.martin@destinataire.mssante.test', 'dr.durand@destinatai
 const A_CN = 'mx.op1.mssante.test';
 const B_CN = 'mx.op2.mssante.test';
 const RATE = ['--operator-rate', '5', '--operator-burst', '10'];
-/** Postfix disconnects a client after smtpd_hard_error_limit (20) errors: reconnect well before. */
-const MAX_SESSION_ERRORS = 8;
 const B_PAUSE_MS = 500;
 const RETRY_PAUSE_MS = 1000;
 /** Not a speed requirement: how long before a stuck run is reported (5/s × 490 deferred ≈ 100 s by design). */
@@ -38,20 +36,9 @@ const DEADLINE_MS = 240_000;
 
 const missing = postfixE2eMissing();
 
-/** Sends each message once through sessions of `cert`, reconnecting before Postfix's error limit. */
-async function sendAll(port: number, cert: Pki['op1'], from: string, count: number, pauseMs: number): Promise<MessageOutcome[]> {
-  const outcomes: MessageOutcome[] = [];
-  let session = await SmtpSession.open(port, cert);
-  for (let i = 0; i < count; i++) {
-    if (session.errors >= MAX_SESSION_ERRORS) {
-      await session.quit();
-      session = await SmtpSession.open(port, cert);
-    }
-    outcomes.push(await session.send(from, RECIPIENTS));
-    if (pauseMs > 0) await sleep(pauseMs);
-  }
-  await session.quit();
-  return outcomes;
+/** Each message once, through sessions of `cert` (test/support/smtp-session.ts). */
+function sendAll(port: number, cert: Pki['op1'], from: string, count: number, pauseMs: number): Promise<MessageOutcome[]> {
+  return sendMessages(port, cert, from, RECIPIENTS, count, pauseMs);
 }
 
 /**

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import { pino } from 'pino';
 import { createMetrics, type Metrics } from '../../../src/observe/metrics.js';
-import { LOAD_FAILURES, TRANSIENT_FAILURES, type LoadFailure } from '../../../src/whitelist/failures.js';
+import { LOAD_FAILURES, TRANSIENT_FAILURES, TRY_NEXT_SOURCE, type LoadFailure } from '../../../src/whitelist/failures.js';
 import { MAX_FUTURE_SKEW_MS } from '../../../src/whitelist/guard.js';
 import {
   ListLifecycle,
@@ -25,6 +25,7 @@ import {
 import type { ListFailure, PreparedList } from '../../../src/whitelist/prepare.js';
 import type { PrepareJob, PrepareOutcome } from '../../../src/whitelist/prepare-worker.js';
 import type { FetchOutcome, ListSource, SourceValidators } from '../../../src/whitelist/source.js';
+import { FailoverSource } from '../../../src/whitelist/sources.js';
 import { STATE_LIST_FILE, addAcceptedHash } from '../../../src/whitelist/state.js';
 import { validateEntries } from '../../../src/whitelist/validate.js';
 import { rawEntry } from '../../support/index-builder.js';
@@ -98,7 +99,7 @@ class FakePreparer implements ListPreparer {
 
 /** Serves one body, answers not-modified to matching validators (as HTTP 304 and the file source do), or fails. */
 class FakeSource implements ListSource {
-  readonly description = 'fake://list';
+  constructor(readonly description = 'fake://list') {}
   readonly calls: Array<SourceValidators | null> = [];
   private outcome:
     { kind: 'body'; bytes: Buffer } | { kind: 'fail'; reason: LoadFailure & `source_${string}` } | { kind: 'not_modified' } = {
@@ -168,7 +169,18 @@ interface World {
 let dirs: string[] = [];
 let worlds: World[] = [];
 
-function world(overrides: Partial<LifecycleOptions> = {}): World {
+/** Several FakeSources behind one FailoverSource (--whitelist repeated), as the daemon wires them. */
+function failoverWorld(
+  count: number,
+  overrides: Partial<LifecycleOptions> = {},
+): World & { readonly sources: FakeSource[]; readonly failover: FailoverSource } {
+  const sources = Array.from({ length: count }, (_, i) => new FakeSource(`fake://source-${i + 1}`));
+  const failover = new FailoverSource(sources);
+  const w = world({ ...overrides, sourceUsed: () => failover.lastUsed?.description ?? failover.description }, failover);
+  return { ...w, sources, failover };
+}
+
+function world(overrides: Partial<LifecycleOptions> = {}, listSource?: ListSource): World {
   const dir = mkdtempSync(join(tmpdir(), 'lifecycle-test-'));
   dirs.push(dir);
   const stateDir = overrides.stateDir ?? join(dir, 'state');
@@ -192,7 +204,7 @@ function world(overrides: Partial<LifecycleOptions> = {}): World {
   const source = new FakeSource();
   const preparer = new FakePreparer();
   const clock = { ms: NOW };
-  const lifecycle = new ListLifecycle(options, source, metrics, logger, () => new Date(clock.ms), preparer);
+  const lifecycle = new ListLifecycle(options, listSource ?? source, metrics, logger, () => new Date(clock.ms), preparer);
   const w = { lifecycle, source, preparer, metrics, logs, stateDir, clock };
   worlds.push(w);
   return w;
@@ -463,3 +475,83 @@ describe('ListLifecycle (in-process, mock timers)', { timeout: 120_000 }, () => 
     assert.equal(r.outcome, 'failed');
   });
 });
+
+describe(
+  "several sources: a copy refused as that source's fault passes the turn to the next (issue 24)",
+  { timeout: 120_000 },
+  () => {
+    const CURRENT = { generatedAt: '2026-05-20T00:00:00Z', domains: 20, tag: 'current' } as const;
+    const NEWER = { generatedAt: '2026-05-30T00:00:00Z', domains: 20, tag: 'newer' } as const;
+    const OLDER = { generatedAt: '2026-05-01T00:00:00Z', domains: 20, tag: 'older' } as const;
+
+    it('source 1 serves a list older than the one in force: source 2 is asked in the same load, its list goes in force', async () => {
+      const w = failoverWorld(2);
+      w.sources[0]!.serve(CURRENT);
+      w.sources[1]!.serve(NEWER);
+      assert.equal((await w.lifecycle.reload('startup')).outcome, 'loaded');
+      assert.equal(w.failover.lastUsed?.position, 1);
+      // Source 1 now serves a rollback (a stale mirror, or someone replaying an old signed list).
+      w.sources[0]!.serve(OLDER);
+      assert.deepEqual(await w.lifecycle.reload('sighup'), { outcome: 'loaded', domains: 20, rejected: 0 });
+      assert.equal(w.failover.lastUsed?.position, 2);
+      assert.equal(w.lifecycle.state().inForce?.source, 'fake://source-2');
+      assert.equal(w.lifecycle.current()?.generatedAt, NEWER.generatedAt);
+      assert.equal(await failures(w.metrics, 'list_older'), 1, 'the refusal is counted all the same');
+      assert.equal(w.logs.filter((l) => l.event === 'list_source_refused').length, 1);
+    });
+
+    it('a signature failure on source 1 also tries source 2; source 2 holding the list in force is "unchanged"', async () => {
+      const w = failoverWorld(2);
+      w.sources[0]!.serve(CURRENT);
+      await w.lifecycle.reload('startup');
+      w.sources[0]!.serve({ refuse: 'signature_invalid' });
+      w.sources[1]!.serve(CURRENT);
+      assert.deepEqual(await w.lifecycle.reload('sighup'), { outcome: 'unchanged' });
+      assert.equal(await failures(w.metrics, 'signature_invalid'), 1);
+      assert.equal(w.sources[1]!.calls.length, 1);
+    });
+
+    it('every source stale: the last refusal is the result, the list in force stays', async () => {
+      const w = failoverWorld(3);
+      w.sources[0]!.serve(CURRENT);
+      await w.lifecycle.reload('startup');
+      w.sources[0]!.serve(OLDER);
+      w.sources[1]!.fail('source_unreachable');
+      w.sources[2]!.serve({ refuse: 'signature_digest_mismatch' });
+      const r = await w.lifecycle.reload('sighup');
+      assert.equal(r.outcome === 'failed' && r.reason, 'signature_digest_mismatch');
+      assert.equal(w.lifecycle.current()?.generatedAt, CURRENT.generatedAt);
+      assert.deepEqual(
+        w.sources.map((x) => x.calls.length),
+        [2, 1, 1],
+        'each source asked once in the load',
+      );
+    });
+
+    it('a refusal for what a valid list says (shrink) waits for a human: the next source is not asked', async () => {
+      const w = failoverWorld(2);
+      w.sources[0]!.serve(CURRENT);
+      await w.lifecycle.reload('startup');
+      w.sources[0]!.serve({ generatedAt: '2026-05-25T00:00:00Z', domains: 5 });
+      w.sources[1]!.serve(NEWER);
+      const r = await w.lifecycle.reload('sighup');
+      assert.equal(r.outcome === 'failed' && r.reason, 'list_shrink');
+      assert.equal(w.sources[1]!.calls.length, 0);
+      assert.ok(
+        !TRY_NEXT_SOURCE.has('list_shrink') && !TRY_NEXT_SOURCE.has('list_rebind') && !TRY_NEXT_SOURCE.has('list_unsigned'),
+      );
+      assert.ok(
+        TRY_NEXT_SOURCE.has('list_older') && TRY_NEXT_SOURCE.has('list_too_old') && TRY_NEXT_SOURCE.has('signer_untrusted'),
+      );
+    });
+
+    it('nothing in force and source 1 too old for --max-list-age: source 2 fresh list loads', async () => {
+      const w = failoverWorld(2, { maxListAgeDays: 7 });
+      w.sources[0]!.serve({ generatedAt: isoAt(NOW - 30 * 24 * HOUR), domains: 20 });
+      w.sources[1]!.serve({ generatedAt: isoAt(NOW - HOUR), domains: 20 });
+      assert.equal((await w.lifecycle.reload('startup')).outcome, 'loaded');
+      assert.equal(w.lifecycle.state().inForce?.source, 'fake://source-2');
+      assert.equal(await failures(w.metrics, 'list_too_old'), 1);
+    });
+  },
+);
