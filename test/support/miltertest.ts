@@ -62,7 +62,7 @@ export class MilterTestClient {
   }
 
   /** The next reply packet; rejects if the server closes first or nothing comes within timeoutMs. */
-  async readPacket(timeoutMs = 5000): Promise<ReplyPacket> {
+  async readPacket(timeoutMs = 30_000): Promise<ReplyPacket> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (this.buffer.length >= 4) {

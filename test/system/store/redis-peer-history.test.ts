@@ -24,8 +24,8 @@ async function connected(store: RedisStore): Promise<void> {
 test('two MX share one certificate history per identity: new, known, changed; bounded; listed', async (t) => {
   const redis = await startRedis(t);
   if (redis === null) return;
-  const mx1 = new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 2000 });
-  const mx2 = new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 2000 });
+  const mx1 = new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 10_000 });
+  const mx2 = new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 10_000 });
   t.after(() => Promise.all([mx1.close(), mx2.close()]));
   await Promise.all([connected(mx1), connected(mx2)]);
   const h1 = new RedisPeerHistory(mx1.redis, 3);
@@ -76,7 +76,7 @@ test('concurrent sightings of one new fingerprint: exactly one is new', async (t
 test('hostile store content: garbled entries are skipped; unbounded input is refused', async (t) => {
   const redis = await startRedis(t);
   if (redis === null) return;
-  const store = new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 2000 });
+  const store = new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 10_000 });
   const raw = redis.client();
   t.after(async () => {
     await store.close();

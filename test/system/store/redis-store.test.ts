@@ -25,7 +25,7 @@ function record(id: string, listSha256: string | null = SHA): Omit<InstanceRecor
 }
 
 function storeFor(redis: RedisInstance, extra: Partial<ConstructorParameters<typeof RedisStore>[0]> = {}): RedisStore {
-  return new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 2000, ...extra });
+  return new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 10_000, ...extra });
 }
 
 /** The first call may come before the connection is up (calls fail fast then): retry until it answers. */
@@ -156,7 +156,7 @@ test('AUTH: requirepass, an ACL user; a wrong password is a StoreError', async (
     url: acl.url.replace('redis://', 'redis://policyd@'),
     password: 'pw-acl-2',
     ca: null,
-    timeoutMs: 2000,
+    timeoutMs: 10_000,
   });
   const anonymous = storeFor(acl, { timeoutMs: 200 });
   t.after(() => Promise.all([user.close(), anonymous.close()]));
