@@ -7,7 +7,7 @@ import { setPriority } from 'node:os';
 import { isMainThread, parentPort } from 'node:worker_threads';
 import { hasSignerTrust, loadSignerTrust, type SignerTrust } from './signature.js';
 import { prepareList } from './prepare.js';
-import type { JobReply, PrepareJob } from './prepare-worker.js';
+import { packEntries, type JobReply, type PrepareJob } from './prepare-worker.js';
 
 /**
  * Linux: the worker's own thread gets the lowest CPU priority, so that on a busy host answers keep
@@ -35,7 +35,20 @@ if (!isMainThread && parentPort !== null) {
         maxEntries: job.maxEntries,
       });
       const cpu = process.cpuUsage(started);
-      port.postMessage({ id: job.id, result, error: null, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
+      if (!result.ok) {
+        port.postMessage({ id: job.id, result, error: null, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
+        return;
+      }
+      // The entries go packed (each string once), their table transferred rather than copied.
+      const packed = packEntries(result.list.entries);
+      const reply: JobReply = {
+        id: job.id,
+        result: { ok: true, list: { ...result.list, entries: [] } },
+        packed,
+        error: null,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+      };
+      port.postMessage(reply, [packed.fields.buffer]);
     } catch (error) {
       const cpu = process.cpuUsage(started);
       port.postMessage({
