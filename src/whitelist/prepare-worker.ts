@@ -20,6 +20,8 @@ export interface PrepareJob {
 
 export interface JobReply {
   readonly id: number;
+  /** The job's bytes, transferred back (see PrepareOutcome.bytes). */
+  readonly bytes?: Uint8Array;
   /** A prepared list's `entries` travel as `packed` (and are empty here). */
   readonly result: PrepareResult | null;
   readonly packed?: PackedEntries;
@@ -91,6 +93,16 @@ export function unpackEntries(packed: PackedEntries): ValidEntry[] {
   return entries;
 }
 
+/** Below this a copy costs nothing worth saving. */
+const TRANSFER_MIN_BYTES = 64 * 1024;
+
+/** The ArrayBuffer behind `bytes` when `bytes` is all of it (never a pool slice), large enough to be worth moving. */
+export function transferableBuffer(bytes: Uint8Array): ArrayBuffer | null {
+  const buffer = bytes.buffer;
+  if (!(buffer instanceof ArrayBuffer) || bytes.byteOffset !== 0 || bytes.byteLength !== buffer.byteLength) return null;
+  return bytes.byteLength >= TRANSFER_MIN_BYTES ? buffer : null;
+}
+
 /** A reply's result with its entries unpacked. */
 function resultOf(reply: JobReply): PrepareResult | null {
   const result = reply.result;
@@ -100,6 +112,12 @@ function resultOf(reply: JobReply): PrepareResult | null {
 
 export interface PrepareOutcome {
   readonly result: PrepareResult | null;
+  /**
+   * The job's bytes, handed back when they were transferred to the worker rather than copied: the
+   * caller's own view is detached then, and these are the bytes to persist. Absent: the caller's
+   * view is intact (copied, or the worker failed: the bytes are lost with it).
+   */
+  readonly bytes?: Uint8Array;
   /** Set when the worker itself failed (crash, memory limit, bad signer file). */
   readonly error: string | null;
   readonly cpuMs: number;
@@ -168,7 +186,12 @@ export class PrepareWorker {
         // WebAssembly memory never shrinks: ending the worker gives the list's memory back.
         this.worker = null;
         void worker.terminate();
-        resolve({ result: resultOf(reply), error: reply.error, cpuMs: reply.cpuMs });
+        resolve({
+          result: resultOf(reply),
+          error: reply.error,
+          cpuMs: reply.cpuMs,
+          ...(reply.bytes !== undefined ? { bytes: reply.bytes } : {}),
+        });
       };
       const onError = (error: Error): void => {
         cleanup();
@@ -184,8 +207,10 @@ export class PrepareWorker {
       worker.on('message', onMessage);
       worker.on('error', onError);
       worker.on('exit', onExit);
-      // The buffer is copied, not transferred: the caller keeps it to persist.
-      worker.postMessage({ ...job, id } satisfies PrepareJob);
+      // A large list's own buffer is transferred, not copied (a 50 000-entry list is 30 MB), and
+      // comes back with the reply; a slice of a shared pool is copied.
+      const transfer = transferableBuffer(job.bytes);
+      worker.postMessage({ ...job, id } satisfies PrepareJob, transfer === null ? [] : [transfer]);
     });
   }
 
