@@ -9,14 +9,16 @@
  *   npm run build && node bench/hotpath.mjs [--rounds 5] [--seconds 4] [--connections 100]
  *   node bench/hotpath.mjs --cli-b /path/to/other/dist/cli.js      (A/B: the other build as "daemon B")
  *   node bench/hotpath.mjs --cpu-prof DIR                           (the daemon writes a V8 CPU profile there)
+ *   node bench/hotpath.mjs --postfwd1                               (postfwd1 too, per-CN rules, its cache warmed first)
  */
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildTransactions, corpusFile, scanList } from './corpus.mjs';
 import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
+import { postfwdAvailable, startPostfwd1, writePostfwdRules } from './postfwd.mjs';
 import { cpuSeconds, freePorts, killAllChildren, memoryMiB, scrape, sleep, spawnPinned, stopChild, waitReady } from './procs.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
@@ -32,10 +34,12 @@ const CONNECTIONS = Number(opt('--connections', 100));
 const CLI_A = resolve(opt('--cli', join(REPO, 'dist', 'cli.js')));
 const CLI_B = opt('--cli-b', null);
 const PROFILE_DIR = opt('--cpu-prof', null);
+const POSTFWD1 = args.includes('--postfwd1');
 const SERVER_CPU = 0;
 const LOAD_CPU = 1;
 const log = (...a) => process.stderr.write(`[hotpath] ${a.join(' ')}\n`);
 const tmp = mkdtempSync(join(tmpdir(), 'mssante-hotpath-'));
+chmodSync(tmp, 0o755); // postfwd1 runs as nobody and reads its rule files from here
 
 /** The systemd unit's environment, as bench/run.js gives the daemon. */
 function unitEnv() {
@@ -99,7 +103,25 @@ async function startDaemon(name, cli, list) {
   return { name, child, pid: child.pid, port };
 }
 
-async function row(server, corpus) {
+/** postfwd1 with bench/postfwd.mjs's per-CN rules; its request cache filled by one full pass of its corpus. */
+async function startWarmPostfwd1(scan, corpus) {
+  const dir = join(tmp, 'postfwd1');
+  const rules = writePostfwdRules(dir, scan);
+  const [port] = await freePorts(1);
+  const pf = await startPostfwd1({
+    rules,
+    port,
+    pidFile: join(dir, 'postfwd1.pid'),
+    logFile: join(dir, 'postfwd1.log'),
+    cpu: SERVER_CPU,
+  });
+  const server = { name: 'postfwd1', pid: pf.pid, port, stop: pf.stop, corpus };
+  log('postfwd1: filling its request cache (one pass of its corpus)');
+  await row(server, corpus, { warmupFullPass: true, seconds: 1 });
+  return server;
+}
+
+async function row(server, corpus, { warmupFullPass = false, seconds = SECONDS } = {}) {
   const config = join(tmp, `load-${Date.now()}.json`);
   writeFileSync(
     config,
@@ -109,8 +131,9 @@ async function row(server, corpus) {
       protocol: 'policy',
       mode: 'persistent',
       connections: CONNECTIONS,
-      durationMs: SECONDS * 1000,
+      durationMs: seconds * 1000,
       warmupMs: 1000,
+      warmupFullPass,
       corpus,
       timelineMs: 0,
     }),
@@ -153,16 +176,25 @@ async function main() {
   const list = { path: join(tmp, 'whitelist.xml'), signer: real ? REAL_SIGNER : null };
   writeFileSync(list.path, xml);
   const corpus = join(tmp, 'corpus.json');
-  writeFileSync(corpus, JSON.stringify(corpusFile('policy', buildTransactions(scanList(xml.toString('utf8')), 4000))));
+  const scan = scanList(xml.toString('utf8'));
+  const transactions = buildTransactions(scan, 4000);
+  writeFileSync(corpus, JSON.stringify(corpusFile('policy', transactions)));
   const servers = [await startFloor(), await startDaemon('daemon', CLI_A, list)];
   if (CLI_B !== null) servers.push(await startDaemon('daemon B', resolve(CLI_B), list));
+  if (POSTFWD1) {
+    // As bench/run.js: its first 1 000 transactions, so that one pass fills the cache.
+    const pfCorpus = join(tmp, 'corpus-postfwd.json');
+    writeFileSync(pfCorpus, JSON.stringify(corpusFile('policy', transactions.slice(0, 1000))));
+    if (postfwdAvailable('postfwd1')) servers.push(await startWarmPostfwd1(scan, pfCorpus));
+    else log('postfwd1 not installed (Debian package postfwd): left out');
+  }
   const load = [loadavg()[0]];
   const rows = new Map(servers.map((s) => [s.name, []]));
   for (let round = 0; round < ROUNDS; round++) {
     // Each round in another order: no server always runs right after the same one.
     const order = round % 2 === 0 ? servers : [...servers].reverse();
     for (const s of order) {
-      const r = await row(s, corpus);
+      const r = await row(s, s.corpus ?? corpus);
       rows.get(s.name).push(r);
       log(
         `round ${round + 1} ${s.name}: ${Math.round(r.rps)} req/s, ${r.cpuUs.toFixed(1)} µs CPU/req, p99 ${r.p99.toFixed(2)} ms`,
@@ -171,7 +203,7 @@ async function main() {
   }
   load.push(loadavg()[0]);
   const rss = new Map(servers.map((s) => [s.name, memoryMiB(s.pid).rss]));
-  for (const s of servers) await stopChild(s.child);
+  for (const s of servers) await (s.child === undefined ? s.stop() : stopChild(s.child));
   const floor = rows.get('floor');
   const lines = [
     `Hot path, ${real ? 'real list' : 'synthetic list'}, c=${CONNECTIONS}, ${ROUNDS} interleaved rounds of ${SECONDS} s, 1-min load average ${load.map((x) => x.toFixed(1)).join(' → ')}`,
@@ -185,6 +217,16 @@ async function main() {
     const p99Ratio = median(r.map((x, i) => x.p99 / floor[i].p99));
     lines.push(
       `| ${s.name} | ${Math.round(median(r.map((x) => x.rps)))} | ${median(r.map((x) => x.cpuUs)).toFixed(1)} | ${s.name === 'floor' ? '' : cpuRatio.toFixed(2)} | ${median(r.map((x) => x.p99)).toFixed(2)} | ${s.name === 'floor' ? '' : p99Ratio.toFixed(2)} | ${s.name === 'floor' ? 'not checked' : `${r.reduce((a, x) => a + x.wrong, 0)} / ${r.reduce((a, x) => a + x.failed, 0)}`} | ${Math.round(rss.get(s.name))} |`,
+    );
+  }
+  const pf = rows.get('postfwd1');
+  if (pf !== undefined) {
+    const daemon = rows.get('daemon');
+    const rpsRatio = median(daemon.map((x, i) => x.rps / pf[i].rps));
+    const cpuRatio = median(daemon.map((x, i) => pf[i].cpuUs / x.cpuUs));
+    lines.push(
+      '',
+      `daemon vs postfwd1 (median of per-round ratios): ${rpsRatio.toFixed(2)} × its req/s, ${cpuRatio.toFixed(2)} × less CPU per request`,
     );
   }
   process.stdout.write(`${lines.join('\n')}\n`);
