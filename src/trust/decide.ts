@@ -85,7 +85,10 @@ export function decide(facts: Facts, index: ListedIdentities | null, policy: Dec
   if (facts.sender === '') return { reason: REASONS.ok_bounce, senderDomain: null, operator };
   const at = facts.sender.lastIndexOf('@');
   if (at <= 0) return { reason: REASONS.sender_invalid, senderDomain: null, operator };
-  const domain = normaliseDomain(facts.sender.slice(at + 1));
+  // A listed domain is already normalised (normaliseDomain leaves it as it is): the common case,
+  // a sender of a listed domain as MTAs write it, skips normalising.
+  const given = facts.sender.slice(at + 1);
+  const domain = index.hasDomain(given) ? given : normaliseDomain(given);
   if (domain === null) return { reason: REASONS.sender_invalid, senderDomain: null, operator };
   if (!index.hasDomain(domain)) return { reason: REASONS.sender_domain_not_listed, senderDomain: domain, operator };
   const bound = dnKey !== null ? index.domainHasDn(domain, dnKey) : index.domainHasCn(domain, cn as string);

@@ -319,15 +319,17 @@ export class PeerLedger {
   observe(frontend: Frontend, identity: string | null | undefined, fingerprints: CertFingerprints | null | undefined): void {
     if (fingerprints === null || fingerprints === undefined) return;
     if (fingerprints.malformed > 0) this.sink.malformed(frontend, fingerprints.malformed);
-    const fingerprint = fingerprints.cert;
-    if (identity === null || identity === undefined || fingerprint === null) return;
+    const given = fingerprints.cert;
+    if (identity === null || identity === undefined || given === null) return;
     const now = this.clock();
     const last = this.lastPassed.get(identity);
-    if (last !== undefined && last.fingerprint === fingerprint && now - last.at < LAST_SEEN_RESOLUTION_MS) return;
+    if (last !== undefined && last.fingerprint === given && now - last.at < LAST_SEEN_RESOLUTION_MS) return;
     // lastPassed only ever holds identities of the list in force (cleared at each swap): the check is needed on a miss only.
     if (last === undefined && (this.listed === null || !this.listed.has(identity))) return;
-    // Detached: the request's strings are slices of a whole network chunk.
+    // Detached: the request's strings are slices of a whole network chunk (the fingerprint too: its
+    // canonical form may be the MTA's value behind the digest name).
     const key = (' ' + identity).slice(1);
+    const fingerprint = (' ' + given).slice(1);
     this.lastPassed.set(key, { fingerprint, at: now });
     let pending: Promise<PeerRecordResult>;
     try {

@@ -50,9 +50,14 @@ export function diffIndexes(before: WhitelistIndex, after: WhitelistIndex): List
       removed.push(domain);
       continue;
     }
-    const was = before.dnKeysForDomain(domain);
-    const now = after.dnKeysForDomain(domain);
-    if (!sameKeys(was, now)) rebound.push({ domain, from: displaysOf(before, domain), to: displaysOf(after, domain) });
+    // Most domains have one entry on each side: compared without building their key sets.
+    const was = before.entriesForDomain(domain);
+    const now = after.entriesForDomain(domain);
+    const same =
+      was.length === 1 && now.length === 1
+        ? was[0]!.dnKey === now[0]!.dnKey
+        : sameKeys(before.dnKeysForDomain(domain), after.dnKeysForDomain(domain));
+    if (!same) rebound.push({ domain, from: displaysOf(before, domain), to: displaysOf(after, domain) });
   }
   for (const domain of after.domains()) if (!before.hasDomain(domain)) added.push(domain);
   rebound.sort((a, b) => compare(a.domain, b.domain));

@@ -237,7 +237,7 @@ export class ListLifecycle {
     const meta = stored.meta !== null && stored.meta.sha256 === verdict.list.sha256 ? stored.meta : null;
     // No stored validators: the first fetch is unconditional, so a copy planted with the source's
     // current ETag cannot make the source answer "not modified" and keep it in force.
-    this.swap(verdict.list, shownStoredSource(meta?.source), null, 'state', stored.bytes);
+    this.swap(verdict.list, shownStoredSource(meta?.source), null, 'state', prepared.ok ? prepared.bytes : stored.bytes);
   }
 
   /** Lists the operator accepted; an unreadable file is said loudly (the override would silently do nothing). */
@@ -262,9 +262,13 @@ export class ListLifecycle {
     }
   }
 
+  /**
+   * `bytes` may be transferred to the worker (its view detached here): a successful result carries
+   * the bytes to use from then on.
+   */
   private async prepare(
     bytes: Uint8Array,
-  ): Promise<{ ok: true; list: PreparedList } | { ok: false; reason: LoadFailure; detail: string }> {
+  ): Promise<{ ok: true; list: PreparedList; bytes: Uint8Array } | { ok: false; reason: LoadFailure; detail: string }> {
     const outcome: PrepareOutcome = await this.runInWorker({
       bytes,
       trust: this.options.trust,
@@ -277,7 +281,7 @@ export class ListLifecycle {
       { event: 'list_prepared', cpu_ms: Math.round(outcome.cpuMs), entries: outcome.result.list.entries.length },
       'list verified and parsed',
     );
-    return { ok: true, list: outcome.result.list };
+    return { ok: true, list: outcome.result.list, bytes: outcome.bytes ?? bytes };
   }
 
   private async runLoad(trigger: LoadTrigger): Promise<LoadResult> {
@@ -335,6 +339,8 @@ export class ListLifecycle {
       );
     }
     const list = prepared.list;
+    // The body as the worker handed it back (transferred there and back, not copied).
+    const body = prepared.bytes;
     const index = indexOf(list);
     const previous = this.inForce;
     const guard = guardList(
@@ -351,12 +357,12 @@ export class ListLifecycle {
     );
     if (guard.verdict === 'unchanged') {
       this.inForce = this.inForce === null ? null : { ...this.inForce, validators: fetched.validators };
-      if (this.stateStale) await this.persist(fetched.body, list, fetched.validators);
+      if (this.stateStale) await this.persist(body, list, fetched.validators);
       this.recordUnchanged(trigger, 'same list (sha256)');
       return { outcome: 'unchanged' };
     }
     if (guard.verdict === 'refuse') {
-      await this.keepRefusedCopy(fetched.body);
+      await this.keepRefusedCopy(body);
       this.recordFailure(guard.reason, guard.detail, trigger);
       return (
         (await this.tryNextSource(guard.reason, trigger)) ?? { outcome: 'failed', reason: guard.reason, detail: guard.detail }
@@ -364,15 +370,8 @@ export class ListLifecycle {
     }
     // Written first, then put in force: once a load reports success, the restart copy is that list
     // (a failed write is logged and counted, and the list is put in force all the same).
-    await this.persist(fetched.body, list, fetched.validators);
-    this.swap(
-      list,
-      this.options.sourceUsed?.() ?? this.options.sourceDescription,
-      fetched.validators,
-      trigger,
-      fetched.body,
-      index,
-    );
+    await this.persist(body, list, fetched.validators);
+    this.swap(list, this.options.sourceUsed?.() ?? this.options.sourceDescription, fetched.validators, trigger, body, index);
     if (previous !== null && guard.change !== null) await this.recordChange(previous.index, index, guard.change, trigger);
     return { outcome: 'loaded', domains: this.inForce?.index.domainCount ?? 0, rejected: list.rejected.length };
   }

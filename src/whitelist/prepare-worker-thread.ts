@@ -7,7 +7,7 @@ import { setPriority } from 'node:os';
 import { isMainThread, parentPort } from 'node:worker_threads';
 import { hasSignerTrust, loadSignerTrust, type SignerTrust } from './signature.js';
 import { prepareList } from './prepare.js';
-import type { JobReply, PrepareJob } from './prepare-worker.js';
+import { packEntries, transferableBuffer, type JobReply, type PrepareJob } from './prepare-worker.js';
 
 /**
  * Linux: the worker's own thread gets the lowest CPU priority, so that on a busy host answers keep
@@ -35,15 +35,36 @@ if (!isMainThread && parentPort !== null) {
         maxEntries: job.maxEntries,
       });
       const cpu = process.cpuUsage(started);
-      port.postMessage({ id: job.id, result, error: null, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies JobReply);
+      // The bytes came transferred when they were a buffer of their own: they go back the same way.
+      const back = transferableBuffer(job.bytes);
+      const bytes = back === null ? {} : { bytes: job.bytes };
+      if (!result.ok) {
+        const reply: JobReply = { id: job.id, result, ...bytes, error: null, cpuMs: (cpu.user + cpu.system) / 1000 };
+        port.postMessage(reply, back === null ? [] : [back]);
+        return;
+      }
+      // The entries go packed (each string once), their table transferred rather than copied.
+      const packed = packEntries(result.list.entries);
+      const reply: JobReply = {
+        id: job.id,
+        result: { ok: true, list: { ...result.list, entries: [] } },
+        packed,
+        ...bytes,
+        error: null,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+      };
+      port.postMessage(reply, back === null ? [packed.fields.buffer] : [packed.fields.buffer, back]);
     } catch (error) {
       const cpu = process.cpuUsage(started);
-      port.postMessage({
+      const back = transferableBuffer(job.bytes);
+      const reply: JobReply = {
         id: job.id,
         result: null,
+        ...(back === null ? {} : { bytes: job.bytes }),
         error: (error as Error).message,
         cpuMs: (cpu.user + cpu.system) / 1000,
-      } satisfies JobReply);
+      };
+      port.postMessage(reply, back === null ? [] : [back]);
     }
   });
 }

@@ -8,6 +8,7 @@
 import { Worker } from 'node:worker_threads';
 import type { SignerTrustConfig } from './signature.js';
 import type { PrepareResult } from './prepare.js';
+import type { ValidEntry } from './validate.js';
 
 export interface PrepareJob {
   readonly id: number;
@@ -19,13 +20,104 @@ export interface PrepareJob {
 
 export interface JobReply {
   readonly id: number;
+  /** The job's bytes, transferred back (see PrepareOutcome.bytes). */
+  readonly bytes?: Uint8Array;
+  /** A prepared list's `entries` travel as `packed` (and are empty here). */
   readonly result: PrepareResult | null;
+  readonly packed?: PackedEntries;
   readonly error: string | null;
   readonly cpuMs: number;
 }
 
+/**
+ * Valid entries as they cross from the worker: each distinct string once, each entry as
+ * ENTRY_FIELDS indexes into them (a transferred Int32Array). A structured clone copies a string
+ * every time it is referenced: the DN of a certificate serving 40 domains, in three spellings, was
+ * copied 120 times, and the list's copy in the daemon was twice what it needs (issue #25).
+ */
+export interface PackedEntries {
+  readonly strings: string[];
+  /** Per entry: index, domain, domainUnicode, dnRaw, dnKey, dnDisplay, cn, description, updatedAt (-1: null). */
+  readonly fields: Int32Array<ArrayBuffer>;
+}
+
+const ENTRY_FIELDS = 9;
+
+/** The worker's side: entries → PackedEntries. */
+export function packEntries(entries: readonly ValidEntry[]): PackedEntries {
+  const strings: string[] = [];
+  const refs = new Map<string, number>();
+  const ref = (s: string): number => {
+    let i = refs.get(s);
+    if (i === undefined) {
+      i = strings.length;
+      strings.push(s);
+      refs.set(s, i);
+    }
+    return i;
+  };
+  const fields = new Int32Array(entries.length * ENTRY_FIELDS);
+  let k = 0;
+  for (const e of entries) {
+    fields[k++] = e.index;
+    fields[k++] = ref(e.domain);
+    fields[k++] = ref(e.domainUnicode);
+    fields[k++] = ref(e.dnRaw);
+    fields[k++] = ref(e.dnKey);
+    fields[k++] = ref(e.dnDisplay);
+    fields[k++] = ref(e.cn);
+    fields[k++] = ref(e.description);
+    fields[k++] = e.updatedAt === null ? -1 : ref(e.updatedAt);
+  }
+  return { strings, fields };
+}
+
+/** The daemon's side: PackedEntries → entries sharing one copy of each string. */
+export function unpackEntries(packed: PackedEntries): ValidEntry[] {
+  const { strings, fields } = packed;
+  const entries: ValidEntry[] = new Array<ValidEntry>(fields.length / ENTRY_FIELDS);
+  for (let i = 0, k = 0; k < fields.length; i++, k += ENTRY_FIELDS) {
+    const updatedAt = fields[k + 8]!;
+    entries[i] = {
+      index: fields[k]!,
+      domain: strings[fields[k + 1]!]!,
+      domainUnicode: strings[fields[k + 2]!]!,
+      dnRaw: strings[fields[k + 3]!]!,
+      dnKey: strings[fields[k + 4]!]!,
+      dnDisplay: strings[fields[k + 5]!]!,
+      cn: strings[fields[k + 6]!]!,
+      description: strings[fields[k + 7]!]!,
+      updatedAt: updatedAt === -1 ? null : strings[updatedAt]!,
+    };
+  }
+  return entries;
+}
+
+/** Below this a copy costs nothing worth saving. */
+const TRANSFER_MIN_BYTES = 64 * 1024;
+
+/** The ArrayBuffer behind `bytes` when `bytes` is all of it (never a pool slice), large enough to be worth moving. */
+export function transferableBuffer(bytes: Uint8Array): ArrayBuffer | null {
+  const buffer = bytes.buffer;
+  if (!(buffer instanceof ArrayBuffer) || bytes.byteOffset !== 0 || bytes.byteLength !== buffer.byteLength) return null;
+  return bytes.byteLength >= TRANSFER_MIN_BYTES ? buffer : null;
+}
+
+/** A reply's result with its entries unpacked. */
+function resultOf(reply: JobReply): PrepareResult | null {
+  const result = reply.result;
+  if (result === null || !result.ok || reply.packed === undefined) return result;
+  return { ok: true, list: { ...result.list, entries: unpackEntries(reply.packed) } };
+}
+
 export interface PrepareOutcome {
   readonly result: PrepareResult | null;
+  /**
+   * The job's bytes, handed back when they were transferred to the worker rather than copied: the
+   * caller's own view is detached then, and these are the bytes to persist. Absent: the caller's
+   * view is intact (copied, or the worker failed: the bytes are lost with it).
+   */
+  readonly bytes?: Uint8Array;
   /** Set when the worker itself failed (crash, memory limit, bad signer file). */
   readonly error: string | null;
   readonly cpuMs: number;
@@ -94,7 +186,12 @@ export class PrepareWorker {
         // WebAssembly memory never shrinks: ending the worker gives the list's memory back.
         this.worker = null;
         void worker.terminate();
-        resolve({ result: reply.result, error: reply.error, cpuMs: reply.cpuMs });
+        resolve({
+          result: resultOf(reply),
+          error: reply.error,
+          cpuMs: reply.cpuMs,
+          ...(reply.bytes !== undefined ? { bytes: reply.bytes } : {}),
+        });
       };
       const onError = (error: Error): void => {
         cleanup();
@@ -110,8 +207,10 @@ export class PrepareWorker {
       worker.on('message', onMessage);
       worker.on('error', onError);
       worker.on('exit', onExit);
-      // The buffer is copied, not transferred: the caller keeps it to persist.
-      worker.postMessage({ ...job, id } satisfies PrepareJob);
+      // A large list's own buffer is transferred, not copied (a 50 000-entry list is 30 MB), and
+      // comes back with the reply; a slice of a shared pool is copied.
+      const transfer = transferableBuffer(job.bytes);
+      worker.postMessage({ ...job, id } satisfies PrepareJob, transfer === null ? [] : [transfer]);
     });
   }
 

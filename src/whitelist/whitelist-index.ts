@@ -19,9 +19,12 @@ export class WhitelistIndex {
   readonly sha256: string | null;
   readonly entries: readonly ValidEntry[];
   readonly rejected: readonly RejectedEntry[];
-  private readonly entriesByDomain = new Map<string, ValidEntry[]>();
-  private readonly dnKeysByDomain = new Map<string, Set<string>>();
-  private readonly cnsByDomain = new Map<string, Set<string>>();
+  /**
+   * domain → its entry, or its entries when there are several (a few domains served by two
+   * certificates, spelling variants of one DN). One map, no Set per domain: with 50 000 domains the
+   * per-domain Sets were most of the index's memory; a domain's entries are one or two, scanned.
+   */
+  private readonly byDomain = new Map<string, ValidEntry | ValidEntry[]>();
   private readonly domainsByDnKey = new Map<string, Set<string>>();
   private readonly dnKeysByCn = new Map<string, Set<string>>();
 
@@ -29,12 +32,14 @@ export class WhitelistIndex {
     this.generatedAt = metadata.generatedAt;
     this.generatedAtMs = Date.parse(metadata.generatedAt);
     this.sha256 = metadata.sha256 ?? null;
-    this.entries = Object.freeze([...entries]);
-    this.rejected = Object.freeze([...rejected]);
+    this.entries = Object.isFrozen(entries) ? entries : Object.freeze([...entries]);
+    this.rejected = Object.isFrozen(rejected) ? rejected : Object.freeze([...rejected]);
+    const byDomain = this.byDomain;
     for (const e of entries) {
-      push(this.entriesByDomain, e.domain, e);
-      add(this.dnKeysByDomain, e.domain, e.dnKey);
-      add(this.cnsByDomain, e.domain, e.cn);
+      const there = byDomain.get(e.domain);
+      if (there === undefined) byDomain.set(e.domain, e);
+      else if (Array.isArray(there)) there.push(e);
+      else byDomain.set(e.domain, [there, e]);
       add(this.domainsByDnKey, e.dnKey, e.domain);
       add(this.dnKeysByCn, e.cn, e.dnKey);
     }
@@ -42,7 +47,7 @@ export class WhitelistIndex {
   }
 
   get domainCount(): number {
-    return this.entriesByDomain.size;
+    return this.byDomain.size;
   }
 
   get certificateCount(): number {
@@ -50,7 +55,7 @@ export class WhitelistIndex {
   }
 
   hasDomain(domain: string): boolean {
-    return this.entriesByDomain.has(domain);
+    return this.byDomain.has(domain);
   }
 
   /** Is a certificate with this full-DN key listed for any domain? */
@@ -64,20 +69,32 @@ export class WhitelistIndex {
   }
 
   domainHasDn(domain: string, dnKey: string): boolean {
-    return (this.dnKeysByDomain.get(domain) ?? EMPTY).has(dnKey);
+    const there = this.byDomain.get(domain);
+    if (there === undefined) return false;
+    if (!Array.isArray(there)) return there.dnKey === dnKey;
+    for (const e of there) if (e.dnKey === dnKey) return true;
+    return false;
   }
 
   domainHasCn(domain: string, cn: string): boolean {
-    return (this.cnsByDomain.get(domain) ?? EMPTY).has(cn);
+    const there = this.byDomain.get(domain);
+    if (there === undefined) return false;
+    if (!Array.isArray(there)) return there.cn === cn;
+    for (const e of there) if (e.cn === cn) return true;
+    return false;
   }
 
   /** The normalised certificate identities (DN keys) bound to the domain: spelling variants are one key. */
   dnKeysForDomain(domain: string): ReadonlySet<string> {
-    return this.dnKeysByDomain.get(domain) ?? EMPTY;
+    const there = this.byDomain.get(domain);
+    if (there === undefined) return EMPTY;
+    return new Set(Array.isArray(there) ? there.map((e) => e.dnKey) : [there.dnKey]);
   }
 
   entriesForDomain(domain: string): readonly ValidEntry[] {
-    return this.entriesByDomain.get(domain) ?? [];
+    const there = this.byDomain.get(domain);
+    if (there === undefined) return [];
+    return Array.isArray(there) ? there : [there];
   }
 
   domainsForDn(dnKey: string): ReadonlySet<string> {
@@ -85,14 +102,8 @@ export class WhitelistIndex {
   }
 
   domains(): IterableIterator<string> {
-    return this.entriesByDomain.keys();
+    return this.byDomain.keys();
   }
-}
-
-function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
-  const list = map.get(key);
-  if (list === undefined) map.set(key, [value]);
-  else list.push(value);
 }
 
 function add<K, V>(map: Map<K, Set<V>>, key: K, value: V): void {
