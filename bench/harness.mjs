@@ -33,7 +33,7 @@ export function unitEnv() {
  * (/readyz) before it returns. `trace`: 'file' (--trace-file, or stdout to a file with
  * BENCH_TRACE=stdout / BENCH_CLI), anything else: stdout ignored.
  */
-export async function startDaemon({ cli, tmp, env, cpu, listPath, signer, stateDir, trace, extraArgs = [] }) {
+export async function startDaemon({ cli, tmp, env, cpu, listPath, signer, stateDir, trace, extraArgs = [], nodeArgs = [] }) {
   const [policyPort, milterPort, httpPort, socketmapPort] = await freePorts(4);
   const traceFile = join(tmp, `trace-${Date.now()}-${policyPort}.log`);
   const viaStdout = trace === 'file' && (process.env.BENCH_TRACE === 'stdout' || process.env.BENCH_CLI !== undefined);
@@ -42,6 +42,7 @@ export async function startDaemon({ cli, tmp, env, cpu, listPath, signer, stateD
   const stderr = openSync(stderrFile, 'w');
   const http = `127.0.0.1:${httpPort}`;
   const argv = [
+    ...nodeArgs,
     cli,
     'serve',
     '--whitelist',
@@ -81,6 +82,19 @@ export async function startDaemon({ cli, tmp, env, cpu, listPath, signer, stateD
     throw new Error(`${error.message}\n${readFileSync(stderrFile, 'utf8').slice(0, 2000)}`, { cause: error });
   }
   return { child, pid: child.pid, policyPort, milterPort, socketmapPort, http, readyMs, traceFile, stateDir, stderrFile };
+}
+
+/** bench/floor.mjs (the plain-Node responder that answers without reading) pinned to `cpu`, listening. */
+export async function startFloor(cpu) {
+  const [port] = await freePorts(1);
+  const child = spawnPinned(cpu, process.execPath, [join(BENCH, 'floor.mjs'), String(port)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await new Promise((resolveReady, reject) => {
+    child.once('exit', (code) => reject(new Error(`floor exited (${code})`)));
+    child.stdout.once('data', () => resolveReady());
+  });
+  return { child, pid: child.pid, policyPort: port };
 }
 
 /** Waits until the daemon's start-up load from the source has finished, so rows do not measure it. */

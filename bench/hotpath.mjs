@@ -11,18 +11,16 @@
  *   node bench/hotpath.mjs --cpu-prof DIR                           (the daemon writes a V8 CPU profile there)
  *   node bench/hotpath.mjs --postfwd1                               (postfwd1 too, per-CN rules, its cache warmed first)
  */
-import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { buildTransactions, corpusFile, scanList } from './corpus.mjs';
 import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
 import { postfwdAvailable, startPostfwd1, writePostfwdRules } from './postfwd.mjs';
-import { cpuSeconds, freePorts, killAllChildren, memoryMiB, scrape, sleep, spawnPinned, stopChild, waitReady } from './procs.mjs';
+import { REPO, runLoad, settle, startDaemon, startFloor, unitEnv } from './harness.mjs';
+import { freePorts, killAllChildren, memoryMiB, stopChild } from './procs.mjs';
 
-const BENCH = dirname(fileURLToPath(import.meta.url));
-const REPO = resolve(BENCH, '..');
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
   const i = args.indexOf(name);
@@ -41,66 +39,26 @@ const log = (...a) => process.stderr.write(`[hotpath] ${a.join(' ')}\n`);
 const tmp = mkdtempSync(join(tmpdir(), 'mssante-hotpath-'));
 chmodSync(tmp, 0o755); // postfwd1 runs as nobody and reads its rule files from here
 
-/** The systemd unit's environment, as bench/run.js gives the daemon. */
-function unitEnv() {
-  const text = readFileSync(join(REPO, 'deploy', 'systemd', 'mssante-policyd.service'), 'utf8');
-  const env = {};
-  for (const m of text.matchAll(/^Environment=([A-Z_]+)=(.*)$/gm)) env[m[1]] = m[2].replace(/^"|"$/g, '');
-  return env;
+async function startFloorRow() {
+  const floor = await startFloor(SERVER_CPU);
+  return { name: 'floor', child: floor.child, pid: floor.pid, port: floor.policyPort };
 }
 
-async function startFloor() {
-  const [port] = await freePorts(1);
-  const child = spawnPinned(SERVER_CPU, process.execPath, [join(BENCH, 'floor.mjs'), String(port)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise((ok, ko) => {
-    child.once('exit', (code) => ko(new Error(`floor exited (${code})`)));
-    child.stdout.once('data', () => ok());
-  });
-  return { name: 'floor', child, pid: child.pid, port };
-}
-
-async function startDaemon(name, cli, list) {
-  const [port, http] = await freePorts(2);
-  const stateDir = join(tmp, `state-${name.replace(/\W/g, '')}`);
-  const stderrFile = join(tmp, `${name.replace(/\W/g, '')}.err`);
-  const stderr = openSync(stderrFile, 'w');
-  const profile = PROFILE_DIR !== null && name === 'daemon' ? ['--cpu-prof', '--cpu-prof-dir', resolve(PROFILE_DIR)] : [];
-  const argv = [
-    ...profile,
+async function startDaemonRow(name, cli, list) {
+  const slug = name.replace(/\W/g, '');
+  const daemon = await startDaemon({
     cli,
-    'serve',
-    '--whitelist',
-    list.path,
-    ...(list.signer !== null ? ['--signer', list.signer] : ['--allow-unsigned']),
-    '--max-list-age',
-    '0',
-    '--state-dir',
-    stateDir,
-    '--policy-listen',
-    `127.0.0.1:${port}`,
-    '--http-listen',
-    `127.0.0.1:${http}`,
-    '--log-level',
-    'info',
-    '--trace-file',
-    join(tmp, `${name.replace(/\W/g, '')}-trace.log`),
-  ];
-  const child = spawnPinned(SERVER_CPU, process.execPath, argv, {
-    stdio: ['ignore', 'ignore', stderr],
-    cwd: REPO,
-    env: { ...process.env, ...unitEnv() },
+    tmp,
+    env: unitEnv(),
+    cpu: SERVER_CPU,
+    listPath: list.path,
+    signer: list.signer,
+    stateDir: join(tmp, `state-${slug}`),
+    trace: 'file',
+    nodeArgs: PROFILE_DIR !== null && name === 'daemon' ? ['--cpu-prof', '--cpu-prof-dir', resolve(PROFILE_DIR)] : [],
   });
-  closeSync(stderr);
-  await waitReady(`127.0.0.1:${http}`, 300_000, child);
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline) {
-    const m = await scrape(`127.0.0.1:${http}`);
-    if ((m.get('mssante_policyd_whitelist_load_duration_seconds_count') ?? 0) >= 1) break;
-    await sleep(200);
-  }
-  return { name, child, pid: child.pid, port };
+  await settle(daemon);
+  return { name, child: daemon.child, pid: daemon.pid, port: daemon.policyPort };
 }
 
 /** postfwd1 with bench/postfwd.mjs's per-CN rules; its request cache filled by one full pass of its corpus. */
@@ -122,50 +80,12 @@ async function startWarmPostfwd1(scan, corpus) {
 }
 
 async function row(server, corpus, { warmupFullPass = false, seconds = SECONDS } = {}) {
-  const config = join(tmp, `load-${Date.now()}.json`);
-  writeFileSync(
-    config,
-    JSON.stringify({
-      host: '127.0.0.1',
-      port: server.port,
-      protocol: 'policy',
-      mode: 'persistent',
-      connections: CONNECTIONS,
-      durationMs: seconds * 1000,
-      warmupMs: 1000,
-      warmupFullPass,
-      corpus,
-      timelineMs: 0,
-    }),
+  const r = await runLoad(
+    server,
+    { connections: CONNECTIONS, corpus, port: server.port, seconds, warmupFullPass },
+    { tmp, cpu: LOAD_CPU },
   );
-  const child = spawnPinned(LOAD_CPU, process.execPath, [join(BENCH, 'load.mjs'), '--config', config], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let start = 0;
-  let end = 0;
-  let result = null;
-  let rest = '';
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (chunk) => {
-    rest += chunk;
-    let nl;
-    while ((nl = rest.indexOf('\n')) >= 0) {
-      const line = JSON.parse(rest.slice(0, nl));
-      rest = rest.slice(nl + 1);
-      if (line.event === 'measure_start') start = cpuSeconds(server.pid);
-      else if (line.event === 'measure_end') end = cpuSeconds(server.pid);
-      else if (line.event === 'result') result = line;
-    }
-  });
-  await new Promise((r) => child.once('exit', r));
-  if (result === null) throw new Error(`load generator gave no result against ${server.name}`);
-  return {
-    rps: result.rps,
-    p99: result.latencyMs.p99,
-    cpuUs: ((end - start) * 1e6) / result.requests,
-    wrong: result.wrong,
-    failed: result.failed,
-  };
+  return { rps: r.rps, p99: r.latencyMs.p99, cpuUs: r.cpuUsPerRequest, wrong: r.wrong, failed: r.failed };
 }
 
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
@@ -179,8 +99,8 @@ async function main() {
   const scan = scanList(xml.toString('utf8'));
   const transactions = buildTransactions(scan, 4000);
   writeFileSync(corpus, JSON.stringify(corpusFile('policy', transactions)));
-  const servers = [await startFloor(), await startDaemon('daemon', CLI_A, list)];
-  if (CLI_B !== null) servers.push(await startDaemon('daemon B', resolve(CLI_B), list));
+  const servers = [await startFloorRow(), await startDaemonRow('daemon', CLI_A, list)];
+  if (CLI_B !== null) servers.push(await startDaemonRow('daemon B', resolve(CLI_B), list));
   if (POSTFWD1) {
     // As bench/run.js: its first 1 000 transactions, so that one pass fills the cache.
     const pfCorpus = join(tmp, 'corpus-postfwd.json');

@@ -30,19 +30,9 @@ import { fileURLToPath } from 'node:url';
 import { buildTransactions, corpusFile, milterOptneg, MILTER_END_OF_SESSION, scanList, socketmapCorpus } from './corpus.mjs';
 import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
-import { runLoad as runLoadOn, settle, startDaemon as startDaemonProcess, unitEnv } from './harness.mjs';
+import { runLoad as runLoadOn, settle, startDaemon as startDaemonProcess, startFloor, unitEnv } from './harness.mjs';
 import { postfwdAvailable, startPostfwd, startPostfwd1, writePostfwdRules } from './postfwd.mjs';
-import {
-  HAS_TASKSET,
-  cpuSeconds,
-  freePorts,
-  killAllChildren,
-  memoryMiB,
-  scrape,
-  sleep,
-  spawnPinned,
-  stopChild,
-} from './procs.mjs';
+import { HAS_TASKSET, cpuSeconds, freePorts, killAllChildren, memoryMiB, scrape, sleep, stopChild } from './procs.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(BENCH, '..');
@@ -159,7 +149,7 @@ async function main() {
 }
 
 async function floorSection(lists, rows) {
-  const floor = await startFloor();
+  const floor = await startFloor(SERVER_CPU);
   const corpus = lists.policyCorpus;
   rows.push(await loadRow('floor', 'floor (plain Node, answers DUNNO unread)', floor, { connections: 16, corpus, check: false }));
   rows.push(await loadRow('floor', 'floor', floor, { connections: 100, corpus, check: false }));
@@ -325,18 +315,6 @@ function swapListFile(lists) {
 }
 
 // ---- servers ------------------------------------------------------------------------------------
-
-async function startFloor() {
-  const [port] = await freePorts(1);
-  const child = spawnPinned(SERVER_CPU, process.execPath, [join(BENCH, 'floor.mjs'), String(port)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise((resolveReady, reject) => {
-    child.once('exit', (code) => reject(new Error(`floor exited (${code})`)));
-    child.stdout.once('data', () => resolveReady());
-  });
-  return { child, pid: child.pid, policyPort: port };
-}
 
 function startDaemon({ lists, stateDir, trace, listPath = lists.listPath, signer = lists.signer }) {
   return startDaemonProcess({ cli: CLI, tmp, env: UNIT_ENV, cpu: SERVER_CPU, listPath, signer, stateDir, trace });
