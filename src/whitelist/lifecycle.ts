@@ -274,11 +274,17 @@ export class ListLifecycle {
       trust: this.options.trust,
       allowUnsigned: this.options.allowUnsigned,
       maxEntries: this.options.maxEntries,
+      background: this.inForce !== null,
     });
     if (outcome.result === null) return { ok: false, reason: 'worker_failed', detail: outcome.error ?? 'unknown worker failure' };
     if (!outcome.result.ok) return { ok: false, reason: outcome.result.reason, detail: outcome.result.detail };
     this.logger.debug(
-      { event: 'list_prepared', cpu_ms: Math.round(outcome.cpuMs), entries: outcome.result.list.entries.length },
+      {
+        event: 'list_prepared',
+        cpu_ms: Math.round(outcome.cpuMs),
+        entries: outcome.result.list.entries.length,
+        niceness: outcome.niceness ?? null,
+      },
       'list verified and parsed',
     );
     return { ok: true, list: outcome.result.list, bytes: outcome.bytes ?? bytes };

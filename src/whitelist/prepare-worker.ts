@@ -16,6 +16,12 @@ export interface PrepareJob {
   readonly trust: SignerTrustConfig;
   readonly allowUnsigned: boolean;
   readonly maxEntries: number;
+  /**
+   * A list is in force and answering: this one is prepared at the lowest CPU priority. Without one
+   * (start-up, nothing usable) every answer is a tempfail until it is done, so it runs at normal
+   * priority.
+   */
+  readonly background: boolean;
 }
 
 export interface JobReply {
@@ -27,6 +33,8 @@ export interface JobReply {
   readonly packed?: PackedEntries;
   readonly error: string | null;
   readonly cpuMs: number;
+  /** The worker thread's nice value while it worked (null: not Linux, or not readable). */
+  readonly niceness: number | null;
 }
 
 /**
@@ -121,6 +129,8 @@ export interface PrepareOutcome {
   /** Set when the worker itself failed (crash, memory limit, bad signer file). */
   readonly error: string | null;
   readonly cpuMs: number;
+  /** The worker thread's nice value (19 in the background), when known. */
+  readonly niceness?: number | null;
 }
 
 /** Young generation of the list worker, MiB (semi-spaces of about a third of it). */
@@ -190,6 +200,7 @@ export class PrepareWorker {
           result: resultOf(reply),
           error: reply.error,
           cpuMs: reply.cpuMs,
+          niceness: reply.niceness,
           ...(reply.bytes !== undefined ? { bytes: reply.bytes } : {}),
         });
       };

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { PrepareWorker } from '../../../src/whitelist/prepare-worker.js';
 import { REPO_ROOT } from '../../support/fixtures.js';
@@ -23,7 +24,13 @@ describe('list worker heap limit', { timeout: 300_000 }, () => {
       // 200 000 entries of 100 bytes: ~20 MB of XML, far more once parsed into objects.
       const domaine = '<Domaine><Nom>a.mssante.test</Nom><DNCertificatOperateur>CN=x</DNCertificatOperateur></Domaine>';
       const bomb = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration><ListeDomaines>${domaine.repeat(200_000)}</ListeDomaines></ListeBlancheMSSante>`;
-      const crashed = await worker.run({ bytes: Buffer.from(bomb), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1_000_000 });
+      const crashed = await worker.run({
+        bytes: Buffer.from(bomb),
+        trust: NO_TRUST,
+        allowUnsigned: true,
+        maxEntries: 1_000_000,
+        background: true,
+      });
       assert.equal(crashed.result, null, 'no result from a worker out of memory');
       assert.match(crashed.error ?? '', /memory|exited/i, crashed.error ?? '');
       t.diagnostic(`worker failure: ${crashed.error ?? ''}`);
@@ -33,6 +40,7 @@ describe('list worker heap limit', { timeout: 300_000 }, () => {
         trust: NO_TRUST,
         allowUnsigned: true,
         maxEntries: 1000,
+        background: true,
       });
       assert.ok(good.result?.ok === true, `the next list loads: ${good.error ?? ''}`);
       assert.equal(good.result.ok && good.result.list.entries.length, BASE_ENTRIES.length);
@@ -57,23 +65,59 @@ describe('list worker heap limit', { timeout: 300_000 }, () => {
       }
       const deep = `<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="${LIST_NS}"><DateDeGeneration>${isoDays(0)}</DateDeGeneration>${open}${close}<ListeDomaines/><Signature xmlns="http://www.w3.org/2000/09/xmldsig#"/></ListeBlancheMSSante>`;
       const trust = { ...NO_TRUST, signer: [join(REPO_ROOT, 'examples', 'demo-signer.pem')] };
-      const refused = await worker.run({ bytes: Buffer.from(deep), trust, allowUnsigned: false, maxEntries: 1000 }, 120_000);
+      const refused = await worker.run(
+        { bytes: Buffer.from(deep), trust, allowUnsigned: false, maxEntries: 1000, background: true },
+        120_000,
+      );
       assert.equal(refused.result?.ok, false, refused.error ?? '');
       assert.equal(refused.result.ok ? null : refused.result.reason, 'xml_malformed');
 
       // Nothing is slow enough now to need the deadline: a 10 ms one, which starting a worker alone
       // exceeds, proves the cut.
       const started = Date.now();
-      const cut = await worker.run({ bytes: Buffer.from(deep), trust, allowUnsigned: false, maxEntries: 1000 }, 10);
+      const cut = await worker.run(
+        { bytes: Buffer.from(deep), trust, allowUnsigned: false, maxEntries: 1000, background: true },
+        10,
+      );
       assert.equal(cut.result, null);
       assert.match(cut.error ?? '', /took longer than 0\.01 s/);
       assert.ok(Date.now() - started < 10_000, 'the deadline, not the document, ended the job');
 
       const good = await worker.run(
-        { bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))), trust: NO_TRUST, allowUnsigned: true, maxEntries: 1000 },
+        {
+          bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))),
+          trust: NO_TRUST,
+          allowUnsigned: true,
+          maxEntries: 1000,
+          background: true,
+        },
         30_000,
       );
       assert.ok(good.result?.ok === true, `the next list loads in a fresh worker: ${good.error ?? ''}`);
+    } finally {
+      clearInterval(keepAlive);
+      await worker.close();
+    }
+  });
+
+  it('runs at nice 19 only in the background: with nothing in force (start-up) the list is urgent', async (t) => {
+    if (process.platform !== 'linux') return t.skip('thread priorities are read from /proc (Linux)');
+    const worker = new PrepareWorker(256);
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      const job = (background: boolean) => ({
+        bytes: Buffer.from(buildListXml(BASE_ENTRIES, isoDays(-1))),
+        trust: NO_TRUST,
+        allowUnsigned: true,
+        maxEntries: 1000,
+        background,
+      });
+      const background = await worker.run(job(true), 120_000);
+      assert.ok(background.result?.ok === true, background.error ?? '');
+      assert.equal(background.niceness, 19);
+      const urgent = await worker.run(job(false), 120_000);
+      assert.ok(urgent.result?.ok === true, urgent.error ?? '');
+      assert.equal(urgent.niceness, getPriority(), "the daemon's own priority");
     } finally {
       clearInterval(keepAlive);
       await worker.close();
