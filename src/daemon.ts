@@ -8,13 +8,14 @@ import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { buildIdentity } from './build-info.js';
 import { acceptCommand } from './accept-command.js';
+import type { ListenerFrontend } from './trust/facts.js';
 import type { Config } from './config.js';
 import { ConfigReloader, type ConfigSources } from './config-reload.js';
 import { DecisionService } from './decision-service.js';
 import type { DecisionPolicy } from './trust/decide.js';
 import { policyDryRun } from './frontends/policy/frontend.js';
 import { startFrontend } from './frontends/spec.js';
-import { FRONTENDS, frontendListen, frontendValues } from './frontend-registry.js';
+import { ACTIVATION_NAMES, FRONTENDS, frontendListen, frontendValues } from './frontend-registry.js';
 import { startHttpServer, type DomainLookup, type WhitelistStatus } from './http/server.js';
 import { resolveUsers } from './net/peer-user.js';
 import { createMetrics, type Metrics } from './observe/metrics.js';
@@ -111,7 +112,8 @@ function openTraceSink(path: string, metrics: Metrics, logger: Logger): TraceFil
 export interface RunningDaemon {
   readonly lifecycle: ListLifecycle;
   readonly metrics: Metrics;
-  readonly addresses: { policy: string | null; milter: string | null; http: string | null; socketmap: string | null };
+  /** Each listener's address (null: off): every frontend of frontend-registry.ts, and http. */
+  readonly addresses: Record<ListenerFrontend | 'http', string | null>;
   /** SIGUSR1: reopen --trace-file at its path (after logrotate renamed it); no-op without it. */
   reopenTrace(): void;
   /** Writes the buffered trace lines synchronously and closes --trace-file (on a fatal error). */
@@ -134,7 +136,7 @@ function checkStartPrerequisites(config: Config): { trust: SignerTrustConfig; in
   ensureStateDir(config.stateDir);
   assertStateDirPrivate(config.stateDir);
   // Socket activation: read once, then hidden from the processes we spawn.
-  const inherited = inheritedSockets(process.env, process.pid);
+  const inherited = inheritedSockets(process.env, process.pid, ACTIVATION_NAMES);
   forgetActivationEnv(process.env);
   checkInheritedSockets(inherited, config);
   return { trust, inherited };
@@ -177,7 +179,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   shared.fleet.start();
 
   const closers: Array<(deadlineMs: number) => Promise<void>> = [];
-  const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, http: null, socketmap: null };
+  const addresses: RunningDaemon['addresses'] = { policy: null, milter: null, socketmap: null, http: null };
   try {
     await startListeners(
       config,
@@ -261,7 +263,7 @@ function decisionPolicy(config: Config): DecisionPolicy {
 
 /** An inherited socket whose listener is off would queue the MTA's connections forever: refuse to start. */
 function checkInheritedSockets(inherited: InheritedSockets, config: Config): void {
-  const enabled = { policy: false, milter: false, socketmap: false, http: config.httpListen !== null };
+  const enabled: Record<string, boolean> = { http: config.httpListen !== null };
   for (const spec of FRONTENDS) enabled[spec.name] = frontendListen(spec, config.settings) !== null;
   const unserved = unservedSockets(inherited, enabled);
   if (unserved.length > 0) {

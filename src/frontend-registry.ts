@@ -26,6 +26,9 @@ const DECLARED = [POLICY_FRONTEND, MILTER_FRONTEND, SOCKETMAP_FRONTEND] as const
 /** The frontends, in start order. */
 export const FRONTENDS: readonly FrontendSpec[] = DECLARED;
 
+/** The names a systemd socket may carry (FileDescriptorName=): every frontend, and http. */
+export const ACTIVATION_NAMES: readonly string[] = [...DECLARED.map((spec) => spec.name), 'http'];
+
 /** A setting the compile-time check above guarantees is there, read by its key. */
 function read(settings: SettingValues, key: string, type: 'number' | 'string'): number | string {
   const value: unknown = (settings as Readonly<Record<string, unknown>>)[key];

@@ -3,7 +3,9 @@
  * SETTINGS keys it owns (config.ts: their defaults live there only), its protocol-error kinds (each
  * series of protocol_errors_total{frontend,kind} starts at 0), how it renders a decision for the
  * trace, and its codec + session factory. The daemon starts every enabled spec the same way
- * (src/frontend-registry.ts lists them, one line each): a fourth frontend is one folder and one line.
+ * (src/frontend-registry.ts lists them, one line each; systemd socket names and the daemon's addresses
+ * follow from it): a fourth frontend is one folder, one line there, its name in ListenerFrontend
+ * (trust/facts.ts, the typed label of its metrics) and its settings rows in SETTINGS.
  */
 import type { Logger } from 'pino';
 import type { ListenOptions } from '../net/listen.js';

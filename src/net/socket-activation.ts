@@ -13,24 +13,21 @@ import type { ListenAddress } from './listen.js';
 /** The first inherited descriptor (SD_LISTEN_FDS_START). */
 const LISTEN_FDS_START = 3;
 
-export const ACTIVATION_NAMES = ['policy', 'milter', 'socketmap', 'http'] as const;
-export type ActivationName = (typeof ACTIVATION_NAMES)[number];
-
-/** More than one socket per listener is refused, so this bounds LISTEN_FDS. */
-const MAX_FDS = ACTIVATION_NAMES.length;
-
 export class SocketActivationError extends Error {
   override readonly name = 'SocketActivationError';
 }
 
 /** Listener name → inherited descriptor. Empty when the process was not socket-activated. */
-export type InheritedSockets = ReadonlyMap<ActivationName, number>;
+export type InheritedSockets = ReadonlyMap<string, number>;
 
 /**
- * The sockets handed to process `pid` by `env`. Pure: the caller removes the variables afterwards
+ * The sockets handed to process `pid` by `env`, each named after one of `listeners` (the daemon's:
+ * every frontend of frontend-registry.ts, and http). Pure: the caller removes the variables afterwards
  * (forgetActivationEnv) so that the processes we spawn do not take our sockets for theirs.
  */
-export function inheritedSockets(env: NodeJS.ProcessEnv, pid: number): InheritedSockets {
+export function inheritedSockets(env: NodeJS.ProcessEnv, pid: number, listeners: readonly string[]): InheritedSockets {
+  // More than one socket per listener is refused, so this bounds LISTEN_FDS.
+  const maxFds = listeners.length;
   const fdsText = env['LISTEN_FDS'];
   const pidText = env['LISTEN_PID'];
   if (fdsText === undefined || pidText === undefined) return new Map();
@@ -38,27 +35,25 @@ export function inheritedSockets(env: NodeJS.ProcessEnv, pid: number): Inherited
   if (!/^[0-9]+$/.test(fdsText.trim())) throw new SocketActivationError(`LISTEN_FDS=${JSON.stringify(fdsText)} is not a number`);
   const count = Number(fdsText);
   if (count === 0) return new Map();
-  if (count > MAX_FDS)
-    throw new SocketActivationError(
-      `LISTEN_FDS=${count}: at most ${MAX_FDS} sockets (one per listener: ${ACTIVATION_NAMES.join(', ')})`,
-    );
+  if (count > maxFds)
+    throw new SocketActivationError(`LISTEN_FDS=${count}: at most ${maxFds} sockets (one per listener: ${listeners.join(', ')})`);
   const namesText = env['LISTEN_FDNAMES'];
   const names = namesText === undefined ? [] : namesText.split(':');
   if (names.length !== count) {
     throw new SocketActivationError(
-      `LISTEN_FDS=${count} but LISTEN_FDNAMES=${JSON.stringify(namesText ?? '')}: name each socket with FileDescriptorName= (${ACTIVATION_NAMES.join(', ')}) in the .socket unit`,
+      `LISTEN_FDS=${count} but LISTEN_FDNAMES=${JSON.stringify(namesText ?? '')}: name each socket with FileDescriptorName= (${listeners.join(', ')}) in the .socket unit`,
     );
   }
-  const sockets = new Map<ActivationName, number>();
+  const sockets = new Map<string, number>();
   names.forEach((name, i) => {
-    if (!(ACTIVATION_NAMES as readonly string[]).includes(name)) {
+    if (!listeners.includes(name)) {
       throw new SocketActivationError(
-        `inherited socket ${i + 1} is named ${JSON.stringify(name)}: FileDescriptorName= must be one of ${ACTIVATION_NAMES.join(', ')}`,
+        `inherited socket ${i + 1} is named ${JSON.stringify(name)}: FileDescriptorName= must be one of ${listeners.join(', ')}`,
       );
     }
-    if (sockets.has(name as ActivationName))
+    if (sockets.has(name))
       throw new SocketActivationError(`two inherited sockets are named ${JSON.stringify(name)}: one per listener`);
-    sockets.set(name as ActivationName, LISTEN_FDS_START + i);
+    sockets.set(name, LISTEN_FDS_START + i);
   });
   return sockets;
 }
@@ -74,8 +69,8 @@ export function forgetActivationEnv(env: NodeJS.ProcessEnv): void {
  * The listeners an inherited socket names but the configuration turns off: a start-up error, since
  * connections would queue on that socket and never be answered.
  */
-export function unservedSockets(sockets: InheritedSockets, enabled: Readonly<Record<ActivationName, boolean>>): ActivationName[] {
-  return [...sockets.keys()].filter((name) => !enabled[name]);
+export function unservedSockets(sockets: InheritedSockets, enabled: Readonly<Record<string, boolean>>): string[] {
+  return [...sockets.keys()].filter((name) => enabled[name] !== true);
 }
 
 /**

@@ -11,7 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { SETTINGS } from '../../../src/config.js';
-import { ACTIVATION_NAMES } from '../../../src/net/socket-activation.js';
+import { ACTIVATION_NAMES } from '../../../src/frontend-registry.js';
 import { toolOrSkip } from '../../support/tools.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -223,7 +223,7 @@ test('.socket units: named for the listener they feed, at the address the servic
     const s = unitSettings(readFileSync(socket, 'utf8'));
     const unit = unitSettings(readFileSync(service, 'utf8'));
     assert.equal(one(s, 'FileDescriptorName'), 'policy', socket);
-    assert.ok((ACTIVATION_NAMES as readonly string[]).includes(one(s, 'FileDescriptorName')));
+    assert.ok(ACTIVATION_NAMES.includes(one(s, 'FileDescriptorName')));
     assert.equal(one(s, 'Service'), 'mssante-policyd.service');
     const execStart = one(unit, 'ExecStart').split(/\s+/);
     const flag = execStart.indexOf('--policy-listen');

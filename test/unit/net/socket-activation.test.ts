@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { ACTIVATION_NAMES } from '../../../src/frontend-registry.js';
 import {
-  ACTIVATION_NAMES,
   forgetActivationEnv,
   inheritedSockets,
   SocketActivationError,
@@ -16,7 +16,11 @@ const PID = 4242;
 
 describe('inheritedSockets', () => {
   it('maps LISTEN_FDNAMES to fds from 3, in order', () => {
-    const sockets = inheritedSockets({ LISTEN_PID: String(PID), LISTEN_FDS: '2', LISTEN_FDNAMES: 'policy:http' }, PID);
+    const sockets = inheritedSockets(
+      { LISTEN_PID: String(PID), LISTEN_FDS: '2', LISTEN_FDNAMES: 'policy:http' },
+      PID,
+      ACTIVATION_NAMES,
+    );
     assert.deepEqual(
       [...sockets],
       [
@@ -28,24 +32,24 @@ describe('inheritedSockets', () => {
 
   it('every listener name is accepted', () => {
     const env = { LISTEN_PID: String(PID), LISTEN_FDS: '4', LISTEN_FDNAMES: ACTIVATION_NAMES.join(':') };
-    assert.deepEqual([...inheritedSockets(env, PID).keys()], [...ACTIVATION_NAMES]);
+    assert.deepEqual([...inheritedSockets(env, PID, ACTIVATION_NAMES).keys()], [...ACTIVATION_NAMES]);
   });
 
   it('nothing inherited without LISTEN_FDS, or with LISTEN_FDS=0', () => {
-    assert.equal(inheritedSockets({}, PID).size, 0);
-    assert.equal(inheritedSockets({ LISTEN_PID: String(PID), LISTEN_FDS: '0' }, PID).size, 0);
+    assert.equal(inheritedSockets({}, PID, ACTIVATION_NAMES).size, 0);
+    assert.equal(inheritedSockets({ LISTEN_PID: String(PID), LISTEN_FDS: '0' }, PID, ACTIVATION_NAMES).size, 0);
   });
 
   it('sockets meant for another process (LISTEN_PID not ours, or absent) are ignored: we bind as usual', () => {
-    assert.equal(inheritedSockets({ LISTEN_PID: '1', LISTEN_FDS: '1', LISTEN_FDNAMES: 'policy' }, PID).size, 0);
-    assert.equal(inheritedSockets({ LISTEN_FDS: '1', LISTEN_FDNAMES: 'policy' }, PID).size, 0);
-    assert.equal(inheritedSockets({ LISTEN_PID: 'x', LISTEN_FDS: '1', LISTEN_FDNAMES: 'policy' }, PID).size, 0);
+    assert.equal(inheritedSockets({ LISTEN_PID: '1', LISTEN_FDS: '1', LISTEN_FDNAMES: 'policy' }, PID, ACTIVATION_NAMES).size, 0);
+    assert.equal(inheritedSockets({ LISTEN_FDS: '1', LISTEN_FDNAMES: 'policy' }, PID, ACTIVATION_NAMES).size, 0);
+    assert.equal(inheritedSockets({ LISTEN_PID: 'x', LISTEN_FDS: '1', LISTEN_FDNAMES: 'policy' }, PID, ACTIVATION_NAMES).size, 0);
   });
 
   it('refuses unnamed, misnamed, duplicated or too many sockets, naming the fix', () => {
     const bad = (env: NodeJS.ProcessEnv, message: RegExp): void =>
       assert.throws(
-        () => inheritedSockets({ LISTEN_PID: String(PID), ...env }, PID),
+        () => inheritedSockets({ LISTEN_PID: String(PID), ...env }, PID, ACTIVATION_NAMES),
         (e: Error) => {
           assert.ok(e instanceof SocketActivationError);
           assert.match(e.message, message);
