@@ -15,6 +15,12 @@ import { KEY_PREFIX, keyPart, runScript, defineScript } from './redis-store.js';
 import { StoreError } from './store.js';
 
 export const PEER_FINGERPRINTS_MAX = 16;
+/**
+ * An identity's keys expire this long after its last sighting (each sighting renews them): an operator
+ * that left the list, or sends nothing for 400 days, leaves nothing behind. Its next sighting is then a
+ * first one, never a change.
+ */
+export const PEER_HISTORY_TTL_MS = 400 * 86_400_000;
 /** Identities listed at most by list(): the list holds ~6 500 certificates. */
 export const PEER_IDENTITIES_MAX = 100_000;
 const MAX_TEXT = 1024;
@@ -42,7 +48,7 @@ export interface PeerIdentity {
 }
 
 // KEYS: 1 fingerprints by first-seen (zset), 2 per-fingerprint "lastSeen frontend" (hash), 3 identity meta (hash), 4 index (set)
-// ARGV: 1 fingerprint, 2 now ms, 3 max, 4 identity, 5 frontend, 6 identity key part
+// ARGV: 1 fingerprint, 2 now ms, 3 max, 4 identity, 5 frontend, 6 identity key part, 7 time to live ms
 const RECORD = `
 local first = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local previous = redis.call('HGET', KEYS[3], 'last')
@@ -62,6 +68,7 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[5])
 redis.call('HSET', KEYS[3], 'last', ARGV[1], 'identity', ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[6])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 return {isNew, previous or '', tostring(first)}
 `;
 const SCRIPT = defineScript(RECORD);
@@ -92,6 +99,7 @@ export class RedisPeerHistory {
       identity,
       frontend,
       idPart,
+      String(PEER_HISTORY_TTL_MS),
     ]);
     if (!Array.isArray(reply) || reply.length !== 3) throw new StoreError('peers', 'unexpected reply shape');
     const [isNew, previous, first] = reply as unknown[];
@@ -128,11 +136,15 @@ export class RedisPeerHistory {
       if ((await this.client.scard(indexKey)) > PEER_IDENTITIES_MAX) throw new StoreError('peers', 'too many identities');
       const idParts = (await this.client.smembers(indexKey)).filter((idPart) => /^[0-9a-f]{32}$/.test(idPart));
       const out: PeerIdentity[] = [];
+      const gone: string[] = [];
       // Identities read LIST_CHUNK at a time: one pipelined write each (auto-pipelining), not one round trip each.
       for (let i = 0; i < idParts.length; i += LIST_CHUNK) {
-        const chunk = await Promise.all(idParts.slice(i, i + LIST_CHUNK).map((idPart) => this.readIdentity(idPart)));
-        for (const entry of chunk) if (entry !== null) out.push(entry);
+        const slice = idParts.slice(i, i + LIST_CHUNK);
+        const chunk = await Promise.all(slice.map((idPart) => this.readIdentity(idPart)));
+        chunk.forEach((entry, j) => (entry !== null ? out.push(entry) : gone.push(slice[j]!)));
       }
+      // Expired (or garbled) identities leave the index too; their keys expire on their own.
+      if (gone.length > 0) await this.client.srem(indexKey, ...gone);
       return out.sort((a, b) => (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0));
     } catch (error) {
       if (error instanceof StoreError) throw error;

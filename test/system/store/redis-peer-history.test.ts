@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RedisPeerHistory } from '../../../src/store/peer-history.js';
+import { PEER_HISTORY_TTL_MS, RedisPeerHistory } from '../../../src/store/peer-history.js';
 import { KEY_PREFIX, keyPart, RedisStore } from '../../../src/store/redis-store.js';
 import { StoreError } from '../../../src/store/store.js';
 import { startRedis } from '../../support/redis.js';
@@ -96,4 +96,32 @@ test('hostile store content: garbled entries are skipped; unbounded input is ref
   await assert.rejects(history.record(ID, 'BB', 'policy', 2000), (e: unknown) => e instanceof StoreError && e.op === 'peers');
   await assert.rejects(history.record('x'.repeat(5000), 'BB', 'policy', 2000), StoreError);
   await assert.rejects(history.record(ID, 'BB', 'policy\r\n', 2000), StoreError);
+});
+
+test('an identity’s keys expire 400 days after its last sighting; an expired identity leaves the index', async (t) => {
+  const redis = await startRedis(t);
+  if (redis === null) return;
+  const store = new RedisStore({ url: redis.url, password: null, ca: null, timeoutMs: 10_000 });
+  t.after(() => store.close());
+  await connected(store);
+  const history = new RedisPeerHistory(store.redis);
+  await history.record(ID, 'AA', 'policy', 1000);
+  await history.record('mx.op2.test', 'BB', 'policy', 1000);
+  const base = `${KEY_PREFIX}peers:${keyPart(ID)}`;
+  for (const key of [`${base}:first`, `${base}:last`, `${base}:meta`]) {
+    const ttl = await store.redis.pttl(key);
+    assert.ok(ttl > PEER_HISTORY_TTL_MS - 600_000 && ttl <= PEER_HISTORY_TTL_MS, `${key}: ${ttl} ms to live`);
+  }
+  // As if 400 days had passed for this identity alone.
+  await store.redis.del(`${base}:first`, `${base}:last`, `${base}:meta`);
+  assert.deepEqual(
+    (await history.list()).map((p) => p.identity),
+    ['mx.op2.test'],
+  );
+  assert.deepEqual(await store.redis.smembers(`${KEY_PREFIX}peers`), [keyPart('mx.op2.test')]);
+  assert.deepEqual(
+    await history.record(ID, 'AA', 'policy', 9000),
+    { isNew: true, previous: null, firstSeen: 9000 },
+    'a first sighting again',
+  );
 });
