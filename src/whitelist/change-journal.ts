@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { MAX_DN_LENGTH } from '../trust/dn.js';
 import { normaliseDomain } from '../trust/domain.js';
 import type { ChangeKind, ListChange, ListRef, Rebinding } from './changes.js';
-import { isValidGenerationDate } from './prepare.js';
+import { isValidGenerationDate } from './generation-date.js';
 import { writeFileAtomic } from './state.js';
 
 export const CHANGE_JOURNAL_FILE = 'change-journal.json';

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { LoadFailureAt } from './failures.js';
+import { isValidGenerationDate } from './generation-date.js';
 import { isSigned, type KeyInfoSigner, type SignerInfo, type SignerTrust } from './signature.js';
 import { validateEntries, type RejectedEntry, type ValidEntry } from './validate.js';
 import { numericCharacterReference, parseListDocument, readListEntries, type RawList } from './xml.js';
@@ -41,12 +42,7 @@ export type PrepareResult =
       readonly keyInfo?: KeyInfoSigner;
     };
 
-const ISO_UTC = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
-
-export function isValidGenerationDate(value: string): boolean {
-  return ISO_UTC.test(value) && !Number.isNaN(Date.parse(value));
-}
 
 export function prepareList(bytes: Uint8Array, options: PrepareOptions): PrepareResult {
   const sha256 = createHash('sha256').update(bytes).digest('hex');

@@ -31,6 +31,7 @@ import {
   type SignatureVerdict,
   type SignerTrust,
 } from './signature.js';
+import { GENERATION_DATE } from './generation-date.js';
 import { numericCharacterReference, parseListDocument } from './xml.js';
 
 const EXC_C14N = 'http://www.w3.org/2001/10/xml-exc-c14n#';
@@ -38,7 +39,6 @@ const ENVELOPED = 'http://www.w3.org/2000/09/xmldsig#enveloped-signature';
 const RSA_SHA256 = 'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256';
 const SHA256 = 'http://www.w3.org/2001/04/xmlenc#sha256';
 
-const ISO_UTC = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$/;
 const BLANK = /^[ \t\r\n]*$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
@@ -329,7 +329,7 @@ function generationDate(root: XmlElement): Date {
     if (n instanceof XmlElement) refuse('generation_date_invalid', 'DateDeGeneration holds elements');
   }
   const value = el.content.trim();
-  const m = ISO_UTC.exec(value);
+  const m = GENERATION_DATE.exec(value);
   const date = new Date(value);
   // The round trip rejects dates such as 2025-02-30 that Date would roll over.
   if (m === null || Number.isNaN(date.getTime()) || date.toISOString() !== `${value.slice(0, 19)}.000Z`) {

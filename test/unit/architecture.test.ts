@@ -69,6 +69,47 @@ export function moduleSpecifiers(file: ts.SourceFile): string[] {
   return out;
 }
 
+/**
+ * The specifiers a file loads when it is itself loaded: import and export-from declarations that
+ * are not type-only (an import with one value binding counts; import() is lazy and does not).
+ */
+export function eagerSpecifiers(file: ts.SourceFile): string[] {
+  const out: string[] = [];
+  for (const node of file.statements) {
+    if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier)) {
+      const clause = node.importClause;
+      const values =
+        clause === undefined ||
+        (!clause.isTypeOnly &&
+          (clause.name !== undefined ||
+            clause.namedBindings === undefined ||
+            ts.isNamespaceImport(clause.namedBindings) ||
+            clause.namedBindings.elements.some((e) => !e.isTypeOnly)));
+      if (values) out.push(node.moduleSpecifier.text);
+    } else if (ts.isExportDeclaration(node) && !node.isTypeOnly && node.moduleSpecifier !== undefined) {
+      if (ts.isStringLiteral(node.moduleSpecifier)) out.push(node.moduleSpecifier.text);
+    }
+  }
+  return out;
+}
+
+/** The chain of eager imports from `root` to a module named `target` (a package or a src path), or null. */
+export function eagerChain(root: string, reaches: (specifier: string, resolved: string | null) => boolean): string[] | null {
+  const seen = new Set<string>([root]);
+  const queue: Array<{ path: string; chain: string[] }> = [{ path: root, chain: [relative(ROOT, root)] }];
+  while (queue.length > 0) {
+    const { path, chain } = queue.shift()!;
+    for (const specifier of eagerSpecifiers(parse(path))) {
+      const resolved = specifier.startsWith('.') ? resolve(dirname(path), specifier).replace(/\.js$/, '.ts') : null;
+      if (reaches(specifier, resolved)) return [...chain, specifier];
+      if (resolved === null || seen.has(resolved)) continue;
+      seen.add(resolved);
+      queue.push({ path: resolved, chain: [...chain, relative(ROOT, resolved)] });
+    }
+  }
+  return null;
+}
+
 /** `src/trust/dn.ts` → `trust`, `src/frontends/policy/codec.ts` → `frontends/policy`, `src/daemon.ts` → `.`. */
 function folderOf(path: string): string {
   const dir = relative(SRC, dirname(path)).split(sep).join('/');
@@ -338,6 +379,20 @@ describe('architecture', () => {
     );
   });
 
+  it("keeps libxml2's WebAssembly out of the serving process's main thread (only the list worker loads it)", () => {
+    // cli.ts, then daemon.ts (imported by `serve`): libxml2-wasm costs ~20 MiB of RSS where it is
+    // loaded, and its memory never shrinks; the worker's exit gives it back (prepare-worker.ts).
+    for (const root of ['cli.ts', 'daemon.ts']) {
+      const chain = eagerChain(join(SRC, root), (specifier) => specifier === 'libxml2-wasm');
+      assert.equal(chain, null, `src/${root} loads libxml2-wasm: ${chain?.join(' → ')}`);
+    }
+    // The worker does, through the list code: the check finds that chain.
+    assert.notEqual(
+      eagerChain(join(SRC, 'whitelist', 'prepare-worker-thread.ts'), (specifier) => specifier === 'libxml2-wasm'),
+      null,
+    );
+  });
+
   it('the checks see what they must see', () => {
     const sample = ts.createSourceFile(
       'sample.ts',
@@ -360,6 +415,22 @@ describe('architecture', () => {
       true,
     );
     assert.deepEqual(moduleSpecifiers(sample), ['../a/x.js', './b.js', '../c/y.js', '../d/z.js']);
+    const eager = ts.createSourceFile(
+      'eager.ts',
+      [
+        "import type { A } from './type-only.js';",
+        "import { type B } from './type-bindings.js';",
+        "import { type C, d } from './one-value.js';",
+        "import './side-effect.js';",
+        "import * as e from './namespace.js';",
+        "export type { F } from './type-export.js';",
+        "export { g } from './value-export.js';",
+        "const h = await import('./lazy.js');",
+      ].join('\n'),
+      ts.ScriptTarget.Latest,
+      true,
+    );
+    assert.deepEqual(eagerSpecifiers(eager), ['./one-value.js', './side-effect.js', './namespace.js', './value-export.js']);
     assert.deepEqual(
       functionLengths(sample).map((f) => `${f.name}:${f.line}:${f.lines}`),
       ['f:5:6', 'g:6:3', 'K.m:12:1'],
