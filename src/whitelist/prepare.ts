@@ -4,12 +4,15 @@
  * the signature covers the whole document (Reference URI="") and the entries are read from the one
  * libxml2 tree whose canonical form was digested.
  */
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
+import type { XmlDocument } from 'libxml2-wasm';
 import type { LoadFailureAt } from './failures.js';
 import { isValidGenerationDate } from './generation-date.js';
-import { isSigned, type KeyInfoSigner, type SignerInfo, type SignerTrust } from './signature.js';
-import { validateEntries, type RejectedEntry, type ValidEntry } from './validate.js';
-import { numericCharacterReference, parseListDocument, readListEntries, type RawList } from './xml.js';
+import { isSigned, numericCharacterReference } from './list-bytes.js';
+import type { KeyInfoSigner, SignerInfo, SignerTrust } from './signature.js';
+import { validateEntry, type RejectedEntry, type ValidEntry } from './validate.js';
+import { forEachListEntry, parseListDocument } from './xml.js';
 import { verifyDocumentSignature } from './xmldsig.js';
 
 export type ListFailure = LoadFailureAt<'document' | 'signature' | 'entries'>;
@@ -42,26 +45,20 @@ export type PrepareResult =
       readonly keyInfo?: KeyInfoSigner;
     };
 
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
-
 export function prepareList(bytes: Uint8Array, options: PrepareOptions): PrepareResult {
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   const fail = (reason: ListFailure, detail: string): PrepareResult => ({ ok: false, reason, detail, sha256 });
-  let xml: string;
-  try {
-    xml = utf8.decode(bytes);
-  } catch {
-    return fail('encoding_invalid', 'the list is not valid UTF-8');
-  }
+  // Checked on the bytes: the document is never decoded into one JavaScript string (list-bytes.ts).
+  if (!isUtf8(bytes)) return fail('encoding_invalid', 'the list is not valid UTF-8');
 
-  const parsed = parseListDocument(xml, bytes);
+  const parsed = parseListDocument(bytes);
   const document = parsed.ok ? parsed.document : null;
   try {
     let signature: PreparedList['signature'];
-    const signed = isSigned(xml);
+    const signed = isSigned(bytes);
     if (options.trust !== null && (signed || !options.allowUnsigned)) {
       if (!parsed.ok) return fail(parsed.reason, parsed.detail);
-      const verdict = verifyDocumentSignature(parsed.document, xml, options.trust);
+      const verdict = verifyDocumentSignature(parsed.document, bytes, options.trust);
       if (!verdict.ok)
         return verdict.keyInfo === undefined
           ? fail(verdict.reason, verdict.detail)
@@ -77,41 +74,52 @@ export function prepareList(bytes: Uint8Array, options: PrepareOptions): Prepare
     }
     if (!parsed.ok) return fail(parsed.reason, parsed.detail);
     if (!signature.verified) {
-      const reference = numericCharacterReference(xml);
+      const reference = numericCharacterReference(bytes);
       if (reference !== null) return fail('xml_malformed', reference);
     }
-    const read = readListEntries(parsed.document);
-    if (!read.ok) return fail(read.reason, read.detail);
-    return usableList(read.list, signature, sha256, bytes.byteLength, options, fail);
+    return readUsableList(parsed.document, signature, sha256, bytes.byteLength, options, fail);
   } finally {
     document?.dispose();
   }
 }
 
-function usableList(
-  list: RawList,
+/**
+ * Reads and validates the entries in one pass: each raw entry is dropped once judged, and past
+ * --max-list-entries none is kept (the list is refused; reading goes on only for the checks that
+ * come first). The failures keep their order: reading, generation date, entry count, no valid entry.
+ */
+function readUsableList(
+  document: XmlDocument,
   signature: PreparedList['signature'],
   sha256: string,
   byteLength: number,
   options: PrepareOptions,
   fail: (reason: ListFailure, detail: string) => PrepareResult,
 ): PrepareResult {
-  const { generatedAt, entries: raws } = list;
+  const entries: ValidEntry[] = [];
+  const rejected: RejectedEntry[] = [];
+  const read = forEachListEntry(document, (raw) => {
+    if (raw.index >= options.maxEntries) return;
+    const result = validateEntry(raw);
+    if (result.ok) entries.push(result.entry);
+    else rejected.push(result.rejected);
+  });
+  if (!read.ok) return fail(read.reason, read.detail);
+  const { generatedAt, entryCount } = read;
   if (!isValidGenerationDate(generatedAt)) {
     return fail(
       'generation_date_invalid',
       `DateDeGeneration is not YYYY-MM-DDTHH:MM:SSZ (${JSON.stringify(generatedAt.slice(0, 40))})`,
     );
   }
-  if (raws.length > options.maxEntries) {
-    return fail('list_too_many_entries', `${raws.length} entries exceed the limit of ${options.maxEntries} (--max-list-entries)`);
+  if (entryCount > options.maxEntries) {
+    return fail('list_too_many_entries', `${entryCount} entries exceed the limit of ${options.maxEntries} (--max-list-entries)`);
   }
-  const { entries, rejected } = validateEntries(raws);
   if (entries.length === 0) {
-    return fail('list_empty', `no valid entry among ${raws.length}`);
+    return fail('list_empty', `no valid entry among ${entryCount}`);
   }
   return {
     ok: true,
-    list: { sha256, bytes: byteLength, generatedAt, signature, rawEntryCount: raws.length, entries, rejected },
+    list: { sha256, bytes: byteLength, generatedAt, signature, rawEntryCount: entryCount, entries, rejected },
   };
 }

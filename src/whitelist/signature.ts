@@ -195,15 +195,6 @@ function usageProblem(certificate: X509Certificate): string | null {
 }
 
 /**
- * Cheap test (no parse) used with --allow-unsigned: does the text carry an XMLDSig Signature start
- * tag? A false positive only means the list goes through verifyListSignature, which is strict.
- */
-export function isSigned(xml: string): boolean {
-  if (!xml.includes(DSIG)) return false;
-  return /<(?:[A-Za-z_][\w.-]*:)?Signature[\s/>]/.test(xml);
-}
-
-/**
  * A pinned leaf, or a leaf issued by a configured CA certificate (which may be an intermediate) and
  * carrying a configured identity; either way a certificate meant for signing.
  */

@@ -32,7 +32,8 @@ import {
   type SignerTrust,
 } from './signature.js';
 import { GENERATION_DATE } from './generation-date.js';
-import { numericCharacterReference, parseListDocument } from './xml.js';
+import { numericCharacterReference } from './list-bytes.js';
+import { parseListDocument } from './xml.js';
 
 const EXC_C14N = 'http://www.w3.org/2001/10/xml-exc-c14n#';
 const ENVELOPED = 'http://www.w3.org/2000/09/xmldsig#enveloped-signature';
@@ -49,24 +50,25 @@ const DSIG_ELEMENTS = '//ds:*';
  * Parses the list and verifies its signature; the tree is disposed before returning. prepareList()
  * parses once and calls verifyDocumentSignature() on the tree it then reads the entries from.
  */
-export function verifyListSignature(xml: string, trust: SignerTrust): SignatureVerdict {
-  const parsed = parseListDocument(xml);
+export function verifyListSignature(xml: string | Uint8Array, trust: SignerTrust): SignatureVerdict {
+  const bytes = typeof xml === 'string' ? Buffer.from(xml, 'utf8') : xml;
+  const parsed = parseListDocument(bytes);
   if (!parsed.ok) return { ok: false, reason: parsed.reason, detail: parsed.detail };
   try {
-    return verifyDocumentSignature(parsed.document, xml, trust);
+    return verifyDocumentSignature(parsed.document, bytes, trust);
   } finally {
     parsed.document.dispose();
   }
 }
 
 /**
- * Verifies the signature of a parsed list (`text`: the string it was parsed from). The Signature
+ * Verifies the signature of a parsed list (`bytes`: what it was parsed from). The Signature
  * element is removed from the tree on the way (the enveloped-signature transform); the rest of the
  * tree is left as parsed, for the entries.
  */
-export function verifyDocumentSignature(document: XmlDocument, text: string, trust: SignerTrust): SignatureVerdict {
+export function verifyDocumentSignature(document: XmlDocument, bytes: Uint8Array, trust: SignerTrust): SignatureVerdict {
   try {
-    return verify(document, text, trust);
+    return verify(document, bytes, trust);
   } catch (error) {
     if (error instanceof SignatureRefusal) {
       return error.keyInfo === undefined
@@ -82,12 +84,12 @@ export function verifyDocumentSignature(document: XmlDocument, text: string, tru
   }
 }
 
-function verify(document: XmlDocument, text: string, trust: SignerTrust): SignatureVerdict {
+function verify(document: XmlDocument, bytes: Uint8Array, trust: SignerTrust): SignatureVerdict {
   const root = document.root;
   checkNoProcessingInstruction(document);
   const signature = findSignature(document, root);
   const parts = readSignature(signature);
-  checkCharacterReferences(text);
+  checkCharacterReferences(bytes);
 
   let leaf: X509Certificate;
   try {
@@ -308,10 +310,10 @@ function nodeKind(n: XmlNode): string {
 
 /**
  * The ANS writes one numeric character reference, `&#13;`; any other one is refused, anywhere
- * (xml.ts, numericCharacterReference).
+ * (list-bytes.ts, numericCharacterReference).
  */
-function checkCharacterReferences(text: string): void {
-  const found = numericCharacterReference(text);
+function checkCharacterReferences(bytes: Uint8Array): void {
+  const found = numericCharacterReference(bytes);
   if (found !== null) profile(found);
 }
 
