@@ -150,7 +150,7 @@ export async function startDaemon(config: Config, logging: Logging): Promise<Run
   metrics.buildInfo.set({ version: build.version, node: build.node }, 1);
   const traceSink = config.traceFile === null ? null : openTraceSink(config.traceFile, metrics, logger);
   const { lifecycle, sourceDescription } = createListLifecycle(config, trust, metrics, logger);
-  const shared = openStore(config, process.env, metrics, logger.child({ component: 'store' }), build.version, () =>
+  const shared = await openStore(config, process.env, metrics, logger.child({ component: 'store' }), build.version, () =>
     instanceState(lifecycle),
   );
   // policy and operators are replaced whole when SIGHUP changes a live setting: read at each decision.

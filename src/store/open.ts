@@ -9,8 +9,6 @@ import type { OperatorBucketFactory } from '../trust/operators.js';
 import { describeStore, parseStoreUrl } from './endpoint.js';
 import { FleetRegistry, newInstanceId, type InstanceState } from './fleet.js';
 import { MemoryStore } from './memory-store.js';
-import { RedisPeerHistory } from './peer-history.js';
-import { RedisStore } from './redis-store.js';
 import { sharedBuckets, type StoreHealth } from './shared-buckets.js';
 import { SharedPeerHistory } from './shared-peers.js';
 import type { PeerHistoryBackend } from '../trust/peers.js';
@@ -93,32 +91,41 @@ export function storeHealth(
   };
 }
 
-export function openStore(
+/**
+ * Opens the store. The Redis client (ioredis) is loaded only with --store: it costs ~10 MiB of
+ * memory to a daemon that never talks to Redis.
+ */
+export async function openStore(
   settings: StoreSettings,
   env: NodeJS.ProcessEnv,
   metrics: StoreMetrics,
   logger: Logger,
   version: string,
   state: () => InstanceState,
-): OpenedStore {
+): Promise<OpenedStore> {
   let store: SharedStore;
   let description = 'memory';
   let health: ReturnType<typeof storeHealth>;
+  let peerHistory = (local: PeerHistoryBackend): PeerHistoryBackend => local;
   if (settings.store === null) {
     store = new MemoryStore();
     health = storeHealth(metrics, logger, description);
   } else {
+    const [{ RedisStore }, { RedisPeerHistory }] = await Promise.all([import('./redis-store.js'), import('./peer-history.js')]);
     description = describeStore(parseStoreUrl(settings.store));
     health = storeHealth(metrics, logger, description);
     const password = readStorePassword(settings, env);
     const ca = settings.storeCaFile === null ? null : readFileSync(settings.storeCaFile, 'utf8');
-    store = new RedisStore({
+    const redisStore = new RedisStore({
       url: settings.store,
       password,
       ca,
       timeoutMs: settings.storeTimeoutMs,
       onConnectionError: (error) => health.connectionError(error),
     });
+    store = redisStore;
+    peerHistory = (local) =>
+      new SharedPeerHistory(new RedisPeerHistory(redisStore.redis), local, health, settings.storeTimeoutMs);
     logger.info({ event: 'store', store: description, timeout_ms: settings.storeTimeoutMs }, 'shared store configured');
   }
   const fleet = new FleetRegistry(store, description, health, newInstanceId(), version, state, (lists) =>
@@ -130,10 +137,7 @@ export function openStore(
     health,
     buckets: settings.store === null ? undefined : sharedBuckets(store, health),
     fleet,
-    peerHistory: (local) =>
-      store instanceof RedisStore
-        ? new SharedPeerHistory(new RedisPeerHistory(store.redis), local, health, settings.storeTimeoutMs)
-        : local,
+    peerHistory,
     async close() {
       await fleet.stop();
       await store.close();

@@ -379,12 +379,17 @@ describe('architecture', () => {
     );
   });
 
-  it("keeps libxml2's WebAssembly out of the serving process's main thread (only the list worker loads it)", () => {
+  it("keeps libxml2's WebAssembly out of the serving process's main thread (only the list worker loads it), and ioredis out of a daemon without --store", () => {
     // cli.ts, then daemon.ts (imported by `serve`): libxml2-wasm costs ~20 MiB of RSS where it is
     // loaded, and its memory never shrinks; the worker's exit gives it back (prepare-worker.ts).
     for (const root of ['cli.ts', 'daemon.ts']) {
       const chain = eagerChain(join(SRC, root), (specifier) => specifier === 'libxml2-wasm');
       assert.equal(chain, null, `src/${root} loads libxml2-wasm: ${chain?.join(' → ')}`);
+    }
+    // Nor the Redis client: the store module loads it only with --store (store/open.ts).
+    for (const root of ['cli.ts', 'daemon.ts']) {
+      const chain = eagerChain(join(SRC, root), (specifier) => specifier === 'ioredis');
+      assert.equal(chain, null, `src/${root} loads ioredis without --store: ${chain?.join(' → ')}`);
     }
     // The worker does, through the list code: the check finds that chain.
     assert.notEqual(
