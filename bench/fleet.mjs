@@ -17,12 +17,12 @@
  *   npm run build && node bench/fleet.mjs [--rounds 6] [--seconds 8] [--connections 100] [--redis-cpu -1|0|1]
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTransactions, corpusFile, scanList } from './corpus.mjs';
 import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
-import { REPO, runLoad, settle, startDaemon, startRedisServer, unitEnv } from './harness.mjs';
+import { REPO, runLoad, settle, startDaemon, startRedisServer, unitEnv, runBench } from './harness.mjs';
 import { buildSyntheticList } from './lists.mjs';
 import { HAS_TASKSET, killAllChildren, scrape, stopChild } from './procs.mjs';
 
@@ -140,12 +140,4 @@ async function main() {
   await redis.stop();
 }
 
-main()
-  .catch((error) => {
-    log(`FAILED: ${error.stack ?? error}`);
-    process.exitCode = 1;
-  })
-  .finally(() => {
-    killAllChildren();
-    rmSync(tmp, { recursive: true, force: true });
-  });
+runBench(main, log, tmp);

@@ -5,11 +5,11 @@
  * redis-server on a free loopback port. Linux only (/proc); everything stays on 127.0.0.1.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds, freePorts, scrape, sleep, spawnPinned, stopChild, waitReady } from './procs.mjs';
+import { cpuSeconds, freePorts, killAllChildren, scrape, sleep, spawnPinned, stopChild, waitReady } from './procs.mjs';
 
 export const BENCH = dirname(fileURLToPath(import.meta.url));
 export const REPO = resolve(BENCH, '..');
@@ -196,4 +196,17 @@ export async function startRedisServer({ cpu = null } = {}) {
     cpuSeconds: () => cpuSeconds(child.pid),
     stop: () => stopChild(child, 5000),
   };
+}
+
+/** Runs a benchmark's main(): a failure is printed and sets the exit code; children and `tmp` always go. */
+export function runBench(main, log, tmp) {
+  main()
+    .catch((error) => {
+      log(`FAILED: ${error.stack ?? error}`);
+      process.exitCode = 1;
+    })
+    .finally(() => {
+      killAllChildren();
+      rmSync(tmp, { recursive: true, force: true });
+    });
 }

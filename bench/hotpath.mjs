@@ -11,15 +11,15 @@
  *   node bench/hotpath.mjs --cpu-prof DIR                           (the daemon writes a V8 CPU profile there)
  *   node bench/hotpath.mjs --postfwd1                               (postfwd1 too, per-CN rules, its cache warmed first)
  */
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { buildTransactions, corpusFile, scanList } from './corpus.mjs';
 import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
 import { postfwdAvailable, startPostfwd1, writePostfwdRules } from './postfwd.mjs';
-import { REPO, runLoad, settle, startDaemon, startFloor, unitEnv } from './harness.mjs';
-import { freePorts, killAllChildren, memoryMiB, stopChild } from './procs.mjs';
+import { REPO, runLoad, settle, startDaemon, startFloor, unitEnv, runBench } from './harness.mjs';
+import { freePorts, memoryMiB, stopChild } from './procs.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -152,12 +152,4 @@ async function main() {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
-main()
-  .catch((error) => {
-    log(`FAILED: ${error.stack ?? error}`);
-    process.exitCode = 1;
-  })
-  .finally(() => {
-    killAllChildren();
-    rmSync(tmp, { recursive: true, force: true });
-  });
+runBench(main, log, tmp);

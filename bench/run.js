@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { buildTransactions, corpusFile, milterOptneg, MILTER_END_OF_SESSION, scanList, socketmapCorpus } from './corpus.mjs';
 import { REAL_LIST, REAL_SIGNER } from './fixtures.mjs';
 import { buildSyntheticList } from './lists.mjs';
-import { runLoad as runLoadOn, settle, startDaemon as startDaemonProcess, startFloor, unitEnv } from './harness.mjs';
+import { runLoad as runLoadOn, settle, startDaemon as startDaemonProcess, startFloor, unitEnv, runBench } from './harness.mjs';
 import { postfwdAvailable, startPostfwd, startPostfwd1, writePostfwdRules } from './postfwd.mjs';
 import { HAS_TASKSET, cpuSeconds, freePorts, killAllChildren, memoryMiB, scrape, sleep, stopChild } from './procs.mjs';
 
@@ -90,15 +90,7 @@ process.on('SIGINT', () => {
   process.exit(130);
 });
 
-main()
-  .catch((error) => {
-    log(`FAILED: ${error.stack ?? error}`);
-    process.exitCode = 1;
-  })
-  .finally(() => {
-    killAllChildren();
-    rmSync(tmp, { recursive: true, force: true });
-  });
+runBench(main, log, tmp);
 
 // ------------------------------------------------------------------------------------------------
 
