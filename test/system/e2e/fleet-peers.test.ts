@@ -66,8 +66,9 @@ test('two daemons, one store: a certificate seen on A is known on B; a renewal i
   // The renewal reaches B first: a change on B, against what A saw.
   assert.equal(await sight(cb, RENEWED), 'DUNNO');
   await waitFor('B counted the change', async () => (await changes(b)) === 1);
-  const logged = b.logs.find((l) => l.includes('"event":"peer_certificate_changed"'));
-  assert.ok(logged?.includes(OLD.canonical) && logged.includes(RENEWED.canonical), logged);
+  // The log line reaches this process through B's stdout, maybe after the metric moved.
+  const logged = await waitFor('B logged the change', () => b.logs.find((l) => l.includes('"event":"peer_certificate_changed"')));
+  assert.ok(logged.includes(OLD.canonical) && logged.includes(RENEWED.canonical), logged);
 
   // Then A: not news any more. A further sighting on A (another fingerprint's key in the store) shows A's record went through.
   assert.equal(await sight(ca, RENEWED), 'DUNNO');
@@ -79,7 +80,10 @@ test('two daemons, one store: a certificate seen on A is known on B; a renewal i
     [OLD.canonical, RENEWED.canonical, third.canonical].sort(),
     'one history on both',
   );
-  const aChange = a.logs.filter((l) => l.includes('"event":"peer_certificate_changed"'));
+  const aChange = await waitFor('A logged its change', () => {
+    const lines = a.logs.filter((l) => l.includes('"event":"peer_certificate_changed"'));
+    return lines.length > 0 ? lines : null;
+  });
   assert.equal(aChange.length, 1);
   assert.ok(aChange[0]!.includes(`"previous_fingerprint":"${RENEWED.canonical}"`), aChange[0]);
   assert.equal(await metricNow(a, 'store_errors_total', { op: 'peers' }), 0);

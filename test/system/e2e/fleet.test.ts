@@ -116,7 +116,8 @@ test('two daemons, one store: one bucket between them; the store killed mid-floo
     120_000,
     500,
   );
-  assert.ok(a.logs.some((l) => l.includes('"event":"store_back"')) || b.logs.some((l) => l.includes('"event":"store_back"')));
+  // Logs reach this process through the daemons' stdout, maybe after the store answered.
+  await waitFor('store_back logged', () => [a, b].some((d) => d.logs.some((l) => l.includes('"event":"store_back"'))));
   // The restarted bucket is full: drain it through both daemons again, one bucket it is.
   const third = await flood(clients, 3 * BURST);
   const three = tally(third.answers);

@@ -19,6 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { REASONS } from '../../../src/trust/reasons.js';
 import { startDaemon, type DaemonHandle } from '../../support/daemon.js';
+import { waitFor } from '../../support/faults.js';
 import { makePki, postfixE2eMissing, type Pki } from '../../support/postfix-scenarios.js';
 import { startPostfix, type PostfixInstance } from '../../support/postfix.js';
 import { MAX_SESSION_ERRORS, sendMessages, SmtpSession, type MessageOutcome } from '../../support/smtp-session.js';
@@ -272,9 +273,8 @@ describe(
       assert.equal(api.operators[0]?.operator, A_CN, 'A is the top operator');
       // Last minute's share: exactly 100/110 while the phase fits one window, close to it otherwise.
       assert.ok((api.operators[0]?.share ?? 0) > 0.8, JSON.stringify(api));
-      assert.ok(
+      await waitFor('observe mode logged the excess', () =>
         daemon.logs.some((l) => l.includes('"event":"operator_over_rate"') && l.includes(A_CN)),
-        'observe mode logged the excess',
       );
     });
   },
