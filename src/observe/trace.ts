@@ -38,9 +38,24 @@ function clip(value: string | undefined | null): string | undefined {
 /** Where finished trace lines go: the daemon's asynchronous log destination. */
 export type LineSink = (line: string) => void;
 
-/** JSON string literal of an optional field, or '' to leave the field out. */
-function field(name: string, value: string | undefined): string {
-  return value === undefined ? '' : `,"${name}":${JSON.stringify(value)}`;
+/** What JSON.stringify escapes in a string: quote, backslash, C0 controls, and lone surrogates (a pair merely takes the slow way). */
+// eslint-disable-next-line no-control-regex -- matching control characters is its purpose
+const JSON_ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/**
+ * JSON.stringify(value), the same string, without its copy for the common value that needs no
+ * escape: quotes around it are enough then (one test instead of a scan and a copy, ~40 ns a field).
+ */
+export function jsonString(value: string): string {
+  return JSON_ESCAPED.test(value) ? JSON.stringify(value) : '"' + value + '"';
+}
+
+/**
+ * `prefix` (`,"name":`, a constant: not rebuilt per line) and the JSON string literal of an optional
+ * field, or '' to leave the field out.
+ */
+function field(prefix: string, value: string | undefined): string {
+  return value === undefined ? '' : prefix + jsonString(value);
 }
 
 export class DecisionTracer {
@@ -103,24 +118,24 @@ export class DecisionTracer {
     if (!this.logger.isLevelEnabled(level)) return;
     const line =
       `{"level":"${level}","time":"${this.isoNow()}","service":"mssante-policyd","component":"trace","event":"decision"` +
-      `,"frontend":"${frontend}","stage":${JSON.stringify(context.stage)},"result":"${reason.result}","reason":"${reason.id}"` +
-      `,"action":${JSON.stringify(action)},"latency_us":${Math.round(latencySeconds * 1e6)}` +
+      `,"frontend":"${frontend}","stage":${jsonString(context.stage)},"result":"${reason.result}","reason":"${reason.id}"` +
+      `,"action":${jsonString(action)},"latency_us":${Math.round(latencySeconds * 1e6)}` +
       (context.connectionId === undefined ? '' : `,"connection":${context.connectionId}`) +
-      field('instance', clip(context.instance)) +
-      field('queue_id', clip(context.queueId)) +
-      field('client_address', this.pseudonymizeHost(context.clientAddress)) +
-      field('client_name', clip(context.clientName)) +
-      field('helo', clip(context.helo)) +
-      field('cert_subject', clip(context.certSubject)) +
-      field('cert_issuer', clip(context.certIssuer)) +
-      field('cert_fingerprint', clip(context.certFingerprint)) +
-      field('tls_protocol', clip(context.tlsProtocol)) +
-      field('tls_cipher', clip(context.tlsCipher)) +
-      field('sender', this.pseudonymizeAddress(context.sender)) +
-      field('sender_domain', decision.senderDomain ?? undefined) +
-      field('recipient', this.pseudonymizeAddress(context.recipient)) +
-      field('size', clip(context.size)) +
-      field('list_sha256', reason.result === 'pass' ? undefined : (listSha256 ?? undefined)) +
+      field(',"instance":', clip(context.instance)) +
+      field(',"queue_id":', clip(context.queueId)) +
+      field(',"client_address":', this.pseudonymizeHost(context.clientAddress)) +
+      field(',"client_name":', clip(context.clientName)) +
+      field(',"helo":', clip(context.helo)) +
+      field(',"cert_subject":', clip(context.certSubject)) +
+      field(',"cert_issuer":', clip(context.certIssuer)) +
+      field(',"cert_fingerprint":', clip(context.certFingerprint)) +
+      field(',"tls_protocol":', clip(context.tlsProtocol)) +
+      field(',"tls_cipher":', clip(context.tlsCipher)) +
+      field(',"sender":', this.pseudonymizeAddress(context.sender)) +
+      field(',"sender_domain":', decision.senderDomain ?? undefined) +
+      field(',"recipient":', this.pseudonymizeAddress(context.recipient)) +
+      field(',"size":', clip(context.size)) +
+      field(',"list_sha256":', reason.result === 'pass' ? undefined : (listSha256 ?? undefined)) +
       ',"msg":"decision"}\n';
     this.sink(line);
   }

@@ -84,6 +84,18 @@ export class WhitelistIndex {
     return false;
   }
 
+  /**
+   * decide()'s one look at a sender domain: null when the domain is not listed, else whether the
+   * certificate — its DN key when the MTA gave a DN, else its normalised CN — is bound to it.
+   */
+  domainBinding(domain: string, dnKey: string | null, cn: string | null): boolean | null {
+    const there = this.byDomain.get(domain);
+    if (there === undefined) return null;
+    if (!Array.isArray(there)) return dnKey !== null ? there.dnKey === dnKey : there.cn === cn;
+    for (const e of there) if (dnKey !== null ? e.dnKey === dnKey : e.cn === cn) return true;
+    return false;
+  }
+
   /** The normalised certificate identities (DN keys) bound to the domain: spelling variants are one key. */
   dnKeysForDomain(domain: string): ReadonlySet<string> {
     const there = this.byDomain.get(domain);

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import pino from 'pino';
-import { DecisionTracer } from '../../../src/observe/trace.js';
+import { DecisionTracer, jsonString } from '../../../src/observe/trace.js';
 import { REASONS } from '../../../src/trust/reasons.js';
 
 /** A tracer whose lines are kept, and its logger at info (the daemon's default level). */
@@ -141,5 +142,40 @@ describe('DecisionTracer', () => {
     const { tracer, raw } = capture('warn');
     tracer().record('policy', context, { reason: REASONS.ok, senderDomain: 'op1.mssante.fr' }, 'DUNNO', 0);
     assert.equal(raw(), '');
+  });
+
+  it('writes every field as JSON.stringify would, escapes and all', () => {
+    const odd = [
+      '',
+      '"',
+      '\\',
+      'a"b\\c',
+      '\u0000\u001f\u007f',
+      '\r\n',
+      '\u2028',
+      'é',
+      '😀',
+      '\ud83d',
+      '\ude00x',
+      'x\ud83d\ude00',
+    ];
+    for (const v of odd) assert.equal(jsonString(v), JSON.stringify(v), JSON.stringify(v));
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ unit: 'binary' }), fc.string({ unit: 'grapheme' }), fc.string()), (v) => {
+        assert.equal(jsonString(v), JSON.stringify(v));
+      }),
+      { numRuns: 5000 },
+    );
+    const { tracer, raw } = capture();
+    const sender = 'a"\\b\u0001@op1.mssante.fr';
+    tracer().record(
+      'policy',
+      { ...context, sender, helo: '\ud800' },
+      { reason: REASONS.ok, senderDomain: 'op1.mssante.fr' },
+      'DUNNO',
+      0,
+    );
+    assert.ok(raw().includes(`,"sender":${JSON.stringify(sender)},`));
+    assert.ok(raw().includes(`,"helo":"\\ud800",`));
   });
 });

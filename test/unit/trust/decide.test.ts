@@ -199,3 +199,23 @@ function decideKey(text: string): string {
   const parsed = parseDn(text);
   return parsed.ok ? parsed.dn.key : '';
 }
+
+describe('WhitelistIndex.domainBinding (decide()’s one lookup per sender domain)', () => {
+  it('agrees with hasDomain + domainHasDn / domainHasCn for every listed domain and identity', () => {
+    const domains = [...index.domains(), 'absent.mssante.fr', 'OP1.mssante.fr', ''];
+    const dnKeys = [...new Set(index.entries.map((e) => e.dnKey)), decideKey(OP1_OTHER_O), 'cn=nobody'];
+    const cns = [...new Set(index.entries.map((e) => e.cn)), 'nobody.example', ''];
+    for (const domain of domains) {
+      for (const dnKey of dnKeys) {
+        const expected = index.hasDomain(domain) ? index.domainHasDn(domain, dnKey) : null;
+        assert.equal(index.domainBinding(domain, dnKey, null), expected, `${domain} / ${dnKey}`);
+        // The DN key wins over a CN when both are given, as decide() gives only one.
+        assert.equal(index.domainBinding(domain, dnKey, 'nobody.example'), expected, `${domain} / ${dnKey} + cn`);
+      }
+      for (const cnValue of cns) {
+        const expected = index.hasDomain(domain) ? index.domainHasCn(domain, cnValue) : null;
+        assert.equal(index.domainBinding(domain, null, cnValue), expected, `${domain} / ${cnValue}`);
+      }
+    }
+  });
+});

@@ -79,6 +79,56 @@ describe('parseFingerprint', () => {
   });
 });
 
+describe('the uppercase colon form (Postfix, every request)', () => {
+  /** The form checked character by character, as it was before the regexp: the reference. */
+  function upperColon(value: string): boolean {
+    if ((value.length + 1) % 3 !== 0 || ![16, 20, 32, 48, 64].includes((value.length + 1) / 3)) return false;
+    for (let i = 0; i < value.length; i++) {
+      const c = value.charCodeAt(i);
+      if (i % 3 === 2 ? c !== 0x3a : !((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46))) return false;
+    }
+    return true;
+  }
+
+  test('is read as it is, and a value one character away from it is not taken for it', () => {
+    const alphabet = '0123456789ABCDEFabcdefG:+ \n\u00c9\ud83d';
+    fc.assert(
+      fc.property(
+        fc.constantFrom(16, 20, 32, 48, 64),
+        fc.uint8Array({ minLength: 64, maxLength: 64 }),
+        fc.nat(),
+        fc.constantFrom(...alphabet),
+        fc.constantFrom('replace', 'insert', 'delete', 'none'),
+        (bytes, random, at, ch, edit) => {
+          const exact = Buffer.from(random.subarray(0, bytes))
+            .toString('hex')
+            .toUpperCase()
+            .replace(/(..)(?!$)/g, '$1:');
+          const i = at % exact.length;
+          const value =
+            edit === 'replace'
+              ? exact.slice(0, i) + ch + exact.slice(i + 1)
+              : edit === 'insert'
+                ? exact.slice(0, i) + ch + exact.slice(i)
+                : edit === 'delete'
+                  ? exact.slice(0, i) + exact.slice(i + 1)
+                  : exact;
+          // As the codec hands it over: a slice of a larger string.
+          const sliced = ` ${value} `.slice(1, -1);
+          const r = parseFingerprint(sliced);
+          if (upperColon(value))
+            assert.deepEqual(r, {
+              ok: true,
+              fingerprint: `${['md5', 'sha1', 'sha256', 'sha384', 'sha512'][[16, 20, 32, 48, 64].indexOf((value.length + 1) / 3)]}:${value}`,
+            });
+          else if (r.ok) assert.ok(isCanonicalFingerprint(r.fingerprint), r.fingerprint);
+        },
+      ),
+      { numRuns: 5000 },
+    );
+  });
+});
+
 describe('isCanonicalFingerprint (what peers.json may hold)', () => {
   test('only the exact canonical form with a digest name matching its length', () => {
     assert.equal(isCanonicalFingerprint(SHA256_CANONICAL), true);
