@@ -152,9 +152,7 @@ function createOperatorTransactions(
 /**
  * decisions_total and decision_duration_seconds. countDecision adds to plain per-(frontend, reason)
  * tallies, handed to prom-client when the counter is read (its collect): a prom-client child still
- * hashes and validates its labels at every inc(), a cost paid per decision otherwise. The durations
- * likewise go to plain per-frontend bucket counts and sum (durationTallies), written into the
- * histogram when it is read.
+ * hashes and validates its labels at every inc(), a cost paid per decision otherwise.
  */
 function createDecisionMetrics(registry: Registry): Pick<Metrics, 'decisions' | 'decisionDuration' | 'countDecision'> {
   const tallies = { policy: new Map<ReasonId, number>(), milter: new Map<ReasonId, number>() };
@@ -171,99 +169,29 @@ function createDecisionMetrics(registry: Registry): Pick<Metrics, 'decisions' | 
       }
     },
   });
-  const durations = durationTallies(DECISION_DURATION_BUCKETS);
-  const decisionDuration: Histogram<'frontend'> = new Histogram({
+  const decisionDuration = new Histogram({
     name: `${METRIC_PREFIX}decision_duration_seconds`,
     help: 'Time from a complete request to its answer being written',
     labelNames: ['frontend'] as const,
-    buckets: DECISION_DURATION_BUCKETS,
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5],
     registers: [registry],
-    collect() {
-      durations.writeInto(decisionDuration);
-    },
   });
-  // reset() (registry.resetMetrics()) empties the tallies too, or the next read would bring the values back.
-  const resetDurations = decisionDuration.reset.bind(decisionDuration);
-  decisionDuration.reset = () => {
-    durations.clear();
-    resetDurations();
-  };
   // Every (frontend, reason) series exists from the start at 0, so that increase() sees the first
   // tempfail or refusal (a series born at 1 shows no increase) and dashboards show 0, not "no data".
   for (const frontend of ['policy', 'milter'] as const) {
     for (const reason of REASON_IDS) decisions.inc({ frontend, result: REASONS[reason].result, reason }, 0);
   }
+  const durationChildren = {
+    policy: decisionDuration.labels({ frontend: 'policy' }),
+    milter: decisionDuration.labels({ frontend: 'milter' }),
+  };
   return {
     decisions,
     decisionDuration,
     countDecision(frontend, _result, reason, seconds) {
       const tally = tallies[frontend];
       tally.set(reason, (tally.get(reason) ?? 0) + 1);
-      durations.observe(frontend, seconds);
-    },
-  };
-}
-
-const DECISION_DURATION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5];
-
-/** What prom-client keeps per series of a histogram (lib/histogram.js, stable from v11 to v15). */
-interface HistogramSeries {
-  labels: Record<string, string>;
-  bucketValues: Record<string, number>;
-  sum: number;
-  count: number;
-}
-
-/**
- * Per-frontend histogram state kept as prom-client keeps it (count per bucket, not cumulative; the
- * sum added in observation order, so it is the very same number), without its per-call cost: an
- * observe() there allocates, validates and hashes the labels. The totals are since start (or the
- * last reset): writeInto() replaces the series with them, it never adds.
- */
-function durationTallies(buckets: readonly number[]): {
-  observe(frontend: Frontend, seconds: number): void;
-  writeInto(histogram: Histogram<'frontend'>): void;
-  clear(): void;
-} {
-  const fresh = () => ({ counts: new Float64Array(buckets.length), sum: 0, count: 0 });
-  let state = { policy: fresh(), milter: fresh() };
-  /** Frontends in the order of their first decision: the order prom-client lists their series in. */
-  let born: Frontend[] = [];
-  return {
-    observe(frontend, seconds) {
-      // As prom-client: a value that is not a number is refused (it would poison the sum).
-      if (!Number.isFinite(seconds)) throw new TypeError(`Value is not a valid number: ${seconds}`);
-      const t = state[frontend];
-      if (t.count === 0) born.push(frontend);
-      t.sum += seconds;
-      t.count += 1;
-      // The first bound at or above the value; above them all, only +Inf (count) has it.
-      for (let i = 0; i < buckets.length; i++) {
-        if (seconds <= buckets[i]!) {
-          t.counts[i]! += 1;
-          break;
-        }
-      }
-    },
-    writeInto(histogram) {
-      const series = (histogram as unknown as { hashMap: Record<string, HistogramSeries> }).hashMap;
-      // Born at its first decision, as a series observed through prom-client is.
-      for (const frontend of born) {
-        const t = state[frontend];
-        let entry = Object.values(series).find((e) => e.labels.frontend === frontend);
-        if (entry === undefined) {
-          histogram.zero({ frontend });
-          entry = Object.values(series).find((e) => e.labels.frontend === frontend);
-        }
-        if (entry === undefined) throw new Error('prom-client histogram layout changed: decision durations not exported');
-        entry.sum = t.sum;
-        entry.count = t.count;
-        for (let i = 0; i < buckets.length; i++) entry.bucketValues[buckets[i]!] = t.counts[i]!;
-      }
-    },
-    clear() {
-      state = { policy: fresh(), milter: fresh() };
-      born = [];
+      durationChildren[frontend].observe(seconds);
     },
   };
 }
