@@ -59,4 +59,23 @@ describe('prepareList', () => {
       'list_empty',
     );
   });
+
+  it('refuses a DOCTYPE the byte scan cannot see (UTF-16), and a list whose bytes say another encoding', () => {
+    const xml = buildListXml([{ nom: 'op1.mssante.fr', dn: DN }], '2026-01-01T00:00:00Z');
+    const bomb = xml.replace('?>', '?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]>').replace('op1', '&b;');
+    for (const unsigned of [true, false]) {
+      const options = { trust: unsigned ? null : trust, allowUnsigned: unsigned, maxEntries: 100 };
+      // UTF-16: "<\0!\0D\0..." is valid UTF-8 (NULs) and no "<!DOCTYPE" for the scan; libxml2 reads
+      // it as UTF-8 whatever it declares, and refuses the NULs.
+      const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(bomb.replace('UTF-8', 'UTF-16'), 'utf16le')]);
+      const r16 = prepareList(utf16, options);
+      assert.equal(r16.ok, false);
+      assert.ok(!r16.ok && ['xml_malformed', 'encoding_invalid'].includes(r16.reason), !r16.ok ? r16.reason : '');
+      // Declared ISO-8859-1 but UTF-8 bytes: read as UTF-8, the DOCTYPE scan sees it.
+      const latin = prepareList(Buffer.from(bomb.replace('UTF-8', 'ISO-8859-1')), options);
+      assert.equal(!latin.ok && latin.reason, 'doctype_forbidden');
+      const lower = prepareList(Buffer.from(bomb.replace('<!DOCTYPE', '<!doctype')), options);
+      assert.equal(!lower.ok && lower.reason, 'doctype_forbidden');
+    }
+  });
 });
