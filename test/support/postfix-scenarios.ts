@@ -103,6 +103,22 @@ export function makePki(): Pki {
  * Registers the suite. Skipped with the reason when Postfix (or root) or swaks is missing; under
  * CI=true a missing prerequisite is a failing test instead.
  */
+/**
+ * The list of the test operators, generated an hour ago: op1 and op2 with their certificates' DNs,
+ * then `more` entries. Written as whitelist.xml in the PKI's folder; returns its path.
+ */
+export function writeOperatorList(p: Pki, more: ReadonlyArray<{ nom: string; dn: string }> = []): string {
+  const whitelist = join(p.dir, 'whitelist.xml');
+  const generatedAt = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  const entries = [
+    { nom: 'op1.mssante.test', dn: p.op1.subjectRfc2253 },
+    { nom: 'op2.mssante.test', dn: p.op2.subjectRfc2253 },
+    ...more,
+  ];
+  writeFileSync(whitelist, buildListXml(entries, generatedAt));
+  return whitelist;
+}
+
 export function describePostfixScenarios(variant: PostfixVariant, options: { readonly unixSocketInChroot?: boolean } = {}): void {
   const expect =
     options.unixSocketInChroot === true
@@ -133,20 +149,10 @@ export function describePostfixScenarios(variant: PostfixVariant, options: { rea
 
     before(async () => {
       p = makePki();
-      whitelist = join(p.dir, 'whitelist.xml');
-      const generatedAt = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-      writeFileSync(
-        whitelist,
-        buildListXml(
-          [
-            { nom: 'op1.mssante.test', dn: p.op1.subjectRfc2253 },
-            { nom: 'sub.op1.mssante.test', dn: p.op1.subjectRfc2253 },
-            { nom: 'op2.mssante.test', dn: p.op2.subjectRfc2253 },
-            { nom: 'parent.mssante.test', dn: p.op2.subjectRfc2253 },
-          ],
-          generatedAt,
-        ),
-      );
+      whitelist = writeOperatorList(p, [
+        { nom: 'sub.op1.mssante.test', dn: p.op1.subjectRfc2253 },
+        { nom: 'parent.mssante.test', dn: p.op2.subjectRfc2253 },
+      ]);
       if (options.unixSocketInChroot === true) {
         // Postfix first: the daemon's socket goes into the queue directory Postfix creates.
         postfix = await startPostfix({

@@ -15,6 +15,11 @@ import { realListOrSkip } from '../../support/fixtures.js';
 import { buildListXml } from '../../support/xmlsec.js';
 
 /** A state directory holding `list` as the daemon's stored list. */
+/** `check` of the demo list, trusting the demo signer, against `stateDir` (and any extra flags). */
+function checkDemo(stateDir: string, ...extra: string[]): ReturnType<typeof runCli> {
+  return runCli(['check', DEMO_WHITELIST, '--signer', DEMO_SIGNER, '--max-list-age', '0', '--state-dir', stateDir, ...extra]);
+}
+
 function stateWith(listPath: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'state-'));
   writeFileSync(join(dir, STATE_LIST_FILE), readFileSync(listPath));
@@ -85,18 +90,7 @@ describe('mssante-policyd check', () => {
 
   it('--accept records the list for the guard in the state directory', () => {
     const stateDir = mkdtempSync(join(tmpdir(), 'state-'));
-    const r = runCli([
-      'check',
-      DEMO_WHITELIST,
-      '--signer',
-      DEMO_SIGNER,
-      '--max-list-age',
-      '0',
-      '--state-dir',
-      stateDir,
-      '--accept',
-      '--json',
-    ]);
+    const r = checkDemo(stateDir, '--accept', '--json');
     assert.equal(r.code, 0);
     const report = JSON.parse(r.stdout) as CheckReport;
     assert.equal(report.accepted, true);
@@ -256,17 +250,7 @@ describe('mssante-policyd check', () => {
     assert.equal(report.guard?.verdict, 'accept');
     assert.equal(r.code, 0);
     // Trusting the demo signer, the same stored copy verifies and is compared with.
-    const demo = runCli([
-      'check',
-      DEMO_WHITELIST,
-      '--signer',
-      DEMO_SIGNER,
-      '--max-list-age',
-      '0',
-      '--state-dir',
-      stateDir,
-      '--json',
-    ]);
+    const demo = checkDemo(stateDir, '--json');
     assert.equal((JSON.parse(demo.stdout) as CheckReport).guard?.against, `${stateDir} (generated 2026-11-22T21:54:56Z)`);
   });
 
@@ -276,17 +260,7 @@ describe('mssante-policyd check', () => {
       join(stateDir, STATE_LIST_FILE),
       buildListXml([{ nom: 'victime.mssante.test', dn: 'CN=attaquant.test,O=X,C=FR' }], '2030-01-01T00:00:00Z'),
     );
-    const r = runCli([
-      'check',
-      DEMO_WHITELIST,
-      '--signer',
-      DEMO_SIGNER,
-      '--max-list-age',
-      '0',
-      '--state-dir',
-      stateDir,
-      '--json',
-    ]);
+    const r = checkDemo(stateDir, '--json');
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const report = JSON.parse(r.stdout) as CheckReport;
     assert.equal(report.guard?.verdict, 'accept');

@@ -13,18 +13,16 @@
  * slow that is, every deferred message is retried until accepted (generous deadlines).
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { REASONS } from '../../../src/trust/reasons.js';
 import { startDaemon, type DaemonHandle } from '../../support/daemon.js';
 import { waitFor } from '../../support/faults.js';
-import { makePki, postfixE2eMissing, type Pki } from '../../support/postfix-scenarios.js';
+import { makePki, postfixE2eMissing, writeOperatorList, type Pki } from '../../support/postfix-scenarios.js';
 import { startPostfix, type PostfixInstance } from '../../support/postfix.js';
 import { MAX_SESSION_ERRORS, sendMessages, SmtpSession, type MessageOutcome } from '../../support/smtp-session.js';
 import { sendMail } from '../../support/swaks.js';
-import { buildListXml } from '../../support/xmlsec.js';
 
 const RECIPIENTS = ['dr.martin@destinataire.mssante.test', 'dr.durand@destinataire.mssante.test'] as const;
 const A_CN = 'mx.op1.mssante.test';
@@ -131,18 +129,7 @@ describe(
     before(async () => {
       if (missing !== null) throw new Error(`CI=true and ${missing}`);
       p = makePki();
-      whitelist = join(p.dir, 'whitelist.xml');
-      const generatedAt = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-      writeFileSync(
-        whitelist,
-        buildListXml(
-          [
-            { nom: 'op1.mssante.test', dn: p.op1.subjectRfc2253 },
-            { nom: 'op2.mssante.test', dn: p.op2.subjectRfc2253 },
-          ],
-          generatedAt,
-        ),
-      );
+      whitelist = writeOperatorList(p);
       daemon = await startDaemon({ whitelist, extraArgs: [...RATE, '--log-level', 'warn'] });
       postfix = await startPostfix({
         variant: 'policy',

@@ -10,18 +10,16 @@
  * every wait is a generous deadline.
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { test } from 'node:test';
 import { REASONS } from '../../../src/trust/reasons.js';
 import { startDaemon, type DaemonHandle } from '../../support/daemon.js';
 import { httpGet, waitFor } from '../../support/faults.js';
-import { makePki, postfixE2eMissing } from '../../support/postfix-scenarios.js';
+import { makePki, postfixE2eMissing, writeOperatorList } from '../../support/postfix-scenarios.js';
 import { startPostfix, type PostfixInstance } from '../../support/postfix.js';
-import { startRedis } from '../../support/redis.js';
+import { fleetArgs, startRedis } from '../../support/redis.js';
 import { sendMessages, type MessageOutcome } from '../../support/smtp-session.js';
 import { sendMail, type SendResult } from '../../support/swaks.js';
-import { buildListXml } from '../../support/xmlsec.js';
 
 const RECIPIENT = 'dr.martin@destinataire.mssante.test';
 const A_CN = 'mx.op1.mssante.test';
@@ -57,30 +55,8 @@ test(
     const redis = await startRedis(t);
     if (redis === null) return;
     const p = makePki();
-    const whitelist = join(p.dir, 'whitelist.xml');
-    const generatedAt = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-    writeFileSync(
-      whitelist,
-      buildListXml(
-        [
-          { nom: 'op1.mssante.test', dn: p.op1.subjectRfc2253 },
-          { nom: 'op2.mssante.test', dn: p.op2.subjectRfc2253 },
-        ],
-        generatedAt,
-      ),
-    );
-    const args = [
-      '--store',
-      redis.url,
-      '--store-timeout',
-      '2000',
-      '--operator-rate',
-      String(RATE),
-      '--operator-burst',
-      String(BURST),
-      '--log-level',
-      'warn',
-    ];
+    const whitelist = writeOperatorList(p);
+    const args = [...fleetArgs(redis.url, RATE, BURST), '--log-level', 'warn'];
     const daemons: DaemonHandle[] = [];
     const mx: PostfixInstance[] = [];
     t.after(async () => {

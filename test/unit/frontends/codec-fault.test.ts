@@ -129,18 +129,23 @@ function ask(address: string, bytes: Buffer, answers: (data: Buffer) => number, 
   });
 }
 
+/** A logger whose JSON lines land in `lines`, and fresh metrics. */
+function capture(): { lines: Array<Record<string, unknown>>; logger: Logger; metrics: ReturnType<typeof createMetrics> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, logger: pino({ level: 'info' }, sink), metrics: createMetrics({ defaultMetrics: false }) };
+}
+
 describe('a codec fault, the same on every frontend', () => {
   for (const row of ROWS) {
     it(`${row.frontend}: answers the requests before the fault in order, logs once, counts ${row.kind} once, closes that connection only`, async () => {
-      const lines: Array<Record<string, unknown>> = [];
-      const sink = new Writable({
-        write(chunk, _enc, cb) {
-          for (const l of String(chunk).split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
-          cb();
-        },
-      });
-      const metrics = createMetrics({ defaultMetrics: false });
-      const server = await row.start(pino({ level: 'info' }, sink), metrics);
+      const { lines, logger, metrics } = capture();
+      const server = await row.start(logger, metrics);
       servers.push(server);
       // What the two requests get on a clean connection: the faulty one must get exactly this.
       const clean = await ask(server.address, row.valid, row.answers, 2);
@@ -168,17 +173,10 @@ describe('a frontend handler that throws', () => {
         return super.lookup(...args);
       }
     }
-    const lines: Array<Record<string, unknown>> = [];
-    const sink = new Writable({
-      write(chunk, _enc, cb) {
-        for (const l of String(chunk).split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
-        cb();
-      },
-    });
-    const metrics = createMetrics({ defaultMetrics: false });
+    const { lines, logger, metrics } = capture();
     const server = await startSocketmapServer('127.0.0.1:0', {
       ...LISTENER_DEFAULTS.socketmap,
-      logger: pino({ level: 'info' }, sink),
+      logger,
       metrics,
       tables: new BrokenTables({ tlsPolicy: 'secure', transport: 'smtp:' }),
       currentIndex: () => null,
