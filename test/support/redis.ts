@@ -128,8 +128,3 @@ export async function startRedis(t: TestContext, options: RedisOptions = {}): Pr
   t.after(() => instance.stop());
   return instance;
 }
-
-/** The flags of a fleet member: the shared store (2 s deadline) and one throttle for every operator. */
-export function fleetArgs(storeUrl: string, rate: number, burst: number): string[] {
-  return ['--store', storeUrl, '--store-timeout', '2000', '--operator-rate', String(rate), '--operator-burst', String(burst)];
-}

@@ -12,7 +12,7 @@ import { POLICY_ACTIONS } from '../../../src/trust/reasons.js';
 import { startDaemon, type DaemonHandle } from '../../support/daemon.js';
 import { BASE_ENTRIES, httpGet, listInForce, metricNow, OP1_CN, unsignedListFile, VALID, waitFor } from '../../support/faults.js';
 import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
-import { fleetArgs, startRedis } from '../../support/redis.js';
+import { startRedis } from '../../support/redis.js';
 
 const RATE = 1;
 const BURST = 30;
@@ -22,7 +22,16 @@ after(() => Promise.all(daemons.map((d) => d.stop())));
 
 async function startPair(storeUrl: string): Promise<[DaemonHandle, DaemonHandle]> {
   const list = unsignedListFile(BASE_ENTRIES);
-  const args = fleetArgs(storeUrl, RATE, BURST);
+  const args = [
+    '--store',
+    storeUrl,
+    '--store-timeout',
+    '2000',
+    '--operator-rate',
+    String(RATE),
+    '--operator-burst',
+    String(BURST),
+  ];
   const pair = await Promise.all([
     startDaemon({ whitelist: list, extraArgs: args }),
     startDaemon({ whitelist: list, extraArgs: args }),

@@ -17,7 +17,7 @@ import { startDaemon, type DaemonHandle } from '../../support/daemon.js';
 import { httpGet, waitFor } from '../../support/faults.js';
 import { makePki, postfixE2eMissing, writeOperatorList } from '../../support/postfix-scenarios.js';
 import { startPostfix, type PostfixInstance } from '../../support/postfix.js';
-import { fleetArgs, startRedis } from '../../support/redis.js';
+import { startRedis } from '../../support/redis.js';
 import { sendMessages, type MessageOutcome } from '../../support/smtp-session.js';
 import { sendMail, type SendResult } from '../../support/swaks.js';
 
@@ -56,7 +56,18 @@ test(
     if (redis === null) return;
     const p = makePki();
     const whitelist = writeOperatorList(p);
-    const args = [...fleetArgs(redis.url, RATE, BURST), '--log-level', 'warn'];
+    const args = [
+      '--store',
+      redis.url,
+      '--store-timeout',
+      '2000',
+      '--operator-rate',
+      String(RATE),
+      '--operator-burst',
+      String(BURST),
+      '--log-level',
+      'warn',
+    ];
     const daemons: DaemonHandle[] = [];
     const mx: PostfixInstance[] = [];
     t.after(async () => {
